@@ -1,0 +1,36 @@
+namespace Engine.Backends.Cpu;
+
+/// <summary>
+/// How the CPU kernels split work. Work is split only over independent output elements, in fixed-size chunks, so a
+/// result never depends on the number of threads.
+/// </summary>
+public static class CpuParallel
+{
+    static int s_maxThreads = Environment.ProcessorCount;
+
+    /// <summary>Threads the kernels may use (default: all cores).</summary>
+    public static int MaxThreads
+    {
+        get => s_maxThreads;
+        set => s_maxThreads = value < 1 ? Environment.ProcessorCount : value;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(start, end) over [0, count) in chunks of at least <paramref name="grain"/> items,
+    /// on up to <see cref="MaxThreads"/> threads; inline when there is only one chunk.
+    /// </summary>
+    public static void For(long count, long grain, Action<long, long> body)
+    {
+        if (count <= 0) return;
+        int threads = MaxThreads;
+        grain = Math.Max(grain, 1);
+        if (threads <= 1 || count <= grain) { body(0, count); return; }
+        long chunks = Math.Min(threads * 4L, (count + grain - 1) / grain);
+        long per = (count + chunks - 1) / chunks;
+        Parallel.For(0, (int)chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, c =>
+        {
+            long s = c * per, e = Math.Min(count, s + per);
+            if (s < e) body(s, e);
+        });
+    }
+}

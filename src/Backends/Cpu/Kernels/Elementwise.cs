@@ -1,0 +1,131 @@
+using Engine.Ops;
+
+namespace Engine.Backends.Cpu;
+
+/// <summary>
+/// The strided loops of the elementwise families. One generic loop per family serves every op struct and dtype;
+/// a dense float32 operand set takes the op's <c>TryApply</c> (TensorPrimitives) fast path in parallel chunks.
+/// </summary>
+static unsafe class ElementwiseKernels
+{
+    const int DenseChunk = 1 << 16;
+
+    public static void Unary<T, TE, TOp>(TOp op, nint x, Layout xl, nint y, Layout yl)
+        where T : unmanaged where TE : struct, IElement<T> where TOp : struct, IUnaryOp
+    {
+        var plan = new StridedPlan(yl, xl);
+        if (typeof(T) == typeof(float) && plan.IsDense && op.TryApply(default, default))
+        {
+            float* px = (float*)x + plan.Offsets[1], py = (float*)y + plan.Offsets[0];
+            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            {
+                long a = s * DenseChunk, b = Math.Min(plan.Inner, e * DenseChunk);
+                op.TryApply(new ReadOnlySpan<float>(px + a, (int)(b - a)), new Span<float>(py + a, (int)(b - a)));
+            });
+            return;
+        }
+        plan.ForEachRow(offs =>
+        {
+            T* px = (T*)x + offs[1], py = (T*)y + offs[0];
+            long sx = plan.InnerStrides[1], sy = plan.InnerStrides[0];
+            int n = plan.Inner;
+            if (TE.Wide) for (int i = 0; i < n; i++) py[i * sy] = TE.FromDouble(op.Apply(TE.ToDouble(px[i * sx])));
+            else for (int i = 0; i < n; i++) py[i * sy] = TE.FromFloat(op.Apply(TE.ToFloat(px[i * sx])));
+        });
+    }
+
+    public static void Binary<T, TE, TY, TEY, TOp>(TOp op, nint a, Layout al, nint b, Layout bl, nint y, Layout yl)
+        where T : unmanaged where TE : struct, IElement<T> where TY : unmanaged where TEY : struct, IElement<TY>
+        where TOp : struct, IBinaryOp
+    {
+        var plan = new StridedPlan(yl, al, bl);
+        if (typeof(T) == typeof(float) && typeof(TY) == typeof(float) && plan.IsDense && op.TryApply(default, default, default))
+        {
+            float* pa = (float*)a + plan.Offsets[1], pb = (float*)b + plan.Offsets[2], py = (float*)y + plan.Offsets[0];
+            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            {
+                long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
+                int len = (int)(i1 - i0);
+                op.TryApply(new ReadOnlySpan<float>(pa + i0, len), new ReadOnlySpan<float>(pb + i0, len), new Span<float>(py + i0, len));
+            });
+            return;
+        }
+        plan.ForEachRow(offs =>
+        {
+            T* pa = (T*)a + offs[1], pb = (T*)b + offs[2];
+            TY* py = (TY*)y + offs[0];
+            long sa = plan.InnerStrides[1], sb = plan.InnerStrides[2], sy = plan.InnerStrides[0];
+            int n = plan.Inner;
+            if (TE.Wide) for (int i = 0; i < n; i++) py[i * sy] = TEY.FromDouble(op.Apply(TE.ToDouble(pa[i * sa]), TE.ToDouble(pb[i * sb])));
+            else for (int i = 0; i < n; i++) py[i * sy] = TEY.FromFloat(op.Apply(TE.ToFloat(pa[i * sa]), TE.ToFloat(pb[i * sb])));
+        });
+    }
+
+    public static void Copy<TX, TEX, TY, TEY>(nint x, Layout xl, nint y, Layout yl)
+        where TX : unmanaged where TEX : struct, IElement<TX> where TY : unmanaged where TEY : struct, IElement<TY>
+    {
+        var plan = new StridedPlan(yl, xl);
+        if (typeof(TX) == typeof(TY) && plan.IsDense)
+        {
+            TX* px = (TX*)x + plan.Offsets[1]; TY* py = (TY*)y + plan.Offsets[0];
+            Buffer.MemoryCopy(px, py, (long)plan.Inner * sizeof(TY), (long)plan.Inner * sizeof(TY));
+            return;
+        }
+        if (typeof(TX) == typeof(float) && typeof(TY) == typeof(BFloat16) && plan.IsDense)
+        {
+            float* px = (float*)x + plan.Offsets[1]; BFloat16* py = (BFloat16*)y + plan.Offsets[0];
+            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            {
+                long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
+                BFloat16.ConvertFromSingle(new ReadOnlySpan<float>(px + i0, (int)(i1 - i0)), new Span<BFloat16>(py + i0, (int)(i1 - i0)));
+            });
+            return;
+        }
+        if (typeof(TX) == typeof(BFloat16) && typeof(TY) == typeof(float) && plan.IsDense)
+        {
+            BFloat16* px = (BFloat16*)x + plan.Offsets[1]; float* py = (float*)y + plan.Offsets[0];
+            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            {
+                long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
+                BFloat16.ConvertToSingle(new ReadOnlySpan<BFloat16>(px + i0, (int)(i1 - i0)), new Span<float>(py + i0, (int)(i1 - i0)));
+            });
+            return;
+        }
+        plan.ForEachRow(offs =>
+        {
+            TX* px = (TX*)x + offs[1]; TY* py = (TY*)y + offs[0];
+            long sx = plan.InnerStrides[1], sy = plan.InnerStrides[0];
+            int n = plan.Inner;
+            if (typeof(TX) == typeof(TY)) for (int i = 0; i < n; i++) py[i * sy] = *(TY*)(px + i * sx);
+            // One rounding: a wide source or a wide destination goes through float64, which holds every value of
+            // the narrower types exactly; half-to-half goes through float32, which does too.
+            else if (TEX.Wide || TEY.Wide) for (int i = 0; i < n; i++) py[i * sy] = TEY.FromDouble(TEX.ToDouble(px[i * sx]));
+            else for (int i = 0; i < n; i++) py[i * sy] = TEY.FromFloat(TEX.ToFloat(px[i * sx]));
+        });
+    }
+
+    public static void Fill<T, TE>(nint y, Layout yl, double value) where T : unmanaged where TE : struct, IElement<T>
+    {
+        T v = TE.FromDouble(value);
+        var plan = new StridedPlan(yl);
+        plan.ForEachRow(offs =>
+        {
+            T* py = (T*)y + offs[0];
+            long sy = plan.InnerStrides[0];
+            if (sy == 1) new Span<T>(py, plan.Inner).Fill(v);
+            else for (int i = 0; i < plan.Inner; i++) py[i * sy] = v;
+        });
+    }
+
+    public static void Where<T>(nint c, Layout cl, nint a, Layout al, nint b, Layout bl, nint y, Layout yl) where T : unmanaged
+    {
+        var plan = new StridedPlan(yl, cl, al, bl);
+        plan.ForEachRow(offs =>
+        {
+            bool* pc = (bool*)c + offs[1];
+            T* pa = (T*)a + offs[2], pb = (T*)b + offs[3], py = (T*)y + offs[0];
+            long sc = plan.InnerStrides[1], sa = plan.InnerStrides[2], sb = plan.InnerStrides[3], sy = plan.InnerStrides[0];
+            for (int i = 0; i < plan.Inner; i++) py[i * sy] = pc[i * sc] ? pa[i * sa] : pb[i * sb];
+        });
+    }
+}

@@ -1,0 +1,17 @@
+namespace Engine.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    /// <inheritdoc/>
+    public void Softmax(Storage x, Storage y, int rows, int cols, bool log) => throw new NotImplementedException();
+    /// <inheritdoc/>
+    public void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log) => throw new NotImplementedException();
+    /// <inheritdoc/>
+    public void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms) => throw new NotImplementedException();
+    /// <inheritdoc/>
+    public void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms) => throw new NotImplementedException();
+    /// <inheritdoc/>
+    public void CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing) => throw new NotImplementedException();
+    /// <inheritdoc/>
+    public void CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing) => throw new NotImplementedException();
+}

@@ -1,0 +1,120 @@
+using Engine.Ops;
+
+namespace Engine.Backends;
+
+/// <summary>The reductions a backend implements over the trailing dims of a layout.</summary>
+public enum ReduceOp
+{
+    /// <summary>Σ x.</summary>
+    Sum,
+    /// <summary>Σ x / n.</summary>
+    Mean,
+    /// <summary>max x, with the index of the first maximum (NaN counts as the maximum, as PyTorch's).</summary>
+    Max,
+    /// <summary>min x, with the index of the first minimum (NaN counts as the minimum).</summary>
+    Min,
+    /// <summary>Σ (x − mean)² / (n − correction); the argument is the correction.</summary>
+    Var,
+    /// <summary>log Σ eˣ, computed as m + log Σ e^(x−m).</summary>
+    LogSumExp,
+    /// <summary>(Σ |x|ᵖ)^(1/p); the argument is p (∞ gives max |x|).</summary>
+    Norm,
+}
+
+/// <summary>
+/// The backend contract: a few dozen kernels over storages and layouts. A backend never sees a tensor or the graph;
+/// everything else (views, broadcasting, type promotion, autograd, composite ops) is built above it, once.
+/// Conventions: outputs are storages the caller allocated with <see cref="Allocate"/>; a layout argument describes
+/// where an operand's elements sit and may be strided, broadcast (stride 0) or offset; "rows" kernels take contiguous
+/// operands whose last dim is the row. Float16/BFloat16 compute in float32 and round once on store; reductions
+/// accumulate in at least float32 (float64 for Float64). Results never depend on the number of threads.
+/// </summary>
+public interface IBackend
+{
+    /// <summary>The device type served.</summary>
+    DeviceType Type { get; }
+
+    /// <summary>A buffer of <paramref name="count"/> elements; its contents are unspecified.</summary>
+    Storage Allocate(Device device, DType dtype, long count);
+
+    /// <summary>Copies host data into a storage of the same element type (contiguous, from index 0).</summary>
+    void CopyFromHost<T>(ReadOnlySpan<T> source, Storage destination) where T : unmanaged;
+
+    /// <summary>Copies the whole storage into host memory of the same element type. Synchronizes.</summary>
+    void CopyToHost<T>(Storage source, Span<T> destination) where T : unmanaged;
+
+    /// <summary>y[i] = convert(x[i]) over two layouts of one shape, converting dtype as needed.</summary>
+    void Copy(Storage x, Layout xLayout, Storage y, Layout yLayout);
+
+    /// <summary>Sets every element of the layout to <paramref name="value"/> (converted to the storage's dtype).</summary>
+    void Fill(Storage y, Layout yLayout, double value);
+
+    /// <summary>y = op(x), x and y of one dtype and shape.</summary>
+    void Unary<TOp>(TOp op, Storage x, Layout xLayout, Storage y, Layout yLayout) where TOp : struct, IUnaryOp;
+
+    /// <summary>y = op(a, b); a and b share a dtype and are laid out at y's shape (broadcast dims have stride 0); y is Bool for comparisons.</summary>
+    void Binary<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout) where TOp : struct, IBinaryOp;
+
+    /// <summary>y = cond ? a : b, all laid out at y's shape; cond is Bool.</summary>
+    void Where(Storage cond, Layout condLayout, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout);
+
+    /// <summary>
+    /// Reduces the last <paramref name="reducedDims"/> dims of <paramref name="xLayout"/>; y is contiguous over the
+    /// remaining dims, of x's dtype. Max/Min also write the flat index within the reduced block into
+    /// <paramref name="indices"/> (Int64) when given. <paramref name="argument"/> is Var's correction or Norm's p.
+    /// </summary>
+    void Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument);
+
+    /// <summary>
+    /// Batched matrix product y[b] = a[b] · b[b]: a is laid out as [batch, m, k], b as [batch, k, n] (any strides,
+    /// broadcast batches have stride 0), y contiguous [batch, m, n]. One dtype for all three.
+    /// </summary>
+    void MatMul(Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k);
+
+    /// <summary>Softmax (or log-softmax) of each row of a contiguous [rows, cols] x.</summary>
+    void Softmax(Storage x, Storage y, int rows, int cols, bool log);
+
+    /// <summary>dx from the softmax output y and dy: y·(dy − Σ dy·y), or for log-softmax dy − eʸ·Σ dy.</summary>
+    void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log);
+
+    /// <summary>
+    /// Layer norm of each row (rms: RMSNorm, no mean subtraction and no bias): y = (x − mean)·rstd·w + b. Writes
+    /// per-row mean and rstd (float32, or float64 for Float64 inputs) for the backward. Weight and bias may be null.
+    /// </summary>
+    void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms);
+
+    /// <summary>Gradients of <see cref="LayerNorm"/>: dx always; dWeight and dBias (summed over rows) when given.</summary>
+    void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms);
+
+    /// <summary>
+    /// Per-row cross entropy of logits [rows, cols] against Int64 targets: loss[r] = −Σ_c q_c·log_softmax(x)_c with
+    /// q the one-hot target smoothed by <paramref name="labelSmoothing"/>; rows whose target is
+    /// <paramref name="ignoreIndex"/> give 0. loss is float32 (float64 for Float64 logits). Throws on a target out of range.
+    /// </summary>
+    void CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing);
+
+    /// <summary>dlogits = (softmax(x) − q)·dloss[r] per row (0 for ignored rows); dloss has one value per row.</summary>
+    void CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing);
+
+    /// <summary>
+    /// Gather along the middle dim of x viewed as [outer, size, inner]: y[o, j, i] = x[o, index[o, j, i], i] with
+    /// index Int64 and laid out as y ([outer, count, inner], any strides). Throws on an index out of [−size, size).
+    /// </summary>
+    void Gather(Storage x, Layout xLayout, Storage index, Layout indexLayout, Storage y, int outer, int size, int count, int inner);
+
+    /// <summary>
+    /// The adjoint of <see cref="Gather"/>: dx[o, index[o, j, i], i] += dy[o, j, i], with dx contiguous [outer, size, inner]
+    /// and already initialized. Accumulation order is fixed (deterministic).
+    /// </summary>
+    void ScatterAdd(Storage dy, Layout dyLayout, Storage index, Layout indexLayout, Storage dx, int outer, int size, int count, int inner);
+
+    /// <summary>
+    /// Fills a contiguous storage with Philox4x32-10 random numbers for (seed, offset): element i takes counter
+    /// offset + i/4, lane i%4, so a seed gives the same numbers on every device and thread count. Uniform in
+    /// [a, b) or normal with mean a and std b.
+    /// </summary>
+    void Random(Storage y, ulong seed, ulong offset, bool normal, double a, double b);
+
+    /// <summary>Blocks until all queued work is done (a no-op on the CPU).</summary>
+    void Synchronize();
+}

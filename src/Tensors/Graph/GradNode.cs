@@ -1,0 +1,108 @@
+using Engine.Backends;
+
+namespace Engine.Graph;
+
+/// <summary>Where a gradient flows from one op's output back to one of its inputs.</summary>
+/// <param name="Node">The op that produced the input (null for a leaf).</param>
+/// <param name="Tensor">The input tensor, when it requires grad: a leaf accumulates into its <c>Grad</c>; a non-leaf
+/// runs its hooks and keeps its gradient if it retains grad.</param>
+public readonly record struct Edge(GradNode? Node, Tensor? Tensor)
+{
+    /// <summary>True when a gradient is wanted along this edge.</summary>
+    public bool IsLive => Tensor is not null;
+}
+
+/// <summary>What an input looked like when the op ran: what a backward rule needs to shape the input's gradient.</summary>
+public readonly record struct InputInfo(int[] Shape, DType DType, Device Device);
+
+/// <summary>
+/// A value saved for backward: a private alias of the tensor (it keeps the storage alive even when the user's tensor
+/// is disposed) and the storage version at save time, checked when backward unpacks it.
+/// </summary>
+public sealed class SavedTensor
+{
+    Tensor? _alias;
+    readonly int _version;
+    readonly string _op;
+
+    internal SavedTensor(Tensor t, string op)
+    {
+        _alias = t.Alias();
+        _version = t.Storage.Version;
+        _op = op;
+    }
+
+    /// <summary>The saved value; throws if it was modified in place since, or if the graph was freed.</summary>
+    public Tensor Value
+    {
+        get
+        {
+            var a = _alias ?? throw new EngineException(_op + "Backward",
+                "trying to backward through the graph a second time (or directly access saved tensors after they have already been freed); " +
+                "saved intermediate values of the graph are freed when you call Backward(). Specify retainGraph: true if you need to backward a second time");
+            if (a.Storage.Version != _version)
+                throw new EngineException(_op + "Backward",
+                    $"one of the variables needed for gradient computation has been modified by an in-place operation: {Shape.Format(a.Layout.Shape)} {a.DType.Name()} is at version {a.Storage.Version}; expected version {_version} instead");
+            return a;
+        }
+    }
+
+    internal void Free() { Interlocked.Exchange(ref _alias, null)?.Dispose(); }
+}
+
+/// <summary>
+/// The record of one op in the autograd graph: its name, its inputs' edges and descriptions, the values it saved and
+/// its attributes (a dim, an op struct, an epsilon...). Created only when an input requires grad, so inference builds
+/// nothing. The rules that turn a record into input gradients live in src/Autograd, in the file named after the op
+/// family.
+/// </summary>
+public sealed class GradNode
+{
+    SavedTensor[] _saved;
+
+    internal GradNode(string op, Edge[] edges, InputInfo[] inputs, SavedTensor[] saved, object? attributes, int[] outputShape, DType outputDType)
+    {
+        Op = op; Edges = edges; Inputs = inputs; _saved = saved; Attributes = attributes;
+        OutputShape = outputShape; OutputDType = outputDType;
+    }
+
+    /// <summary>The forward op's name; the rule is looked up by it.</summary>
+    public string Op { get; }
+
+    /// <summary>One edge per input, in the forward call's order.</summary>
+    public Edge[] Edges { get; }
+
+    /// <summary>Shape, dtype and device of each input.</summary>
+    public InputInfo[] Inputs { get; }
+
+    /// <summary>Op-specific attributes.</summary>
+    public object? Attributes { get; }
+
+    /// <summary>Shape of the op's output.</summary>
+    public int[] OutputShape { get; }
+
+    /// <summary>Dtype of the op's output.</summary>
+    public DType OutputDType { get; }
+
+    /// <summary>The i-th saved value (see <see cref="SavedTensor.Value"/> for the checks).</summary>
+    public Tensor Saved(int i) => _saved[i].Value;
+
+    /// <summary>Number of saved values.</summary>
+    public int SavedCount => _saved.Length;
+
+    /// <summary>True once <see cref="FreeSaved"/> ran.</summary>
+    public bool IsFreed { get; private set; }
+
+    /// <summary>Hooks called with the gradient of this node's output before the rule runs.</summary>
+    public List<Func<Tensor, Tensor?>>? Hooks { get; set; }
+
+    /// <summary>Frees the saved values (after a backward pass without retainGraph).</summary>
+    public void FreeSaved()
+    {
+        IsFreed = true;
+        foreach (var s in _saved) s.Free();
+    }
+
+    /// <summary>Debug name, as PyTorch's <c>grad_fn</c> (<c>MulBackward</c>).</summary>
+    public override string ToString() => Op + "Backward";
+}

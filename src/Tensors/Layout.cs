@@ -1,0 +1,190 @@
+namespace Engine;
+
+/// <summary>
+/// Where a tensor's elements sit in its storage: shape, element strides and a start offset. Immutable: every view
+/// (transpose, narrow, expand, reshape without copy) is a new layout over the same storage. Backends read layouts;
+/// they never see a tensor.
+/// </summary>
+public sealed class Layout
+{
+    /// <summary>Extent of each dim. Do not mutate.</summary>
+    public int[] Shape { get; }
+
+    /// <summary>Element stride of each dim (0 for a broadcast dim). Do not mutate.</summary>
+    public long[] Strides { get; }
+
+    /// <summary>Element offset of the first element in the storage.</summary>
+    public long Offset { get; }
+
+    /// <summary>Creates a layout; the arrays are taken as they are.</summary>
+    public Layout(int[] shape, long[] strides, long offset)
+    {
+        Shape = shape; Strides = strides; Offset = offset;
+    }
+
+    /// <summary>The row-major contiguous layout of a shape at offset 0.</summary>
+    public static Layout Contiguous(int[] shape) => new(shape, Engine.Shape.ContiguousStrides(shape), 0);
+
+    /// <summary>Number of dims.</summary>
+    public int Rank => Shape.Length;
+
+    /// <summary>Number of elements.</summary>
+    public long Numel => Engine.Shape.Numel(Shape);
+
+    /// <summary>True when the elements are row-major and dense (size-1 dims may have any stride).</summary>
+    public bool IsContiguous
+    {
+        get
+        {
+            long expected = 1;
+            for (int i = Shape.Length - 1; i >= 0; i--)
+            {
+                if (Shape[i] == 1) continue;
+                if (Shape[i] == 0) return true;
+                if (Strides[i] != expected) return false;
+                expected *= Shape[i];
+            }
+            return true;
+        }
+    }
+
+    /// <summary>True when two elements share one storage slot (a dim of size &gt; 1 with stride 0): such a view cannot be written.</summary>
+    public bool HasOverlap
+    {
+        get
+        {
+            for (int i = 0; i < Shape.Length; i++) if (Shape[i] > 1 && Strides[i] == 0) return true;
+            return false;
+        }
+    }
+
+    /// <summary>The largest storage index this layout touches, plus one (0 when empty).</summary>
+    public long StorageExtent
+    {
+        get
+        {
+            long max = Offset;
+            for (int i = 0; i < Shape.Length; i++)
+            {
+                if (Shape[i] == 0) return 0;
+                max += (Shape[i] - 1) * Math.Max(Strides[i], 0);
+            }
+            return max + 1;
+        }
+    }
+
+    /// <summary>Swaps two dims.</summary>
+    public Layout Transpose(int d0, int d1)
+    {
+        var sh = (int[])Shape.Clone(); var st = (long[])Strides.Clone();
+        (sh[d0], sh[d1]) = (sh[d1], sh[d0]);
+        (st[d0], st[d1]) = (st[d1], st[d0]);
+        return new Layout(sh, st, Offset);
+    }
+
+    /// <summary>Reorders dims: result dim i is source dim <paramref name="perm"/>[i].</summary>
+    public Layout Permute(ReadOnlySpan<int> perm)
+    {
+        var sh = new int[perm.Length]; var st = new long[perm.Length];
+        for (int i = 0; i < perm.Length; i++) { sh[i] = Shape[perm[i]]; st[i] = Strides[perm[i]]; }
+        return new Layout(sh, st, Offset);
+    }
+
+    /// <summary>Keeps elements [start, start+length) of one dim.</summary>
+    public Layout Narrow(int dim, int start, int length)
+    {
+        var sh = (int[])Shape.Clone();
+        sh[dim] = length;
+        return new Layout(sh, Strides, Offset + (length == 0 ? 0 : start * Strides[dim]));
+    }
+
+    /// <summary>Keeps every <paramref name="step"/>-th element of one dim from <paramref name="start"/>, <paramref name="count"/> of them.</summary>
+    public Layout Slice(int dim, int start, int count, int step)
+    {
+        var sh = (int[])Shape.Clone(); var st = (long[])Strides.Clone();
+        sh[dim] = count;
+        st[dim] = Strides[dim] * step;
+        return new Layout(sh, st, Offset + (count == 0 ? 0 : start * Strides[dim]));
+    }
+
+    /// <summary>Removes one dim by fixing its index.</summary>
+    public Layout Select(int dim, int index)
+    {
+        var sh = new int[Rank - 1]; var st = new long[Rank - 1];
+        for (int i = 0, j = 0; i < Rank; i++) if (i != dim) { sh[j] = Shape[i]; st[j++] = Strides[i]; }
+        return new Layout(sh, st, Offset + index * Strides[dim]);
+    }
+
+    /// <summary>Inserts a size-1 dim at <paramref name="dim"/>.</summary>
+    public Layout Unsqueeze(int dim)
+    {
+        var sh = new List<int>(Shape); var st = new List<long>(Strides);
+        long stride = dim < Rank ? Strides[dim] * Shape[dim] : 1;
+        sh.Insert(dim, 1); st.Insert(dim, stride);
+        return new Layout(sh.ToArray(), st.ToArray(), Offset);
+    }
+
+    /// <summary>Removes the given size-1 dims.</summary>
+    public Layout Squeeze(ReadOnlySpan<int> dims)
+    {
+        var drop = new bool[Rank];
+        foreach (var d in dims) if (Shape[d] == 1) drop[d] = true;
+        var sh = new List<int>(); var st = new List<long>();
+        for (int i = 0; i < Rank; i++) if (!drop[i]) { sh.Add(Shape[i]); st.Add(Strides[i]); }
+        return new Layout(sh.ToArray(), st.ToArray(), Offset);
+    }
+
+    /// <summary>Broadcasts to <paramref name="shape"/> (leading dims added, size-1 dims stretched with stride 0), or null if impossible.</summary>
+    public Layout? TryBroadcastTo(ReadOnlySpan<int> shape)
+    {
+        int n = shape.Length, lead = n - Rank;
+        if (lead < 0) return null;
+        var st = new long[n];
+        for (int i = 0; i < n; i++)
+        {
+            if (i < lead) { st[i] = 0; continue; }
+            int d = Shape[i - lead];
+            if (d == shape[i]) st[i] = Strides[i - lead];
+            else if (d == 1) st[i] = 0;
+            else return null;
+        }
+        return new Layout(shape.ToArray(), st, Offset);
+    }
+
+    /// <summary>
+    /// The same elements under a new shape without copying, when the strides allow it (as <c>torch.view</c>);
+    /// null when a copy is needed.
+    /// </summary>
+    public Layout? TryView(int[] newShape)
+    {
+        if (IsContiguous) return new Layout(newShape, Engine.Shape.ContiguousStrides(newShape), Offset);
+        // Merge the old dims into chunks of mutually contiguous dims, then split each chunk into the new dims
+        // (the algorithm of PyTorch's computeStride).
+        var newStrides = new long[newShape.Length];
+        if (Numel == 0) return new Layout(newShape, Engine.Shape.ContiguousStrides(newShape), Offset);
+        int viewD = newShape.Length - 1;
+        long chunkBaseStride = Strides.Length > 0 ? Strides[^1] : 1;
+        long tensorNumel = 1, viewNumel = 1;
+        for (int tensorD = Rank - 1; tensorD >= 0; tensorD--)
+        {
+            tensorNumel *= Shape[tensorD];
+            if (tensorD == 0 || (Shape[tensorD - 1] != 1 && Strides[tensorD - 1] != tensorNumel * chunkBaseStride))
+            {
+                while (viewD >= 0 && (viewNumel < tensorNumel || newShape[viewD] == 1))
+                {
+                    newStrides[viewD] = viewNumel * chunkBaseStride;
+                    viewNumel *= newShape[viewD];
+                    viewD--;
+                }
+                if (viewNumel != tensorNumel) return null;
+                if (tensorD > 0) { chunkBaseStride = Strides[tensorD - 1]; tensorNumel = 1; viewNumel = 1; }
+            }
+        }
+        if (viewD != -1) return null;
+        return new Layout(newShape, newStrides, Offset);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"shape {Engine.Shape.Format(Shape)}, strides [{string.Join(", ", Strides)}], offset {Offset}";
+}

@@ -1,0 +1,319 @@
+using System.Numerics.Tensors;
+
+namespace Engine.Ops;
+
+// Each unary op once: float math, double math, derivative, and the TensorPrimitives routine that is its contiguous
+// float32 fast path where one exists. Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp.
+
+/// <summary>−x.</summary>
+public readonly struct NegOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Neg";
+    /// <inheritdoc/>
+    public float Apply(float x) => -x;
+    /// <inheritdoc/>
+    public double Apply(double x) => -x;
+    /// <inheritdoc/>
+    public float Derivative(float x) => -1f;
+    /// <inheritdoc/>
+    public double Derivative(double x) => -1.0;
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Negate(x, y); return true; }
+}
+
+/// <summary>|x|; the derivative at 0 is 0, as PyTorch's.</summary>
+public readonly struct AbsOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Abs";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Abs(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Abs(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => x > 0 ? 1f : x < 0 ? -1f : 0f;
+    /// <inheritdoc/>
+    public double Derivative(double x) => x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0;
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Abs(x, y); return true; }
+}
+
+/// <summary>eˣ.</summary>
+public readonly struct ExpOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Exp";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Exp(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Exp(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => MathF.Exp(x);
+    /// <inheritdoc/>
+    public double Derivative(double x) => Math.Exp(x);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Exp(x, y); return true; }
+}
+
+/// <summary>Natural logarithm.</summary>
+public readonly struct LogOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Log";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Log(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Log(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => 1f / x;
+    /// <inheritdoc/>
+    public double Derivative(double x) => 1.0 / x;
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Log(x, y); return true; }
+}
+
+/// <summary>√x.</summary>
+public readonly struct SqrtOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Sqrt";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Sqrt(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Sqrt(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => 0.5f / MathF.Sqrt(x);
+    /// <inheritdoc/>
+    public double Derivative(double x) => 0.5 / Math.Sqrt(x);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sqrt(x, y); return true; }
+}
+
+/// <summary>1/√x.</summary>
+public readonly struct RsqrtOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Rsqrt";
+    /// <inheritdoc/>
+    public float Apply(float x) => 1f / MathF.Sqrt(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => 1.0 / Math.Sqrt(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => -0.5f / (x * MathF.Sqrt(x));
+    /// <inheritdoc/>
+    public double Derivative(double x) => -0.5 / (x * Math.Sqrt(x));
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>sin x.</summary>
+public readonly struct SinOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Sin";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Sin(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Sin(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => MathF.Cos(x);
+    /// <inheritdoc/>
+    public double Derivative(double x) => Math.Cos(x);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sin(x, y); return true; }
+}
+
+/// <summary>cos x.</summary>
+public readonly struct CosOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Cos";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Cos(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Cos(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => -MathF.Sin(x);
+    /// <inheritdoc/>
+    public double Derivative(double x) => -Math.Sin(x);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Cos(x, y); return true; }
+}
+
+/// <summary>tanh x.</summary>
+public readonly struct TanhOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Tanh";
+    /// <inheritdoc/>
+    public float Apply(float x) => MathF.Tanh(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => Math.Tanh(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) { float t = MathF.Tanh(x); return 1f - t * t; }
+    /// <inheritdoc/>
+    public double Derivative(double x) { double t = Math.Tanh(x); return 1.0 - t * t; }
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Tanh(x, y); return true; }
+}
+
+/// <summary>1/(1+e⁻ˣ), written so that neither tail overflows.</summary>
+public readonly struct SigmoidOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Sigmoid";
+    /// <inheritdoc/>
+    public float Apply(float x) => x >= 0 ? 1f / (1f + MathF.Exp(-x)) : MathF.Exp(x) / (1f + MathF.Exp(x));
+    /// <inheritdoc/>
+    public double Apply(double x) => x >= 0 ? 1.0 / (1.0 + Math.Exp(-x)) : Math.Exp(x) / (1.0 + Math.Exp(x));
+    /// <inheritdoc/>
+    public float Derivative(float x) { float s = Apply(x); return s * (1f - s); }
+    /// <inheritdoc/>
+    public double Derivative(double x) { double s = Apply(x); return s * (1.0 - s); }
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sigmoid(x, y); return true; }
+}
+
+/// <summary>max(x, 0); the derivative at 0 is 0, as PyTorch's.</summary>
+public readonly struct ReluOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Relu";
+    /// <inheritdoc/>
+    public float Apply(float x) => x > 0 ? x : (float.IsNaN(x) ? x : 0f);
+    /// <inheritdoc/>
+    public double Apply(double x) => x > 0 ? x : (double.IsNaN(x) ? x : 0.0);
+    /// <inheritdoc/>
+    public float Derivative(float x) => x > 0 ? 1f : 0f;
+    /// <inheritdoc/>
+    public double Derivative(double x) => x > 0 ? 1.0 : 0.0;
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>
+public readonly struct GeluTanhOp : IDifferentiableUnaryOp
+{
+    const double C = 0.7978845608028654, K = 0.044715;
+    /// <inheritdoc/>
+    public string Name => "GeluTanh";
+    /// <inheritdoc/>
+    public float Apply(float x) => 0.5f * x * (1f + MathF.Tanh((float)C * (x + (float)K * x * x * x)));
+    /// <inheritdoc/>
+    public double Apply(double x) => 0.5 * x * (1.0 + Math.Tanh(C * (x + K * x * x * x)));
+    /// <inheritdoc/>
+    public float Derivative(float x) => (float)Derivative((double)x);
+    /// <inheritdoc/>
+    public double Derivative(double x)
+    {
+        double t = Math.Tanh(C * (x + K * x * x * x));
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * C * (1 + 3 * K * x * x);
+    }
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)).</summary>
+public readonly struct GeluOp : IDifferentiableUnaryOp
+{
+    const double InvSqrt2 = 0.7071067811865476, InvSqrt2Pi = 0.3989422804014327;
+    /// <inheritdoc/>
+    public string Name => "Gelu";
+    /// <inheritdoc/>
+    public float Apply(float x) => 0.5f * x * (1f + SpecialFunctions.Erf(x * (float)InvSqrt2));
+    /// <inheritdoc/>
+    public double Apply(double x) => 0.5 * x * (1.0 + SpecialFunctions.Erf(x * InvSqrt2));
+    /// <inheritdoc/>
+    public float Derivative(float x) => 0.5f * (1f + SpecialFunctions.Erf(x * (float)InvSqrt2)) + x * (float)InvSqrt2Pi * MathF.Exp(-0.5f * x * x);
+    /// <inheritdoc/>
+    public double Derivative(double x) => 0.5 * (1.0 + SpecialFunctions.Erf(x * InvSqrt2)) + x * InvSqrt2Pi * Math.Exp(-0.5 * x * x);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>SiLU (swish): x·σ(x).</summary>
+public readonly struct SiluOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Silu";
+    /// <inheritdoc/>
+    public float Apply(float x) => x * default(SigmoidOp).Apply(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => x * default(SigmoidOp).Apply(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) { float s = default(SigmoidOp).Apply(x); return s * (1f + x * (1f - s)); }
+    /// <inheritdoc/>
+    public double Derivative(double x) { double s = default(SigmoidOp).Apply(x); return s * (1.0 + x * (1.0 - s)); }
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>xᵖ for a scalar exponent.</summary>
+public readonly struct PowScalarOp(double exponent) : IDifferentiableUnaryOp
+{
+    /// <summary>The exponent.</summary>
+    public double Exponent { get; } = exponent;
+    /// <inheritdoc/>
+    public string Name => "Pow";
+    /// <inheritdoc/>
+    public float Apply(float x) => Exponent == 2 ? x * x : MathF.Pow(x, (float)Exponent);
+    /// <inheritdoc/>
+    public double Apply(double x) => Exponent == 2 ? x * x : Math.Pow(x, Exponent);
+    /// <inheritdoc/>
+    public float Derivative(float x) => Exponent == 0 ? 0f : (float)Exponent * MathF.Pow(x, (float)(Exponent - 1));
+    /// <inheritdoc/>
+    public double Derivative(double x) => Exponent == 0 ? 0.0 : Exponent * Math.Pow(x, Exponent - 1);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>
+/// min(max(x, lo), hi); NaN stays NaN. The derivative is 1 inside [lo, hi] and 0 outside, as PyTorch's.
+/// </summary>
+public readonly struct ClampOp(double min, double max) : IDifferentiableUnaryOp
+{
+    /// <summary>Lower bound (−∞ for none).</summary>
+    public double Min { get; } = min;
+    /// <summary>Upper bound (+∞ for none).</summary>
+    public double Max { get; } = max;
+    /// <inheritdoc/>
+    public string Name => "Clamp";
+    /// <inheritdoc/>
+    public float Apply(float x) => float.IsNaN(x) ? x : MathF.Min(MathF.Max(x, (float)Min), (float)Max);
+    /// <inheritdoc/>
+    public double Apply(double x) => double.IsNaN(x) ? x : Math.Min(Math.Max(x, Min), Max);
+    /// <inheritdoc/>
+    public float Derivative(float x) => x >= Min && x <= Max ? 1f : 0f;
+    /// <inheritdoc/>
+    public double Derivative(double x) => x >= Min && x <= Max ? 1.0 : 0.0;
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>a·x + b for scalars: the scalar forms of +, −, × and ÷ without a broadcast operand.</summary>
+public readonly struct AffineOp(double scale, double shift) : IDifferentiableUnaryOp
+{
+    /// <summary>Multiplier.</summary>
+    public double Scale { get; } = scale;
+    /// <summary>Addend.</summary>
+    public double Shift { get; } = shift;
+    /// <inheritdoc/>
+    public string Name => "Affine";
+    /// <inheritdoc/>
+    public float Apply(float x) => (float)Scale * x + (float)Shift;
+    /// <inheritdoc/>
+    public double Apply(double x) => Scale * x + Shift;
+    /// <inheritdoc/>
+    public float Derivative(float x) => (float)Scale;
+    /// <inheritdoc/>
+    public double Derivative(double x) => Scale;
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (Shift == 0) TensorPrimitives.Multiply(x, (float)Scale, y);
+        else if (Scale == 1) TensorPrimitives.Add(x, (float)Shift, y);
+        else { TensorPrimitives.Multiply(x, (float)Scale, y); TensorPrimitives.Add(y, (float)Shift, y); }
+        return true;
+    }
+}

@@ -1,0 +1,197 @@
+using Engine.Ops;
+
+namespace Engine;
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Applies a binary op with broadcasting and type promotion (a 0-d operand counts as a scalar, as
+    /// <c>torch.result_type</c>), recording it for autograd with the operands the backward rule needs.
+    /// </summary>
+    internal static Tensor BinaryOp<TOp>(TOp op, Tensor a, Tensor b, bool saveA, bool saveB, bool trueDivision = false)
+        where TOp : struct, IBinaryOp
+    {
+        CheckSameDevice(op.Name, a, b);
+        var dt = DTypes.ResultType(a.DType, a.Rank == 0, b.DType, b.Rank == 0);
+        if (trueDivision && !dt.IsFloatingPoint()) dt = DType.Float32;
+        var shape = Engine.Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
+        var ac = a.DType == dt ? a : a.To(dt);
+        var bc = b.DType == dt ? b : b.To(dt);
+        try
+        {
+            var y = Empty(shape, op.IsComparison ? DType.Bool : dt, a.Device);
+            a.Backend.Binary(op, ac.Storage, ac.Layout.TryBroadcastTo(shape)!, bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
+            if (op.IsComparison || !ShouldRecord(ac, bc)) return y;
+            Tensor[] saved = saveA && saveB ? [ac, bc] : saveA ? [ac] : saveB ? [bc] : [];
+            return y.Record(op.Name, [ac, bc], null, saved);
+        }
+        finally
+        {
+            if (!ReferenceEquals(ac, a)) ac.Dispose();
+            if (!ReferenceEquals(bc, b)) bc.Dispose();
+        }
+    }
+
+    /// <summary>Applies a binary op with broadcasting, without promotion or recording (both operands of one dtype).</summary>
+    public static Tensor Map<TOp>(TOp op, Tensor a, Tensor b) where TOp : struct, IBinaryOp
+    {
+        CheckSameDevice(op.Name, a, b);
+        if (a.DType != b.DType) throw new DTypeException(op.Name, $"expected one dtype, got {a.DType.Name()} and {b.DType.Name()}");
+        var shape = Engine.Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
+        var y = Empty(shape, op.IsComparison ? DType.Bool : a.DType, a.Device);
+        a.Backend.Binary(op, a.Storage, a.Layout.TryBroadcastTo(shape)!, b.Storage, b.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
+        return y;
+    }
+
+    /// <summary>A 0-d tensor for a C# scalar combined with this tensor: integral scalars keep integer tensors integral.</summary>
+    internal Tensor ScalarLike(double value) =>
+        Scalar(value, DTypes.WithScalar(DType, value == Math.Floor(value) && !double.IsInfinity(value)), Device);
+
+    // An affine map keeps the tensor's dtype when the scalar fits it; otherwise the tensor is promoted first.
+    Tensor AffineScalar(double scale, double shift)
+    {
+        var dt = DTypes.WithScalar(DTypes.WithScalar(DType, IsIntegral(scale)), IsIntegral(shift));
+        if (DType == DType.Bool) dt = IsIntegral(scale) && IsIntegral(shift) ? DType.Int64 : DType.Float32;
+        if (dt != DType)
+        {
+            using var p = To(dt);
+            return p.Apply(new AffineOp(scale, shift), floatResult: false);
+        }
+        return Apply(new AffineOp(scale, shift), floatResult: false);
+    }
+
+    static bool IsIntegral(double v) => v == Math.Floor(v) && !double.IsInfinity(v);
+
+    /// <summary>a + b, broadcast.</summary>
+    public Tensor Add(Tensor other) => BinaryOp(new AddOp(), this, other, false, false);
+    /// <summary>a + alpha·b (as <c>torch.add(a, b, alpha=...)</c>).</summary>
+    public Tensor Add(Tensor other, double alpha)
+    {
+        if (alpha == 1) return Add(other);
+        using var s = other.Mul(alpha);
+        return Add(s);
+    }
+    /// <summary>a − b, broadcast.</summary>
+    public Tensor Sub(Tensor other) => BinaryOp(new SubOp(), this, other, false, false);
+    /// <summary>a · b, broadcast.</summary>
+    public Tensor Mul(Tensor other) => BinaryOp(new MulOp(), this, other, true, true);
+    /// <summary>a / b, broadcast (true division: integer operands give float32).</summary>
+    public Tensor Div(Tensor other) => BinaryOp(new DivOp(), this, other, true, true, trueDivision: true);
+    /// <summary>aᵇ, broadcast.</summary>
+    public Tensor Pow(Tensor exponent) => BinaryOp(new PowOp(), this, exponent, true, true);
+    /// <summary>Elementwise maximum (NaN propagates).</summary>
+    public Tensor Maximum(Tensor other) => BinaryOp(new MaximumOp(), this, other, true, true);
+    /// <summary>Elementwise minimum (NaN propagates).</summary>
+    public Tensor Minimum(Tensor other) => BinaryOp(new MinimumOp(), this, other, true, true);
+
+    /// <summary>x + s.</summary>
+    public Tensor Add(double s) => AffineScalar(1, s);
+    /// <summary>x − s.</summary>
+    public Tensor Sub(double s) => AffineScalar(1, -s);
+    /// <summary>x · s.</summary>
+    public Tensor Mul(double s) => AffineScalar(s, 0);
+    /// <summary>x / s.</summary>
+    public Tensor Div(double s)
+    {
+        if (!DType.IsFloatingPoint())
+        {
+            using var f = To(DType.Float32);
+            return f.Div(s);
+        }
+        using var st = Scalar(s, DType, Device);
+        return Div(st);
+    }
+
+    /// <summary>x == y elementwise (Bool).</summary>
+    public Tensor Eq(Tensor other) => BinaryOp(new CompareOp(Comparison.Eq), this, other, false, false);
+    /// <summary>x != y elementwise (Bool).</summary>
+    public Tensor Ne(Tensor other) => BinaryOp(new CompareOp(Comparison.Ne), this, other, false, false);
+    /// <summary>x &lt; y elementwise (Bool).</summary>
+    public Tensor Lt(Tensor other) => BinaryOp(new CompareOp(Comparison.Lt), this, other, false, false);
+    /// <summary>x &lt;= y elementwise (Bool).</summary>
+    public Tensor Le(Tensor other) => BinaryOp(new CompareOp(Comparison.Le), this, other, false, false);
+    /// <summary>x &gt; y elementwise (Bool).</summary>
+    public Tensor Gt(Tensor other) => BinaryOp(new CompareOp(Comparison.Gt), this, other, false, false);
+    /// <summary>x &gt;= y elementwise (Bool).</summary>
+    public Tensor Ge(Tensor other) => BinaryOp(new CompareOp(Comparison.Ge), this, other, false, false);
+
+    Tensor CompareScalar(Comparison c, double s)
+    {
+        using var t = ScalarLike(s);
+        return BinaryOp(new CompareOp(c), this, t, false, false);
+    }
+
+    /// <summary>x == s (Bool).</summary>
+    public Tensor Eq(double s) => CompareScalar(Comparison.Eq, s);
+    /// <summary>x != s (Bool).</summary>
+    public Tensor Ne(double s) => CompareScalar(Comparison.Ne, s);
+    /// <summary>x &lt; s (Bool).</summary>
+    public Tensor Lt(double s) => CompareScalar(Comparison.Lt, s);
+    /// <summary>x &lt;= s (Bool).</summary>
+    public Tensor Le(double s) => CompareScalar(Comparison.Le, s);
+    /// <summary>x &gt; s (Bool).</summary>
+    public Tensor Gt(double s) => CompareScalar(Comparison.Gt, s);
+    /// <summary>x &gt;= s (Bool).</summary>
+    public Tensor Ge(double s) => CompareScalar(Comparison.Ge, s);
+
+    /// <summary>cond ? a : b elementwise, broadcasting all three, as <c>torch.where</c>.</summary>
+    public static Tensor Where(Tensor condition, Tensor a, Tensor b)
+    {
+        const string op = "Where";
+        if (condition.DType != DType.Bool) throw new DTypeException(op, $"condition must be bool, got {condition.DType.Name()}");
+        CheckSameDevice(op, condition, a); CheckSameDevice(op, a, b);
+        var dt = DTypes.ResultType(a.DType, a.Rank == 0, b.DType, b.Rank == 0);
+        var shape = Engine.Shape.Broadcast(Engine.Shape.Broadcast(condition.Layout.Shape, a.Layout.Shape, op), b.Layout.Shape, op);
+        var ac = a.DType == dt ? a : a.To(dt);
+        var bc = b.DType == dt ? b : b.To(dt);
+        try
+        {
+            var y = Empty(shape, dt, a.Device);
+            a.Backend.Where(condition.Storage, condition.Layout.TryBroadcastTo(shape)!, ac.Storage, ac.Layout.TryBroadcastTo(shape)!,
+                bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
+            return ShouldRecord(ac, bc) ? y.Record(op, [ac, bc], null, [condition]) : y;
+        }
+        finally
+        {
+            if (!ReferenceEquals(ac, a)) ac.Dispose();
+            if (!ReferenceEquals(bc, b)) bc.Dispose();
+        }
+    }
+
+    /// <summary>This tensor with <paramref name="value"/> where <paramref name="mask"/> is true (mask broadcasts).</summary>
+    public Tensor MaskedFill(Tensor mask, double value)
+    {
+        using var v = Scalar(value, DType, Device);
+        var y = Where(mask, v, this);
+        if (!y.Layout.Shape.AsSpan().SequenceEqual(Layout.Shape))
+        {
+            y.Dispose();
+            throw new ShapeException("MaskedFill", $"mask {Engine.Shape.Format(mask.Layout.Shape)} must broadcast to the tensor's shape {Engine.Shape.Format(Layout.Shape)}");
+        }
+        return y;
+    }
+
+#pragma warning disable CS1591 // operators mirror the methods above
+    public static Tensor operator +(Tensor a, Tensor b) => a.Add(b);
+    public static Tensor operator -(Tensor a, Tensor b) => a.Sub(b);
+    public static Tensor operator *(Tensor a, Tensor b) => a.Mul(b);
+    public static Tensor operator /(Tensor a, Tensor b) => a.Div(b);
+    public static Tensor operator +(Tensor a, double s) => a.Add(s);
+    public static Tensor operator -(Tensor a, double s) => a.Sub(s);
+    public static Tensor operator *(Tensor a, double s) => a.Mul(s);
+    public static Tensor operator /(Tensor a, double s) => a.Div(s);
+    public static Tensor operator +(double s, Tensor a) => a.Add(s);
+    public static Tensor operator -(double s, Tensor a) => a.AffineScalar(-1, s);
+    public static Tensor operator *(double s, Tensor a) => a.Mul(s);
+    public static Tensor operator /(double s, Tensor a) { using var t = a.ScalarLike(s); return t.Div(a); }
+    public static Tensor operator -(Tensor a) => a.Neg();
+    public static Tensor operator <(Tensor a, Tensor b) => a.Lt(b);
+    public static Tensor operator >(Tensor a, Tensor b) => a.Gt(b);
+    public static Tensor operator <=(Tensor a, Tensor b) => a.Le(b);
+    public static Tensor operator >=(Tensor a, Tensor b) => a.Ge(b);
+    public static Tensor operator <(Tensor a, double s) => a.Lt(s);
+    public static Tensor operator >(Tensor a, double s) => a.Gt(s);
+    public static Tensor operator <=(Tensor a, double s) => a.Le(s);
+    public static Tensor operator >=(Tensor a, double s) => a.Ge(s);
+#pragma warning restore CS1591
+}

@@ -1,0 +1,86 @@
+using Engine.Backends;
+
+namespace Engine;
+
+public sealed partial class Tensor
+{
+    /// <summary>The dtype that stores host values of type <typeparamref name="T"/>.</summary>
+    public static DType DTypeOf<T>() where T : unmanaged =>
+        typeof(T) == typeof(double) ? DType.Float64
+        : typeof(T) == typeof(float) ? DType.Float32
+        : typeof(T) == typeof(Half) ? DType.Float16
+        : typeof(T) == typeof(BFloat16) ? DType.BFloat16
+        : typeof(T) == typeof(int) ? DType.Int32
+        : typeof(T) == typeof(long) ? DType.Int64
+        : typeof(T) == typeof(bool) ? DType.Bool
+        : throw new DTypeException("DTypeOf", $"no dtype stores {typeof(T).Name}");
+
+    /// <summary>A tensor holding a copy of <paramref name="data"/> with the given shape (default: 1-D).</summary>
+    public static Tensor FromArray<T>(T[] data, int[]? shape = null, Device? device = null, bool requiresGrad = false) where T : unmanaged
+    {
+        shape ??= [data.Length];
+        if (Engine.Shape.Numel(shape) != data.Length)
+            throw new ShapeException("FromArray", $"shape {Engine.Shape.Format(shape)} needs {Engine.Shape.Numel(shape)} elements, got {data.Length}");
+        var t = Empty(shape, DTypeOf<T>(), device);
+        t.Backend.CopyFromHost<T>(data, t.Storage);
+        if (requiresGrad) t.RequiresGrad = true;
+        return t;
+    }
+
+    /// <summary>A 0-d tensor holding one value.</summary>
+    public static Tensor Scalar(double value, DType dtype = DType.Float32, Device? device = null) => Full([], value, dtype, device);
+
+    /// <summary>A tensor filled with <paramref name="value"/>.</summary>
+    public static Tensor Full(int[] shape, double value, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false)
+    {
+        var t = Empty(shape, dtype, device);
+        t.Backend.Fill(t.Storage, t.Layout, value);
+        if (requiresGrad) t.RequiresGrad = true;
+        return t;
+    }
+
+    /// <summary>A tensor of zeros.</summary>
+    public static Tensor Zeros(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full(shape, 0, dtype, device, requiresGrad);
+
+    /// <summary>A tensor of ones.</summary>
+    public static Tensor Ones(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full(shape, 1, dtype, device, requiresGrad);
+
+    /// <summary>Zeros of this tensor's shape, dtype and device.</summary>
+    public Tensor ZerosLike() => Zeros(Layout.Shape, DType, Device);
+
+    /// <summary>Ones of this tensor's shape, dtype and device.</summary>
+    public Tensor OnesLike() => Ones(Layout.Shape, DType, Device);
+
+    /// <summary>A constant of this tensor's shape, dtype and device.</summary>
+    public Tensor FullLike(double value) => Full(Layout.Shape, value, DType, Device);
+
+    /// <summary>Uninitialized memory of this tensor's shape, dtype and device.</summary>
+    public Tensor EmptyLike() => Empty(Layout.Shape, DType, Device);
+
+    /// <summary>0, 1, ..., end−1 as Int64 (as <c>torch.arange(end)</c>).</summary>
+    public static Tensor Arange(long end, Device? device = null) => Arange(0, end, 1, DType.Int64, device);
+
+    /// <summary>Values from <paramref name="start"/> by <paramref name="step"/> while below (or above, for a negative step) <paramref name="end"/>.</summary>
+    public static Tensor Arange(double start, double end, double step = 1, DType dtype = DType.Float32, Device? device = null)
+    {
+        if (step == 0 || double.IsNaN(step)) throw new ShapeException("Arange", "step must be nonzero");
+        if (double.IsInfinity(start) || double.IsInfinity(end)) throw new ShapeException("Arange", "unsupported range: start and end must be finite");
+        long n = Math.Max(0, (long)Math.Ceiling((end - start) / step));
+        var values = new double[n];
+        for (long i = 0; i < n; i++) values[i] = start + i * step;
+        using var d = FromArray(values, null, device);
+        return d.To(dtype);
+    }
+
+    /// <summary>An n×m matrix with ones on the diagonal.</summary>
+    public static Tensor Eye(int n, int? m = null, DType dtype = DType.Float32, Device? device = null)
+    {
+        int cols = m ?? n;
+        var t = Zeros([n, cols], dtype, device);
+        int k = Math.Min(n, cols);
+        // The diagonal is a strided view with stride cols+1.
+        var diag = new Layout([k], [cols + 1L], 0);
+        t.Backend.Fill(t.Storage, diag, 1);
+        return t;
+    }
+}

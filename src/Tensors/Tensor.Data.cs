@@ -1,0 +1,81 @@
+using Engine.Backends;
+
+namespace Engine;
+
+public sealed partial class Tensor
+{
+    /// <summary>The elements in row-major order, converted to <typeparamref name="T"/> if the dtype differs. Synchronizes.</summary>
+    public T[] ToArray<T>() where T : unmanaged
+    {
+        var want = DTypeOf<T>();
+        using var src = want == DType && IsContiguous && Layout.Offset == 0 && Device.Type == DeviceType.Cpu ? Alias() : CastCopy(want, Device.Cpu);
+        var r = new T[checked((int)src.Numel)];
+        src.Backend.CopyToHost<T>(src.Storage, r);
+        return r;
+    }
+
+    /// <summary>The single element of a one-element tensor, as <typeparamref name="T"/>. Synchronizes.</summary>
+    public T Item<T>() where T : unmanaged
+    {
+        if (Numel != 1) throw new ShapeException("Item", $"a tensor with {Numel} elements cannot be converted to a scalar ({Describe()})");
+        return ToArray<T>()[0];
+    }
+
+    /// <summary>The single element as a double.</summary>
+    public double Item() => Item<double>();
+
+    /// <summary>
+    /// A contiguous copy with the given dtype on the given device, not recorded by autograd. The transfer between
+    /// devices goes through host memory, byte for byte.
+    /// </summary>
+    internal Tensor CastCopy(DType dtype, Device device)
+    {
+        if (device == Device)
+        {
+            var y = Empty(Layout.Shape, dtype, device);
+            Backend.Copy(Storage, Layout, y.Storage, y.Layout);
+            return y;
+        }
+        using var same = CastCopy(dtype, Device); // contiguous, offset 0, storage of exactly Numel elements
+        var bytes = new byte[same.Storage.ByteLength];
+        same.Backend.CopyToHost<byte>(same.Storage, bytes);
+        var r = Empty(Layout.Shape, dtype, device);
+        r.Backend.CopyFromHost<byte>(bytes, r.Storage);
+        return r;
+    }
+
+    /// <summary>This tensor as <paramref name="dtype"/>: a new handle on the same data when the dtype already matches, a converted copy otherwise. Differentiable.</summary>
+    public Tensor To(DType dtype)
+    {
+        if (dtype == DType) return Alias().Record("Alias", this);
+        return CastCopy(dtype, Device).Record("Cast", this);
+    }
+
+    /// <summary>This tensor on <paramref name="device"/> (a new handle when already there). Differentiable.</summary>
+    public Tensor To(Device device)
+    {
+        if (device == Device) return Alias().Record("Alias", this);
+        return CastCopy(DType, device).Record("Cast", this);
+    }
+
+    /// <summary>This tensor on <paramref name="device"/> as <paramref name="dtype"/>.</summary>
+    public Tensor To(Device device, DType dtype)
+    {
+        if (device == Device) return To(dtype);
+        if (dtype == DType) return To(device);
+        return CastCopy(dtype, device).Record("Cast", this);
+    }
+
+    /// <summary>A dense row-major tensor with the same values: a new handle when already contiguous, a copy otherwise.</summary>
+    public Tensor Contiguous()
+    {
+        if (IsContiguous) return Alias().Record("Alias", this);
+        return CastCopy(DType, Device).Record("Alias", this);
+    }
+
+    /// <summary>A copy with its own storage (as <c>torch.clone</c>). Differentiable.</summary>
+    public Tensor Clone() => CastCopy(DType, Device).Record("Alias", this);
+
+    /// <summary>A new handle on the same data that does not require grad and has no history.</summary>
+    public Tensor Detach() => Alias();
+}

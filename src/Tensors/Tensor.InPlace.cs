@@ -1,0 +1,148 @@
+using Engine.Graph;
+using Engine.Ops;
+
+namespace Engine;
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Checks that this tensor may be written in place: not an overlapping (expanded) view, not a leaf that requires
+    /// grad while grad mode is on (PyTorch's rule), and that the result dtype fits this tensor's.
+    /// </summary>
+    void CheckWritable(string op, DType resultType)
+    {
+        if (Layout.HasOverlap)
+            throw new ShapeException(op, $"unsupported operation: more than one element of the written-to tensor refers to a single memory location ({Layout}); Clone() it first");
+        if (IsLeaf && RequiresGrad && GradMode.IsEnabled)
+            throw new EngineException(op, "a leaf tensor that requires grad is being used in an in-place operation; wrap the update in GradMode.NoGrad()");
+        if (resultType.IsFloatingPoint() && !DType.IsFloatingPoint() || resultType == DType.Int64 && DType == DType.Bool)
+            throw new DTypeException(op, $"result type {resultType.Name()} can't be cast to the desired output type {DType.Name()}");
+    }
+
+    /// <summary>
+    /// Writes <paramref name="result"/> (of this tensor's shape) into this tensor's storage, bumps the version, and
+    /// for a tensor in the graph takes over the result's history (autograd sees the in-place op as out-of-place).
+    /// </summary>
+    Tensor CommitInPlace(Tensor result)
+    {
+        Backend.Copy(result.Storage, result.Layout, Storage, Layout);
+        Storage.BumpVersion();
+        if (result.GradFn is not null) GradFn = result.GradFn;
+        result.Dispose();
+        return this;
+    }
+
+    Tensor BinaryInPlace<TOp>(TOp op, Tensor other) where TOp : struct, IBinaryOp
+    {
+        CheckSameDevice(op.Name + "InPlace", this, other);
+        var rt = DTypes.ResultType(DType, Rank == 0, other.DType, other.Rank == 0);
+        CheckWritable(op.Name + "InPlace", rt);
+        if (other.Layout.TryBroadcastTo(Layout.Shape) is null) throw new ShapeException(op.Name + "InPlace",
+            $"output with shape {Engine.Shape.Format(Layout.Shape)} doesn't match the broadcast shape of {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)}");
+        if (!RequiresGrad && !other.RequiresGrad || !GradMode.IsEnabled)
+        {
+            // The common case (optimizer updates, no graph): one kernel writing straight into this tensor.
+            using var oc = other.DType == DType ? other.Alias() : other.CastCopy(DType, Device);
+            Backend.Binary(op, Storage, Layout, oc.Storage, oc.Layout.TryBroadcastTo(Layout.Shape)!, Storage, Layout);
+            Storage.BumpVersion();
+            return this;
+        }
+        using var o = other.DType == DType ? other.Alias() : other.To(DType);
+        return CommitInPlace(BinaryOp(op, this, o, true, true));
+    }
+
+    /// <summary>x += other (broadcast into x). Returns this.</summary>
+    public Tensor AddInPlace(Tensor other) => BinaryInPlace(new AddOp(), other);
+    /// <summary>x += alpha·other. Returns this.</summary>
+    public Tensor AddInPlace(Tensor other, double alpha)
+    {
+        if (alpha == 1) return AddInPlace(other);
+        using var s = other.Mul(alpha);
+        return AddInPlace(s);
+    }
+    /// <summary>x −= other. Returns this.</summary>
+    public Tensor SubInPlace(Tensor other) => BinaryInPlace(new SubOp(), other);
+    /// <summary>x ·= other. Returns this.</summary>
+    public Tensor MulInPlace(Tensor other) => BinaryInPlace(new MulOp(), other);
+    /// <summary>x /= other. Returns this.</summary>
+    public Tensor DivInPlace(Tensor other)
+    {
+        if (!DType.IsFloatingPoint()) throw new DTypeException("DivInPlace", $"result type float32 can't be cast to the desired output type {DType.Name()}");
+        return BinaryInPlace(new DivOp(), other);
+    }
+
+    Tensor UnaryInPlace<TOp>(TOp op, bool floatResult) where TOp : struct, IDifferentiableUnaryOp
+    {
+        CheckWritable(op.Name + "InPlace", floatResult ? DType.Float32 : DType);
+        if (!RequiresGrad || !GradMode.IsEnabled)
+        {
+            Backend.Unary(op, Storage, Layout, Storage, Layout);
+            Storage.BumpVersion();
+            return this;
+        }
+        return CommitInPlace(Apply(op, floatResult));
+    }
+
+    /// <summary>x += s. Returns this.</summary>
+    public Tensor AddInPlace(double s) => UnaryInPlace(new AffineOp(1, s), !IsIntegral(s));
+    /// <summary>x −= s. Returns this.</summary>
+    public Tensor SubInPlace(double s) => UnaryInPlace(new AffineOp(1, -s), !IsIntegral(s));
+    /// <summary>x ·= s. Returns this.</summary>
+    public Tensor MulInPlace(double s) => UnaryInPlace(new AffineOp(s, 0), !IsIntegral(s));
+    /// <summary>x /= s. Returns this.</summary>
+    public Tensor DivInPlace(double s)
+    {
+        using var t = Scalar(s, DType.IsFloatingPoint() ? DType : DType.Float32, Device);
+        return DivInPlace(t);
+    }
+    /// <summary>Clamps into [min, max] in place. Returns this.</summary>
+    public Tensor ClampInPlace(double? min = null, double? max = null) =>
+        UnaryInPlace(new ClampOp(min ?? double.NegativeInfinity, max ?? double.PositiveInfinity), false);
+
+    /// <summary>Sets every element to <paramref name="value"/>. Returns this.</summary>
+    public Tensor FillInPlace(double value)
+    {
+        CheckWritable("FillInPlace", DType);
+        if (RequiresGrad && GradMode.IsEnabled)
+        {
+            using var v = Full(Layout.Shape, value, DType, Device);
+            return CommitInPlace(v.Alias().Record("Fill", this, null));
+        }
+        Backend.Fill(Storage, Layout, value);
+        Storage.BumpVersion();
+        return this;
+    }
+
+    /// <summary>Sets every element to zero. Returns this.</summary>
+    public Tensor ZeroInPlace() => FillInPlace(0);
+
+    /// <summary>Copies <paramref name="source"/> (broadcast, converted to this dtype, from any device) into this tensor. Returns this.</summary>
+    public Tensor CopyInPlace(Tensor source)
+    {
+        CheckWritable("CopyInPlace", DType);
+        if (source.Layout.TryBroadcastTo(Layout.Shape) is null)
+            throw new ShapeException("CopyInPlace", $"source {Engine.Shape.Format(source.Layout.Shape)} cannot be broadcast to {Engine.Shape.Format(Layout.Shape)}");
+        if (GradMode.IsEnabled && (RequiresGrad || source.RequiresGrad))
+        {
+            using var moved = source.To(Device);
+            using var cast = moved.To(DType);
+            using var e = cast.Expand(Layout.Shape);
+            return CommitInPlace(e.Contiguous());
+        }
+        using var s = source.Device == Device ? source.Alias() : source.CastCopy(source.DType, Device);
+        Backend.Copy(s.Storage, s.Layout.TryBroadcastTo(Layout.Shape)!, Storage, Layout);
+        Storage.BumpVersion();
+        return this;
+    }
+
+    /// <summary>Fills <paramref name="value"/> where <paramref name="mask"/> is true, in place. Returns this.</summary>
+    public Tensor MaskedFillInPlace(Tensor mask, double value)
+    {
+        CheckWritable("MaskedFillInPlace", DType);
+        using var r = MaskedFill(mask, value);
+        if (RequiresGrad && GradMode.IsEnabled) return CommitInPlace(r.Alias().Record("Alias", r));
+        Backend.Copy(r.Storage, r.Layout, Storage, Layout);
+        Storage.BumpVersion();
+        return this;
+    }
+}

@@ -1,0 +1,67 @@
+using Engine.Ops;
+
+namespace Engine;
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Applies a unary op. Integer and Bool inputs of a float-valued function are promoted to float32 first (as
+    /// PyTorch's <c>exp</c> of an int tensor). Recorded for autograd with the op's derivative.
+    /// </summary>
+    public Tensor Apply<TOp>(TOp op, bool floatResult = true) where TOp : struct, IDifferentiableUnaryOp
+    {
+        if (floatResult && !DType.IsFloatingPoint())
+        {
+            using var f = To(DType.Float32);
+            return f.Apply(op);
+        }
+        var y = Empty(Layout.Shape, DType, Device);
+        Backend.Unary(op, Storage, Layout, y.Storage, y.Layout);
+        return y.Record(op.Name, this, new UnaryGradient<TOp>(op), [this]);
+    }
+
+    /// <summary>Applies a unary op without recording it.</summary>
+    public static Tensor Map<TOp>(TOp op, Tensor x) where TOp : struct, IUnaryOp
+    {
+        var y = Empty(x.Layout.Shape, x.DType, x.Device);
+        x.Backend.Unary(op, x.Storage, x.Layout, y.Storage, y.Layout);
+        return y;
+    }
+
+    /// <summary>−x.</summary>
+    public Tensor Neg() => Apply(new NegOp(), floatResult: false);
+    /// <summary>|x|.</summary>
+    public Tensor Abs() => Apply(new AbsOp(), floatResult: false);
+    /// <summary>eˣ.</summary>
+    public Tensor Exp() => Apply(new ExpOp());
+    /// <summary>ln x.</summary>
+    public Tensor Log() => Apply(new LogOp());
+    /// <summary>√x.</summary>
+    public Tensor Sqrt() => Apply(new SqrtOp());
+    /// <summary>1/√x.</summary>
+    public Tensor Rsqrt() => Apply(new RsqrtOp());
+    /// <summary>sin x.</summary>
+    public Tensor Sin() => Apply(new SinOp());
+    /// <summary>cos x.</summary>
+    public Tensor Cos() => Apply(new CosOp());
+    /// <summary>tanh x.</summary>
+    public Tensor Tanh() => Apply(new TanhOp());
+    /// <summary>1/(1+e⁻ˣ).</summary>
+    public Tensor Sigmoid() => Apply(new SigmoidOp());
+    /// <summary>max(x, 0).</summary>
+    public Tensor Relu() => Apply(new ReluOp(), floatResult: false);
+    /// <summary>GELU: exact (erf) by default, or the tanh approximation (PyTorch's <c>approximate="tanh"</c>).</summary>
+    public Tensor Gelu(bool approximateTanh = false) => approximateTanh ? Apply(new GeluTanhOp()) : Apply(new GeluOp());
+    /// <summary>x·σ(x).</summary>
+    public Tensor Silu() => Apply(new SiluOp());
+    /// <summary>xᵖ for a scalar p.</summary>
+    public Tensor Pow(double exponent) => Apply(new PowScalarOp(exponent), floatResult: exponent != Math.Floor(exponent) || exponent < 0);
+    /// <summary>x²</summary>
+    public Tensor Square() => Pow(2);
+    /// <summary>Clamps into [min, max]; null leaves that side open.</summary>
+    public Tensor Clamp(double? min = null, double? max = null)
+    {
+        if (min is null && max is null) throw new EngineException("Clamp", "at least one of min and max must be given");
+        return Apply(new ClampOp(min ?? double.NegativeInfinity, max ?? double.PositiveInfinity), floatResult: false);
+    }
+}

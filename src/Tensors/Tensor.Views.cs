@@ -1,0 +1,206 @@
+namespace Engine;
+
+/// <summary>One index of the tensor indexer: an integer (removes the dim), a range (keeps it), <see cref="All"/> or <see cref="NewAxis"/>.</summary>
+public readonly struct TensorIndex
+{
+    internal enum Kind { Int, Range, NewAxis }
+    internal Kind K { get; }
+    internal int Int { get; }
+    internal Range Range { get; }
+    internal int Step { get; }
+
+    TensorIndex(Kind k, int i, Range r, int step) { K = k; Int = i; Range = r; Step = step; }
+
+    /// <summary>An integer index (negative counts from the end).</summary>
+    public static implicit operator TensorIndex(int i) => new(Kind.Int, i, default, 1);
+
+    /// <summary>A range (as Python's <c>a:b</c>).</summary>
+    public static implicit operator TensorIndex(Range r) => new(Kind.Range, 0, r, 1);
+
+    /// <summary>A range with a step (as Python's <c>a:b:step</c>), step &gt; 0.</summary>
+    public static TensorIndex Slice(Range r, int step) => new(Kind.Range, 0, r, step);
+
+    /// <summary>The whole dim (Python's <c>:</c>).</summary>
+    public static TensorIndex All => new(Kind.Range, 0, Range.All, 1);
+
+    /// <summary>Inserts a size-1 dim (Python's <c>None</c>).</summary>
+    public static TensorIndex NewAxis => new(Kind.NewAxis, 0, default, 1);
+}
+
+public sealed partial class Tensor
+{
+    /// <summary>Indexes dims from the left: integers select, ranges slice, NewAxis inserts; the result is a view.</summary>
+    [System.Runtime.CompilerServices.IndexerName("At")]
+    public Tensor this[params TensorIndex[] indices]
+    {
+        get
+        {
+            var t = Alias().Record("Alias", this);
+            int dim = 0;
+            foreach (var idx in indices)
+            {
+                Tensor next;
+                switch (idx.K)
+                {
+                    case TensorIndex.Kind.Int:
+                        if (dim >= t.Rank) throw new ShapeException("Index", $"too many indices for a tensor of rank {Rank}");
+                        next = t.Select(dim, idx.Int);
+                        break;
+                    case TensorIndex.Kind.NewAxis:
+                        next = t.Unsqueeze(dim++);
+                        break;
+                    default:
+                        if (dim >= t.Rank) throw new ShapeException("Index", $"too many indices for a tensor of rank {Rank}");
+                        int size = t.Layout.Shape[dim];
+                        var (start, len) = ClampRange(idx.Range, size);
+                        next = t.Slice(dim++, start, start + len, idx.Step);
+                        break;
+                }
+                t.Dispose();
+                t = next;
+            }
+            return t;
+        }
+    }
+
+    static (int, int) ClampRange(Range r, int size)
+    {
+        int s = r.Start.IsFromEnd ? size - r.Start.Value : r.Start.Value;
+        int e = r.End.IsFromEnd ? size - r.End.Value : r.End.Value;
+        s = Math.Clamp(s, 0, size); e = Math.Clamp(e, 0, size);
+        return (s, Math.Max(0, e - s));
+    }
+
+    /// <summary>Swaps two dims (a view).</summary>
+    public Tensor Transpose(int dim0, int dim1)
+    {
+        int a = Engine.Shape.NormalizeDim(dim0, Rank, "Transpose"), b = Engine.Shape.NormalizeDim(dim1, Rank, "Transpose");
+        if (Rank == 0) return Alias().Record("Alias", this);
+        return NewView(Layout.Transpose(a, b)).Record("Transpose", this, (a, b));
+    }
+
+    /// <summary>The transpose of a matrix (a view); for other ranks, the dims reversed, as PyTorch's <c>.T</c>.</summary>
+    public Tensor T => Rank <= 2 ? (Rank < 2 ? Alias().Record("Alias", this) : Transpose(0, 1)) : Permute(Enumerable.Range(0, Rank).Reverse().ToArray());
+
+    /// <summary>Reorders dims (a view): result dim i is input dim <paramref name="dims"/>[i].</summary>
+    public Tensor Permute(params int[] dims)
+    {
+        if (dims.Length != Rank) throw new ShapeException("Permute", $"number of dims {dims.Length} does not match the rank {Rank} of {Describe()}");
+        var perm = new int[Rank];
+        var seen = new bool[Rank];
+        for (int i = 0; i < Rank; i++)
+        {
+            perm[i] = Engine.Shape.NormalizeDim(dims[i], Rank, "Permute");
+            if (seen[perm[i]]) throw new ShapeException("Permute", $"repeated dim in [{string.Join(", ", dims)}]");
+            seen[perm[i]] = true;
+        }
+        return NewView(Layout.Permute(perm)).Record("Permute", this, perm);
+    }
+
+    /// <summary>Elements [start, start+length) of a dim (a view), as <c>torch.narrow</c>.</summary>
+    public Tensor Narrow(int dim, int start, int length)
+    {
+        int d = Engine.Shape.NormalizeDim(dim, Rank, "Narrow");
+        int size = Layout.Shape[d];
+        if (start < 0) start += size;
+        if (start < 0 || length < 0 || start + length > size)
+            throw new ShapeException("Narrow", $"start {start} and length {length} are out of range for dim {d} of size {size} ({Describe()})");
+        return NewView(Layout.Narrow(d, start, length)).Record("Slice", this, (d, start, length, 1));
+    }
+
+    /// <summary>Elements start, start+step, ... below end of a dim (a view), as Python's <c>x[start:end:step]</c>; bounds are clamped.</summary>
+    public Tensor Slice(int dim, int start, int end, int step = 1)
+    {
+        int d = Engine.Shape.NormalizeDim(dim, Rank, "Slice");
+        if (step <= 0) throw new ShapeException("Slice", $"slice step must be positive, got {step}");
+        int size = Layout.Shape[d];
+        if (start < 0) start += size;
+        if (end < 0) end += size;
+        start = Math.Clamp(start, 0, size); end = Math.Clamp(end, start, size);
+        int count = (end - start + step - 1) / step;
+        return NewView(Layout.Slice(d, start, count, step)).Record("Slice", this, (d, start, count, step));
+    }
+
+    /// <summary>Fixes one dim at an index, removing it (a view), as <c>torch.select</c>.</summary>
+    public Tensor Select(int dim, int index)
+    {
+        int d = Engine.Shape.NormalizeDim(dim, Rank, "Select");
+        if (Rank == 0) throw new ShapeException("Select", "cannot index a 0-d tensor");
+        int size = Layout.Shape[d];
+        if (index < -size || index >= size)
+            throw new ShapeException("Select", $"index {index} is out of bounds for dim {d} with size {size} ({Describe()})");
+        if (index < 0) index += size;
+        return NewView(Layout.Select(d, index)).Record("Select", this, (d, index));
+    }
+
+    /// <summary>Inserts a size-1 dim at <paramref name="dim"/> (a view; dim may equal the rank).</summary>
+    public Tensor Unsqueeze(int dim)
+    {
+        int d = Engine.Shape.NormalizeDim(dim, Rank + 1, "Unsqueeze");
+        return NewView(Layout.Unsqueeze(d)).Record("Reshape", this);
+    }
+
+    /// <summary>Removes every size-1 dim (a view).</summary>
+    public Tensor Squeeze() => NewView(Layout.Squeeze(Enumerable.Range(0, Rank).ToArray())).Record("Reshape", this);
+
+    /// <summary>Removes <paramref name="dim"/> if its size is 1 (a view).</summary>
+    public Tensor Squeeze(int dim)
+    {
+        if (Rank == 0) return Alias().Record("Alias", this);
+        int d = Engine.Shape.NormalizeDim(dim, Rank, "Squeeze");
+        return NewView(Layout.Squeeze([d])).Record("Reshape", this);
+    }
+
+    /// <summary>The same elements under a new shape, without copying; one dim may be −1. Throws when the strides do not allow a view (use <see cref="Reshape"/>).</summary>
+    public Tensor View(params int[] shape)
+    {
+        var s = Engine.Shape.Infer(shape, Numel, "View");
+        var l = Layout.TryView(s) ?? throw new ShapeException("View",
+            $"view size {Engine.Shape.Format(s)} is not compatible with input tensor's size and stride ({Layout}); use Reshape instead");
+        return NewView(l).Record("Reshape", this);
+    }
+
+    /// <summary>The same elements under a new shape: a view when possible, a copy otherwise (as <c>torch.reshape</c>).</summary>
+    public Tensor Reshape(params int[] shape)
+    {
+        var s = Engine.Shape.Infer(shape, Numel, "Reshape");
+        var l = Layout.TryView(s);
+        if (l is not null) return NewView(l).Record("Reshape", this);
+        using var c = CastCopy(DType, Device);
+        return c.NewView(Layout.Contiguous(s)).Record("Reshape", this);
+    }
+
+    /// <summary>Merges dims <paramref name="startDim"/>..<paramref name="endDim"/> into one.</summary>
+    public Tensor Flatten(int startDim = 0, int endDim = -1)
+    {
+        if (Rank == 0) return Reshape(1);
+        int s = Engine.Shape.NormalizeDim(startDim, Rank, "Flatten"), e = Engine.Shape.NormalizeDim(endDim, Rank, "Flatten");
+        if (s > e) throw new ShapeException("Flatten", $"startDim {startDim} cannot come after endDim {endDim}");
+        var shape = new List<int>();
+        for (int i = 0; i < s; i++) shape.Add(Layout.Shape[i]);
+        int m = 1;
+        for (int i = s; i <= e; i++) m *= Layout.Shape[i];
+        shape.Add(m);
+        for (int i = e + 1; i < Rank; i++) shape.Add(Layout.Shape[i]);
+        return Reshape([.. shape]);
+    }
+
+    /// <summary>Broadcasts size-1 dims (and new leading dims) to <paramref name="shape"/> without copying; −1 keeps a dim.</summary>
+    public Tensor Expand(params int[] shape)
+    {
+        var target = (int[])shape.Clone();
+        int lead = target.Length - Rank;
+        for (int i = 0; i < target.Length; i++)
+            if (target[i] == -1)
+            {
+                if (i < lead) throw new ShapeException("Expand", $"-1 is not allowed in a leading, non-existing dimension of {Engine.Shape.Format(shape)}");
+                target[i] = Layout.Shape[i - lead];
+            }
+        var l = Layout.TryBroadcastTo(target) ?? throw new ShapeException("Expand",
+            $"the expanded size {Engine.Shape.Format(target)} must match the existing size {Engine.Shape.Format(Layout.Shape)} at non-singleton dims");
+        return NewView(l).Record("Expand", this);
+    }
+
+    /// <summary>Expands to another tensor's shape.</summary>
+    public Tensor ExpandAs(Tensor other) => Expand(other.Layout.Shape);
+}

@@ -1,0 +1,176 @@
+using Engine.Backends;
+using Engine.Graph;
+
+namespace Engine;
+
+/// <summary>
+/// An n-dimensional array: a storage, a layout over it (shape, strides, offset), a dtype and a device, plus the
+/// autograd record of the op that made it. Views share storage. A tensor owns one reference to its storage: dispose
+/// it (or the <see cref="DisposeScope"/> it was created in) to give the buffer back to the pool at once; a finalizer
+/// is the safety net. Ops never dispose their inputs and always return a new tensor the caller owns.
+/// </summary>
+public sealed partial class Tensor : IDisposable
+{
+    Storage? _storage;
+    bool _requiresGrad;
+
+    internal Tensor(Storage storage, Layout layout)
+    {
+        storage.AddRef();
+        _storage = storage;
+        Layout = layout;
+        DisposeScope.Current?.Add(this);
+    }
+
+    /// <summary>Where the elements sit in the storage.</summary>
+    public Layout Layout { get; }
+
+    /// <summary>The element type.</summary>
+    public DType DType => Storage.DType;
+
+    /// <summary>The device holding the data.</summary>
+    public Device Device => Storage.Device;
+
+    /// <summary>The buffer; throws <see cref="DisposedTensorException"/> after <see cref="Dispose"/>.</summary>
+    public Storage Storage => _storage ?? throw new DisposedTensorException("Tensor");
+
+    internal IBackend Backend => BackendRegistry.Get(Storage.Device);
+
+    /// <summary>A copy of the shape.</summary>
+    public int[] Shape => (int[])Layout.Shape.Clone();
+
+    /// <summary>Number of dims.</summary>
+    public int Rank => Layout.Rank;
+
+    /// <summary>Number of elements.</summary>
+    public long Numel => Layout.Numel;
+
+    /// <summary>The extent of one dim (negative dims count from the end).</summary>
+    public int Size(int dim) => Layout.Shape[Engine.Shape.NormalizeDim(dim, Rank, "Size")];
+
+    /// <summary>True when the elements are dense and row-major.</summary>
+    public bool IsContiguous => Layout.IsContiguous;
+
+    /// <summary>True after <see cref="Dispose"/>.</summary>
+    public bool IsDisposed => _storage is null;
+
+    /// <summary>The storage's in-place modification counter (shared by all views).</summary>
+    public int Version => Storage.Version;
+
+    // ---- autograd state (the rules that use it live in src/Autograd) ----
+
+    /// <summary>
+    /// Whether gradients are wanted for this tensor. Settable on leaves of a floating dtype; a tensor produced by an
+    /// op on inputs that require grad requires grad itself.
+    /// </summary>
+    public bool RequiresGrad
+    {
+        get => _requiresGrad || GradFn is not null;
+        set
+        {
+            if (GradFn is not null)
+            {
+                if (!value) throw new EngineException("RequiresGrad", "you can only change RequiresGrad of leaf tensors; use Detach() to get a tensor that does not require grad");
+                return;
+            }
+            if (value && !DType.IsFloatingPoint())
+                throw new DTypeException("RequiresGrad", $"only tensors of floating point dtype can require gradients, got {DType.Name()}");
+            _requiresGrad = value;
+        }
+    }
+
+    /// <summary>The accumulated gradient of a leaf (or a tensor that called <c>RetainGrad</c>), or null.</summary>
+    public Tensor? Grad { get; set; }
+
+    /// <summary>The record of the op that produced this tensor, or null for a leaf.</summary>
+    public GradNode? GradFn { get; internal set; }
+
+    /// <summary>True for tensors not produced by a recorded op.</summary>
+    public bool IsLeaf => GradFn is null;
+
+    /// <summary>True when a non-leaf keeps its gradient in <see cref="Grad"/> during backward.</summary>
+    public bool RetainsGrad { get; set; }
+
+    /// <summary>Hooks run on this tensor's gradient during backward; a hook may return a replacement.</summary>
+    public List<Func<Tensor, Tensor?>>? GradHooks { get; private set; }
+
+    /// <summary>Registers a gradient hook (as <c>Tensor.register_hook</c>).</summary>
+    public void RegisterHook(Func<Tensor, Tensor?> hook)
+    {
+        if (!RequiresGrad) throw new EngineException("RegisterHook", "cannot register a hook on a tensor that doesn't require gradient");
+        (GradHooks ??= []).Add(hook);
+    }
+
+    // ---- ownership ----
+
+    /// <summary>Releases this tensor's reference to its storage. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _storage, null) is { } s)
+        {
+            s.Release();
+            GC.SuppressFinalize(this);
+        }
+    }
+
+    /// <summary>Safety net for tensors nobody disposed.</summary>
+    ~Tensor()
+    {
+        Interlocked.Exchange(ref _storage, null)?.Release();
+    }
+
+    /// <summary>Opens a dispose scope: tensors created until it is disposed are disposed with it.</summary>
+    public static DisposeScope NewScope() => new();
+
+    /// <summary>Moves this tensor from the current scope to the enclosing one (or to no scope). Returns this.</summary>
+    public Tensor MoveToOuterScope()
+    {
+        var s = DisposeScope.Current;
+        while (s is not null && !s.Remove(this)) s = s.Outer;
+        s?.Outer?.Add(this);
+        return this;
+    }
+
+    /// <summary>Removes this tensor from every open scope: the caller disposes it. Returns this.</summary>
+    public Tensor DetachFromScopes()
+    {
+        for (var s = DisposeScope.Current; s is not null; s = s.Outer) s.Remove(this);
+        return this;
+    }
+
+    /// <summary>A second handle on the same storage and layout that no scope owns (for saved values and parameters).</summary>
+    internal Tensor Alias()
+    {
+        var t = new Tensor(Storage, Layout);
+        DisposeScope.Current?.Remove(t);
+        return t;
+    }
+
+    // ---- construction helpers used by every op ----
+
+    /// <summary>A new contiguous tensor with unspecified contents.</summary>
+    public static Tensor Empty(int[] shape, DType dtype = DType.Float32, Device? device = null)
+    {
+        foreach (var d in shape)
+            if (d < 0) throw new ShapeException("Empty", $"negative dimension in shape {Engine.Shape.Format(shape)}");
+        var dev = device ?? Device.Cpu;
+        var storage = BackendRegistry.Get(dev).Allocate(dev, dtype, Engine.Shape.Numel(shape));
+        return new Tensor(storage, Layout.Contiguous((int[])shape.Clone()));
+    }
+
+    internal Tensor NewView(Layout layout) => new(Storage, layout);
+
+    internal static void CheckSameDevice(string op, Tensor a, Tensor b)
+    {
+        if (a.Device != b.Device)
+            throw new DeviceMismatchException(op, $"expected all tensors on one device, got {a.Device} and {b.Device}");
+    }
+
+    internal void CheckFloating(string op)
+    {
+        if (!DType.IsFloatingPoint())
+            throw new DTypeException(op, $"expected a floating point tensor, got {DType.Name()} {Engine.Shape.Format(Layout.Shape)}");
+    }
+
+    internal string Describe() => $"{Engine.Shape.Format(Layout.Shape)} {DType.Name()} on {Device}";
+}
