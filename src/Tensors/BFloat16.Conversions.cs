@@ -151,7 +151,7 @@ public readonly partial struct BFloat16
     /// <param name="value">The value to convert.</param>
     public static explicit operator decimal(BFloat16 value) => (decimal)value.AsSingle();
 
-    /// <summary>Converts to byte, truncating toward zero and saturating (NaN gives 0).</summary>
+    /// <summary>Converts to byte as <see cref="Half"/> does: truncates toward zero to <see cref="int"/> (saturating, NaN gives 0), then keeps the low bits.</summary>
     /// <param name="value">The value to convert.</param>
     public static explicit operator byte(BFloat16 value) => (byte)value.AsSingle();
 
@@ -159,7 +159,7 @@ public readonly partial struct BFloat16
     /// <param name="value">The value to convert.</param>
     public static explicit operator checked byte(BFloat16 value) => checked((byte)value.AsSingle());
 
-    /// <summary>Converts to signed byte, truncating toward zero and saturating (NaN gives 0).</summary>
+    /// <summary>Converts to signed byte as <see cref="Half"/> does: truncates toward zero to <see cref="int"/> (saturating, NaN gives 0), then keeps the low bits.</summary>
     /// <param name="value">The value to convert.</param>
     public static explicit operator sbyte(BFloat16 value) => (sbyte)value.AsSingle();
 
@@ -167,7 +167,7 @@ public readonly partial struct BFloat16
     /// <param name="value">The value to convert.</param>
     public static explicit operator checked sbyte(BFloat16 value) => checked((sbyte)value.AsSingle());
 
-    /// <summary>Converts to a 16-bit integer, truncating toward zero and saturating (NaN gives 0).</summary>
+    /// <summary>Converts to a 16-bit integer as <see cref="Half"/> does: truncates toward zero to <see cref="int"/> (saturating, NaN gives 0), then keeps the low bits.</summary>
     /// <param name="value">The value to convert.</param>
     public static explicit operator short(BFloat16 value) => (short)value.AsSingle();
 
@@ -175,7 +175,7 @@ public readonly partial struct BFloat16
     /// <param name="value">The value to convert.</param>
     public static explicit operator checked short(BFloat16 value) => checked((short)value.AsSingle());
 
-    /// <summary>Converts to an unsigned 16-bit integer, truncating toward zero and saturating (NaN gives 0).</summary>
+    /// <summary>Converts to an unsigned 16-bit integer as <see cref="Half"/> does: truncates toward zero to <see cref="int"/> (saturating, NaN gives 0), then keeps the low bits.</summary>
     /// <param name="value">The value to convert.</param>
     public static explicit operator ushort(BFloat16 value) => (ushort)value.AsSingle();
 
@@ -183,7 +183,7 @@ public readonly partial struct BFloat16
     /// <param name="value">The value to convert.</param>
     public static explicit operator checked ushort(BFloat16 value) => checked((ushort)value.AsSingle());
 
-    /// <summary>Converts to a UTF-16 code unit, truncating toward zero and saturating (NaN gives 0).</summary>
+    /// <summary>Converts to a UTF-16 code unit as <see cref="Half"/> does: truncates toward zero to <see cref="int"/> (saturating, NaN gives 0), then keeps the low bits.</summary>
     /// <param name="value">The value to convert.</param>
     public static explicit operator char(BFloat16 value) => (char)value.AsSingle();
 
@@ -372,15 +372,16 @@ public readonly partial struct BFloat16
 
     static bool INumberBase<BFloat16>.TryConvertToTruncating<TOther>(BFloat16 value, out TOther result) => TryConvertToSaturatingCore(value, out result);
 
-    // Float-to-integer casts saturate (and map NaN to 0) in .NET 9+, which is both the saturating and the truncating behaviour.
+    // Saturating and truncating conversions both saturate (NaN gives 0), as Half's do. Float-to-int/long/Int128 casts
+    // saturate natively in .NET 9+; the explicit operators to the narrower types wrap (like Half's), so clamp those.
     private static bool TryConvertToSaturatingCore<TOther>(BFloat16 value, out TOther result) where TOther : INumberBase<TOther>
     {
         object? boxed;
-        if (typeof(TOther) == typeof(byte)) boxed = (byte)value;
-        else if (typeof(TOther) == typeof(sbyte)) boxed = (sbyte)value;
-        else if (typeof(TOther) == typeof(short)) boxed = (short)value;
-        else if (typeof(TOther) == typeof(ushort)) boxed = (ushort)value;
-        else if (typeof(TOther) == typeof(char)) boxed = (char)value;
+        if (typeof(TOther) == typeof(byte)) boxed = (byte)Math.Clamp((int)value, byte.MinValue, byte.MaxValue);
+        else if (typeof(TOther) == typeof(sbyte)) boxed = (sbyte)Math.Clamp((int)value, sbyte.MinValue, sbyte.MaxValue);
+        else if (typeof(TOther) == typeof(short)) boxed = (short)Math.Clamp((int)value, short.MinValue, short.MaxValue);
+        else if (typeof(TOther) == typeof(ushort)) boxed = (ushort)Math.Clamp((int)value, ushort.MinValue, ushort.MaxValue);
+        else if (typeof(TOther) == typeof(char)) boxed = (char)Math.Clamp((int)value, char.MinValue, char.MaxValue);
         else if (typeof(TOther) == typeof(int)) boxed = (int)value;
         else if (typeof(TOther) == typeof(uint)) boxed = (uint)value;
         else if (typeof(TOther) == typeof(long)) boxed = (long)value;

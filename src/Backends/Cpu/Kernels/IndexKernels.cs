@@ -1,9 +1,273 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+
 namespace Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
     /// <inheritdoc/>
-    public void Gather(Storage x, Layout xLayout, Storage index, Layout indexLayout, Storage y, int outer, int size, int count, int inner) => throw new NotImplementedException();
+    public void Gather(Storage x, Layout xLayout, Storage index, Layout indexLayout, Storage y, int outer, int size, int count, int inner)
+    {
+        const string op = "Gather";
+        IndexKernels.CheckTypes(op, x, y, index);
+        if ((long)outer * count * inner == 0) return;
+        var ix = IndexKernels.Split(op, indexLayout, outer, count, inner);
+        IndexKernels.Validate(op, (long*)P(index), ix, outer, count, inner, size);
+        var v = new GatherVisitor
+        {
+            X = P(x), XS = IndexKernels.Split(op, xLayout, outer, size, inner), I = P(index), IS = ix,
+            Y = P(y), YS = IndexKernels.Dense(count, inner),
+            Outer = outer, Size = size, Count = count, Inner = inner,
+        };
+        DTypeDispatch.Visit(x.DType, ref v);
+    }
+
+    struct GatherVisitor : IDTypeVisitor
+    {
+        public nint X, I, Y; public IndexKernels.Operand XS, IS, YS; public int Outer, Size, Count, Inner;
+        public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T> =>
+            IndexKernels.Gather<T>(X, XS, I, IS, Y, YS, Outer, Size, Count, Inner);
+    }
+
     /// <inheritdoc/>
-    public void ScatterAdd(Storage dy, Layout dyLayout, Storage index, Layout indexLayout, Storage dx, int outer, int size, int count, int inner) => throw new NotImplementedException();
+    public void ScatterAdd(Storage dy, Layout dyLayout, Storage index, Layout indexLayout, Storage dx, int outer, int size, int count, int inner)
+    {
+        const string op = "ScatterAdd";
+        IndexKernels.CheckTypes(op, dy, dx, index);
+        if ((long)outer * count * inner == 0) return;
+        var ix = IndexKernels.Split(op, indexLayout, outer, count, inner);
+        IndexKernels.Validate(op, (long*)P(index), ix, outer, count, inner, size);
+        var v = new ScatterAddVisitor
+        {
+            DY = P(dy), DYS = IndexKernels.Split(op, dyLayout, outer, count, inner), I = P(index), IS = ix, DX = P(dx),
+            Outer = outer, Size = size, Count = count, Inner = inner,
+        };
+        DTypeDispatch.Visit(dx.DType, ref v);
+    }
+
+    struct ScatterAddVisitor : IDTypeVisitor
+    {
+        public nint DY, I, DX; public IndexKernels.Operand DYS, IS; public int Outer, Size, Count, Inner;
+        public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T> =>
+            IndexKernels.ScatterAdd<T, TE>(DY, DYS, I, IS, DX, Outer, Size, Count, Inner);
+    }
+}
+
+/// <summary>
+/// Gather and its adjoint over operands viewed as [outer, mid, inner]. Each operand's layout may have any rank and
+/// strides: its dims are split into an outer group, one middle dim and an inner group, and each group becomes either
+/// one stride (when its dims merge) or a table of offsets.
+/// </summary>
+static unsafe class IndexKernels
+{
+    /// <summary>Offsets of one dim group: k·Stride, or Table[k] when the dims do not merge into one stride.</summary>
+    public readonly struct Group(long stride, long[]? table)
+    {
+        readonly long _stride = stride;
+        readonly long[]? _table = table;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public long At(long k) => _table is null ? k * _stride : _table[k];
+    }
+
+    /// <summary>An operand viewed as [outer, mid, inner]: element (o, m, i) sits at Base + Outer.At(o) + m·Mid + Inner.At(i).</summary>
+    public readonly record struct Operand(long Base, Group Outer, long Mid, Group Inner);
+
+    /// <summary>A contiguous [outer, mid, inner] operand at offset 0.</summary>
+    public static Operand Dense(int mid, int inner) => new(0, new Group((long)mid * inner, null), inner, new Group(1, null));
+
+    public static void CheckTypes(string op, Storage a, Storage b, Storage index)
+    {
+        if (index.DType != DType.Int64) throw new DTypeException(op, $"expected an int64 index, got {index.DType.Name()}");
+        if (a.DType != b.DType) throw new DTypeException(op, $"expected one dtype for the source and the destination, got {a.DType.Name()} and {b.DType.Name()}");
+    }
+
+    /// <summary>Splits a layout holding outer·mid·inner elements into [outer, mid, inner].</summary>
+    public static Operand Split(string op, Layout l, long outer, int mid, long inner)
+    {
+        var sh = l.Shape;
+        int r = sh.Length;
+        var pre = new long[r + 1];
+        var suf = new long[r + 1];
+        pre[0] = 1; suf[r] = 1;
+        for (int d = 0; d < r; d++) pre[d + 1] = pre[d] * sh[d];
+        for (int d = r - 1; d >= 0; d--) suf[d] = suf[d + 1] * sh[d];
+        if (pre[r] != outer * mid * inner)
+            throw new EngineException(op, $"layout ({l}) does not hold [{outer}, {mid}, {inner}] elements");
+        for (int d = 0; d < r; d++)
+            if (pre[d] == outer && sh[d] == mid && suf[d + 1] == inner)
+                return new Operand(l.Offset, MakeGroup(l, 0, d), l.Strides[d], MakeGroup(l, d + 1, r));
+        if (mid == 1)
+            for (int p = 0; p <= r; p++)
+                if (pre[p] == outer && suf[p] == inner)
+                    return new Operand(l.Offset, MakeGroup(l, 0, p), 0, MakeGroup(l, p, r));
+        var v = l.TryView([checked((int)outer), mid, checked((int)inner)]) ?? throw new EngineException(op,
+            $"layout ({l}) cannot be viewed as [{outer}, {mid}, {inner}]");
+        return new Operand(v.Offset, new Group(v.Strides[0], null), v.Strides[1], new Group(v.Strides[2], null));
+    }
+
+    // Dims [from, to) of a layout as one group: a single stride when the non-unit dims are mutually contiguous.
+    static Group MakeGroup(Layout l, int from, int to)
+    {
+        var dims = new List<int>();
+        for (int d = from; d < to; d++) if (l.Shape[d] != 1) dims.Add(d);
+        if (dims.Count == 0) return new Group(0, null);
+        bool merges = true;
+        for (int k = 0; k + 1 < dims.Count && merges; k++)
+            merges = l.Strides[dims[k]] == l.Strides[dims[k + 1]] * l.Shape[dims[k + 1]];
+        if (merges) return new Group(l.Strides[dims[^1]], null);
+        long n = 1;
+        foreach (var d in dims) n *= l.Shape[d];
+        var table = new long[n];
+        var idx = new int[dims.Count];
+        long off = 0;
+        for (long k = 0; k < n; k++)
+        {
+            table[k] = off;
+            for (int q = dims.Count - 1; q >= 0; q--)
+            {
+                int d = dims[q];
+                off += l.Strides[d];
+                if (++idx[q] < l.Shape[d]) break;
+                off -= l.Strides[d] * l.Shape[d];
+                idx[q] = 0;
+            }
+        }
+        return new Group(0, table);
+    }
+
+    /// <summary>
+    /// Checks every index lies in [−size, size) before anything is written; throws naming the first bad one in
+    /// row-major order (the same one for any thread count).
+    /// </summary>
+    public static void Validate(string op, long* idx, Operand ix, long outer, int count, long inner, int size)
+    {
+        long rows = outer * count;
+        var firstBad = new[] { long.MaxValue };
+        ulong span = 2UL * (ulong)size;
+        CpuParallel.For(rows, Math.Max(1, (1 << 15) / inner), (s, e) =>
+        {
+            for (long r = s; r < e; r++)
+            {
+                if (!RowValid(idx, ix, r / count, (int)(r % count), inner, span)) { InterlockedMin(ref firstBad[0], r); return; }
+            }
+        });
+        long row = firstBad[0];
+        if (row == long.MaxValue) return;
+        long* p = idx + ix.Base + ix.Outer.At(row / count) + (row % count) * ix.Mid;
+        for (long i = 0; i < inner; i++)
+        {
+            long v = p[ix.Inner.At(i)];
+            if ((ulong)(v + size) >= span)
+                throw new ShapeException(op, $"index {v} is out of bounds for a dim of size {size} (valid indices are {-size} to {size - 1})");
+        }
+    }
+
+    static bool RowValid(long* idx, Operand ix, long o, int j, long inner, ulong span)
+    {
+        long* p = idx + ix.Base + ix.Outer.At(o) + j * ix.Mid;
+        long size = (long)(span / 2);
+        for (long i = 0; i < inner; i++)
+            if ((ulong)(p[ix.Inner.At(i)] + size) >= span) return false;
+        return true;
+    }
+
+    static void InterlockedMin(ref long target, long value)
+    {
+        long cur = Volatile.Read(ref target);
+        while (value < cur)
+        {
+            long seen = Interlocked.CompareExchange(ref target, value, cur);
+            if (seen == cur) return;
+            cur = seen;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static long Wrap(long v, int size) => v < 0 ? v + size : v;
+
+    /// <summary>y[o, j, i] = x[o, index[o, j, i], i]: a pure copy of elements, so every dtype is bit-exact.</summary>
+    public static void Gather<T>(nint x, Operand xs, nint index, Operand ix, nint y, Operand ys, long outer, int size, int count, long inner)
+        where T : unmanaged
+    {
+        CpuParallel.For(outer * count, Math.Max(1, (1 << 15) / inner), (s, e) =>
+        {
+            T* px = (T*)x; long* pi = (long*)index; T* py = (T*)y;
+            for (long r = s; r < e; r++)
+            {
+                long o = r / count; int j = (int)(r % count);
+                T* xo = px + xs.Base + xs.Outer.At(o);
+                long* io = pi + ix.Base + ix.Outer.At(o) + j * ix.Mid;
+                T* yo = py + ys.Base + ys.Outer.At(o) + j * ys.Mid;
+                for (long i = 0; i < inner; i++)
+                    yo[ys.Inner.At(i)] = xo[Wrap(io[ix.Inner.At(i)], size) * xs.Mid + xs.Inner.At(i)];
+            }
+        });
+    }
+
+    /// <summary>
+    /// dx[o, index[o, j, i], i] += dy[o, j, i] with dx contiguous [outer, size, inner]. Work is split over (o, block of
+    /// i) only, and each task adds j in increasing order, so every dx element sums its updates in one fixed order
+    /// whatever the thread count. Half types sum a block in a float32 buffer and round once.
+    /// </summary>
+    public static void ScatterAdd<T, TE>(nint dy, Operand dys, nint index, Operand ix, nint dx, long outer, int size, int count, long inner)
+        where T : unmanaged where TE : struct, IElement<T>
+    {
+        bool half = typeof(T) == typeof(Half) || typeof(T) == typeof(BFloat16);
+        long width;
+        if (half) width = Math.Clamp((1 << 16) / Math.Max(size, 1), 1, inner); // the float buffer is size × width
+        else
+        {
+            long wantTasks = 4L * CpuParallel.MaxThreads;
+            width = outer >= wantTasks ? inner : Math.Clamp(inner * outer / wantTasks, Math.Min(64, inner), inner);
+        }
+        long blocks = (inner + width - 1) / width;
+        CpuParallel.For(outer * blocks, 1, (s, e) =>
+        {
+            T* pdy = (T*)dy; long* pi = (long*)index;
+            float[]? rented = half ? ArrayPool<float>.Shared.Rent(checked((int)(size * width))) : null;
+            try
+            {
+                for (long t = s; t < e; t++)
+                {
+                    long o = t / blocks, i0 = t % blocks * width, i1 = Math.Min(inner, i0 + width), w = i1 - i0;
+                    T* dxo = (T*)dx + o * size * inner;
+                    T* dyo = pdy + dys.Base + dys.Outer.At(o);
+                    long* io = pi + ix.Base + ix.Outer.At(o);
+                    if (rented is { } buf)
+                    {
+                        for (long k = 0; k < size; k++)
+                            for (long i = i0; i < i1; i++) buf[k * w + i - i0] = TE.ToFloat(dxo[k * inner + i]);
+                        for (int j = 0; j < count; j++)
+                            for (long i = i0; i < i1; i++)
+                                buf[Wrap(io[j * ix.Mid + ix.Inner.At(i)], size) * w + i - i0] += TE.ToFloat(dyo[j * dys.Mid + dys.Inner.At(i)]);
+                        for (long k = 0; k < size; k++)
+                            for (long i = i0; i < i1; i++) dxo[k * inner + i] = TE.FromFloat(buf[k * w + i - i0]);
+                    }
+                    else
+                    {
+                        for (int j = 0; j < count; j++)
+                            for (long i = i0; i < i1; i++)
+                            {
+                                ref T d = ref dxo[Wrap(io[j * ix.Mid + ix.Inner.At(i)], size) * inner + i];
+                                d = Add<T, TE>(d, dyo[j * dys.Mid + dys.Inner.At(i)]);
+                            }
+                    }
+                }
+            }
+            finally { if (rented is not null) ArrayPool<float>.Shared.Return(rented); }
+        });
+    }
+
+    // a + b in the compute type of T; integers add exactly (int64 does not go through float64).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static T Add<T, TE>(T a, T b) where T : unmanaged where TE : struct, IElement<T>
+    {
+        if (typeof(T) == typeof(float)) { float r = Unsafe.As<T, float>(ref a) + Unsafe.As<T, float>(ref b); return Unsafe.As<float, T>(ref r); }
+        if (typeof(T) == typeof(double)) { double r = Unsafe.As<T, double>(ref a) + Unsafe.As<T, double>(ref b); return Unsafe.As<double, T>(ref r); }
+        if (typeof(T) == typeof(long)) { long r = Unsafe.As<T, long>(ref a) + Unsafe.As<T, long>(ref b); return Unsafe.As<long, T>(ref r); }
+        if (typeof(T) == typeof(int)) { int r = Unsafe.As<T, int>(ref a) + Unsafe.As<T, int>(ref b); return Unsafe.As<int, T>(ref r); }
+        if (typeof(T) == typeof(bool)) { bool r = Unsafe.As<T, bool>(ref a) | Unsafe.As<T, bool>(ref b); return Unsafe.As<bool, T>(ref r); }
+        return TE.FromFloat(TE.ToFloat(a) + TE.ToFloat(b));
+    }
 }

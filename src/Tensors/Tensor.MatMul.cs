@@ -1,0 +1,102 @@
+namespace Engine;
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Matrix product with <c>torch.matmul</c> semantics: 1-D·1-D is a dot product (0-d), a 1-D operand is treated
+    /// as a row (left) or column (right) vector and that dim removed from the result, and batch dims of N-D operands
+    /// broadcast. Computed by the backend's cache-blocked GEMM, which reads transposed and broadcast operands in place.
+    /// </summary>
+    public Tensor MatMul(Tensor other)
+    {
+        const string op = "MatMul";
+        CheckSameDevice(op, this, other);
+        if (Rank == 0 || other.Rank == 0)
+            throw new ShapeException(op, $"both arguments to MatMul need to be at least 1-D, got {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)}");
+        int k = Layout.Shape[^1];
+        int kb = other.Rank == 1 ? other.Layout.Shape[0] : other.Layout.Shape[^2];
+        if (k != kb)
+            throw new ShapeException(op, $"shapes {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)} cannot be multiplied ({k} != {kb})");
+        var dt = DTypes.Promote(DType, other.DType);
+        if (dt == DType.Bool) dt = DType.Int64;
+        var a = DType == dt ? this : To(dt);
+        var b = other.DType == dt ? other : other.To(dt);
+        try
+        {
+            var y = Multiply(a, b);
+            return ShouldRecord(a, b) ? y.Record(op, [a, b], null, [a, b]) : y;
+        }
+        finally
+        {
+            if (!ReferenceEquals(a, this)) a.Dispose();
+            if (!ReferenceEquals(b, other)) b.Dispose();
+        }
+    }
+
+    // The unrecorded product of two tensors of one dtype.
+    static Tensor Multiply(Tensor a, Tensor b)
+    {
+        var al = a.Rank == 1 ? a.Layout.Unsqueeze(0) : a.Layout;          // [.., m, k]
+        var bl = b.Rank == 1 ? b.Layout.Unsqueeze(1) : b.Layout;          // [.., k, n]
+        int m = al.Shape[^2], k = al.Shape[^1], n = bl.Shape[^1];
+        var batchA = al.Shape[..^2];
+        var batchB = bl.Shape[..^2];
+        var batch = Engine.Shape.Broadcast(batchA, batchB, "MatMul");
+        // Result shape: the broadcast batch, then m unless a was 1-D, then n unless b was 1-D.
+        var outShape = new List<int>(batch);
+        if (a.Rank > 1) outShape.Add(m);
+        if (b.Rank > 1) outShape.Add(n);
+
+        Layout a3, b3;
+        int nb;
+        Tensor? aCopy = null, bCopy = null;
+        try
+        {
+            if (bl.Rank == 2)
+            {
+                // The common Linear case: fold every batch dim of a into the rows of one GEMM.
+                var folded = al.TryView([(int)Math.Max(0, Engine.Shape.Numel(al.Shape) / Math.Max(k, 1)), k]);
+                if (k == 0 || folded is null)
+                {
+                    aCopy = a.CastCopy(a.DType, a.Device);
+                    folded = Layout.Contiguous([(int)(Engine.Shape.Numel(al.Shape) / Math.Max(k, 1)), k]);
+                    folded = new Layout(folded.Shape, folded.Strides, 0);
+                }
+                int rows = folded.Shape[0];
+                a3 = new Layout([1, rows, k], [0, folded.Strides[0], folded.Strides[1]], folded.Offset);
+                b3 = new Layout([1, k, n], [0, bl.Strides[0], bl.Strides[1]], bl.Offset);
+                m = rows;
+                nb = 1;
+            }
+            else
+            {
+                int batchCount = (int)Engine.Shape.Numel(batch);
+                a3 = Batched(a, al, batch, m, k, batchCount, ref aCopy);
+                b3 = Batched(b, bl, batch, k, n, batchCount, ref bCopy);
+                nb = batchCount;
+            }
+            var y = Empty([.. outShape], a.DType, a.Device);
+            if (y.Numel > 0)
+            {
+                if (k == 0) y.Backend.Fill(y.Storage, y.Layout, 0);
+                else a.Backend.MatMul((aCopy ?? a).Storage, a3, (bCopy ?? b).Storage, b3, y.Storage, nb, m, n, k);
+            }
+            return y;
+        }
+        finally { aCopy?.Dispose(); bCopy?.Dispose(); }
+    }
+
+    // Lays an operand out as [batch, rows, cols]: a view when the (broadcast) batch dims merge into one stride,
+    // otherwise a contiguous copy of the broadcast operand.
+    static Layout Batched(Tensor t, Layout l, int[] batch, int rows, int cols, int batchCount, ref Tensor? copy)
+    {
+        int[] full = [.. batch, rows, cols];
+        var expanded = l.TryBroadcastTo(full)!;
+        var v = expanded.TryView([batchCount, rows, cols]);
+        if (v is not null) return v;
+        var src = new Tensor(t.Storage, expanded);
+        try { copy = src.CastCopy(t.DType, t.Device); }
+        finally { src.DetachFromScopes(); src.Dispose(); }
+        return Layout.Contiguous([batchCount, rows, cols]);
+    }
+}
