@@ -167,22 +167,22 @@ public readonly partial struct BFloat16
 
     // ------------------------------------------------------------------ arithmetic operators
 
-    /// <summary>Adds two values (computed in float, rounded once).</summary>
+    /// <summary>Adds two values, correctly rounded (the float result has more than 2*8+2 bits, so rounding it again to bfloat16 is innocuous).</summary>
     /// <param name="left">The first addend.</param>
     /// <param name="right">The second addend.</param>
     public static BFloat16 operator +(BFloat16 left, BFloat16 right) => (BFloat16)(left.AsSingle() + right.AsSingle());
 
-    /// <summary>Subtracts two values (computed in float, rounded once).</summary>
+    /// <summary>Subtracts two values, correctly rounded (the float result has more than 2*8+2 bits, so rounding it again to bfloat16 is innocuous).</summary>
     /// <param name="left">The minuend.</param>
     /// <param name="right">The subtrahend.</param>
     public static BFloat16 operator -(BFloat16 left, BFloat16 right) => (BFloat16)(left.AsSingle() - right.AsSingle());
 
-    /// <summary>Multiplies two values (computed in float, rounded once).</summary>
+    /// <summary>Multiplies two values, correctly rounded (the float result has more than 2*8+2 bits, so rounding it again to bfloat16 is innocuous).</summary>
     /// <param name="left">The first factor.</param>
     /// <param name="right">The second factor.</param>
     public static BFloat16 operator *(BFloat16 left, BFloat16 right) => (BFloat16)(left.AsSingle() * right.AsSingle());
 
-    /// <summary>Divides two values (computed in float, rounded once).</summary>
+    /// <summary>Divides two values, correctly rounded (the float result has more than 2*8+2 bits, so rounding it again to bfloat16 is innocuous).</summary>
     /// <param name="left">The dividend.</param>
     /// <param name="right">The divisor.</param>
     public static BFloat16 operator /(BFloat16 left, BFloat16 right) => (BFloat16)(left.AsSingle() / right.AsSingle());

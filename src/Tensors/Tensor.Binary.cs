@@ -89,7 +89,7 @@ public sealed partial class Tensor
     /// <summary>x − s.</summary>
     public Tensor Sub(double s) => AffineScalar(1, -s);
     /// <summary>x · s.</summary>
-    public Tensor Mul(double s) => AffineScalar(s, 0);
+    public Tensor Mul(double s) => AffineScalar(s, -0.0); // −0: adding it keeps the sign of a zero product
     /// <summary>x / s.</summary>
     public Tensor Div(double s)
     {
@@ -161,14 +161,11 @@ public sealed partial class Tensor
     /// <summary>This tensor with <paramref name="value"/> where <paramref name="mask"/> is true (mask broadcasts).</summary>
     public Tensor MaskedFill(Tensor mask, double value)
     {
-        using var v = Scalar(value, DType, Device);
-        var y = Where(mask, v, this);
-        if (!y.Layout.Shape.AsSpan().SequenceEqual(Layout.Shape))
-        {
-            y.Dispose();
+        if (mask.DType != DType.Bool) throw new DTypeException("MaskedFill", $"mask must be bool, got {mask.DType.Name()}");
+        if (mask.Layout.TryBroadcastTo(Layout.Shape) is null)
             throw new ShapeException("MaskedFill", $"mask {Engine.Shape.Format(mask.Layout.Shape)} must broadcast to the tensor's shape {Engine.Shape.Format(Layout.Shape)}");
-        }
-        return y;
+        using var v = Scalar(value, DType, Device);
+        return Where(mask, v, this);
     }
 
 #pragma warning disable CS1591 // operators mirror the methods above

@@ -47,14 +47,14 @@ public sealed partial class Tensor
     /// <summary>This tensor as <paramref name="dtype"/>: a new handle on the same data when the dtype already matches, a converted copy otherwise. Differentiable.</summary>
     public Tensor To(DType dtype)
     {
-        if (dtype == DType) return Alias().Record("Alias", this);
+        if (dtype == DType) return NewView(Layout).Record("Alias", this);
         return CastCopy(dtype, Device).Record("Cast", this);
     }
 
     /// <summary>This tensor on <paramref name="device"/> (a new handle when already there). Differentiable.</summary>
     public Tensor To(Device device)
     {
-        if (device == Device) return Alias().Record("Alias", this);
+        if (device == Device) return NewView(Layout).Record("Alias", this);
         return CastCopy(DType, device).Record("Cast", this);
     }
 
@@ -69,7 +69,7 @@ public sealed partial class Tensor
     /// <summary>A dense row-major tensor with the same values: a new handle when already contiguous, a copy otherwise.</summary>
     public Tensor Contiguous()
     {
-        if (IsContiguous) return Alias().Record("Alias", this);
+        if (IsContiguous) return NewView(Layout).Record("Alias", this);
         return CastCopy(DType, Device).Record("Alias", this);
     }
 
@@ -77,5 +77,5 @@ public sealed partial class Tensor
     public Tensor Clone() => CastCopy(DType, Device).Record("Alias", this);
 
     /// <summary>A new handle on the same data that does not require grad and has no history.</summary>
-    public Tensor Detach() => Alias();
+    public Tensor Detach() => NewView(Layout);
 }

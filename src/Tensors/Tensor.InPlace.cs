@@ -42,13 +42,27 @@ public sealed partial class Tensor
         if (!RequiresGrad && !other.RequiresGrad || !GradMode.IsEnabled)
         {
             // The common case (optimizer updates, no graph): one kernel writing straight into this tensor.
-            using var oc = other.DType == DType ? other.Alias() : other.CastCopy(DType, Device);
+            using var oc = other.DType == DType && !ReadsOverlapping(other) ? other.Alias() : other.CastCopy(DType, Device);
             Backend.Binary(op, Storage, Layout, oc.Storage, oc.Layout.TryBroadcastTo(Layout.Shape)!, Storage, Layout);
             Storage.BumpVersion();
             return this;
         }
-        using var o = other.DType == DType ? other.Alias() : other.To(DType);
-        return CommitInPlace(BinaryOp(op, this, o, true, true));
+        // The op saves its operands for backward, and the commit overwrites this tensor's storage: it computes from a
+        // copy of the current values (PyTorch saves the original self likewise). The operand itself (not an alias,
+        // which would drop its requires-grad) goes in, so its gradient edge is recorded.
+        using var self = Clone();
+        var o = other.DType != DType ? other.To(DType) : ReferenceEquals(other.Storage, Storage) ? other.Clone() : other;
+        try { return CommitInPlace(BinaryOp(op, self, o, true, true)); }
+        finally { if (!ReferenceEquals(o, other)) o.Dispose(); }
+    }
+
+    // An operand sharing this tensor's storage under another layout (x += x.T, x *= x[0]) would be read after the loop
+    // overwrote some of its elements: it is copied first, so the result is the out-of-place one.
+    bool ReadsOverlapping(Tensor other)
+    {
+        if (!ReferenceEquals(other.Storage, Storage)) return false;
+        var l = other.Layout.TryBroadcastTo(Layout.Shape);
+        return l is null || l.Offset != Layout.Offset || !l.Strides.AsSpan().SequenceEqual(Layout.Strides);
     }
 
     /// <summary>x += other (broadcast into x). Returns this.</summary>
@@ -71,24 +85,26 @@ public sealed partial class Tensor
         return BinaryInPlace(new DivOp(), other);
     }
 
-    Tensor UnaryInPlace<TOp>(TOp op, bool floatResult) where TOp : struct, IDifferentiableUnaryOp
+    Tensor UnaryInPlace<TOp>(string name, TOp op, DType resultType) where TOp : struct, IDifferentiableUnaryOp
     {
-        CheckWritable(op.Name + "InPlace", floatResult ? DType.Float32 : DType);
+        CheckWritable(name, resultType);
         if (!RequiresGrad || !GradMode.IsEnabled)
         {
             Backend.Unary(op, Storage, Layout, Storage, Layout);
             Storage.BumpVersion();
             return this;
         }
-        return CommitInPlace(Apply(op, floatResult));
+        // Apply saves its input for backward; the commit would overwrite it, so compute from a copy.
+        using var self = Clone();
+        return CommitInPlace(self.Apply(op, floatResult: false));
     }
 
     /// <summary>x += s. Returns this.</summary>
-    public Tensor AddInPlace(double s) => UnaryInPlace(new AffineOp(1, s), !IsIntegral(s));
+    public Tensor AddInPlace(double s) => UnaryInPlace("AddInPlace", new AffineOp(1, s), DTypes.WithScalar(DType, IsIntegral(s)));
     /// <summary>x −= s. Returns this.</summary>
-    public Tensor SubInPlace(double s) => UnaryInPlace(new AffineOp(1, -s), !IsIntegral(s));
+    public Tensor SubInPlace(double s) => UnaryInPlace("SubInPlace", new AffineOp(1, -s), DTypes.WithScalar(DType, IsIntegral(s)));
     /// <summary>x ·= s. Returns this.</summary>
-    public Tensor MulInPlace(double s) => UnaryInPlace(new AffineOp(s, 0), !IsIntegral(s));
+    public Tensor MulInPlace(double s) => UnaryInPlace("MulInPlace", new AffineOp(s, -0.0), DTypes.WithScalar(DType, IsIntegral(s)));
     /// <summary>x /= s. Returns this.</summary>
     public Tensor DivInPlace(double s)
     {
@@ -96,8 +112,11 @@ public sealed partial class Tensor
         return DivInPlace(t);
     }
     /// <summary>Clamps into [min, max] in place. Returns this.</summary>
-    public Tensor ClampInPlace(double? min = null, double? max = null) =>
-        UnaryInPlace(new ClampOp(min ?? double.NegativeInfinity, max ?? double.PositiveInfinity), false);
+    public Tensor ClampInPlace(double? min = null, double? max = null)
+    {
+        if (min is null && max is null) throw new EngineException("ClampInPlace", "at least one of min and max must be given");
+        return UnaryInPlace("ClampInPlace", new ClampOp(min ?? double.NegativeInfinity, max ?? double.PositiveInfinity), DType);
+    }
 
     /// <summary>Sets every element to <paramref name="value"/>. Returns this.</summary>
     public Tensor FillInPlace(double value)
@@ -129,7 +148,7 @@ public sealed partial class Tensor
             using var e = cast.Expand(Layout.Shape);
             return CommitInPlace(e.Contiguous());
         }
-        using var s = source.Device == Device ? source.Alias() : source.CastCopy(source.DType, Device);
+        using var s = source.Device == Device && !ReadsOverlapping(source) ? source.Alias() : source.CastCopy(source.DType, Device);
         Backend.Copy(s.Storage, s.Layout.TryBroadcastTo(Layout.Shape)!, Storage, Layout);
         Storage.BumpVersion();
         return this;

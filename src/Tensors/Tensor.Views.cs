@@ -8,11 +8,15 @@ public readonly struct TensorIndex
     internal int Int { get; }
     internal Range Range { get; }
     internal int Step { get; }
+    internal bool FromEnd { get; }
 
-    TensorIndex(Kind k, int i, Range r, int step) { K = k; Int = i; Range = r; Step = step; }
+    TensorIndex(Kind k, int i, Range r, int step, bool fromEnd = false) { K = k; Int = i; Range = r; Step = step; FromEnd = fromEnd; }
 
     /// <summary>An integer index (negative counts from the end).</summary>
     public static implicit operator TensorIndex(int i) => new(Kind.Int, i, default, 1);
+
+    /// <summary>A C# index: <c>^1</c> is the last element (as Python's <c>-1</c>).</summary>
+    public static implicit operator TensorIndex(Index i) => new(Kind.Int, i.Value, default, 1, i.IsFromEnd);
 
     /// <summary>A range (as Python's <c>a:b</c>).</summary>
     public static implicit operator TensorIndex(Range r) => new(Kind.Range, 0, r, 1);
@@ -35,29 +39,46 @@ public sealed partial class Tensor
     {
         get
         {
-            var t = Alias().Record("Alias", this);
+            var t = NewView(Layout).Record("Alias", this);
             int dim = 0;
-            foreach (var idx in indices)
+            try
             {
-                Tensor next;
-                switch (idx.K)
+                foreach (var idx in indices)
                 {
-                    case TensorIndex.Kind.Int:
-                        if (dim >= t.Rank) throw new ShapeException("Index", $"too many indices for a tensor of rank {Rank}");
-                        next = t.Select(dim, idx.Int);
-                        break;
-                    case TensorIndex.Kind.NewAxis:
-                        next = t.Unsqueeze(dim++);
-                        break;
-                    default:
-                        if (dim >= t.Rank) throw new ShapeException("Index", $"too many indices for a tensor of rank {Rank}");
-                        int size = t.Layout.Shape[dim];
-                        var (start, len) = ClampRange(idx.Range, size);
-                        next = t.Slice(dim++, start, start + len, idx.Step);
-                        break;
+                    Tensor next;
+                    switch (idx.K)
+                    {
+                        case TensorIndex.Kind.Int:
+                            if (dim >= t.Rank) throw new ShapeException("Index", $"too many indices for a tensor of rank {Rank}");
+                            int index = idx.Int;
+                            if (idx.FromEnd)
+                            {
+                                // ^k counts from the end; ^0 and ^(size+1) are out of range (not wrapped).
+                                int size0 = t.Layout.Shape[dim];
+                                if (index < 1 || index > size0)
+                                    throw new ShapeException("Index", $"index ^{index} is out of bounds for dim {dim} with size {size0}");
+                                index = size0 - index;
+                            }
+                            next = t.Select(dim, index);
+                            break;
+                        case TensorIndex.Kind.NewAxis:
+                            next = t.Unsqueeze(dim++);
+                            break;
+                        default:
+                            if (dim >= t.Rank) throw new ShapeException("Index", $"too many indices for a tensor of rank {Rank}");
+                            int size = t.Layout.Shape[dim];
+                            var (start, len) = ClampRange(idx.Range, size);
+                            next = t.Slice(dim++, start, start + len, idx.Step);
+                            break;
+                    }
+                    t.Dispose();
+                    t = next;
                 }
+            }
+            catch
+            {
                 t.Dispose();
-                t = next;
+                throw;
             }
             return t;
         }
@@ -75,12 +96,12 @@ public sealed partial class Tensor
     public Tensor Transpose(int dim0, int dim1)
     {
         int a = Engine.Shape.NormalizeDim(dim0, Rank, "Transpose"), b = Engine.Shape.NormalizeDim(dim1, Rank, "Transpose");
-        if (Rank == 0) return Alias().Record("Alias", this);
+        if (Rank == 0) return NewView(Layout).Record("Alias", this);
         return NewView(Layout.Transpose(a, b)).Record("Transpose", this, (a, b));
     }
 
     /// <summary>The transpose of a matrix (a view); for other ranks, the dims reversed, as PyTorch's <c>.T</c>.</summary>
-    public Tensor T => Rank <= 2 ? (Rank < 2 ? Alias().Record("Alias", this) : Transpose(0, 1)) : Permute(Enumerable.Range(0, Rank).Reverse().ToArray());
+    public Tensor T => Rank <= 2 ? (Rank < 2 ? NewView(Layout).Record("Alias", this) : Transpose(0, 1)) : Permute(Enumerable.Range(0, Rank).Reverse().ToArray());
 
     /// <summary>Reorders dims (a view): result dim i is input dim <paramref name="dims"/>[i].</summary>
     public Tensor Permute(params int[] dims)
@@ -146,7 +167,7 @@ public sealed partial class Tensor
     /// <summary>Removes <paramref name="dim"/> if its size is 1 (a view).</summary>
     public Tensor Squeeze(int dim)
     {
-        if (Rank == 0) return Alias().Record("Alias", this);
+        if (Rank == 0) return NewView(Layout).Record("Alias", this);
         int d = Engine.Shape.NormalizeDim(dim, Rank, "Squeeze");
         return NewView(Layout.Squeeze([d])).Record("Reshape", this);
     }
@@ -196,6 +217,7 @@ public sealed partial class Tensor
                 if (i < lead) throw new ShapeException("Expand", $"-1 is not allowed in a leading, non-existing dimension of {Engine.Shape.Format(shape)}");
                 target[i] = Layout.Shape[i - lead];
             }
+            else if (target[i] < 0) throw new ShapeException("Expand", $"invalid size {target[i]} in {Engine.Shape.Format(shape)}");
         var l = Layout.TryBroadcastTo(target) ?? throw new ShapeException("Expand",
             $"the expanded size {Engine.Shape.Format(target)} must match the existing size {Engine.Shape.Format(Layout.Shape)} at non-singleton dims");
         return NewView(l).Record("Expand", this);

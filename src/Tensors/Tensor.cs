@@ -23,7 +23,7 @@ public sealed partial class Tensor : IDisposable
     }
 
     /// <summary>Where the elements sit in the storage.</summary>
-    public Layout Layout { get; }
+    public Layout Layout { get; private set; }
 
     /// <summary>The element type.</summary>
     public DType DType => Storage.DType;
@@ -46,7 +46,9 @@ public sealed partial class Tensor : IDisposable
     public long Numel => Layout.Numel;
 
     /// <summary>The extent of one dim (negative dims count from the end).</summary>
-    public int Size(int dim) => Layout.Shape[Engine.Shape.NormalizeDim(dim, Rank, "Size")];
+    public int Size(int dim) => Rank == 0
+        ? throw new ShapeException("Size", $"dimension specified as {dim} but the tensor has no dimensions")
+        : Layout.Shape[Engine.Shape.NormalizeDim(dim, Rank, "Size")];
 
     /// <summary>True when the elements are dense and row-major.</summary>
     public bool IsContiguous => Layout.IsContiguous;
@@ -144,6 +146,22 @@ public sealed partial class Tensor : IDisposable
         var t = new Tensor(Storage, Layout);
         DisposeScope.Current?.Remove(t);
         return t;
+    }
+
+    /// <summary>
+    /// Points this tensor at <paramref name="source"/>'s data (storage and layout), keeping its identity, autograd
+    /// flags and gradient: what PyTorch's <c>param.data = ...</c> does, used to move a module's parameters between
+    /// devices or dtypes. Not recorded by autograd.
+    /// </summary>
+    public void SetData(Tensor source)
+    {
+        if (IsLeaf is false) throw new EngineException("SetData", "only leaf tensors can have their data replaced");
+        var s = source.Storage;
+        s.AddRef();
+        var old = Interlocked.Exchange(ref _storage, s);
+        Layout = source.Layout;
+        old?.Release();
+        if (_requiresGrad && !s.DType.IsFloatingPoint()) _requiresGrad = false;
     }
 
     // ---- construction helpers used by every op ----

@@ -657,6 +657,7 @@ public class BFloat16Tests
     [Test]
     public void Classification_CountsOverAllPatterns()
     {
+        var failures = new List<string>();
         int normal = 0, subnormal = 0, zero = 0, infinity = 0, nan = 0, finite = 0, negative = 0;
         for (int i = 0; i <= 0xFFFF; i++)
         {
@@ -669,13 +670,15 @@ public class BFloat16Tests
             nan += BFloat16.IsNaN(b) ? 1 : 0;
             finite += BFloat16.IsFinite(b) ? 1 : 0;
             negative += BFloat16.IsNegative(b) ? 1 : 0;
-            Assert.That(
-                BFloat16.IsNormal(b) == float.IsNormal(f) && BFloat16.IsSubnormal(b) == float.IsSubnormal(f)
-                && BFloat16.IsInteger(b) == float.IsInteger(f) && BFloat16.IsPow2(b) == float.IsPow2(f)
-                && BFloat16.IsPositiveInfinity(b) == float.IsPositiveInfinity(f),
-                Is.True,
-                $"{i:X4}");
+            if (BFloat16.IsNormal(b) != float.IsNormal(f) || BFloat16.IsSubnormal(b) != float.IsSubnormal(f)
+                || BFloat16.IsInteger(b) != float.IsInteger(f) || BFloat16.IsPow2(b) != float.IsPow2(f)
+                || BFloat16.IsPositiveInfinity(b) != float.IsPositiveInfinity(f))
+            {
+                AddFailure(failures, $"{i:X4}");
+            }
         }
+
+        Assert.That(failures, Is.Empty);
 
         using (Assert.EnterMultipleScope())
         {
@@ -787,6 +790,37 @@ public class BFloat16Tests
             if (Math.Abs(got - exact) > exact * Math.ScaleB(1.0, -8))
             {
                 AddFailure(failures, $"exp {i:X4}: {got} vs {exact}");
+            }
+        }
+
+        Assert.That(failures, Is.Empty);
+    }
+
+    [Test]
+    public void ArithmeticOperators_RandomPairs_CorrectlyRounded()
+    {
+        var rng = new Random(Seed + 7);
+        var failures = new List<string>();
+        for (int k = 0; k < 300_000; k++)
+        {
+            BFloat16 a = BFloat16.FromBits((ushort)rng.Next(0x10000));
+            BFloat16 b = BFloat16.FromBits((ushort)rng.Next(0x10000));
+            if (!BFloat16.IsFinite(a) || !BFloat16.IsFinite(b))
+            {
+                continue;
+            }
+
+            double x = (double)a;
+            double y = (double)b;
+            double sum = x + y;
+            bool sumExact = double.IsFinite(sum) && sum - x == y && sum - y == x; // exact sums only (no cancellation error)
+            double quotient = x / y; // correctly rounded to 53 bits: innocuous before rounding to 8
+            bool ok = (a * b).Bits == Reference(x * y) // 16-bit product: exact in double
+                && (!sumExact || ((a + b).Bits == Reference(sum) && (a - (-b)).Bits == Reference(sum)))
+                && (double.IsNaN(quotient) ? BFloat16.IsNaN(a / b) : (a / b).Bits == Reference(quotient));
+            if (!ok)
+            {
+                AddFailure(failures, $"{a.Bits:X4} {b.Bits:X4}");
             }
         }
 

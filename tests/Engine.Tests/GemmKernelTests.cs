@@ -218,6 +218,11 @@ public unsafe class GemmKernelTests
         Check<float>(new Case(1, 1, 3000, 700, Layout.RowMajor, Layout.RowMajor, false, false, 0, false, 2), 9);
         Check<float>(new Case(2, 3, 1000, 500, Layout.RowMajor, Layout.ColMajor, false, false, 0, true, 2), 10);
         Check<float>(new Case(1, 900, 1, 700, Layout.RowMajor, Layout.RowMajor, false, false, 0, false, 2), 11);
+        // Dot-product paths: A rows and B columns contiguous, few rows or few columns.
+        Check<float>(new Case(2, 2, 700, 301, Layout.RowMajor, Layout.ColMajor, false, false, 1, true, 2), 12);
+        Check<float>(new Case(1, 1, 2000, 333, Layout.RowMajor, Layout.ColMajor, false, false, 0, false, 2), 13);
+        Check<float>(new Case(1, 900, 1, 700, Layout.RowMajor, Layout.ColMajor, false, false, 0, false, 2), 14);
+        Check<double>(new Case(3, 700, 3, 257, Layout.RowMajor, Layout.ColMajor, false, true, 0, true, 2), 15);
     }
 
     [TestCase(false)]
@@ -243,6 +248,9 @@ public unsafe class GemmKernelTests
         yield return new Case(1, 300, 1100, 300, Layout.ColMajor, Layout.RowMajor, false, false, 1, true, 1);
         yield return new Case(3, 130, 70, 300, Layout.RowMajor, Layout.ColMajor, false, false, 0, false, 1);
         yield return new Case(1, 2, 5000, 400, Layout.RowMajor, Layout.RowMajor, false, false, 0, false, 1);
+        yield return new Case(1, 5, 3000, 301, Layout.RowMajor, Layout.ColMajor, false, false, 0, false, 1);
+        yield return new Case(1, 2, 3000, 300, Layout.RowMajor, Layout.ColMajor, false, false, 0, false, 1);
+        yield return new Case(1, 1000, 3, 517, Layout.RowMajor, Layout.ColMajor, false, false, 0, true, 1);
         yield return new Case(64, 20, 30, 40, Layout.RowMajor, Layout.RowMajor, false, true, 0, false, 1);
     }
 

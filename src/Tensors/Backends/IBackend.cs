@@ -115,6 +115,39 @@ public interface IBackend
     /// </summary>
     void Random(Storage y, ulong seed, ulong offset, bool normal, double a, double b);
 
+    /// <summary>
+    /// One fused Adam/AdamW update of a contiguous parameter (see <see cref="AdamConfig"/>). <paramref name="step"/> is
+    /// a one-element Float32 storage on the device holding the step count, advanced by the kernel, so bias correction
+    /// needs no host value. When <paramref name="foundInf"/> (one Float32 element) is given and nonzero, nothing
+    /// changes (the step is skipped, the count does not advance); when <paramref name="invScale"/> is given the
+    /// gradient is multiplied by it first. The gradient may be of another float dtype than the parameter.
+    /// </summary>
+    void AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf);
+
+    /// <summary>
+    /// One fused SGD update (momentum, dampening, Nesterov, weight decay as <c>torch.optim.SGD</c>). The momentum
+    /// buffer, when given, is initialized from the gradient on the first step (<paramref name="momentumInitialized"/>
+    /// false). Skips and unscales like <see cref="AdamStep"/>.
+    /// </summary>
+    void SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf);
+
     /// <summary>Blocks until all queued work is done (a no-op on the CPU).</summary>
     void Synchronize();
 }
+
+/// <summary>Hyper-parameters of one Adam/AdamW update.</summary>
+/// <param name="Lr">Learning rate.</param>
+/// <param name="Beta1">First-moment decay.</param>
+/// <param name="Beta2">Second-moment decay.</param>
+/// <param name="Eps">Added to the denominator.</param>
+/// <param name="WeightDecay">L2 penalty (Adam) or decoupled decay (AdamW).</param>
+/// <param name="Decoupled">True for AdamW: p ← p·(1 − lr·wd) before the Adam step.</param>
+public readonly record struct AdamConfig(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, bool Decoupled);
+
+/// <summary>Hyper-parameters of one SGD update.</summary>
+/// <param name="Lr">Learning rate.</param>
+/// <param name="Momentum">Momentum factor (0 for none).</param>
+/// <param name="Dampening">Dampening of the momentum.</param>
+/// <param name="WeightDecay">L2 penalty.</param>
+/// <param name="Nesterov">Nesterov momentum.</param>
+public readonly record struct SgdConfig(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov);

@@ -37,6 +37,18 @@ public sealed partial class Tensor
         return this;
     }
 
+    /// <summary>
+    /// Attaches a graph record to this freshly computed tensor, for ops defined outside this assembly (custom
+    /// autograd functions): <paramref name="op"/> names the backward rule (register it with
+    /// <c>Engine.Autograd.BackwardRules.Register</c>), <paramref name="saved"/> are checked for in-place
+    /// modification when backward reads them. Does nothing when no input requires grad or grad mode is off. Returns this.
+    /// </summary>
+    public Tensor RecordCustom(string op, Tensor[] inputs, object? attributes, Tensor[] saved)
+    {
+        if (GradFn is not null) throw new EngineException(op, "the tensor already has a grad_fn; record a custom op on a fresh output tensor");
+        return Record(op, inputs, attributes, saved);
+    }
+
     /// <summary>Records an op with one input.</summary>
     internal Tensor Record(string op, Tensor input, object? attributes = null, ReadOnlySpan<Tensor> saved = default) =>
         ShouldRecord(input) ? Record(op, [input], attributes, saved) : this;

@@ -172,7 +172,12 @@ public readonly struct SigmoidOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) { double s = Apply(x); return s * (1.0 - s); }
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sigmoid(x, y); return true; }
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y)
+    {
+        // Unlike the other TensorPrimitives routines, Sigmoid throws on empty spans, and kernels probe with empty ones.
+        if (!x.IsEmpty) TensorPrimitives.Sigmoid(x, y);
+        return true;
+    }
 }
 
 /// <summary>max(x, 0); the derivative at 0 is 0, as PyTorch's.</summary>
@@ -255,7 +260,7 @@ public readonly struct PowScalarOp(double exponent) : IDifferentiableUnaryOp
     /// <summary>The exponent.</summary>
     public double Exponent { get; } = exponent;
     /// <inheritdoc/>
-    public string Name => "Pow";
+    public string Name => "PowScalar";
     /// <inheritdoc/>
     public float Apply(float x) => Exponent == 2 ? x * x : MathF.Pow(x, (float)Exponent);
     /// <inheritdoc/>
@@ -291,7 +296,7 @@ public readonly struct ClampOp(double min, double max) : IDifferentiableUnaryOp
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
 }
 
-/// <summary>a·x + b for scalars: the scalar forms of +, −, × and ÷ without a broadcast operand.</summary>
+/// <summary>a·x + b for scalars: the scalar forms of +, −, × and ÷ without a broadcast operand. A pure scaling uses b = −0, which adds exactly nothing.</summary>
 public readonly struct AffineOp(double scale, double shift) : IDifferentiableUnaryOp
 {
     /// <summary>Multiplier.</summary>
@@ -311,7 +316,8 @@ public readonly struct AffineOp(double scale, double shift) : IDifferentiableUna
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y)
     {
-        if (Shift == 0) TensorPrimitives.Multiply(x, (float)Scale, y);
+        // A shift of −0 is the exact identity of addition (x + (−0) = x, even for x = −0); +0 is not (−0 + 0 = +0).
+        if (Shift == 0 && double.IsNegative(Shift)) TensorPrimitives.Multiply(x, (float)Scale, y);
         else if (Scale == 1) TensorPrimitives.Add(x, (float)Shift, y);
         else { TensorPrimitives.Multiply(x, (float)Scale, y); TensorPrimitives.Add(y, (float)Shift, y); }
         return true;

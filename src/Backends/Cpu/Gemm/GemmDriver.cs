@@ -40,14 +40,14 @@ internal static unsafe class GemmDriver<T, TK>
         }
 
         long perMatrix = (long)p.M * p.N * p.K;
-        // Path choice depends on the shape and strides only (never on the thread count).
-        bool direct = perMatrix < DirectThreshold || (p.M < TK.MR && p.BColStride == 1);
+        var mode = ChooseMode(p, perMatrix < DirectThreshold);
+        bool direct = mode != Mode.Packed;
 
         int threads = maxThreads <= 0 ? Environment.ProcessorCount : maxThreads;
         long total = perMatrix * p.Batch;
         threads = (int)Math.Min(threads, Math.Max(1, total / MinWorkPerThread));
 
-        var job = new Job { P = p, Direct = direct };
+        var job = new Job { P = p, Mode = mode };
         Partition(p.Batch, p.M, p.N, threads, direct ? 1 : TK.MR, direct ? DirectAlignN : TK.NR,
             out job.TilesM, out job.TilesN, out job.ChunkM, out job.ChunkN);
         job.Items = p.Batch * job.TilesM * job.TilesN;
@@ -55,6 +55,19 @@ internal static unsafe class GemmDriver<T, TK>
 
         if (threads <= 1) job.Work(0);
         else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, job.Work);
+    }
+
+    private enum Mode { Packed, Rows, Dot, Strided }
+
+    /// <summary>
+    /// Picks the path from the shape and strides only (never from the thread count): small products and thin ones
+    /// (fewer rows than a micro-tile, or dot-product friendly few rows/columns) skip packing.
+    /// </summary>
+    private static Mode ChooseMode(in GemmProblem<T> p, bool small)
+    {
+        if (p.BColStride == 1 && (small || p.M < TK.MR)) return Mode.Rows;
+        if (p.AColStride == 1 && p.BRowStride == 1 && (small || p.M <= GemmDirect.MaxDotRows || p.N <= 4)) return Mode.Dot;
+        return small ? Mode.Strided : Mode.Packed;
     }
 
     private static void ZeroC(in GemmProblem<T> p)
@@ -117,7 +130,7 @@ internal static unsafe class GemmDriver<T, TK>
     private sealed class Job
     {
         public GemmProblem<T> P;
-        public bool Direct;
+        public Mode Mode;
         public int TilesM, TilesN, ChunkM, ChunkN, Items;
         private int _next;
 
@@ -130,25 +143,37 @@ internal static unsafe class GemmDriver<T, TK>
                 int tm = rest % TilesM, b = rest / TilesM;
                 int i0 = tm * ChunkM, j0 = tn * ChunkN;
                 int i1 = Math.Min(P.M, i0 + ChunkM), j1 = Math.Min(P.N, j0 + ChunkN);
-                if (Direct) DirectItem(P, b, i0, i1, j0, j1);
-                else PackedItem(P, b, i0, i1, j0, j1);
+                if (Mode == Mode.Packed) PackedItem(P, b, i0, i1, j0, j1);
+                else DirectItem(P, Mode, b, i0, i1, j0, j1);
             }
         }
     }
 
-    private static void DirectItem(in GemmProblem<T> p, int b, int i0, int i1, int j0, int j1)
+    private static void DirectItem(in GemmProblem<T> p, Mode mode, int b, int i0, int i1, int j0, int j1)
     {
         T* a = p.A + p.AOffsets[b];
         T* bm = p.B + p.BOffsets[b] + j0 * p.BColStride;
         T* c = p.C + p.COffsets[b] + j0;
         int n = j1 - j0;
-        bool fused = typeof(TK) != typeof(ScalarKernel<T>);
-        for (int i = i0; i < i1; i++)
+        long ars = p.ARowStride, crs = p.CRowStride;
+        switch (mode)
         {
-            T* ar = a + i * p.ARowStride;
-            T* cr = c + i * p.CRowStride;
-            if (p.BColStride == 1) TK.DirectRow(n, p.K, ar, p.AColStride, bm, p.BRowStride, cr, p.Accumulate);
-            else GemmScalar.StridedRow(n, p.K, ar, p.AColStride, bm, p.BRowStride, p.BColStride, cr, p.Accumulate, fused);
+            case Mode.Rows:
+                for (int i = i0; i < i1; i += GemmDirect.MaxRows)
+                    TK.DirectRows(Math.Min(GemmDirect.MaxRows, i1 - i), n, p.K, a + i * ars, ars, p.AColStride,
+                        bm, p.BRowStride, c + i * crs, crs, p.Accumulate);
+                break;
+            case Mode.Dot:
+                for (int i = i0; i < i1; i += GemmDirect.MaxDotRows)
+                    TK.DotRows(Math.Min(GemmDirect.MaxDotRows, i1 - i), n, p.K, a + i * ars, ars, bm, p.BColStride,
+                        c + i * crs, crs, p.Accumulate);
+                break;
+            default:
+                bool fused = typeof(TK) != typeof(ScalarKernel<T>);
+                for (int i = i0; i < i1; i++)
+                    GemmScalar.StridedRow(n, p.K, a + i * ars, p.AColStride, bm, p.BRowStride, p.BColStride,
+                        c + i * crs, p.Accumulate, fused);
+                break;
         }
     }
 

@@ -32,10 +32,16 @@ internal unsafe interface IGemmKernel<T> where T : unmanaged
     static abstract void Tile(int kc, T* a, T* b, T* c, long ldc, bool add);
 
     /// <summary>
-    /// One row of a small product without packing: c[j] (+)= sum_p a[p*aStride] * b[p*bStride + j] for j in [0, n);
-    /// B rows are contiguous.
+    /// Up to <see cref="GemmDirect.MaxRows"/> rows of a product without packing, B rows contiguous:
+    /// c[i*ldc + j] (+)= sum_p a[i*aRow + p*aCol] * b[p*bRow + j] for i in [0, rows), j in [0, n).
     /// </summary>
-    static abstract void DirectRow(int n, int k, T* a, long aStride, T* b, long bStride, T* c, bool add);
+    static abstract void DirectRows(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add);
+
+    /// <summary>
+    /// Up to <see cref="GemmDirect.MaxDotRows"/> rows of a product without packing, A rows and B columns contiguous
+    /// (dot products): c[i*ldc + j] (+)= sum_p a[i*aRow + p] * b[p + j*bCol].
+    /// </summary>
+    static abstract void DotRows(int rows, int n, int k, T* a, long aRow, T* b, long bCol, T* c, long ldc, bool add);
 }
 
 /// <summary>Fused multiply-add helpers generic over float/double (the type tests fold away at JIT time).</summary>
@@ -123,34 +129,11 @@ internal readonly unsafe struct Avx512Kernel<T> : IGemmKernel<T> where T : unman
         Vector512.Store(x1, c + w);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void DirectRow(int n, int k, T* a, long aStride, T* b, long bStride, T* c, bool add)
-    {
-        int w = Vector512<T>.Count;
-        int j = 0;
-        for (; j + 2 * w <= n; j += 2 * w)
-        {
-            Vector512<T> x0 = default, x1 = default;
-            T* pa = a, pb = b + j;
-            for (int p = 0; p < k; p++, pa += aStride, pb += bStride)
-            {
-                var av = Vector512.Create(*pa);
-                x0 = GemmMath.Fma(av, Vector512.Load(pb), x0);
-                x1 = GemmMath.Fma(av, Vector512.Load(pb + w), x1);
-            }
-            Put(c + j, w, x0, x1, add);
-        }
-        for (; j + w <= n; j += w)
-        {
-            Vector512<T> x0 = default;
-            T* pa = a, pb = b + j;
-            for (int p = 0; p < k; p++, pa += aStride, pb += bStride)
-                x0 = GemmMath.Fma(Vector512.Create(*pa), Vector512.Load(pb), x0);
-            if (add) x0 += Vector512.Load(c + j);
-            Vector512.Store(x0, c + j);
-        }
-        GemmScalar.DirectTail(j, n, k, a, aStride, b, bStride, c, add, fused: true);
-    }
+    public static void DirectRows(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
+        => GemmDirect.Rows512(rows, n, k, a, aRow, aCol, b, bRow, c, ldc, add);
+
+    public static void DotRows(int rows, int n, int k, T* a, long aRow, T* b, long bCol, T* c, long ldc, bool add)
+        => GemmDirect.Dot512(rows, n, k, a, aRow, b, bCol, c, ldc, add);
 }
 
 /// <summary>AVX2/FMA kernel: 6 rows x 2 Vector256 (6x16 float, 6x8 double), 12 accumulators in registers.</summary>
@@ -202,34 +185,11 @@ internal readonly unsafe struct Avx2Kernel<T> : IGemmKernel<T> where T : unmanag
         Vector256.Store(x1, c + w);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void DirectRow(int n, int k, T* a, long aStride, T* b, long bStride, T* c, bool add)
-    {
-        int w = Vector256<T>.Count;
-        int j = 0;
-        for (; j + 2 * w <= n; j += 2 * w)
-        {
-            Vector256<T> x0 = default, x1 = default;
-            T* pa = a, pb = b + j;
-            for (int p = 0; p < k; p++, pa += aStride, pb += bStride)
-            {
-                var av = Vector256.Create(*pa);
-                x0 = GemmMath.Fma(av, Vector256.Load(pb), x0);
-                x1 = GemmMath.Fma(av, Vector256.Load(pb + w), x1);
-            }
-            Put(c + j, w, x0, x1, add);
-        }
-        for (; j + w <= n; j += w)
-        {
-            Vector256<T> x0 = default;
-            T* pa = a, pb = b + j;
-            for (int p = 0; p < k; p++, pa += aStride, pb += bStride)
-                x0 = GemmMath.Fma(Vector256.Create(*pa), Vector256.Load(pb), x0);
-            if (add) x0 += Vector256.Load(c + j);
-            Vector256.Store(x0, c + j);
-        }
-        GemmScalar.DirectTail(j, n, k, a, aStride, b, bStride, c, add, fused: true);
-    }
+    public static void DirectRows(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
+        => GemmDirect.Rows256(rows, n, k, a, aRow, aCol, b, bRow, c, ldc, add);
+
+    public static void DotRows(int rows, int n, int k, T* a, long aRow, T* b, long bCol, T* c, long ldc, bool add)
+        => GemmDirect.Dot256(rows, n, k, a, aRow, b, bCol, c, ldc, add);
 }
 
 /// <summary>Portable scalar kernel (4x4), used when no FMA vector unit is available.</summary>
@@ -265,8 +225,15 @@ internal readonly unsafe struct ScalarKernel<T> : IGemmKernel<T> where T : unman
         else { c[0] = x0; c[1] = x1; c[2] = x2; c[3] = x3; }
     }
 
-    public static void DirectRow(int n, int k, T* a, long aStride, T* b, long bStride, T* c, bool add)
-        => GemmScalar.DirectTail(0, n, k, a, aStride, b, bStride, c, add, fused: false);
+    public static void DirectRows(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
+    {
+        for (int i = 0; i < rows; i++) GemmScalar.DirectTail(0, n, k, a + i * aRow, aCol, b, bRow, c + i * ldc, add, fused: false);
+    }
+
+    public static void DotRows(int rows, int n, int k, T* a, long aRow, T* b, long bCol, T* c, long ldc, bool add)
+    {
+        for (int i = 0; i < rows; i++) GemmScalar.StridedRow(n, k, a + i * aRow, 1, b, 1, bCol, c + i * ldc, add, fused: false);
+    }
 }
 
 /// <summary>Scalar loops shared by the kernels (direct-path tails and arbitrary-stride small products).</summary>

@@ -1,0 +1,142 @@
+using Engine.Graph;
+
+namespace Engine.Autograd;
+
+/// <summary>
+/// What a <see cref="CustomFunction"/>'s forward leaves for its backward: saved tensors (checked for in-place
+/// modification, freed after backward as any op's), which inputs need a gradient, and free-form state.
+/// </summary>
+public sealed class FunctionContext
+{
+    Tensor[] _toSave = [];
+    GradNode? _node;
+
+    internal FunctionContext(CustomFunction function, Tensor[] inputs)
+    {
+        Function = function;
+        NeedsInputGrad = [.. inputs.Select(x => x.RequiresGrad)];
+    }
+
+    internal CustomFunction Function { get; }
+
+    internal Tensor[] ToSave => _toSave;
+
+    internal GradNode Node { set => _node = value; }
+
+    /// <summary>Saves tensors (inputs or outputs or intermediates) for <c>Backward</c>; call once in <c>Forward</c>.</summary>
+    public void SaveForBackward(params Tensor[] tensors) => _toSave = [.. tensors];
+
+    /// <summary>The tensors saved in <c>Forward</c>, in order; readable in <c>Backward</c>.</summary>
+    public IReadOnlyList<Tensor> SavedTensors
+    {
+        get
+        {
+            if (_node is null) throw new EngineException("SavedTensors", "saved tensors can be read in Backward only");
+            var r = new Tensor[_node.SavedCount];
+            for (int i = 0; i < r.Length; i++) r[i] = _node.Saved(i);
+            return r;
+        }
+    }
+
+    /// <summary>Per input: whether it requires grad (its gradient may be skipped, returning null, when false).</summary>
+    public bool[] NeedsInputGrad { get; }
+
+    /// <summary>
+    /// Anything else the backward needs (sizes, flags, constants). Tensors kept here are not owned by the context:
+    /// prefer <see cref="SaveForBackward"/>.
+    /// </summary>
+    public Dictionary<string, object?> State { get; } = [];
+}
+
+/// <summary>
+/// A differentiable function with a hand-written backward, as PyTorch's <c>torch.autograd.Function</c>. Subclass it,
+/// implement <see cref="Forward"/> (runs without recording) and <see cref="Backward"/> (one gradient per input, or
+/// null), and call <see cref="Apply"/>. Temporaries created inside either are freed when they return (a dispose
+/// scope), so only the returned tensors and <see cref="FunctionContext.SaveForBackward"/> survive.
+/// </summary>
+/// <example><code>
+/// sealed class Cube : CustomFunction
+/// {
+///     protected override Tensor Forward(FunctionContext ctx, params Tensor[] x) { ctx.SaveForBackward(x[0]); return x[0] * x[0] * x[0]; }
+///     protected override Tensor?[] Backward(FunctionContext ctx, Tensor grad)
+///     {
+///         var x = ctx.SavedTensors[0];
+///         return [grad * x * x * 3];
+///     }
+/// }
+/// var y = new Cube().Apply(x);   // y.GradFn.ToString() == "CubeBackward"
+/// </code></example>
+public abstract class CustomFunction
+{
+    static readonly HashSet<string> s_registered = [];
+    static readonly Lock s_lock = new();
+
+    /// <summary>The op name in the graph (<c>GradFn</c> prints it with "Backward"); the class name by default.</summary>
+    public virtual string Name => GetType().Name;
+
+    /// <summary>Computes the output from the inputs; runs with grad mode off.</summary>
+    protected abstract Tensor Forward(FunctionContext ctx, params Tensor[] inputs);
+
+    /// <summary>
+    /// Given the gradient of the output, returns one gradient per input (the input's shape; cast to its dtype if
+    /// needed), or null for an input that gets none. Runs with grad mode off.
+    /// </summary>
+    protected abstract Tensor?[] Backward(FunctionContext ctx, Tensor grad);
+
+    /// <summary>Runs the function and, when an input requires grad, records it so <c>Backward</c> runs on the way back.</summary>
+    public Tensor Apply(params Tensor[] inputs)
+    {
+        var name = Name;
+        Register(name);
+        var ctx = new FunctionContext(this, inputs);
+        using var scope = Tensor.NewScope();
+        Tensor y;
+        using (GradMode.NoGrad())
+        {
+            var r = Forward(ctx, inputs) ?? throw new EngineException(name, "Forward returned null");
+            y = GraphExecutor.Share(r); // a fresh tensor to carry the record, even when Forward returned an input
+        }
+        y.MoveToOuterScope();
+        return y.RecordCustom(name, inputs, ctx, ctx.ToSave);
+    }
+
+    static void Register(string name)
+    {
+        lock (s_lock)
+        {
+            if (s_registered.Contains(name)) return;
+            if (BackwardRules.Has(name))
+                throw new EngineException(name, $"the name {name} is taken by a built-in op; override CustomFunction.Name");
+            BackwardRules.Register(name, Rule);
+            s_registered.Add(name);
+        }
+    }
+
+    // One rule for every custom function: the node carries the context, which knows its function.
+    static Tensor?[] Rule(GradNode node, Tensor grad)
+    {
+        var ctx = (FunctionContext)node.Attributes!;
+        ctx.Node = node;
+        return ctx.Function.RunBackward(ctx, node, grad);
+    }
+
+    Tensor?[] RunBackward(FunctionContext ctx, GradNode node, Tensor grad)
+    {
+        using var scope = Tensor.NewScope();
+        var r = Backward(ctx, grad) ?? throw new EngineException(Name + "Backward", "Backward returned null");
+        if (r.Length != node.Inputs.Length)
+            throw new EngineException(Name + "Backward", $"Backward returned {r.Length} gradients for {node.Inputs.Length} inputs");
+        var owned = new Tensor?[r.Length];
+        for (int i = 0; i < r.Length; i++)
+        {
+            if (r[i] is not { } x || !node.Edges[i].IsLive) continue;
+            var info = node.Inputs[i];
+            if (!x.Layout.Shape.AsSpan().SequenceEqual(info.Shape))
+                throw new ShapeException(Name + "Backward", $"Backward returned a gradient of shape {Shape.Format(x.Layout.Shape)} for input {i} of shape {Shape.Format(info.Shape)}");
+            // A handle of our own, taken out of the scope that frees the function's temporaries.
+            var h = x.DType == info.DType && x.Device == info.Device ? GraphExecutor.Share(x) : x.To(info.Device, info.DType);
+            owned[i] = scope.Detach(h);
+        }
+        return owned;
+    }
+}

@@ -1,0 +1,319 @@
+using Engine.Graph;
+
+namespace Engine.Autograd;
+
+/// <summary>
+/// One backward pass over the graph below some root tensors: a topological order of the reachable
+/// <see cref="GradNode"/>s (Kahn's algorithm, iterative, so deep graphs do not overflow the stack), gradients summed
+/// per node (fan-out) and per leaf, hooks, then either accumulation into the leaves' <c>Grad</c>
+/// (<see cref="AutogradExtensions.Backward"/>) or capture of the gradients of chosen inputs
+/// (<see cref="Gradients.Grad"/>).
+/// </summary>
+/// <remarks>
+/// Ownership: every gradient in flight is a handle this pass owns and disposes once consumed. A rule's results are
+/// taken over (a result that is the incoming gradient itself, or repeated, gets a second handle), so a rule returns
+/// either <c>grad</c> or tensors it created, never a saved value or another tensor it does not own. A hook's
+/// replacement stays owned by whoever made it (the pass takes its own handle).
+/// The pass runs with grad mode off: no graph is recorded for gradients (no higher-order derivatives).
+/// </remarks>
+internal sealed class GraphExecutor
+{
+    readonly bool _retainGraph;
+    readonly bool _accumulate;                       // true: leaves accumulate into Grad; false: capture targets only
+    readonly Dictionary<GradNode, int> _nodeDeps = [];
+    readonly Dictionary<Tensor, int> _leafDeps = new(ReferenceEqualityComparer.Instance);
+    readonly Dictionary<GradNode, Tensor> _nodeGrads = [];
+    readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
+    // The tensor whose current GradFn is a node: its hooks and RetainsGrad apply to the gradient entering the node.
+    readonly Dictionary<GradNode, Tensor> _nodeTensor = [];
+    readonly Dictionary<GradNode, List<int>> _nodeTargets = [];
+    readonly Dictionary<Tensor, List<int>> _leafTargets = new(ReferenceEqualityComparer.Instance);
+    readonly Tensor?[] _captured;
+    HashSet<GradNode>? _runs;                        // nodes whose rule must run (capture mode); null: all
+
+    GraphExecutor(bool retainGraph, Tensor[]? targets)
+    {
+        _retainGraph = retainGraph;
+        _accumulate = targets is null;
+        _captured = new Tensor?[targets?.Length ?? 0];
+        if (targets is null) return;
+        for (int i = 0; i < targets.Length; i++)
+        {
+            var t = targets[i];
+            if (t.GradFn is { } n) GetList(_nodeTargets, n).Add(i);
+            else GetList(_leafTargets, t).Add(i);
+        }
+    }
+
+    static List<int> GetList<TKey>(Dictionary<TKey, List<int>> d, TKey key) where TKey : notnull
+    {
+        if (!d.TryGetValue(key, out var l)) d[key] = l = [];
+        return l;
+    }
+
+    /// <summary>Backpropagates from <paramref name="root"/> into the leaves' <c>Grad</c>.</summary>
+    internal static void Backward(Tensor root, Tensor? gradient, bool retainGraph)
+    {
+        using var _ = GradMode.NoGrad();
+        var g = RootGradient("Backward", root, 0, gradient);
+        new GraphExecutor(retainGraph, null).Run([root], [g]);
+    }
+
+    /// <summary>The gradients of <paramref name="roots"/> with respect to <paramref name="targets"/>, leaving every <c>Grad</c> alone.</summary>
+    internal static Tensor?[] Capture(Tensor[] roots, Tensor?[]? gradients, Tensor[] targets, bool retainGraph)
+    {
+        using var _ = GradMode.NoGrad();
+        var gs = new Tensor[roots.Length];
+        try
+        {
+            for (int i = 0; i < roots.Length; i++) gs[i] = RootGradient("Grad", roots[i], i, gradients?[i]);
+        }
+        catch
+        {
+            foreach (var g in gs) g?.Dispose();
+            throw;
+        }
+        var ex = new GraphExecutor(retainGraph, targets);
+        ex.Run(roots, gs);
+        return ex._captured;
+    }
+
+    // The seed gradient of a root: ones for a one-element root, else the caller's gradient (a new handle, cast to the
+    // root's dtype).
+    static Tensor RootGradient(string op, Tensor root, int index, Tensor? gradient)
+    {
+        if (!root.RequiresGrad)
+            throw new EngineException(op, $"element {index} of tensors does not require grad and does not have a grad_fn");
+        if (gradient is null)
+        {
+            if (root.Numel != 1)
+                throw new EngineException(op, $"grad can be implicitly created only for scalar outputs (output {index} has shape {Shape.Format(root.Layout.Shape)}); pass a gradient");
+            return Tensor.Ones(root.Layout.Shape, root.DType, root.Device);
+        }
+        if (!gradient.Layout.Shape.AsSpan().SequenceEqual(root.Layout.Shape))
+            throw new ShapeException(op, $"mismatch in shape: the gradient has shape {Shape.Format(gradient.Layout.Shape)} and output {index} has shape {Shape.Format(root.Layout.Shape)}");
+        return gradient.DType == root.DType && gradient.Device == root.Device ? Share(gradient) : gradient.To(root.Device, root.DType);
+    }
+
+    /// <summary>
+    /// A second handle on a tensor's data, in the current dispose scope like any op's result (<c>Detach</c> would
+    /// leave it outside every scope). Must run with grad mode off.
+    /// </summary>
+    internal static Tensor Share(Tensor t) => t.Expand(t.Layout.Shape);
+
+    void Run(Tensor[] roots, Tensor[] rootGrads)
+    {
+        try
+        {
+            Discover(roots);
+            var ready = new Stack<GradNode>();
+            for (int i = 0; i < roots.Length; i++)
+            {
+                var g = rootGrads[i];
+                rootGrads[i] = null!;
+                if (roots[i].GradFn is { } n) Accumulate(_nodeGrads, n, g);
+                else Accumulate(_leafGrads, roots[i], g);
+            }
+            var queued = new HashSet<GradNode>();
+            foreach (var r in roots)
+                if (r.GradFn is { } n && !_nodeDeps.ContainsKey(n) && queued.Add(n)) ready.Push(n);
+            while (ready.Count > 0) Process(ready.Pop(), ready);
+            // Roots that are leaves nothing else leads to.
+            foreach (var leaf in _leafGrads.Keys.ToArray()) FinishLeaf(leaf);
+        }
+        catch
+        {
+            foreach (var g in _nodeGrads.Values) g.Dispose();
+            foreach (var g in _leafGrads.Values) g.Dispose();
+            foreach (var g in _captured) g?.Dispose();
+            foreach (var g in rootGrads) g?.Dispose();
+            _nodeGrads.Clear(); _leafGrads.Clear();
+            throw;
+        }
+    }
+
+    // Counts, for every node and leaf reachable from the roots, how many edges lead into it.
+    void Discover(Tensor[] roots)
+    {
+        var parents = _accumulate ? null : new Dictionary<object, List<GradNode>>(ReferenceEqualityComparer.Instance);
+        var seen = new HashSet<GradNode>();
+        var stack = new Stack<GradNode>();
+        foreach (var r in roots)
+            if (r.GradFn is { } n)
+            {
+                _nodeTensor.TryAdd(n, r);
+                if (seen.Add(n)) stack.Push(n);
+            }
+        while (stack.Count > 0)
+        {
+            var n = stack.Pop();
+            foreach (var e in n.Edges)
+            {
+                if (e.Tensor is not { } t) continue;
+                object child;
+                if (e.Node is { } c)
+                {
+                    _nodeDeps[c] = _nodeDeps.GetValueOrDefault(c) + 1;
+                    if (ReferenceEquals(t.GradFn, c)) _nodeTensor.TryAdd(c, t);
+                    if (seen.Add(c)) stack.Push(c);
+                    child = c;
+                }
+                else
+                {
+                    _leafDeps[t] = _leafDeps.GetValueOrDefault(t) + 1;
+                    child = t;
+                }
+                if (parents is not null)
+                {
+                    if (!parents.TryGetValue(child, out var ps)) parents[child] = ps = [];
+                    ps.Add(n);
+                }
+            }
+        }
+        if (parents is null) return;
+        // Capture mode runs only the rules of nodes that lead to a target (as torch.autograd.grad).
+        _runs = [];
+        var queue = new Queue<object>();
+        foreach (var n in _nodeTargets.Keys) queue.Enqueue(n);
+        foreach (var t in _leafTargets.Keys) queue.Enqueue(t);
+        while (queue.Count > 0)
+            if (parents.TryGetValue(queue.Dequeue(), out var ps))
+                foreach (var p in ps)
+                    if (_runs.Add(p)) queue.Enqueue(p);
+    }
+
+    void Process(GradNode node, Stack<GradNode> ready)
+    {
+        _nodeGrads.Remove(node, out var g);
+        Tensor?[]? results = null;
+        bool run = false;
+        try
+        {
+            if (g is not null && _nodeTensor.TryGetValue(node, out var t))
+            {
+                if (t.GradHooks is { Count: > 0 } th) g = RunHooks(th, g);
+                if (_accumulate && t.RetainsGrad) Keep(t, g);
+            }
+            if (g is not null && node.Hooks is { Count: > 0 } nh) g = RunHooks(nh, g);
+            if (g is not null && _nodeTargets.TryGetValue(node, out var idx)) CaptureInto(idx, g);
+            run = g is not null && (_runs is null || _runs.Contains(node));
+            if (run) results = CallRule(node, g!);
+        }
+        finally { g?.Dispose(); }
+
+        var edges = node.Edges;
+        for (int i = 0; i < edges.Length; i++)
+        {
+            var r = results?[i];
+            if (results is not null) results[i] = null;
+            if (edges[i].Tensor is not { } t) { r?.Dispose(); continue; }
+            if (edges[i].Node is { } c)
+            {
+                if (r is not null) Accumulate(_nodeGrads, c, r);
+                if (--_nodeDeps[c] == 0) ready.Push(c);
+            }
+            else
+            {
+                if (r is not null) Accumulate(_leafGrads, t, r);
+                if (--_leafDeps[t] == 0) FinishLeaf(t);
+            }
+        }
+        if (!_retainGraph && (_accumulate || run)) node.FreeSaved();
+    }
+
+    // Runs a node's rule and takes over its results: one distinct, validated handle per live input.
+    static Tensor?[] CallRule(GradNode node, Tensor g)
+    {
+        var rule = BackwardRules.Get(node.Op);
+        var raw = rule(node, g);
+        var n = node.Edges.Length;
+        var owned = new Tensor?[raw.Length];
+        for (int i = 0; i < raw.Length; i++)
+        {
+            var x = raw[i];
+            if (x is null) continue;
+            bool shared = ReferenceEquals(x, g);
+            for (int j = 0; j < i && !shared; j++) shared = ReferenceEquals(x, raw[j]);
+            owned[i] = shared ? Share(x) : x;
+        }
+        try
+        {
+            if (raw.Length != n)
+                throw new EngineException(node.ToString(), $"the backward rule of {node.Op} returned {raw.Length} gradients for {n} inputs (rule bug)");
+            for (int i = 0; i < n; i++)
+            {
+                if (owned[i] is not { } x) continue;
+                if (!node.Edges[i].IsLive) { x.Dispose(); owned[i] = null; continue; }
+                var info = node.Inputs[i];
+                if (!x.Layout.Shape.AsSpan().SequenceEqual(info.Shape))
+                    throw new EngineException(node.ToString(),
+                        $"the backward rule of {node.Op} returned a gradient of shape {Shape.Format(x.Layout.Shape)} for input {i} of shape {Shape.Format(info.Shape)} (rule bug)");
+                if (x.DType != info.DType || x.Device != info.Device)
+                    throw new EngineException(node.ToString(),
+                        $"the backward rule of {node.Op} returned a gradient of {x.DType.Name()} on {x.Device} for input {i} of {info.DType.Name()} on {info.Device} (rule bug)");
+            }
+            return owned;
+        }
+        catch
+        {
+            foreach (var x in owned) x?.Dispose();
+            throw;
+        }
+    }
+
+    // Fan-out: gradients reaching one node or leaf along several edges are summed.
+    static void Accumulate<TKey>(Dictionary<TKey, Tensor> d, TKey key, Tensor g) where TKey : notnull
+    {
+        if (!d.Remove(key, out var prev)) { d[key] = g; return; }
+        Tensor sum;
+        try { sum = prev.Add(g); }
+        finally { prev.Dispose(); g.Dispose(); }
+        d[key] = sum;
+    }
+
+    void FinishLeaf(Tensor leaf)
+    {
+        if (!_leafGrads.Remove(leaf, out var g)) return;
+        try
+        {
+            if (leaf.GradHooks is { Count: > 0 } hooks) g = RunHooks(hooks, g);
+            if (_leafTargets.TryGetValue(leaf, out var idx)) CaptureInto(idx, g);
+            if (_accumulate) Keep(leaf, g);
+        }
+        finally { g.Dispose(); }
+    }
+
+    // A leaf's (or retaining non-leaf's) Grad: a private contiguous copy at first, then accumulated in place. It
+    // belongs to no dispose scope: the tensor's owner (or the optimizer's ZeroGrad) disposes it.
+    static void Keep(Tensor t, Tensor g)
+    {
+        var cur = t.Grad;
+        if (cur is null || cur.IsDisposed) t.Grad = g.Clone().DetachFromScopes();
+        else cur.AddInPlace(g);
+    }
+
+    void CaptureInto(List<int> indices, Tensor g)
+    {
+        foreach (var i in indices) _captured[i] ??= Share(g);
+    }
+
+    // Runs gradient hooks; a hook may return a replacement of the same shape (taken as a new handle).
+    static Tensor RunHooks(List<Func<Tensor, Tensor?>> hooks, Tensor g)
+    {
+        foreach (var h in hooks.ToArray())
+        {
+            var r = h(g);
+            if (r is null || ReferenceEquals(r, g)) continue;
+            if (!r.Layout.Shape.AsSpan().SequenceEqual(g.Layout.Shape))
+            {
+                var shapes = $"a gradient hook returned a tensor of shape {Shape.Format(r.Layout.Shape)} for a gradient of shape {Shape.Format(g.Layout.Shape)}";
+                g.Dispose();
+                throw new ShapeException("Backward", shapes);
+            }
+            var next = r.DType == g.DType && r.Device == g.Device ? Share(r) : r.To(g.Device, g.DType);
+            g.Dispose();
+            g = next;
+        }
+        return g;
+    }
+}

@@ -1,0 +1,125 @@
+namespace Engine.Nn;
+
+/// <summary>
+/// Causal multi-head self-attention written with explicit matmuls and a masked softmax: the reference that a fused
+/// attention kernel must match. Input and output [batch, time, dModel]; the q, k, v projections are one Linear
+/// (<c>qkv</c>) and the output projection is <c>proj</c>.
+/// </summary>
+public sealed class CausalSelfAttention : Module
+{
+    readonly Tensor _future;
+
+    /// <summary>Creates the layer for sequences up to <paramref name="contextLength"/>.</summary>
+    public CausalSelfAttention(int dModel, int heads, int contextLength, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    {
+        if (dModel % heads != 0) throw new EngineException("CausalSelfAttention", $"dModel {dModel} is not divisible by heads {heads}");
+        DModel = dModel; Heads = heads; ContextLength = contextLength;
+        Qkv = RegisterModule("qkv", new Linear(dModel, 3 * dModel, true, device, dtype, generator));
+        Proj = RegisterModule("proj", new Linear(dModel, dModel, true, device, dtype, generator));
+        AttnDropout = RegisterModule("attn_dropout", new Dropout(dropout, generator));
+        ResidDropout = RegisterModule("resid_dropout", new Dropout(dropout, generator));
+        // True above the diagonal: the future positions each query must not see. Not persistent: it is derived
+        // from the config, so checkpoints stay loadable by a PyTorch model with the same parameter names.
+        using var ones = Tensor.Ones([contextLength, contextLength], DType.Float32, device);
+        using var lower = ones.Tril();
+        _future = RegisterBuffer("mask", lower.Eq(0), persistent: false);
+    }
+
+    /// <summary>Model width.</summary>
+    public int DModel { get; }
+    /// <summary>Number of heads.</summary>
+    public int Heads { get; }
+    /// <summary>Longest sequence.</summary>
+    public int ContextLength { get; }
+    /// <summary>The fused q, k, v projection [3·dModel, dModel].</summary>
+    public Linear Qkv { get; }
+    /// <summary>The output projection.</summary>
+    public Linear Proj { get; }
+    /// <summary>Dropout on the attention weights.</summary>
+    public Dropout AttnDropout { get; }
+    /// <summary>Dropout on the output.</summary>
+    public Dropout ResidDropout { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        if (input.Rank != 3 || input.Size(2) != DModel)
+            throw new ShapeException("CausalSelfAttention", $"expected [batch, time, {DModel}], got {Shape.Format(input.Layout.Shape)}");
+        int b = input.Size(0), t = input.Size(1), h = Heads, d = DModel / Heads;
+        if (t > ContextLength) throw new ShapeException("CausalSelfAttention", $"sequence length {t} exceeds the context length {ContextLength}");
+        using var scope = Tensor.NewScope();
+        var qkv = Qkv.Forward(input);                                   // [b, t, 3c]
+        var parts = qkv.Split(DModel, 2);
+        var q = parts[0].View(b, t, h, d).Transpose(1, 2);               // [b, h, t, d]
+        var k = parts[1].View(b, t, h, d).Transpose(1, 2);
+        var v = parts[2].View(b, t, h, d).Transpose(1, 2);
+        var att = q.MatMul(k.Transpose(-2, -1)).Mul(1.0 / Math.Sqrt(d)); // [b, h, t, t]
+        var mask = _future.Narrow(0, 0, t).Narrow(1, 0, t);
+        att = att.MaskedFill(mask, double.NegativeInfinity).Softmax(-1);
+        att = AttnDropout.Forward(att);
+        var y = att.MatMul(v).Transpose(1, 2).Reshape(b, t, DModel);     // [b, t, c]
+        var result = ResidDropout.Forward(Proj.Forward(y));
+        return result.MoveToOuterScope();
+    }
+}
+
+/// <summary>Linear → GELU (exact) → Linear → dropout, 4× wide: the transformer's feed-forward.</summary>
+public sealed class FeedForward : Module
+{
+    /// <summary>Creates the block.</summary>
+    public FeedForward(int dModel, int hidden, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    {
+        Fc = RegisterModule("fc", new Linear(dModel, hidden, true, device, dtype, generator));
+        Proj = RegisterModule("proj", new Linear(hidden, dModel, true, device, dtype, generator));
+        Drop = RegisterModule("dropout", new Dropout(dropout, generator));
+    }
+
+    /// <summary>Expansion.</summary>
+    public Linear Fc { get; }
+    /// <summary>Contraction (a residual projection).</summary>
+    public Linear Proj { get; }
+    /// <summary>Output dropout.</summary>
+    public Dropout Drop { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        using var h = Fc.Forward(input);
+        using var g = h.Gelu();
+        using var p = Proj.Forward(g);
+        return Drop.Forward(p);
+    }
+}
+
+/// <summary>A pre-LayerNorm transformer block: x + attn(ln1(x)), then + mlp(ln2(x)).</summary>
+public sealed class TransformerBlock : Module
+{
+    /// <summary>Creates the block.</summary>
+    public TransformerBlock(int dModel, int heads, int contextLength, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    {
+        Ln1 = RegisterModule("ln1", new LayerNorm(dModel, 1e-5, device, dtype));
+        Attn = RegisterModule("attn", new CausalSelfAttention(dModel, heads, contextLength, dropout, device, dtype, generator));
+        Ln2 = RegisterModule("ln2", new LayerNorm(dModel, 1e-5, device, dtype));
+        Mlp = RegisterModule("mlp", new FeedForward(dModel, 4 * dModel, dropout, device, dtype, generator));
+    }
+
+    /// <summary>Norm before attention.</summary>
+    public LayerNorm Ln1 { get; }
+    /// <summary>Attention.</summary>
+    public CausalSelfAttention Attn { get; }
+    /// <summary>Norm before the feed-forward.</summary>
+    public LayerNorm Ln2 { get; }
+    /// <summary>Feed-forward.</summary>
+    public FeedForward Mlp { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        using var n1 = Ln1.Forward(input);
+        using var a = Attn.Forward(n1);
+        using var x = input.Add(a);
+        using var n2 = Ln2.Forward(x);
+        using var m = Mlp.Forward(n2);
+        return x.Add(m);
+    }
+}

@@ -1,0 +1,137 @@
+using Engine.Graph;
+
+namespace Engine.Nn;
+
+/// <summary>Size of a <see cref="Gpt"/>.</summary>
+/// <param name="VocabSize">Tokens.</param>
+/// <param name="ContextLength">Longest sequence (learned positions).</param>
+/// <param name="Layers">Transformer blocks.</param>
+/// <param name="Heads">Attention heads.</param>
+/// <param name="DModel">Width.</param>
+/// <param name="Dropout">Dropout probability (embeddings, attention, residuals).</param>
+/// <param name="TiedHead">Share the output head's weight with the token embedding.</param>
+public sealed record GptConfig(int VocabSize, int ContextLength, int Layers, int Heads, int DModel, double Dropout = 0, bool TiedHead = false);
+
+/// <summary>
+/// A GPT (minGPT/nanoGPT shape): token + learned position embeddings, pre-LayerNorm blocks, a final LayerNorm and a
+/// head without bias. Parameter names: <c>wte</c>, <c>wpe</c>, <c>blocks.{i}.{ln1,attn.qkv,attn.proj,ln2,mlp.fc,mlp.proj}</c>,
+/// <c>ln_f</c>, <c>head</c>. Initialization as GPT-2: N(0, 0.02) weights, zero biases, residual projections scaled by
+/// 1/√(2·layers).
+/// </summary>
+public sealed class Gpt : Module
+{
+    /// <summary>Creates the model.</summary>
+    public Gpt(GptConfig config, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    {
+        Config = config;
+        Wte = RegisterModule("wte", new Embedding(config.VocabSize, config.DModel, device, dtype, generator));
+        Wpe = RegisterModule("wpe", new Embedding(config.ContextLength, config.DModel, device, dtype, generator));
+        Drop = RegisterModule("drop", new Dropout(config.Dropout, generator));
+        var blocks = RegisterModule("blocks", new Sequential());
+        for (int i = 0; i < config.Layers; i++)
+            blocks.Append(new TransformerBlock(config.DModel, config.Heads, config.ContextLength, config.Dropout, device, dtype, generator));
+        Blocks = blocks;
+        LnF = RegisterModule("ln_f", new LayerNorm(config.DModel, 1e-5, device, dtype));
+        // A tied head is the embedding's own tensor (one parameter, one gradient), as PyTorch's weight tying.
+        Head = RegisterModule("head", config.TiedHead ? new Linear(Wte.Weight) : new Linear(config.DModel, config.VocabSize, false, device, dtype, generator));
+
+        double residStd = 0.02 / Math.Sqrt(2.0 * config.Layers);
+        foreach (var (name, p) in NamedParameters())
+        {
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) Init.Zeros(p);
+            else if (name.StartsWith("ln", StringComparison.Ordinal) || name.Contains(".ln", StringComparison.Ordinal)) continue;
+            else if (name.EndsWith("attn.proj.weight", StringComparison.Ordinal) || name.EndsWith("mlp.proj.weight", StringComparison.Ordinal)) Init.Normal(p, 0, residStd, generator);
+            else Init.Normal(p, 0, 0.02, generator);
+        }
+    }
+
+    /// <summary>The configuration.</summary>
+    public GptConfig Config { get; }
+    /// <summary>Token embedding.</summary>
+    public Embedding Wte { get; }
+    /// <summary>Position embedding.</summary>
+    public Embedding Wpe { get; }
+    /// <summary>Embedding dropout.</summary>
+    public Dropout Drop { get; }
+    /// <summary>The blocks.</summary>
+    public Sequential Blocks { get; }
+    /// <summary>Final norm.</summary>
+    public LayerNorm LnF { get; }
+    /// <summary>Output head [vocab, dModel], no bias.</summary>
+    public Linear Head { get; }
+
+    /// <summary>Logits [batch, time, vocab] for Int64 token ids [batch, time].</summary>
+    public override Tensor Forward(Tensor input)
+    {
+        if (input.Rank != 2) throw new ShapeException("Gpt", $"expected token ids [batch, time], got {Shape.Format(input.Layout.Shape)}");
+        int t = input.Size(1);
+        if (t > Config.ContextLength) throw new ShapeException("Gpt", $"sequence length {t} exceeds the context length {Config.ContextLength}");
+        using var scope = Tensor.NewScope();
+        var pos = Tensor.Arange(t, input.Device);
+        var x = Wte.Forward(input).Add(Wpe.Forward(pos));
+        x = Drop.Forward(x);
+        x = Blocks.Forward(x);
+        x = LnF.Forward(x);
+        return Head.Forward(x).MoveToOuterScope();
+    }
+
+    /// <summary>
+    /// Continues each row of <paramref name="prompt"/> (Int64 [batch, time]) by <paramref name="maxNewTokens"/>
+    /// sampled tokens: logits of the last position divided by <paramref name="temperature"/>, restricted to the
+    /// <paramref name="topK"/> largest (0 = all), sampled from the softmax with a generator seeded by
+    /// <paramref name="seed"/> (temperature 0 picks the argmax). Runs in eval mode without grad; restores the mode.
+    /// </summary>
+    public Tensor Generate(Tensor prompt, int maxNewTokens, double temperature = 1.0, int topK = 0, ulong seed = 0)
+    {
+        bool wasTraining = Training;
+        Eval();
+        var gen = new Generator(seed);
+        var rows = prompt.Rank == 1 ? 1 : prompt.Size(0);
+        var seqs = Enumerable.Range(0, rows).Select(_ => new List<long>()).ToArray();
+        var flat = prompt.ToArray<long>();
+        int t0 = flat.Length / rows;
+        for (int r = 0; r < rows; r++) seqs[r].AddRange(flat.Skip(r * t0).Take(t0));
+        try
+        {
+            using var _ = GradMode.NoGrad();
+            for (int step = 0; step < maxNewTokens; step++)
+            {
+                int len = Math.Min(seqs[0].Count, Config.ContextLength);
+                var ctx = seqs.SelectMany(s => s.Skip(s.Count - len)).ToArray();
+                using var scope = Tensor.NewScope();
+                var logits = Forward(Tensor.FromArray(ctx, [rows, len]));
+                var last = logits.Select(1, len - 1).ToArray<double>();
+                using var u = Tensor.Rand([rows], DType.Float64, null, gen);
+                var draws = u.ToArray<double>();
+                for (int r = 0; r < rows; r++)
+                    seqs[r].Add(Sample(last.AsSpan(r * Config.VocabSize, Config.VocabSize), temperature, topK, draws[r]));
+            }
+        }
+        finally { Train(wasTraining); }
+        var all = seqs.SelectMany(s => s).ToArray();
+        return Tensor.FromArray(all, prompt.Rank == 1 ? [all.Length] : [rows, seqs[0].Count]);
+    }
+
+    static long Sample(ReadOnlySpan<double> logits, double temperature, int topK, double u)
+    {
+        int v = logits.Length;
+        if (temperature <= 0)
+        {
+            int best = 0;
+            for (int i = 1; i < v; i++) if (logits[i] > logits[best]) best = i;
+            return best;
+        }
+        var scaled = new double[v];
+        for (int i = 0; i < v; i++) scaled[i] = logits[i] / temperature;
+        if (topK > 0 && topK < v)
+        {
+            var kth = scaled.OrderByDescending(x => x).ElementAt(topK - 1);
+            for (int i = 0; i < v; i++) if (scaled[i] < kth) scaled[i] = double.NegativeInfinity;
+        }
+        double max = scaled.Max(), sum = 0;
+        for (int i = 0; i < v; i++) sum += scaled[i] = Math.Exp(scaled[i] - max);
+        double acc = 0, target = u * sum;
+        for (int i = 0; i < v; i++) { acc += scaled[i]; if (target < acc) return i; }
+        return v - 1;
+    }
+}

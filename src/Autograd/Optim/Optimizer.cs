@@ -1,0 +1,160 @@
+using Engine.Graph;
+
+namespace Engine.Optim;
+
+/// <summary>A set of parameters sharing hyper-parameters (as a PyTorch param group); options are by PyTorch name.</summary>
+public sealed class ParamGroup
+{
+    /// <summary>Creates a group; options not given take the optimizer's defaults.</summary>
+    public ParamGroup(IEnumerable<Tensor> parameters, IReadOnlyDictionary<string, double>? options = null)
+    {
+        Params = parameters.ToList();
+        if (options is not null) foreach (var (k, v) in options) Options[k] = v;
+    }
+
+    /// <summary>The parameters.</summary>
+    public List<Tensor> Params { get; }
+
+    /// <summary>Hyper-parameters by name (<c>lr</c>, <c>weight_decay</c>, <c>beta1</c>...).</summary>
+    public Dictionary<string, double> Options { get; } = [];
+
+    /// <summary>The learning rate; schedules set it between steps.</summary>
+    public double Lr { get => Options["lr"]; set => Options["lr"] = value; }
+}
+
+/// <summary>An optimizer's state for checkpoints: tensors by name and scalar hyper-parameters by name.</summary>
+/// <param name="Tensors">Per-parameter state tensors, named <c>state.{index}.{name}</c> (index over all groups' parameters in order).</param>
+/// <param name="Scalars">Group hyper-parameters, named <c>param_groups.{group}.{option}</c>, plus optimizer-level values.</param>
+public sealed record OptimizerState(OrderedDictionary<string, Tensor> Tensors, Dictionary<string, double> Scalars);
+
+/// <summary>
+/// Base of the optimizers: parameter groups, per-parameter state, <see cref="ZeroGrad"/>, state save/load. The update
+/// itself is one fused backend kernel per parameter tensor. <see cref="Step(Tensor?, Tensor?)"/> takes the AMP
+/// scaler's inverse scale and found-inf flag as device tensors, so a scaled step needs no host synchronization.
+/// Parameters whose <c>RequiresGrad</c> is false, or that have no gradient, are skipped.
+/// </summary>
+public abstract class Optimizer : IDisposable
+{
+    readonly Dictionary<Tensor, Dictionary<string, Tensor>> _state = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Creates an optimizer over groups whose missing options come from <paramref name="defaults"/>.</summary>
+    protected Optimizer(IEnumerable<ParamGroup> groups, IReadOnlyDictionary<string, double> defaults)
+    {
+        Defaults = new Dictionary<string, double>(defaults);
+        foreach (var g in groups) AddParamGroup(g);
+        if (ParamGroups.Count == 0 || ParamGroups.All(g => g.Params.Count == 0))
+            throw new EngineException(GetType().Name, "optimizer got an empty parameter list");
+    }
+
+    /// <summary>Default hyper-parameters.</summary>
+    public IReadOnlyDictionary<string, double> Defaults { get; }
+
+    /// <summary>The parameter groups.</summary>
+    public List<ParamGroup> ParamGroups { get; } = [];
+
+    /// <summary>Adds a group, filling its missing options from the defaults.</summary>
+    public void AddParamGroup(ParamGroup group)
+    {
+        foreach (var (k, v) in Defaults) group.Options.TryAdd(k, v);
+        foreach (var p in group.Params)
+            if (ParamGroups.Any(g => g.Params.Contains(p)))
+                throw new EngineException(GetType().Name, "some parameters appear in more than one parameter group");
+        ParamGroups.Add(group);
+    }
+
+    /// <summary>The state tensors of a parameter (created on its first step).</summary>
+    protected Dictionary<string, Tensor> StateOf(Tensor p)
+    {
+        if (!_state.TryGetValue(p, out var s)) _state[p] = s = [];
+        return s;
+    }
+
+    /// <summary>One update of every parameter that has a gradient.</summary>
+    public void Step() => Step(null, null);
+
+    /// <summary>
+    /// One update with AMP inputs: gradients are multiplied by <paramref name="invScale"/> inside the kernel, and the
+    /// whole update is skipped on the device when <paramref name="foundInf"/> is nonzero (both one-element float32
+    /// tensors on the parameters' device, or null).
+    /// </summary>
+    public void Step(Tensor? invScale, Tensor? foundInf)
+    {
+        using var _ = GradMode.NoGrad();
+        foreach (var g in ParamGroups)
+            foreach (var p in g.Params)
+                if (p.RequiresGrad && p.Grad is not null) Update(g, p, p.Grad, StateOf(p), invScale, foundInf);
+    }
+
+    /// <summary>Updates one parameter; <paramref name="state"/> persists across steps.</summary>
+    protected abstract void Update(ParamGroup group, Tensor param, Tensor grad, Dictionary<string, Tensor> state, Tensor? invScale, Tensor? foundInf);
+
+    /// <summary>Clears the gradients of every parameter (drops them by default).</summary>
+    public void ZeroGrad(bool setToNone = true)
+    {
+        using var _ = GradMode.NoGrad();
+        foreach (var g in ParamGroups)
+            foreach (var p in g.Params)
+            {
+                if (p.Grad is null) continue;
+                if (setToNone) { p.Grad.Dispose(); p.Grad = null; }
+                else p.Grad.ZeroInPlace();
+            }
+    }
+
+    IEnumerable<Tensor> AllParams => ParamGroups.SelectMany(g => g.Params);
+
+    /// <summary>The state (borrowed tensors: do not dispose) and the group hyper-parameters.</summary>
+    public OptimizerState StateDict()
+    {
+        var tensors = new OrderedDictionary<string, Tensor>();
+        int i = 0;
+        foreach (var p in AllParams)
+        {
+            if (_state.TryGetValue(p, out var s))
+                foreach (var (k, t) in s) tensors[$"state.{i}.{k}"] = t;
+            i++;
+        }
+        var scalars = new Dictionary<string, double>();
+        for (int g = 0; g < ParamGroups.Count; g++)
+            foreach (var (k, v) in ParamGroups[g].Options) scalars[$"param_groups.{g}.{k}"] = v;
+        return new OptimizerState(tensors, scalars);
+    }
+
+    /// <summary>Restores state saved by <see cref="StateDict"/> for the same parameters in the same order (values are copied).</summary>
+    public void LoadStateDict(OptimizerState state)
+    {
+        var ps = AllParams.ToList();
+        using var _ = GradMode.NoGrad();
+        foreach (var (name, t) in state.Tensors)
+        {
+            var parts = name.Split('.', 3);
+            if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int i) || i < 0 || i >= ps.Count)
+                throw new EngineException("LoadStateDict", $"unexpected optimizer state key '{name}' for {ps.Count} parameters");
+            var s = StateOf(ps[i]);
+            if (s.TryGetValue(parts[2], out var existing)) existing.Dispose();
+            using var moved = t.To(ps[i].Device);
+            var copy = moved.Clone().DetachFromScopes();
+            s[parts[2]] = copy;
+        }
+        foreach (var (name, v) in state.Scalars)
+        {
+            var parts = name.Split('.', 3);
+            if (parts.Length == 3 && parts[0] == "param_groups" && int.TryParse(parts[1], out int g) && g >= 0 && g < ParamGroups.Count)
+                ParamGroups[g].Options[parts[2]] = v;
+        }
+    }
+
+    /// <summary>Frees the state tensors.</summary>
+    public void Dispose()
+    {
+        foreach (var s in _state.Values) foreach (var t in s.Values) t.Dispose();
+        _state.Clear();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>A new state tensor of zeros like <paramref name="p"/>, outside any dispose scope.</summary>
+    protected static Tensor StateZeros(Tensor p, DType? dtype = null) => Tensor.Zeros(p.Shape, dtype ?? p.DType, p.Device).DetachFromScopes();
+
+    /// <summary>The options of a group as given to <c>torch.optim</c> (betas are split into beta1 and beta2).</summary>
+    protected static double Opt(ParamGroup g, string name) => g.Options[name];
+}

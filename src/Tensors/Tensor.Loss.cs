@@ -1,0 +1,163 @@
+using Engine.Backends;
+
+namespace Engine;
+
+/// <summary>
+/// What a "CrossEntropy" graph record carries. The record's input is [logits]; its saved values are [logits, target]
+/// and, for <see cref="Reduction.Mean"/>, the number of non-ignored targets as a 0-d float32 (float64) tensor.
+/// </summary>
+/// <param name="Reduction">How the per-sample losses were reduced.</param>
+/// <param name="IgnoreIndex">The target value that contributes nothing.</param>
+/// <param name="LabelSmoothing">The label smoothing ε.</param>
+public sealed record CrossEntropyAttributes(Reduction Reduction, long IgnoreIndex, double LabelSmoothing);
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Cross entropy between these logits and class-index <paramref name="target"/>s, as <c>F.cross_entropy</c>:
+    /// logits [N, C] with target [N], [C] with a 0-d target, or [N, C, d1, ...] with target [N, d1, ...]; target is
+    /// Int64. Per sample: −Σ_c q_c·log_softmax(x)_c with q = (1−ε)·onehot + ε/C; samples whose target is
+    /// <paramref name="ignoreIndex"/> give 0. <see cref="Reduction.Mean"/> divides by the number of non-ignored
+    /// samples (NaN when all are ignored). The loss has the logits' dtype (computed in float32, or float64 for
+    /// float64 logits). Class-probability targets and per-class weights are not supported. Recorded as "CrossEntropy".
+    /// </summary>
+    public Tensor CrossEntropy(Tensor target, Reduction reduction = Reduction.Mean, long ignoreIndex = -100, double labelSmoothing = 0.0)
+    {
+        const string op = "CrossEntropy";
+        var (rows, cols) = CheckCrossEntropy(op, this, target, labelSmoothing);
+        var acc = DType == DType.Float64 ? DType.Float64 : DType.Float32;
+        using var xd = ClassLastDense(this);
+        using var td = target.DenseRows(DType.Int64);
+        using var perRow = Empty([rows], acc, Device);
+        Backend.CrossEntropy(xd.Storage, td.Storage, perRow.Storage, rows, cols, ignoreIndex, labelSmoothing);
+
+        Tensor? count = null;
+        Tensor y;
+        try
+        {
+            switch (reduction)
+            {
+                case Reduction.None:
+                {
+                    using var v = perRow.NewView(Layout.Contiguous(target.Layout.Shape));
+                    y = v.CastCopy(DType, Device);
+                    break;
+                }
+                case Reduction.Sum:
+                {
+                    using var s = SumAll(perRow);
+                    y = s.CastCopy(DType, Device);
+                    break;
+                }
+                default:
+                {
+                    using var valid = td.Ne(ignoreIndex);
+                    using var validF = valid.CastCopy(acc, Device);
+                    count = SumAll(validF);
+                    using var s = SumAll(perRow);
+                    using var m = s.Div(count);
+                    y = m.CastCopy(DType, Device);
+                    break;
+                }
+            }
+            if (!ShouldRecord(this)) return y;
+            Tensor[] saved = count is null ? [this, target] : [this, target, count];
+            return y.Record(op, [this], new CrossEntropyAttributes(reduction, ignoreIndex, labelSmoothing), saved);
+        }
+        finally
+        {
+            count?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The gradient of the unreduced <see cref="CrossEntropy"/>: dlogits = (softmax(x) − q)·dloss per sample, where
+    /// <paramref name="dloss"/> has the target's shape (0 for ignored samples). Logits and target shapes as for the
+    /// forward. One fused kernel; not recorded (no double backward).
+    /// </summary>
+    public static Tensor CrossEntropyBackward(Tensor logits, Tensor target, Tensor dloss, long ignoreIndex = -100, double labelSmoothing = 0.0)
+    {
+        const string op = "CrossEntropyBackward";
+        var (rows, cols) = CheckCrossEntropy(op, logits, target, labelSmoothing);
+        CheckSameDevice(op, logits, dloss);
+        if (!dloss.Layout.Shape.AsSpan().SequenceEqual(target.Layout.Shape))
+            throw new ShapeException(op, $"dloss {dloss.Describe()} must have the target's shape {Engine.Shape.Format(target.Layout.Shape)}");
+        var acc = logits.DType == DType.Float64 ? DType.Float64 : DType.Float32;
+        using var xd = ClassLastDense(logits);
+        using var td = target.DenseRows(DType.Int64);
+        using var gd = dloss.DenseRows(acc);
+        var dm = Empty(xd.Layout.Shape, logits.DType, logits.Device);
+        try
+        {
+            logits.Backend.CrossEntropyBackward(xd.Storage, td.Storage, gd.Storage, dm.Storage, rows, cols, ignoreIndex, labelSmoothing);
+        }
+        catch
+        {
+            dm.Dispose();
+            throw;
+        }
+        if (logits.Rank < 3) return dm;
+        // dm is [N, d1, ..., C]: view it back as [N, C, d1, ...].
+        var inverse = new int[logits.Rank];
+        inverse[0] = 0; inverse[1] = logits.Rank - 1;
+        for (int i = 2; i < logits.Rank; i++) inverse[i] = i - 1;
+        var r = dm.NewView(dm.Layout.Permute(inverse));
+        dm.Dispose();
+        return r;
+    }
+
+    /// <summary>
+    /// Mean squared error (x − target)², reduced as asked, as <c>F.mse_loss</c>; the shapes must match (PyTorch
+    /// broadcasts with a warning). Composed from differentiable ops.
+    /// </summary>
+    public Tensor MseLoss(Tensor target, Reduction reduction = Reduction.Mean)
+    {
+        const string op = "MseLoss";
+        if (!Layout.Shape.AsSpan().SequenceEqual(target.Layout.Shape))
+            throw new ShapeException(op, $"input {Describe()} and target {target.Describe()} must have one shape");
+        CheckSameDevice(op, this, target);
+        using var d = Sub(target);
+        var sq = d.Square();
+        if (reduction == Reduction.None) return sq;
+        using (sq) return reduction == Reduction.Sum ? sq.Sum() : sq.Mean();
+    }
+
+    // Validates dtypes, devices and shapes; returns the kernel's [rows, cols].
+    static (int Rows, int Cols) CheckCrossEntropy(string op, Tensor logits, Tensor target, double labelSmoothing)
+    {
+        if (!logits.DType.IsFloatingPoint()) throw new DTypeException(op, $"logits must be floating point, got {logits.Describe()}");
+        if (target.DType != DType.Int64) throw new DTypeException(op, $"target must hold int64 class indices, got {target.Describe()}");
+        CheckSameDevice(op, logits, target);
+        if (!(labelSmoothing >= 0 && labelSmoothing <= 1))
+            throw new EngineException(op, $"labelSmoothing must be in [0, 1], got {labelSmoothing}");
+        var ls = logits.Layout.Shape;
+        if (logits.Rank == 0) throw new ShapeException(op, $"logits must have a class dim, got {logits.Describe()} (target {target.Describe()})");
+        int[] expected = logits.Rank == 1 ? [] : [ls[0], .. ls[2..]];
+        if (!target.Layout.Shape.AsSpan().SequenceEqual(expected))
+            throw new ShapeException(op, $"logits {Engine.Shape.Format(ls)} and target {Engine.Shape.Format(target.Layout.Shape)} do not match: expected a target of shape {Engine.Shape.Format(expected)}");
+        long rows = target.Numel;
+        if (rows > int.MaxValue) throw new ShapeException(op, $"too many samples ({rows}) in {target.Describe()}");
+        return ((int)rows, logits.Rank == 1 ? ls[0] : ls[1]);
+    }
+
+    // Logits with the class dim moved last, dense from element 0: [N, C, d1, ...] becomes [N, d1, ..., C].
+    static Tensor ClassLastDense(Tensor logits)
+    {
+        if (logits.Rank < 3) return logits.DenseRows(logits.DType);
+        var perm = new int[logits.Rank];
+        perm[0] = 0;
+        for (int i = 1; i < logits.Rank - 1; i++) perm[i] = i + 1;
+        perm[^1] = 1;
+        using var v = logits.NewView(logits.Layout.Permute(perm));
+        return v.DenseRows(logits.DType);
+    }
+
+    // Σ of all elements of a contiguous tensor through the backend's reduction (float64 accumulation on the CPU), 0-d.
+    static Tensor SumAll(Tensor t)
+    {
+        var s = Empty([], t.DType, t.Device);
+        using var flat = t.NewView(Layout.Contiguous([checked((int)t.Numel)]));
+        t.Backend.Reduce(ReduceOp.Sum, flat.Storage, flat.Layout, 1, s.Storage, null, 0);
+        return s;
+    }
+}

@@ -1,0 +1,152 @@
+namespace Engine;
+
+/// <summary>
+/// What a "LayerNorm" or "RmsNorm" graph record carries. The record's inputs are [x, weight?, bias?] (only those
+/// given) and its saved values [x, weight?, mean, rstd], where x and weight are dense copies (or aliases) and mean and
+/// rstd hold one value per normalized row.
+/// </summary>
+/// <param name="NormalizedShape">The trailing dims normalized over.</param>
+/// <param name="HasWeight">Whether a weight was given.</param>
+/// <param name="HasBias">Whether a bias was given (never for RMSNorm).</param>
+/// <param name="Eps">The epsilon added to the variance (or mean square).</param>
+/// <param name="Rms">True for RMSNorm.</param>
+public sealed record NormAttributes(int[] NormalizedShape, bool HasWeight, bool HasBias, double Eps, bool Rms);
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// Layer normalization over the trailing dims <paramref name="normalizedShape"/>, as <c>F.layer_norm</c>:
+    /// y = (x − mean)/√(var + eps)·weight + bias with the biased variance; weight and bias (optional) have shape
+    /// <paramref name="normalizedShape"/> and this tensor's dtype. One fused kernel; statistics in float64.
+    /// Recorded as "LayerNorm".
+    /// </summary>
+    public Tensor LayerNorm(int[] normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5) =>
+        NormForward("LayerNorm", normalizedShape, weight, bias, eps, rms: false);
+
+    /// <summary>
+    /// RMS normalization over the trailing dims <paramref name="normalizedShape"/>, as <c>torch.nn.functional.rms_norm</c>:
+    /// y = x/√(mean(x²) + eps)·weight. A null <paramref name="eps"/> is the machine epsilon of the dtype, as
+    /// PyTorch's (2⁻²³ for float32, 2⁻⁵² for float64, 2⁻¹⁰ for float16, 2⁻⁷ for bfloat16). Recorded as "RmsNorm".
+    /// </summary>
+    public Tensor RmsNorm(int[] normalizedShape, Tensor? weight = null, double? eps = null) =>
+        NormForward("RmsNorm", normalizedShape, weight, null, eps, rms: true);
+
+    /// <summary>The machine epsilon of a floating dtype (the gap between 1 and the next value), as <c>torch.finfo(dtype).eps</c>.</summary>
+    public static double MachineEpsilon(DType dtype) => dtype switch
+    {
+        DType.Float64 => Math.Pow(2, -52),
+        DType.Float32 => Math.Pow(2, -23),
+        DType.Float16 => Math.Pow(2, -10),
+        DType.BFloat16 => Math.Pow(2, -7),
+        _ => throw new DTypeException("MachineEpsilon", $"{dtype.Name()} is not a floating point type"),
+    };
+
+    Tensor NormForward(string op, int[] normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms)
+    {
+        if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point input, got {Describe()}");
+        int k = CheckNormalizedShape(op, normalizedShape);
+        CheckNormParameter(op, "weight", weight, normalizedShape);
+        CheckNormParameter(op, "bias", bias, normalizedShape);
+        double e = eps ?? MachineEpsilon(DType);
+        var lead = Layout.Shape[..(Rank - k)];
+        var (rows, cols) = NormRowsCols(op, k);
+        var statType = DType == DType.Float64 ? DType.Float64 : DType.Float32;
+
+        using var xd = DenseRows(DType);
+        using var wd = weight?.DenseRows(DType);
+        using var bd = bias?.DenseRows(DType);
+        using var mean = Empty(lead, statType, Device);
+        using var rstd = Empty(lead, statType, Device);
+        var y = Empty(Layout.Shape, DType, Device);
+        try
+        {
+            Backend.LayerNorm(xd.Storage, wd?.Storage, bd?.Storage, y.Storage, mean.Storage, rstd.Storage, rows, cols, e, rms);
+        }
+        catch
+        {
+            y.Dispose();
+            throw;
+        }
+        Tensor[] inputs = [this, .. weight is null ? Array.Empty<Tensor>() : [weight], .. bias is null ? Array.Empty<Tensor>() : [bias]];
+        if (!ShouldRecord(inputs)) return y;
+        Tensor[] saved = [xd, .. wd is null ? Array.Empty<Tensor>() : [wd], mean, rstd];
+        var attributes = new NormAttributes((int[])normalizedShape.Clone(), weight is not null, bias is not null, e, rms);
+        return y.Record(op, inputs, attributes, saved);
+    }
+
+    /// <summary>
+    /// The gradients of <see cref="LayerNorm"/> (or <see cref="RmsNorm"/> when <paramref name="rms"/>) over the
+    /// trailing <paramref name="normalizedDims"/> dims of <paramref name="x"/>, from the per-row
+    /// <paramref name="mean"/> and <paramref name="rstd"/> the forward computed and the output gradient
+    /// <paramref name="dy"/>: dx always; dWeight = Σ dy·x̂ and dBias = Σ dy over the rows when asked for. One fused
+    /// kernel; column sums are deterministic. Not recorded (no double backward).
+    /// </summary>
+    public static (Tensor Dx, Tensor? DWeight, Tensor? DBias) LayerNormBackward(Tensor x, Tensor? weight, Tensor mean, Tensor rstd, Tensor dy,
+        int normalizedDims, bool rms, bool weightGrad, bool biasGrad)
+    {
+        string op = rms ? "RmsNormBackward" : "LayerNormBackward";
+        x.CheckFloating(op);
+        CheckSameDevice(op, x, dy);
+        if (!x.Layout.Shape.AsSpan().SequenceEqual(dy.Layout.Shape))
+            throw new ShapeException(op, $"the input {x.Describe()} and the output gradient {dy.Describe()} must have one shape");
+        if (normalizedDims < 1 || normalizedDims > x.Rank)
+            throw new ShapeException(op, $"normalizedDims {normalizedDims} is out of range for {x.Describe()}");
+        var normalizedShape = x.Layout.Shape[(x.Rank - normalizedDims)..];
+        CheckNormParameter(op, "weight", weight, normalizedShape, x);
+        var (rows, cols) = x.NormRowsCols(op, normalizedDims);
+        if (mean.Numel != rows || rstd.Numel != rows)
+            throw new ShapeException(op, $"mean {mean.Describe()} and rstd {rstd.Describe()} must hold one value per row ({rows})");
+        var statType = x.DType == DType.Float64 ? DType.Float64 : DType.Float32;
+
+        using var xd = x.DenseRows(x.DType);
+        using var wd = weight?.DenseRows(x.DType);
+        using var md = mean.DenseRows(statType);
+        using var rd = rstd.DenseRows(statType);
+        using var gd = dy.DenseRows(x.DType);
+        var dx = Empty(x.Layout.Shape, x.DType, x.Device);
+        var dw = weightGrad ? Empty(normalizedShape, x.DType, x.Device) : null;
+        var db = biasGrad ? Empty(normalizedShape, x.DType, x.Device) : null;
+        try
+        {
+            x.Backend.LayerNormBackward(xd.Storage, wd?.Storage, md.Storage, rd.Storage, gd.Storage, dx.Storage, dw?.Storage, db?.Storage, rows, cols, rms);
+        }
+        catch
+        {
+            dx.Dispose(); dw?.Dispose(); db?.Dispose();
+            throw;
+        }
+        return (dx, dw, db);
+    }
+
+    int CheckNormalizedShape(string op, int[] normalizedShape)
+    {
+        int k = normalizedShape.Length;
+        if (k == 0) throw new ShapeException(op, "normalizedShape must have at least one dim");
+        if (k > Rank || !Layout.Shape.AsSpan(Rank - k).SequenceEqual(normalizedShape))
+            throw new ShapeException(op, $"given normalizedShape {Engine.Shape.Format(normalizedShape)}, expected an input of shape [*, {string.Join(", ", normalizedShape)}], got {Describe()}");
+        return k;
+    }
+
+    void CheckNormParameter(string op, string name, Tensor? p, int[] normalizedShape) => CheckNormParameter(op, name, p, normalizedShape, this);
+
+    static void CheckNormParameter(string op, string name, Tensor? p, int[] normalizedShape, Tensor x)
+    {
+        if (p is null) return;
+        if (!p.Layout.Shape.AsSpan().SequenceEqual(normalizedShape))
+            throw new ShapeException(op, $"{name} {p.Describe()} must have the normalized shape {Engine.Shape.Format(normalizedShape)}");
+        if (p.DType != x.DType)
+            throw new DTypeException(op, $"{name} {p.Describe()} must have the input's dtype {x.DType.Name()}");
+        CheckSameDevice(op, x, p);
+    }
+
+    (int Rows, int Cols) NormRowsCols(string op, int normalizedDims)
+    {
+        long rows = 1, cols = 1;
+        for (int i = 0; i < Rank; i++)
+            if (i < Rank - normalizedDims) rows *= Layout.Shape[i];
+            else cols *= Layout.Shape[i];
+        if (rows > int.MaxValue || cols > int.MaxValue)
+            throw new ShapeException(op, $"{Describe()} has more than int.MaxValue rows or normalized elements");
+        return ((int)rows, (int)cols);
+    }
+}
