@@ -26,7 +26,10 @@ public sealed class FunctionContext
     /// <summary>Saves tensors (inputs or outputs or intermediates) for <c>Backward</c>; call once in <c>Forward</c>.</summary>
     public void SaveForBackward(params Tensor[] tensors) => _toSave = [.. tensors];
 
-    /// <summary>The tensors saved in <c>Forward</c>, in order; readable in <c>Backward</c>.</summary>
+    /// <summary>
+    /// The tensors saved in <c>Forward</c>, in order; readable in <c>Backward</c>. They belong to the graph: do not
+    /// dispose them. Throws if one was modified in place since, or after the graph was freed.
+    /// </summary>
     public IReadOnlyList<Tensor> SavedTensors
     {
         get

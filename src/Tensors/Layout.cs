@@ -36,11 +36,11 @@ public sealed class Layout
     {
         get
         {
+            foreach (var d in Shape) if (d == 0) return true; // no elements: contiguous whatever the strides, as PyTorch
             long expected = 1;
             for (int i = Shape.Length - 1; i >= 0; i--)
             {
                 if (Shape[i] == 1) continue;
-                if (Shape[i] == 0) return true;
                 if (Strides[i] != expected) return false;
                 expected *= Shape[i];
             }

@@ -99,6 +99,9 @@ public sealed partial class Tensor
         return CommitInPlace(self.Apply(op, floatResult: false));
     }
 
+    /// <summary>Applies a unary op in place (as PyTorch's <c>gelu_</c>, <c>exp_</c>...). Returns this.</summary>
+    public Tensor ApplyInPlace<TOp>(TOp op) where TOp : struct, IDifferentiableUnaryOp => UnaryInPlace(op.Name + "InPlace", op, DType);
+
     /// <summary>x += s. Returns this.</summary>
     public Tensor AddInPlace(double s) => UnaryInPlace("AddInPlace", new AffineOp(1, s), DTypes.WithScalar(DType, IsIntegral(s)));
     /// <summary>x −= s. Returns this.</summary>

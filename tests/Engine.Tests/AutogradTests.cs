@@ -163,6 +163,7 @@ public class AutogradTests
             t.AddInPlace(1.0);
             t.SubInPlace(v[1]);
             t.MulInPlace(-0.5);
+            t.MulInPlace(v[1]);
             return t;
         }, [Leaf(Rand(new Random(3), 6), 2, 3), Leaf(Rand(new Random(4), 3), 3)]);
     }
@@ -281,9 +282,9 @@ public class AutogradTests
         using var x = Leaf([1.0], 1);
         using var scope = Tensor.NewScope();
         var y = x;
-        for (int i = 0; i < 20000; i++) y = y * 1.0001;
+        for (int i = 0; i < 10000; i++) y = y * 1.0001;
         BackwardOnes(y);
-        Assert.That(G(x)[0], Is.EqualTo(Math.Pow(1.0001, 20000)).Within(1e-9).Percent);
+        Assert.That(G(x)[0], Is.EqualTo(Math.Pow(1.0001, 10000)).Within(1e-9).Percent);
         x.Grad!.Dispose();
     }
 

@@ -205,28 +205,37 @@ public class IndexOpsTests
     [Test]
     public void ScatterAddIsBitIdenticalAcrossThreadCounts()
     {
-        var rng = new Random(22);
+        var rng = new Random(22); var sw = System.Diagnostics.Stopwatch.StartNew();
         int saved = CpuParallel.MaxThreads;
         try
         {
             foreach (var dt in new[] { DType.Float32, DType.BFloat16, DType.Float64 })
             {
-                // Heavy collisions: 300 updates into 7 rows per column, wide enough rows that the work splits differently per thread count.
-                var self = Ref.Random(rng, 2 * 7 * 256, dt);
-                var src = Ref.Random(rng, 2 * 300 * 256, dt, -1000, 1000);
-                var idx = RandomIndex(rng, 2 * 300 * 256, 7);
-                using var ts = Layouts.Make(self, [2, 7, 256], dt, Layouts.Kind.Contiguous);
-                using var tsrc = Layouts.Make(src, [2, 300, 256], dt, Layouts.Kind.Transposed);
-                using var ti = Layouts.Make(idx, [2, 300, 256], DType.Int64, Layouts.Kind.Contiguous);
+                // Heavy collisions (80 updates into 7 rows per column) on rows wide enough that the work splits
+                // differently for each thread count; the source is a transposed view.
+                const int outer = 2, size = 7, count = 80, inner = 512;
+                var self = Ref.Random(rng, outer * size * inner, DType.Float64);
+                var src = Ref.Random(rng, outer * count * inner, DType.Float64, -1000, 1000);
+                var idx = new long[outer * count * inner];
+                for (int i = 0; i < idx.Length; i++) idx[i] = rng.Next(-size, size);
+                using var ts64 = Tensor.FromArray(self, [outer, size, inner]);
+                using var ts = ts64.To(dt);
+                using var src64 = Tensor.FromArray(src, [outer, inner, count]);
+                using var srcD = src64.To(dt);
+                using var tsrc = srcD.Transpose(1, 2);
+                using var ti = Tensor.FromArray(idx, [outer, count, inner]);
+                TestContext.Out.WriteLine($"{dt} setup {sw.ElapsedMilliseconds}"); sw.Restart();
                 var results = new List<double[]>();
                 foreach (var threads in new[] { 1, 2, 3 })
                 {
                     CpuParallel.MaxThreads = threads;
                     using var y = ts.ScatterAdd(1, ti, tsrc);
                     results.Add(y.ToArray<double>());
+                    TestContext.Out.WriteLine($"{dt} {threads} {sw.ElapsedMilliseconds}"); sw.Restart();
                 }
                 Assert.That(results[1], Is.EqualTo(results[0]), $"{dt}: 2 threads vs 1");
                 Assert.That(results[2], Is.EqualTo(results[0]), $"{dt}: 3 threads vs 1");
+                TestContext.Out.WriteLine($"{dt} assert {sw.ElapsedMilliseconds}"); sw.Restart();
             }
         }
         finally { CpuParallel.MaxThreads = saved; }

@@ -437,7 +437,7 @@ public class RowOpsTests
     public void LayerNormBackwardKernelGivesAllGradientsAndIsThreadCountIndependent()
     {
         var rng = new Random(25);
-        const int rows = 301, cols = 37;
+        const int rows = 133, cols = 19;
         foreach (var dt in Floats)
             foreach (var rms in new[] { false, true })
             {
@@ -455,7 +455,7 @@ public class RowOpsTests
                 using (dx) using (dw) using (db)
                 {
                     var (edx, edw, edb) = RefNormBackward(x, g, rows, cols, w, 1e-5, rms);
-                    // The column sums add 301 rounded products: scale the tolerance with the row count for float32.
+                    // The column sums add 133 rounded products: scale the tolerance with the row count for float32.
                     Ref.AssertClose(dx.ToArray<double>(), edx, dt, $"dx {dt} rms {rms}", 4);
                     Ref.AssertClose(dw!.ToArray<double>(), edw, dt, $"dw {dt} rms {rms}", dt == DType.Float32 ? 20 : 4);
                     Ref.AssertClose(db!.ToArray<double>(), edb, dt, $"db {dt} rms {rms}", 4);

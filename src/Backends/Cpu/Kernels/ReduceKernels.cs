@@ -76,6 +76,12 @@ sealed class ReducePlan
 
     /// <summary>Extent of the innermost kept dim (1 when there is none).</summary>
     public int LastOuterSize => _outerShape.Length == 0 ? 1 : _outerShape[^1];
+
+    /// <summary>
+    /// True when neighbouring outputs are closer in memory than neighbouring block elements (a reduction over a
+    /// leading dim): the column walk then reads memory in order where the row walk would stride through it.
+    /// </summary>
+    public bool UseColumns => LastOuterSize >= 8 && BlockSize > 1 && Math.Abs(LastOuterStride) < Math.Abs(Block.InnerStrides[0]);
 }
 
 /// <summary>
@@ -86,6 +92,12 @@ unsafe interface IAccumulator<TSelf> where TSelf : struct, IAccumulator<TSelf>
 {
     void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>;
     void Merge(in TSelf later);
+
+    /// <summary>Adds element p[q·laneStride] to accs[q] for q &lt; w, all at flat block position <paramref name="index"/>.</summary>
+    static virtual void AddAcross<T, TE>(Span<TSelf> accs, T* p, long laneStride, int w, long index) where T : unmanaged where TE : struct, IElement<T>
+    {
+        for (int q = 0; q < w; q++) accs[q].Add<T, TE>(p + q * laneStride, 1, 1, index);
+    }
 }
 
 /// <summary>Where a reduction's accumulators come from (one per output, carrying e.g. a mean) and where they go.</summary>
@@ -105,6 +117,7 @@ static unsafe class ReduceKernels
 {
     const long Chunk = 1 << 15;
     const long GrainElements = 1 << 15;
+    const int Tile = 4096;
 
     public static void Run<T, TE>(ReduceOp op, T* x, ReducePlan p, T* y, long* indices, double argument)
         where T : unmanaged where TE : struct, IElement<T>
@@ -156,6 +169,11 @@ static unsafe class ReduceKernels
     {
         long outs = p.OuterCount, n = p.BlockSize;
         if (outs == 0) return;
+        if (p.UseColumns)
+        {
+            DriveColumns<T, TE, TAcc, TSink>(x, p, sink);
+            return;
+        }
         if (n <= Chunk)
         {
             CpuParallel.For(outs, Math.Max(1, GrainElements / Math.Max(n, 1)), (s, e) =>
@@ -186,6 +204,65 @@ static unsafe class ReduceKernels
             var acc = partial[o * chunks];
             for (long c = 1; c < chunks; c++) acc.Merge(partial[o * chunks + c]);
             sink.Store(o, acc);
+        }
+    }
+
+    /// <summary>
+    /// The walk for blocks whose elements lie far apart while neighbouring outputs lie close (reducing a leading dim
+    /// of a row-major tensor): tiles of <see cref="Tile"/> neighbouring outputs advance through their blocks together,
+    /// each reading a short contiguous run per block position. Each output still adds its elements in block order,
+    /// and long blocks are chunked as in the row walk.
+    /// </summary>
+    static void DriveColumns<T, TE, TAcc, TSink>(T* x, ReducePlan p, TSink sink)
+        where T : unmanaged where TE : struct, IElement<T> where TAcc : struct, IAccumulator<TAcc> where TSink : struct, IReduceSink<TAcc>
+    {
+        long outs = p.OuterCount, n = p.BlockSize;
+        int lanes = p.LastOuterSize;
+        long laneStride = p.LastOuterStride;
+        long groups = outs / lanes, tiles = (lanes + Tile - 1) / Tile;
+        long chunks = n <= Chunk ? 1 : (n + Chunk - 1) / Chunk;
+        var partial = chunks > 1 ? new TAcc[outs * chunks] : null;
+        long grain = Math.Max(1, GrainElements / (Math.Min(n, Chunk) * Math.Min(lanes, Tile)));
+        CpuParallel.For(groups * tiles * chunks, grain, (s, e) =>
+        {
+            var accs = new TAcc[Tile];
+            for (long k = s; k < e; k++)
+            {
+                long c = k % chunks, gt = k / chunks, g = gt / tiles;
+                int j0 = (int)(gt % tiles) * Tile, w = Math.Min(Tile, lanes - j0);
+                long o0 = g * lanes + j0;
+                for (int q = 0; q < w; q++) accs[q] = sink.Seed(o0 + q);
+                AccumulateColumns<T, TE, TAcc>(x + p.OuterOffset(o0), laneStride, w, p.Block, c * Chunk, Math.Min(n, (c + 1) * Chunk), accs);
+                if (partial is null) for (int q = 0; q < w; q++) sink.Store(o0 + q, accs[q]);
+                else for (int q = 0; q < w; q++) partial[(o0 + q) * chunks + c] = accs[q];
+            }
+        });
+        if (partial is null) return;
+        for (long o = 0; o < outs; o++)
+        {
+            var acc = partial[o * chunks];
+            for (long c = 1; c < chunks; c++) acc.Merge(partial[o * chunks + c]);
+            sink.Store(o, acc);
+        }
+    }
+
+    static void AccumulateColumns<T, TE, TAcc>(T* first, long laneStride, int w, StridedPlan plan, long a, long b, TAcc[] accs)
+        where T : unmanaged where TE : struct, IElement<T> where TAcc : struct, IAccumulator<TAcc>
+    {
+        if (a >= b) return;
+        int inner = plan.Inner;
+        long stride = plan.InnerStrides[0];
+        var span = accs.AsSpan(0, w);
+        Span<long> off = stackalloc long[1];
+        long row = a / inner;
+        int i = (int)(a % inner);
+        while (a < b)
+        {
+            plan.RowOffsets(row, off);
+            int m = (int)Math.Min(inner - i, b - a);
+            T* r = first + off[0] + i * stride;
+            for (int q = 0; q < m; q++) TAcc.AddAcross<T, TE>(span, r + q * stride, laneStride, w, a + q);
+            a += m; row++; i = 0;
         }
     }
 
@@ -322,6 +399,12 @@ unsafe struct SumAcc : IAccumulator<SumAcc>
     }
 
     public void Merge(in SumAcc later) { S += later.S; I += later.I; }
+
+    public static void AddAcross<T, TE>(Span<SumAcc> accs, T* p, long laneStride, int w, long index) where T : unmanaged where TE : struct, IElement<T>
+    {
+        if (ReduceKernels.IsInteger<T>()) for (int q = 0; q < accs.Length; q++) accs[q].I += ReduceKernels.ToLong(p[q * laneStride]);
+        else for (int q = 0; q < accs.Length; q++) accs[q].S += TE.ToDouble(p[q * laneStride]);
+    }
 
     public readonly double Value<T>() => ReduceKernels.IsInteger<T>() ? I : S;
 }

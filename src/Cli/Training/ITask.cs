@@ -1,0 +1,25 @@
+namespace Engine.Cli.Training;
+
+/// <summary>A next-token task: batches of (input ids, target ids with −100 where no loss is taken) and an accuracy.</summary>
+interface ITask
+{
+    string Name { get; }
+    int VocabSize { get; }
+    int ContextLength { get; }
+
+    /// <summary>The batch of step <paramref name="step"/>: a function of (seed, step) alone, so a resumed run sees the same data.</summary>
+    (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long step);
+
+    /// <summary>Held-out accuracy in [0, 1].</summary>
+    double Evaluate(Engine.Nn.Gpt model, int samples);
+
+    /// <summary>A few example completions, one line each.</summary>
+    IEnumerable<string> Samples(Engine.Nn.Gpt model, int count, ulong seed);
+
+    /// <summary>What rebuilds the task from a checkpoint.</summary>
+    Dictionary<string, string> Metadata();
+
+    /// <summary>Tokens of a prompt text, and text of tokens (for sample).</summary>
+    long[] Encode(string text);
+    string Decode(IEnumerable<long> tokens);
+}
