@@ -13,6 +13,10 @@ public sealed partial class Tensor
     {
         if (Layout.HasOverlap)
             throw new ShapeException(op, $"unsupported operation: more than one element of the written-to tensor refers to a single memory location ({Layout}); Clone() it first");
+        // Autograd cannot rewrite the history of the tensor a view came from, so a write through a view of a tensor
+        // in the graph would give wrong gradients for that base tensor: refuse it, as a clear error.
+        if (IsView && !IsLeaf && RequiresGrad && GradMode.IsEnabled)
+            throw new EngineException(op, "an in-place operation on a view of a tensor that requires grad is not supported; Clone() the view first, or write under GradMode.NoGrad()");
         if (IsLeaf && RequiresGrad && GradMode.IsEnabled)
             throw new EngineException(op, "a leaf tensor that requires grad is being used in an in-place operation; wrap the update in GradMode.NoGrad()");
         if (resultType.IsFloatingPoint() && !DType.IsFloatingPoint() || resultType == DType.Int64 && DType == DType.Bool)

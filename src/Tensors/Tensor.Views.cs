@@ -188,7 +188,7 @@ public sealed partial class Tensor
         var l = Layout.TryView(s);
         if (l is not null) return NewView(l).Record("Reshape", this);
         using var c = CastCopy(DType, Device);
-        return c.NewView(Layout.Contiguous(s)).Record("Reshape", this);
+        return new Tensor(c.Storage, Layout.Contiguous(s)).Record("Reshape", this); // owns the copy: not a view
     }
 
     /// <summary>Merges dims <paramref name="startDim"/>..<paramref name="endDim"/> into one.</summary>

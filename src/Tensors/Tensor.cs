@@ -143,7 +143,7 @@ public sealed partial class Tensor : IDisposable
     /// <summary>A second handle on the same storage and layout that no scope owns (for saved values and parameters).</summary>
     internal Tensor Alias()
     {
-        var t = new Tensor(Storage, Layout);
+        var t = new Tensor(Storage, Layout) { IsView = true };
         DisposeScope.Current?.Remove(t);
         return t;
     }
@@ -176,7 +176,10 @@ public sealed partial class Tensor : IDisposable
         return new Tensor(storage, Layout.Contiguous((int[])shape.Clone()));
     }
 
-    internal Tensor NewView(Layout layout) => new(Storage, layout);
+    internal Tensor NewView(Layout layout) => new(Storage, layout) { IsView = true };
+
+    /// <summary>True for a tensor that shares its storage with the tensor it was derived from (a view or alias).</summary>
+    internal bool IsView { get; private init; }
 
     internal static void CheckSameDevice(string op, Tensor a, Tensor b)
     {

@@ -87,7 +87,7 @@ internal sealed class ModuleCall(Module module, Tensor[] parameters, Func<Module
             if (ctx.NeedsInputGrad[i + 1]) wanted.Add((i + 1, parameters[i]));
         var gs = Gradients.Grad([y], wanted.Select(w => w.T).ToArray(), [grad]);
         var r = new Tensor?[parameters.Length + 1];
-        for (int k = 0; k < wanted.Count; k++) r[wanted[k].Index] = gs[k]! * 1.001;
+        for (int k = 0; k < wanted.Count; k++) r[wanted[k].Index] = gs[k];
         y.Dispose();
         if (ctx.NeedsInputGrad[0]) x.Dispose();
         return r;

@@ -17,6 +17,7 @@ static class SampleCommand
         ulong seed = (ulong)a.Int("seed", 0, 0);
         var text = a.Str("text");
         int count = a.Int("count", 3, 1, 1000);
+        int? tokensWanted = a.Has("tokens") ? a.Int("tokens", 1, 1, 100000) : null;
         a.RejectUnknown("sample");
         var (model, task, _) = Checkpoint.LoadModel(dir, device, text);
         using (model)
@@ -27,7 +28,7 @@ static class SampleCommand
                 return 0;
             }
             var tokens = task.Encode(prompt);
-            int n = a.Int("tokens", task is SortTask st ? st.Length : 100, 1, 100000);
+            int n = tokensWanted ?? (task is SortTask st ? st.Length : 100);
             using var _ = GradMode.NoGrad();
             using var p = Tensor.FromArray(tokens, [1, tokens.Length]);
             using var outp = model.Generate(p, n, temperature, topK, seed);

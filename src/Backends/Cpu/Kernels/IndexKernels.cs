@@ -63,11 +63,19 @@ static unsafe class IndexKernels
     /// <summary>Offsets of one dim group: k·Stride, or Table[k] when the dims do not merge into one stride.</summary>
     public readonly struct Group(long stride, long[]? table)
     {
-        readonly long _stride = stride;
         readonly long[]? _table = table;
 
+        /// <summary>The stride when there is no table.</summary>
+        public long Stride { get; } = stride;
+
+        /// <summary>True when the offsets are k·Stride.</summary>
+        public bool IsStrided => _table is null;
+
+        /// <summary>True when every element of the group sits at offset 0 (a broadcast or empty group).</summary>
+        public bool IsZero => _table is null && Stride == 0;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public long At(long k) => _table is null ? k * _stride : _table[k];
+        public long At(long k) => _table is null ? k * Stride : _table[k];
     }
 
     /// <summary>An operand viewed as [outer, mid, inner]: element (o, m, i) sits at Base + Outer.At(o) + m·Mid + Inner.At(i).</summary>
@@ -143,33 +151,29 @@ static unsafe class IndexKernels
     public static void Validate(string op, long* idx, Operand ix, long outer, int count, long inner, int size)
     {
         long rows = outer * count;
+        // An index broadcast along the inner group holds one value per row.
+        long perRow = ix.Inner.IsZero ? 1 : inner;
         var firstBad = new[] { long.MaxValue };
-        ulong span = 2UL * (ulong)size;
-        CpuParallel.For(rows, Math.Max(1, (1 << 15) / inner), (s, e) =>
+        CpuParallel.For(rows, Math.Max(1, (1 << 15) / perRow), (s, e) =>
         {
             for (long r = s; r < e; r++)
-            {
-                if (!RowValid(idx, ix, r / count, (int)(r % count), inner, span)) { InterlockedMin(ref firstBad[0], r); return; }
-            }
+                if (FirstBad(idx, ix, r / count, (int)(r % count), perRow, size) >= 0) { InterlockedMin(ref firstBad[0], r); return; }
         });
         long row = firstBad[0];
         if (row == long.MaxValue) return;
-        long* p = idx + ix.Base + ix.Outer.At(row / count) + (row % count) * ix.Mid;
-        for (long i = 0; i < inner; i++)
-        {
-            long v = p[ix.Inner.At(i)];
-            if ((ulong)(v + size) >= span)
-                throw new ShapeException(op, $"index {v} is out of bounds for a dim of size {size} (valid indices are {-size} to {size - 1})");
-        }
+        long i = FirstBad(idx, ix, row / count, (int)(row % count), perRow, size);
+        long v = idx[ix.Base + ix.Outer.At(row / count) + (row % count) * ix.Mid + ix.Inner.At(i)];
+        throw new ShapeException(op, $"index {v} is out of bounds for a dim of size {size} (valid indices are {-size} to {size - 1})");
     }
 
-    static bool RowValid(long* idx, Operand ix, long o, int j, long inner, ulong span)
+    // The position of the first index of a row outside [−size, size), or −1.
+    static long FirstBad(long* idx, Operand ix, long o, int j, long n, int size)
     {
         long* p = idx + ix.Base + ix.Outer.At(o) + j * ix.Mid;
-        long size = (long)(span / 2);
-        for (long i = 0; i < inner; i++)
-            if ((ulong)(p[ix.Inner.At(i)] + size) >= span) return false;
-        return true;
+        ulong span = 2UL * (ulong)size;
+        for (long i = 0; i < n; i++)
+            if ((ulong)(p[ix.Inner.At(i)] + size) >= span) return i; // v + size wraps for huge v: still out of range
+        return -1;
     }
 
     static void InterlockedMin(ref long target, long value)
@@ -186,10 +190,16 @@ static unsafe class IndexKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static long Wrap(long v, int size) => v < 0 ? v + size : v;
 
-    /// <summary>y[o, j, i] = x[o, index[o, j, i], i]: a pure copy of elements, so every dtype is bit-exact.</summary>
+    /// <summary>
+    /// y[o, j, i] = x[o, index[o, j, i], i]: a pure copy of elements, so every dtype is bit-exact. An index broadcast
+    /// along the inner group (IndexSelect, Embedding) copies whole rows.
+    /// </summary>
     public static void Gather<T>(nint x, Operand xs, nint index, Operand ix, nint y, Operand ys, long outer, int size, int count, long inner)
         where T : unmanaged
     {
+        bool rows = ix.Inner.IsZero;
+        bool strided = xs.Inner.IsStrided && ys.Inner.IsStrided && ix.Inner.IsStrided;
+        long sx = xs.Inner.Stride, sy = ys.Inner.Stride, si = ix.Inner.Stride;
         CpuParallel.For(outer * count, Math.Max(1, (1 << 15) / inner), (s, e) =>
         {
             T* px = (T*)x; long* pi = (long*)index; T* py = (T*)y;
@@ -199,33 +209,108 @@ static unsafe class IndexKernels
                 T* xo = px + xs.Base + xs.Outer.At(o);
                 long* io = pi + ix.Base + ix.Outer.At(o) + j * ix.Mid;
                 T* yo = py + ys.Base + ys.Outer.At(o) + j * ys.Mid;
-                for (long i = 0; i < inner; i++)
-                    yo[ys.Inner.At(i)] = xo[Wrap(io[ix.Inner.At(i)], size) * xs.Mid + xs.Inner.At(i)];
+                if (rows)
+                {
+                    T* src = xo + Wrap(*io, size) * xs.Mid;
+                    if (strided && sx == 1 && sy == 1) Buffer.MemoryCopy(src, yo, inner * sizeof(T), inner * sizeof(T));
+                    else if (strided) for (long i = 0; i < inner; i++) yo[i * sy] = src[i * sx];
+                    else for (long i = 0; i < inner; i++) yo[ys.Inner.At(i)] = src[xs.Inner.At(i)];
+                }
+                else if (strided)
+                    for (long i = 0; i < inner; i++) yo[i * sy] = xo[Wrap(io[i * si], size) * xs.Mid + i * sx];
+                else
+                    for (long i = 0; i < inner; i++) yo[ys.Inner.At(i)] = xo[Wrap(io[ix.Inner.At(i)], size) * xs.Mid + xs.Inner.At(i)];
             }
         });
     }
 
     /// <summary>
-    /// dx[o, index[o, j, i], i] += dy[o, j, i] with dx contiguous [outer, size, inner]. Work is split over (o, block of
-    /// i) only, and each task adds j in increasing order, so every dx element sums its updates in one fixed order
-    /// whatever the thread count. Half types sum a block in a float32 buffer and round once.
+    /// dx[o, index[o, j, i], i] += dy[o, j, i] with dx contiguous [outer, size, inner]. Every dx element sums its
+    /// updates in increasing j, whatever the thread count: work is split only over disjoint sets of dx elements.
+    /// Half types sum in float32 and round once per element.
     /// </summary>
     public static void ScatterAdd<T, TE>(nint dy, Operand dys, nint index, Operand ix, nint dx, long outer, int size, int count, long inner)
         where T : unmanaged where TE : struct, IElement<T>
     {
+        if (inner > 1 && ix.Inner.IsZero) ScatterRows<T, TE>(dy, dys, index, ix, dx, outer, size, count, inner);
+        else ScatterColumns<T, TE>(dy, dys, index, ix, dx, outer, size, count, inner);
+    }
+
+    // The index is one value per (o, j) (IndexAdd, Embedding's backward): whole rows of dy add into rows of dx. The
+    // (o, j) pairs are sorted by target row (then j), and each target row is one task.
+    static void ScatterRows<T, TE>(nint dy, Operand dys, nint index, Operand ix, nint dx, long outer, int size, int count, long inner)
+        where T : unmanaged where TE : struct, IElement<T>
+    {
+        long n = outer * count;
+        var keys = new long[n];
+        long* pi = (long*)index;
+        for (long r = 0; r < n; r++)
+        {
+            long o = r / count; int j = (int)(r % count);
+            keys[r] = (o * size + Wrap(pi[ix.Base + ix.Outer.At(o) + j * ix.Mid], size)) * count + j;
+        }
+        Array.Sort(keys);
+        var starts = new List<long>();
+        for (long r = 0; r < n; r++)
+            if (r == 0 || keys[r] / count != keys[r - 1] / count) starts.Add(r);
+        starts.Add(n);
+        bool half = typeof(T) == typeof(Half) || typeof(T) == typeof(BFloat16);
+        bool dense = dys.Inner.IsStrided && dys.Inner.Stride == 1;
+        CpuParallel.For(starts.Count - 1, Math.Max(1, (1 << 15) / inner / Math.Max(1, n / (starts.Count - 1))), (s, e) =>
+        {
+            float[]? buf = half ? ArrayPool<float>.Shared.Rent(checked((int)inner)) : null;
+            try
+            {
+                for (long g = s; g < e; g++)
+                {
+                    long row = keys[starts[(int)g]] / count, o = row / size;
+                    T* d = (T*)dx + row * inner;
+                    T* dyo = (T*)dy + dys.Base + dys.Outer.At(o);
+                    if (buf is not null)
+                        for (long i = 0; i < inner; i++) buf[i] = TE.ToFloat(d[i]);
+                    for (long q = starts[(int)g]; q < starts[(int)g + 1]; q++)
+                    {
+                        T* src = dyo + keys[q] % count * dys.Mid;
+                        if (buf is not null)
+                            for (long i = 0; i < inner; i++) buf[i] += TE.ToFloat(src[dys.Inner.At(i)]);
+                        else if (typeof(T) == typeof(float) && dense && inner <= int.MaxValue)
+                        {
+                            var ds = new Span<float>(d, (int)inner);
+                            System.Numerics.Tensors.TensorPrimitives.Add(ds, new ReadOnlySpan<float>(src, (int)inner), ds);
+                        }
+                        else
+                            for (long i = 0; i < inner; i++) d[i] = Add<T, TE>(d[i], src[dys.Inner.At(i)]);
+                    }
+                    if (buf is not null)
+                        for (long i = 0; i < inner; i++) d[i] = TE.FromFloat(buf[i]);
+                }
+            }
+            finally { if (buf is not null) ArrayPool<float>.Shared.Return(buf); }
+        });
+    }
+
+    // The general case: tasks are (o, block of i); each walks j in order over its block of columns. Half types sum a
+    // block in a float32 buffer of size × width whose rows are loaded from dx when first touched and stored back
+    // (rounded once) at the end, so a sparse scatter costs O(count), not O(size).
+    static void ScatterColumns<T, TE>(nint dy, Operand dys, nint index, Operand ix, nint dx, long outer, int size, int count, long inner)
+        where T : unmanaged where TE : struct, IElement<T>
+    {
         bool half = typeof(T) == typeof(Half) || typeof(T) == typeof(BFloat16);
         long width;
-        if (half) width = Math.Clamp((1 << 16) / Math.Max(size, 1), 1, inner); // the float buffer is size × width
+        if (half) width = Math.Clamp((1 << 16) / Math.Max(size, 1), 1, inner);
         else
         {
             long wantTasks = 4L * CpuParallel.MaxThreads;
             width = outer >= wantTasks ? inner : Math.Clamp(inner * outer / wantTasks, Math.Min(64, inner), inner);
         }
         long blocks = (inner + width - 1) / width;
-        CpuParallel.For(outer * blocks, 1, (s, e) =>
+        CpuParallel.For(outer * blocks, Math.Max(1, (1 << 15) / Math.Max(1, (long)count * width)), (s, e) =>
         {
             T* pdy = (T*)dy; long* pi = (long*)index;
-            float[]? rented = half ? ArrayPool<float>.Shared.Rent(checked((int)(size * width))) : null;
+            float[]? buf = half ? ArrayPool<float>.Shared.Rent(checked((int)(size * width))) : null;
+            int[]? stamp = half ? ArrayPool<int>.Shared.Rent(size) : null;
+            var touched = half ? new List<long>() : null;
+            if (stamp is not null) Array.Clear(stamp, 0, size);
             try
             {
                 for (long t = s; t < e; t++)
@@ -234,14 +319,23 @@ static unsafe class IndexKernels
                     T* dxo = (T*)dx + o * size * inner;
                     T* dyo = pdy + dys.Base + dys.Outer.At(o);
                     long* io = pi + ix.Base + ix.Outer.At(o);
-                    if (rented is { } buf)
+                    if (buf is not null)
                     {
-                        for (long k = 0; k < size; k++)
-                            for (long i = i0; i < i1; i++) buf[k * w + i - i0] = TE.ToFloat(dxo[k * inner + i]);
+                        int gen = (int)(t - s) + 1;
+                        touched!.Clear();
                         for (int j = 0; j < count; j++)
                             for (long i = i0; i < i1; i++)
-                                buf[Wrap(io[j * ix.Mid + ix.Inner.At(i)], size) * w + i - i0] += TE.ToFloat(dyo[j * dys.Mid + dys.Inner.At(i)]);
-                        for (long k = 0; k < size; k++)
+                            {
+                                long k = Wrap(io[j * ix.Mid + ix.Inner.At(i)], size);
+                                if (stamp![k] != gen)
+                                {
+                                    stamp[k] = gen;
+                                    touched.Add(k);
+                                    for (long c = i0; c < i1; c++) buf[k * w + c - i0] = TE.ToFloat(dxo[k * inner + c]);
+                                }
+                                buf[k * w + i - i0] += TE.ToFloat(dyo[j * dys.Mid + dys.Inner.At(i)]);
+                            }
+                        foreach (var k in touched)
                             for (long i = i0; i < i1; i++) dxo[k * inner + i] = TE.FromFloat(buf[k * w + i - i0]);
                     }
                     else
@@ -255,7 +349,11 @@ static unsafe class IndexKernels
                     }
                 }
             }
-            finally { if (rented is not null) ArrayPool<float>.Shared.Return(rented); }
+            finally
+            {
+                if (buf is not null) ArrayPool<float>.Shared.Return(buf);
+                if (stamp is not null) ArrayPool<int>.Shared.Return(stamp);
+            }
         });
     }
 

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Engine.Backends.Cpu;
@@ -90,13 +91,19 @@ sealed class ReducePlan
 /// </summary>
 unsafe interface IAccumulator<TSelf> where TSelf : struct, IAccumulator<TSelf>
 {
+    /// <summary>Adds one element at flat block position <paramref name="index"/>.</summary>
+    void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T>;
+
+    /// <summary>Adds p[0], p[stride], ... (n elements), the first at flat block position <paramref name="first"/>.</summary>
     void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>;
+
+    /// <summary>Combines with the accumulator of the following chunk of the same block.</summary>
     void Merge(in TSelf later);
 
-    /// <summary>Adds element p[q·laneStride] to accs[q] for q &lt; w, all at flat block position <paramref name="index"/>.</summary>
-    static virtual void AddAcross<T, TE>(Span<TSelf> accs, T* p, long laneStride, int w, long index) where T : unmanaged where TE : struct, IElement<T>
+    /// <summary>Adds element p[q·laneStride] to accs[q] for every q, all at flat block position <paramref name="index"/>.</summary>
+    static virtual void AddAcross<T, TE>(Span<TSelf> accs, T* p, long laneStride, long index) where T : unmanaged where TE : struct, IElement<T>
     {
-        for (int q = 0; q < w; q++) accs[q].Add<T, TE>(p + q * laneStride, 1, 1, index);
+        for (int q = 0; q < accs.Length; q++) accs[q].Push<T, TE>(p[q * laneStride], index);
     }
 }
 
@@ -126,7 +133,10 @@ static unsafe class ReduceKernels
         {
             case ReduceOp.Sum:
             case ReduceOp.Mean:
-                Drive<T, TE, SumAcc, SumSink<T, TE>>(x, p, new SumSink<T, TE> { Y = y, Mean = op == ReduceOp.Mean, N = p.BlockSize });
+                if (IsInteger<T>())
+                    Drive<T, TE, IntSumAcc, IntSumSink<T, TE>>(x, p, new IntSumSink<T, TE> { Y = y, Mean = op == ReduceOp.Mean, N = p.BlockSize });
+                else
+                    Drive<T, TE, SumAcc, SumSink<T, TE>>(x, p, new SumSink<T, TE> { Y = y, Mean = op == ReduceOp.Mean, N = p.BlockSize });
                 break;
             case ReduceOp.Max:
                 Drive<T, TE, ExtremumAcc<Greater>, ExtremumSink<T, TE, Greater>>(x, p, new ExtremumSink<T, TE, Greater> { Y = y, Indices = indices });
@@ -261,7 +271,7 @@ static unsafe class ReduceKernels
             plan.RowOffsets(row, off);
             int m = (int)Math.Min(inner - i, b - a);
             T* r = first + off[0] + i * stride;
-            for (int q = 0; q < m; q++) TAcc.AddAcross<T, TE>(span, r + q * stride, laneStride, w, a + q);
+            for (int q = 0; q < m; q++) TAcc.AddAcross<T, TE>(span, r + q * stride, laneStride, a + q);
             a += m; row++; i = 0;
         }
     }
@@ -374,21 +384,17 @@ static unsafe class ReduceKernels
 
 // ---- accumulators ----
 
-/// <summary>Σx in float64, or exactly in int64 (wrapping, as PyTorch) for integer and Bool elements.</summary>
+/// <summary>Σx in float64.</summary>
 unsafe struct SumAcc : IAccumulator<SumAcc>
 {
     public double S;
-    public long I;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T> => S += TE.ToDouble(v);
 
     public void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>
     {
-        if (ReduceKernels.IsInteger<T>())
-        {
-            long s = I;
-            for (int i = 0; i < n; i++) s += ReduceKernels.ToLong(p[i * stride]);
-            I = s;
-        }
-        else if (typeof(T) == typeof(float) && stride == 1) S += ReduceKernels.SumF32((float*)p, n);
+        if (typeof(T) == typeof(float) && stride == 1) S += ReduceKernels.SumF32((float*)p, n);
         else if (typeof(T) == typeof(double) && stride == 1) S += ReduceKernels.SumF64((double*)p, n);
         else
         {
@@ -398,15 +404,45 @@ unsafe struct SumAcc : IAccumulator<SumAcc>
         }
     }
 
-    public void Merge(in SumAcc later) { S += later.S; I += later.I; }
+    public void Merge(in SumAcc later) => S += later.S;
 
-    public static void AddAcross<T, TE>(Span<SumAcc> accs, T* p, long laneStride, int w, long index) where T : unmanaged where TE : struct, IElement<T>
+    // Lane q adds its element exactly as Push would (one widening, one float64 add), so the vector form changes
+    // nothing but speed.
+    public static void AddAcross<T, TE>(Span<SumAcc> accs, T* p, long laneStride, long index) where T : unmanaged where TE : struct, IElement<T>
     {
-        if (ReduceKernels.IsInteger<T>()) for (int q = 0; q < accs.Length; q++) accs[q].I += ReduceKernels.ToLong(p[q * laneStride]);
-        else for (int q = 0; q < accs.Length; q++) accs[q].S += TE.ToDouble(p[q * laneStride]);
+        var d = MemoryMarshal.Cast<SumAcc, double>(accs);
+        ref double d0 = ref MemoryMarshal.GetReference(d);
+        int q = 0;
+        if (typeof(T) == typeof(float) && laneStride == 1)
+            for (; q <= d.Length - 8; q += 8)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load((float*)p + q));
+                (Vector256.LoadUnsafe(ref d0, (nuint)q) + lo).StoreUnsafe(ref d0, (nuint)q);
+                (Vector256.LoadUnsafe(ref d0, (nuint)q + 4) + hi).StoreUnsafe(ref d0, (nuint)q + 4);
+            }
+        else if (typeof(T) == typeof(double) && laneStride == 1)
+            for (; q <= d.Length - 4; q += 4)
+                (Vector256.LoadUnsafe(ref d0, (nuint)q) + Vector256.Load((double*)p + q)).StoreUnsafe(ref d0, (nuint)q);
+        for (; q < d.Length; q++) d[q] += TE.ToDouble(p[q * laneStride]);
+    }
+}
+
+/// <summary>Σx exactly in int64 (wrapping on overflow, as PyTorch) for integer and Bool elements.</summary>
+unsafe struct IntSumAcc : IAccumulator<IntSumAcc>
+{
+    public long I;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T> => I += ReduceKernels.ToLong(v);
+
+    public void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>
+    {
+        long s = I;
+        for (int i = 0; i < n; i++) s += ReduceKernels.ToLong(p[i * stride]);
+        I = s;
     }
 
-    public readonly double Value<T>() => ReduceKernels.IsInteger<T>() ? I : S;
+    public void Merge(in IntSumAcc later) => I += later.I;
 }
 
 /// <summary>Orders for extrema: whether a beats b.</summary>
@@ -467,6 +503,21 @@ unsafe struct ExtremumAcc<TOrder> : IAccumulator<ExtremumAcc<TOrder>> where TOrd
         V = b; Index = at;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T>
+    {
+        if (!Has) { V = TE.ToDouble(v); L = typeof(T) == typeof(long) ? ReduceKernels.ToLong(v) : 0; Index = index; Has = true; return; }
+        if (typeof(T) == typeof(long))
+        {
+            long l = ReduceKernels.ToLong(v);
+            if (TOrder.Beats(l, L)) { L = l; V = l; Index = index; }
+            return;
+        }
+        if (double.IsNaN(V)) return;
+        double d = TE.ToDouble(v);
+        if (TOrder.Beats(d, V) || double.IsNaN(d)) { V = d; Index = index; }
+    }
+
     public void Merge(in ExtremumAcc<TOrder> later)
     {
         if (!later.Has) return;
@@ -500,6 +551,14 @@ unsafe struct AbsExtremumAcc<TOrder> : IAccumulator<AbsExtremumAcc<TOrder>> wher
         V = b;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T>
+    {
+        double d = Math.Abs(TE.ToDouble(v));
+        if (!Has) { V = d; Has = true; }
+        else if (!double.IsNaN(V) && (TOrder.Beats(d, V) || double.IsNaN(d))) V = d;
+    }
+
     public void Merge(in AbsExtremumAcc<TOrder> later)
     {
         if (!later.Has) return;
@@ -523,6 +582,13 @@ unsafe struct SquaredDeviationAcc : IAccumulator<SquaredDeviationAcc>
         S = s; C = c;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T>
+    {
+        double d = TE.ToDouble(v) - Mean;
+        S += d * d; C += d;
+    }
+
     public void Merge(in SquaredDeviationAcc later) { S += later.S; C += later.C; }
 }
 
@@ -537,6 +603,9 @@ unsafe struct ExpSumAcc : IAccumulator<ExpSumAcc>
         for (int i = 0; i < n; i++) s += Math.Exp(TE.ToDouble(p[i * stride]) - m);
         S = s;
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T> => S += Math.Exp(TE.ToDouble(v) - M);
 
     public void Merge(in ExpSumAcc later) => S += later.S;
 }
@@ -560,6 +629,13 @@ unsafe struct PowerSumAcc : IAccumulator<PowerSumAcc>
         S = s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push<T, TE>(T v, long index) where T : unmanaged where TE : struct, IElement<T>
+    {
+        double a = Math.Abs(TE.ToDouble(v));
+        S += P switch { 2 => a * a, 1 => a, 0 => a != 0 ? 1 : 0, _ => Math.Pow(a, P) };
+    }
+
     public void Merge(in PowerSumAcc later) => S += later.S;
 }
 
@@ -574,9 +650,19 @@ unsafe struct SumSink<T, TE> : IReduceSink<SumAcc> where T : unmanaged where TE 
     public readonly SumAcc Seed(long o) => default;
 
     // An empty mean is 0/0 = NaN, as PyTorch's.
-    public readonly void Store(long o, in SumAcc acc) =>
-        Y[o] = Mean ? TE.FromDouble(acc.Value<T>() / N)
-            : ReduceKernels.IsInteger<T>() ? ReduceKernels.FromLong<T>(acc.I) : TE.FromDouble(acc.S);
+    public readonly void Store(long o, in SumAcc acc) => Y[o] = TE.FromDouble(Mean ? acc.S / N : acc.S);
+}
+
+unsafe struct IntSumSink<T, TE> : IReduceSink<IntSumAcc> where T : unmanaged where TE : struct, IElement<T>
+{
+    public T* Y;
+    public bool Mean;
+    public long N;
+
+    public readonly IntSumAcc Seed(long o) => default;
+
+    public readonly void Store(long o, in IntSumAcc acc) =>
+        Y[o] = Mean ? TE.FromDouble((double)acc.I / N) : ReduceKernels.FromLong<T>(acc.I);
 }
 
 struct StatSink<T> : IReduceSink<SumAcc> where T : unmanaged
@@ -584,7 +670,7 @@ struct StatSink<T> : IReduceSink<SumAcc> where T : unmanaged
     public double[] Stats;
     public long Divisor;
     public readonly SumAcc Seed(long o) => default;
-    public readonly void Store(long o, in SumAcc acc) => Stats[o] = acc.Value<T>() / Divisor;
+    public readonly void Store(long o, in SumAcc acc) => Stats[o] = acc.S / Divisor;
 }
 
 struct MaxStatSink : IReduceSink<ExtremumAcc<Greater>>
