@@ -112,6 +112,8 @@ public sealed partial class Tensor : IDisposable
         {
             s.Release();
             GC.SuppressFinalize(this);
+            // A long-lived scope (a whole epoch) must not accumulate handles it no longer needs to free.
+            DisposeScope.Current?.Remove(this);
         }
     }
 

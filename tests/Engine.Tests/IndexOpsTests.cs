@@ -106,6 +106,12 @@ public class IndexOpsTests
         var iv = new double[] { 2, 2, 2, 2, -3, -3, -3, -3, 1, 1, 1, 1 };
         AssertExact(y, GatherRef(x, [3, 4], iv, [3, 4], 0), "broadcast index");
 
+        // The adjoint with the same broadcast index adds whole rows.
+        var src = Ref.Random(rng, 12, DType.Float32);
+        using var tsrc = Tensor.FromArray(src.Select(v => (float)v).ToArray(), [3, 4]);
+        using var sa = tx.ScatterAdd(0, idx, tsrc);
+        Ref.AssertClose(sa.ToArray<double>(), ScatterAddRef(x, [3, 4], iv, [3, 4], src, [3, 4], 0), DType.Float32, "broadcast index scatter");
+
         using var i32 = Tensor.FromArray(new[] { 3, 0, -1 }, [1, 3]);
         using var y32 = tx.Gather(1, i32);
         AssertExact(y32, GatherRef(x, [3, 4], [3, 0, -1], [1, 3], 1), "int32 index");
@@ -200,6 +206,15 @@ public class IndexOpsTests
         using var idx = Tensor.Zeros([4], DType.Int64);
         using var y = self.ScatterAdd(0, idx, src);
         Assert.That(y.Item(), Is.EqualTo(1 + Math.Pow(2, -9)));
+        // The same through whole rows (an index broadcast along the row), in both half types.
+        foreach (var dt in new[] { DType.Float16, DType.BFloat16 })
+        {
+            double tiny = dt == DType.Float16 ? Math.Pow(2, -11) : Math.Pow(2, -8);
+            using var rows = Tensor.Ones([2, 3], dt);
+            using var srcRows = Tensor.Full([4, 3], tiny, dt);
+            using var y2 = rows.IndexAdd(0, idx, srcRows);
+            Assert.That(y2.ToArray<double>(), Is.EqualTo(new double[] { 1 + 4 * tiny, 1 + 4 * tiny, 1 + 4 * tiny, 1, 1, 1 }), dt.Name());
+        }
     }
 
     [Test]

@@ -106,6 +106,10 @@ public class ReduceTests
         yield return [0];
         yield return [3, 0, 2];
         yield return [1, 4, 1];
+        // Wide enough for the kernel's column walk (reducing leading dims) and its vector paths (rows of ≥ 32).
+        yield return [6, 20];
+        yield return [3, 2, 16];
+        yield return [2, 70];
         for (int rank = 1; rank <= 4; rank++)
             for (int k = 0; k < 2; k++) yield return RandomShape(rng, rank, allowZero: k == 1);
     }
@@ -295,6 +299,70 @@ public class ReduceTests
     }
 
     [Test]
+    public void VectorAndColumnPathsKeepFirstIndexAndNaNRules()
+    {
+        // Rows of 37..99 elements (the contiguous vector path) and their transposes (the column walk), with ties,
+        // signed zeros and NaNs at random places.
+        var rng = new Random(13);
+        foreach (var dt in new[] { DType.Float32, DType.Float64 })
+            for (int trial = 0; trial < 12; trial++)
+            {
+                int rows = rng.Next(1, 12), cols = rng.Next(37, 100);
+                var x = new double[rows * cols];
+                for (int i = 0; i < x.Length; i++) x[i] = rng.Next(-3, 4) * (rng.Next(2) == 0 ? 1.0 : -1.0);
+                for (int i = 0; i < x.Length; i++) if (x[i] == 0 && rng.Next(2) == 0) x[i] = -0.0;
+                for (int k = 0; k < trial % 4; k++) x[rng.Next(x.Length)] = double.NaN;
+                if (trial % 3 == 0) for (int i = 0; i < x.Length; i++) x[i] = Math.Abs(x[i]) < 3 ? -Math.Abs(x[i]) : x[i];
+                using var t = Tensor.FromArray(x, [rows, cols]);
+                using var tt = t.To(dt);
+                using var tr = Layouts.Make(Transpose(x, rows, cols), [cols, rows], dt, Layouts.Kind.Contiguous);
+                foreach (var max in new[] { true, false })
+                {
+                    var (ev, _) = Reference(x, [rows, cols], [1], false, b => RefExtremum(b, max).Value);
+                    var (ei, _) = Reference(x, [rows, cols], [1], false, b => RefExtremum(b, max).Index);
+                    var (v, i) = max ? tt.Max(1) : tt.Min(1);
+                    var (cv, ci) = max ? tr.Max(0) : tr.Min(0);
+                    using var _v = v; using var _i = i; using var _cv = cv; using var _ci = ci;
+                    string ctx = $"{dt} {(max ? "max" : "min")} trial {trial}";
+                    Assert.That(i.ToArray<long>(), Is.EqualTo(ei.Select(q => (long)q).ToArray()), ctx + " rows: indices");
+                    Assert.That(ci.ToArray<long>(), Is.EqualTo(ei.Select(q => (long)q).ToArray()), ctx + " columns: indices");
+                    Assert.That(Bits(v.ToArray<double>()), Is.EqualTo(Bits(ev)), ctx + " rows: values (bitwise, signed zeros included)");
+                    Assert.That(Bits(cv.ToArray<double>()), Is.EqualTo(Bits(ev)), ctx + " columns: values");
+                    using var all = max ? tt.ArgMax() : tt.ArgMin();
+                    Assert.That(all.Item<long>(), Is.EqualTo(RefExtremum(x, max).Index), ctx + " all");
+                }
+                var (el, _) = Reference(x, [rows, cols], [1], false, RefLogSumExp);
+                using var lse = tt.LogSumExp(1);
+                using var lseCols = tr.LogSumExp(0);
+                Ref.AssertClose(lse.ToArray<double>(), el, dt, $"{dt} LogSumExp rows");
+                Ref.AssertClose(lseCols.ToArray<double>(), el, dt, $"{dt} LogSumExp columns");
+            }
+
+        static double[] Transpose(double[] x, int rows, int cols)
+        {
+            var r = new double[x.Length];
+            for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) r[j * rows + i] = x[i * cols + j];
+            return r;
+        }
+        static long[] Bits(double[] v) => v.Select(q => double.IsNaN(q) ? -1 : BitConverter.DoubleToInt64Bits(q)).ToArray();
+    }
+
+    [Test]
+    public void LogSumExpOfLongRowsWithInfinities()
+    {
+        foreach (var dt in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = new double[3 * 40];
+            for (int j = 0; j < 40; j++) { x[j] = double.NegativeInfinity; x[40 + j] = j % 7 == 0 ? double.NegativeInfinity : j * 0.1; x[80 + j] = j * 0.1; }
+            x[80 + 17] = double.PositiveInfinity;
+            using var t = Layouts.Make(x, [3, 40], dt, Layouts.Kind.Contiguous);
+            using var l = t.LogSumExp(1);
+            var (e, _) = Reference(x, [3, 40], [1], false, RefLogSumExp);
+            Ref.AssertClose(l.ToArray<double>(), e, dt, $"{dt} LogSumExp with infinities");
+        }
+    }
+
+    [Test]
     public void LongBlocksAreChunkedAndMatchReference()
     {
         // Blocks longer than the kernel's chunk (32768): a full reduction, a row reduction and a strided column.
@@ -351,7 +419,13 @@ public class ReduceTests
                 using var e = hh.Mean(0);
                 using var f = m.LogSumExp([0, 1]);
                 using var g = m.Norm(3, [1]);
-                return [a.ToArray<double>(), b.ToArray<double>(), c.ToArray<double>(), d.ToArray<double>(), e.ToArray<double>(), f.ToArray<double>(), g.ToArray<double>()];
+                using var cols = Tensor.FromArray(x, [65536, 16]);
+                using var k = cols.Sum(0);   // column walk over chunked blocks
+                var (lv, l) = cols.Max(0);
+                using var _lv = lv; using var _l = l;
+                using var q = cols.Var(0);
+                return [a.ToArray<double>(), b.ToArray<double>(), c.ToArray<double>(), d.ToArray<double>(), e.ToArray<double>(), f.ToArray<double>(), g.ToArray<double>(),
+                    k.ToArray<double>(), l.ToArray<double>(), q.ToArray<double>()];
             }
             CpuParallel.MaxThreads = 1;
             var one = Run();

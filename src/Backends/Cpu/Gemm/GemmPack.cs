@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Backends.Cpu;
 
@@ -19,6 +20,12 @@ internal static unsafe class GemmPack<T> where T : unmanaged
             int rows = Math.Min(mr, mc - ir);
             T* s = src + ir * rs;
             T* d = dst + ir * kc;
+            if (cs == 1 && rows == 6 && mr == 6 && Avx512F.IsSupported && (typeof(T) == typeof(float) || typeof(T) == typeof(double)))
+            {
+                if (typeof(T) == typeof(float)) GemmPackAvx512.Interleave6(kc, (float*)s, rs, (float*)d);
+                else GemmPackAvx512.Interleave6(kc, (double*)s, rs, (double*)d);
+                continue;
+            }
             if (cs == 1 && rows == 6 && mr == 6)
             {
                 T* s0 = s, s1 = s + rs, s2 = s + 2 * rs, s3 = s + 3 * rs, s4 = s + 4 * rs, s5 = s + 5 * rs;
@@ -60,6 +67,11 @@ internal static unsafe class GemmPack<T> where T : unmanaged
                 uint bytes = (uint)(nr * sizeof(T));
                 for (int p = 0; p < kc; p++, d += nr, s += rs) Unsafe.CopyBlockUnaligned(d, s, bytes);
                 continue;
+            }
+            if (rs == 1 && cols == nr && Avx512F.IsSupported)
+            {
+                if (typeof(T) == typeof(float) && nr == 32) { GemmPackAvx512.Interleave32(kc, (float*)s, cs, (float*)d); continue; }
+                if (typeof(T) == typeof(double) && nr == 16) { GemmPackAvx512.Interleave16(kc, (double*)s, cs, (double*)d); continue; }
             }
             if (rs == 1 && cols == nr)
             {

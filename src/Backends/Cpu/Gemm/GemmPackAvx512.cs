@@ -37,6 +37,86 @@ internal static unsafe class GemmPackAvx512
             for (int c = 0; c < 16; c++) dst[p * 16 + c] = src[c * stride + p];
     }
 
+    // Interleaving 6 rows: output vector j of a block takes its lanes from the row pairs (0,1), (2,3), (4,5) through
+    // three two-source permutes, merged by two lane masks. Tables: [j][pair][lane] indices, then [j][2][lane] masks.
+    private static readonly int[] s_six32, s_six32Masks;
+    private static readonly long[] s_six64, s_six64Masks;
+
+    static GemmPackAvx512()
+    {
+        s_six32 = SixTables(16, out s_six32Masks);
+        s_six64 = Array.ConvertAll(SixTables(8, out var masks64), x => (long)x);
+        s_six64Masks = Array.ConvertAll(masks64, x => (long)x);
+    }
+
+    private static int[] SixTables(int w, out int[] masks)
+    {
+        var idx = new int[6 * 3 * w];
+        masks = new int[6 * 2 * w];
+        for (int j = 0; j < 6; j++)
+            for (int l = 0; l < w; l++)
+            {
+                int e = j * w + l, p = e / 6, r = e % 6, pair = r / 2;
+                idx[(j * 3 + pair) * w + l] = p + (r % 2) * w;
+                if (pair < 2) masks[(j * 2 + pair) * w + l] = -1;
+            }
+        return idx;
+    }
+
+    /// <summary>6 float streams (an A micro-panel from a row-major A), 16 values of p per step.</summary>
+    public static void Interleave6(int kc, float* src, long stride, float* dst)
+    {
+        int p = 0;
+        fixed (int* idx = s_six32, mask = s_six32Masks)
+        {
+            for (; p + 16 <= kc; p += 16)
+            {
+                var x0 = Vector512.Load(src + p); var x1 = Vector512.Load(src + stride + p);
+                var x2 = Vector512.Load(src + 2 * stride + p); var x3 = Vector512.Load(src + 3 * stride + p);
+                var x4 = Vector512.Load(src + 4 * stride + p); var x5 = Vector512.Load(src + 5 * stride + p);
+                float* d = dst + p * 6;
+                for (int j = 0; j < 6; j++)
+                {
+                    var a = Avx512F.PermuteVar16x32x2(x0, Vector512.Load(idx + (j * 3) * 16), x1);
+                    var b = Avx512F.PermuteVar16x32x2(x2, Vector512.Load(idx + (j * 3 + 1) * 16), x3);
+                    var c = Avx512F.PermuteVar16x32x2(x4, Vector512.Load(idx + (j * 3 + 2) * 16), x5);
+                    var m0 = Vector512.Load(mask + (j * 2) * 16).AsSingle();
+                    var m1 = Vector512.Load(mask + (j * 2 + 1) * 16).AsSingle();
+                    Vector512.Store(Vector512.ConditionalSelect(m0, a, Vector512.ConditionalSelect(m1, b, c)), d + j * 16);
+                }
+            }
+        }
+        for (; p < kc; p++)
+            for (int r = 0; r < 6; r++) dst[p * 6 + r] = src[r * stride + p];
+    }
+
+    /// <summary>6 double streams, 8 values of p per step.</summary>
+    public static void Interleave6(int kc, double* src, long stride, double* dst)
+    {
+        int p = 0;
+        fixed (long* idx = s_six64, mask = s_six64Masks)
+        {
+            for (; p + 8 <= kc; p += 8)
+            {
+                var x0 = Vector512.Load(src + p); var x1 = Vector512.Load(src + stride + p);
+                var x2 = Vector512.Load(src + 2 * stride + p); var x3 = Vector512.Load(src + 3 * stride + p);
+                var x4 = Vector512.Load(src + 4 * stride + p); var x5 = Vector512.Load(src + 5 * stride + p);
+                double* d = dst + p * 6;
+                for (int j = 0; j < 6; j++)
+                {
+                    var a = Avx512F.PermuteVar8x64x2(x0, Vector512.Load(idx + (j * 3) * 8), x1);
+                    var b = Avx512F.PermuteVar8x64x2(x2, Vector512.Load(idx + (j * 3 + 1) * 8), x3);
+                    var c = Avx512F.PermuteVar8x64x2(x4, Vector512.Load(idx + (j * 3 + 2) * 8), x5);
+                    var m0 = Vector512.Load(mask + (j * 2) * 8).AsDouble();
+                    var m1 = Vector512.Load(mask + (j * 2 + 1) * 8).AsDouble();
+                    Vector512.Store(Vector512.ConditionalSelect(m0, a, Vector512.ConditionalSelect(m1, b, c)), d + j * 8);
+                }
+            }
+        }
+        for (; p < kc; p++)
+            for (int r = 0; r < 6; r++) dst[p * 6 + r] = src[r * stride + p];
+    }
+
     /// <summary>Transposes a 16x16 float block: row r (16 values at s + r*stride) becomes column r of d (row pitch 32).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Transpose16(float* s, long stride, float* d)

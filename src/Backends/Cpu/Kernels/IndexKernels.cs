@@ -3,6 +3,9 @@ using System.Runtime.CompilerServices;
 
 namespace Engine.Backends.Cpu;
 
+// The layouts of x, index and dy may have any rank: each is split into [outer, mid, inner] dim groups
+// (IndexKernels.Split); y and dx are contiguous [outer, count or size, inner] from offset 0. Every index is validated
+// before anything is written, so a failed call leaves the output as it was.
 public sealed unsafe partial class CpuBackend
 {
     /// <inheritdoc/>

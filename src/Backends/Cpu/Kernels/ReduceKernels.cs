@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -362,6 +363,131 @@ static unsafe class ReduceKernels
         return r;
     }
 
+    /// <summary>(Σ(x−m)², Σ(x−m)) over a contiguous run, 8 float64 lanes.</summary>
+    internal static (double S, double C) SquaredDeviationsF32(float* p, int n, double m)
+    {
+        int i = 0;
+        double s = 0, c = 0;
+        if (n >= 8)
+        {
+            var mv = Vector256.Create(m);
+            Vector256<double> s0 = default, s1 = default, c0 = default, c1 = default;
+            for (; i <= n - 8; i += 8)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(p + i));
+                lo -= mv; hi -= mv;
+                s0 += lo * lo; s1 += hi * hi; c0 += lo; c1 += hi;
+            }
+            s = HorizontalSum(s0 + s1); c = HorizontalSum(c0 + c1);
+        }
+        for (; i < n; i++) { double d = p[i] - m; s += d * d; c += d; }
+        return (s, c);
+    }
+
+    internal static (double S, double C) SquaredDeviationsF64(double* p, int n, double m)
+    {
+        int i = 0;
+        double s = 0, c = 0;
+        if (n >= 8)
+        {
+            var mv = Vector256.Create(m);
+            Vector256<double> s0 = default, s1 = default, c0 = default, c1 = default;
+            for (; i <= n - 8; i += 8)
+            {
+                var lo = Vector256.Load(p + i) - mv;
+                var hi = Vector256.Load(p + i + 4) - mv;
+                s0 += lo * lo; s1 += hi * hi; c0 += lo; c1 += hi;
+            }
+            s = HorizontalSum(s0 + s1); c = HorizontalSum(c0 + c1);
+        }
+        for (; i < n; i++) { double d = p[i] - m; s += d * d; c += d; }
+        return (s, c);
+    }
+
+    /// <summary>Σ e^(x−m) over a contiguous run, with the vectorized float64 exponential.</summary>
+    internal static double ExpSumF32(float* p, int n, double m)
+    {
+        int i = 0;
+        double s = 0;
+        if (n >= 8)
+        {
+            var mv = Vector256.Create(m);
+            Vector256<double> s0 = default, s1 = default;
+            for (; i <= n - 8; i += 8)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(p + i));
+                s0 += Vector256.Exp(lo - mv); s1 += Vector256.Exp(hi - mv);
+            }
+            s = HorizontalSum(s0 + s1);
+        }
+        for (; i < n; i++) s += Math.Exp(p[i] - m);
+        return s;
+    }
+
+    internal static double ExpSumF64(double* p, int n, double m)
+    {
+        int i = 0;
+        double s = 0;
+        if (n >= 8)
+        {
+            var mv = Vector256.Create(m);
+            Vector256<double> s0 = default, s1 = default;
+            for (; i <= n - 8; i += 8)
+            {
+                s0 += Vector256.Exp(Vector256.Load(p + i) - mv); s1 += Vector256.Exp(Vector256.Load(p + i + 4) - mv);
+            }
+            s = HorizontalSum(s0 + s1);
+        }
+        for (; i < n; i++) s += Math.Exp(p[i] - m);
+        return s;
+    }
+
+    /// <summary>
+    /// The first extremum of a contiguous run and its index, PyTorch's rule (the first NaN wins; ties keep the first):
+    /// one vector pass for the extremum and any NaN, a second for the first element equal to it (so −0 and +0, which
+    /// compare equal, resolve to the first of them, as the scalar walk does).
+    /// </summary>
+    internal static (double Value, int Index) Extremum<TF, TOrder>(TF* p, int n)
+        where TF : unmanaged, IBinaryFloatingPointIeee754<TF> where TOrder : struct, IOrder
+    {
+        int lanes = Vector256<TF>.Count, i = lanes;
+        var best = Vector256.Load(p);
+        var nan = ~Vector256.Equals(best, best);
+        for (; i <= n - lanes; i += lanes)
+        {
+            var v = Vector256.Load(p + i);
+            nan |= ~Vector256.Equals(v, v);
+            best = Vector256.ConditionalSelect(typeof(TOrder) == typeof(Greater) ? Vector256.GreaterThan(v, best) : Vector256.LessThan(v, best), v, best);
+        }
+        bool anyNaN = nan != Vector256<TF>.Zero;
+        TF m = best.GetElement(0);
+        for (int k = 1; k < lanes; k++) if (Beats<TF, TOrder>(best.GetElement(k), m)) m = best.GetElement(k);
+        for (; i < n; i++)
+        {
+            if (TF.IsNaN(p[i])) anyNaN = true;
+            else if (Beats<TF, TOrder>(p[i], m)) m = p[i];
+        }
+        if (anyNaN)
+        {
+            for (int k = 0; k < n; k++) if (TF.IsNaN(p[k])) return (double.NaN, k);
+        }
+        var mv = Vector256.Create(m);
+        for (i = 0; i <= n - lanes; i += lanes)
+        {
+            uint bits = Vector256.Equals(Vector256.Load(p + i), mv).ExtractMostSignificantBits();
+            if (bits != 0) { int k = i + BitOperations.TrailingZeroCount(bits); return (double.CreateTruncating(p[k]), k); }
+        }
+        for (; i < n; i++) if (p[i] == m) return (double.CreateTruncating(p[i]), i);
+        return (double.CreateTruncating(m), 0); // unreachable: m is one of the elements
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool Beats<TF, TOrder>(TF a, TF b) where TF : IBinaryFloatingPointIeee754<TF> where TOrder : struct, IOrder =>
+        typeof(TOrder) == typeof(Greater) ? a > b : a < b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double HorizontalSum(Vector256<double> v) => (v.GetElement(0) + v.GetElement(1)) + (v.GetElement(2) + v.GetElement(3));
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static bool IsInteger<T>() => typeof(T) == typeof(int) || typeof(T) == typeof(long) || typeof(T) == typeof(bool);
 
@@ -478,6 +604,13 @@ unsafe struct ExtremumAcc<TOrder> : IAccumulator<ExtremumAcc<TOrder>> where TOrd
     public void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>
     {
         if (n <= 0) return;
+        if (stride == 1 && n >= 32 && (typeof(T) == typeof(float) || typeof(T) == typeof(double)))
+        {
+            var (v, k) = typeof(T) == typeof(float) ? ReduceKernels.Extremum<float, TOrder>((float*)p, n) : ReduceKernels.Extremum<double, TOrder>((double*)p, n);
+            if (!Has) { V = v; L = 0; Index = first + k; Has = true; }
+            else if (!double.IsNaN(V) && (double.IsNaN(v) || TOrder.Beats(v, V))) { V = v; Index = first + k; }
+            return;
+        }
         int i = 0;
         if (!Has) { V = TE.ToDouble(p[0]); L = typeof(T) == typeof(long) ? ReduceKernels.ToLong(p[0]) : 0; Index = first; Has = true; i = 1; }
         if (typeof(T) == typeof(long))
@@ -573,6 +706,12 @@ unsafe struct SquaredDeviationAcc : IAccumulator<SquaredDeviationAcc>
 
     public void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>
     {
+        if (stride == 1 && (typeof(T) == typeof(float) || typeof(T) == typeof(double)))
+        {
+            var (ds, dc) = typeof(T) == typeof(float) ? ReduceKernels.SquaredDeviationsF32((float*)p, n, Mean) : ReduceKernels.SquaredDeviationsF64((double*)p, n, Mean);
+            S += ds; C += dc;
+            return;
+        }
         double m = Mean, s = S, c = C;
         for (int i = 0; i < n; i++)
         {
@@ -599,6 +738,8 @@ unsafe struct ExpSumAcc : IAccumulator<ExpSumAcc>
 
     public void Add<T, TE>(T* p, long stride, int n, long first) where T : unmanaged where TE : struct, IElement<T>
     {
+        if (stride == 1 && typeof(T) == typeof(float)) { S += ReduceKernels.ExpSumF32((float*)p, n, M); return; }
+        if (stride == 1 && typeof(T) == typeof(double)) { S += ReduceKernels.ExpSumF64((double*)p, n, M); return; }
         double m = M, s = S;
         for (int i = 0; i < n; i++) s += Math.Exp(TE.ToDouble(p[i * stride]) - m);
         S = s;
