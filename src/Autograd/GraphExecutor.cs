@@ -103,6 +103,7 @@ internal sealed class GraphExecutor
 
     void Run(Tensor[] roots, Tensor[] rootGrads)
     {
+        using var autocastOff = AutocastDispatch.Suspend(); // gradients keep the forward's dtypes, as PyTorch's
         try
         {
             Discover(roots);

@@ -78,7 +78,11 @@ public sealed partial class Tensor
     /// <summary>a / b, broadcast (true division: integer operands give float32).</summary>
     public Tensor Div(Tensor other) => BinaryOp(new DivOp(), this, other, true, true, trueDivision: true);
     /// <summary>aᵇ, broadcast.</summary>
-    public Tensor Pow(Tensor exponent) => BinaryOp(new PowOp(), this, exponent, true, true);
+    public Tensor Pow(Tensor exponent)
+    {
+        if (AutocastDispatch.TryAutocast("Pow", this, exponent, out var ac)) using (ac) return ac[0].Pow(ac[1]);
+        return BinaryOp(new PowOp(), this, exponent, true, true);
+    }
     /// <summary>Elementwise maximum (NaN propagates).</summary>
     public Tensor Maximum(Tensor other) => BinaryOp(new MaximumOp(), this, other, true, true);
     /// <summary>Elementwise minimum (NaN propagates).</summary>

@@ -100,7 +100,7 @@ public sealed partial class Tensor
         }
         // Apply saves its input for backward; the commit would overwrite it, so compute from a copy.
         using var self = Clone();
-        return CommitInPlace(self.Apply(op, floatResult: false));
+        return CommitInPlace(self.ApplyCore(op, floatResult: false));
     }
 
     /// <summary>Applies a unary op in place (as PyTorch's <c>gelu_</c>, <c>exp_</c>...). Returns this.</summary>

@@ -24,6 +24,7 @@ public sealed partial class Tensor
     public Tensor CrossEntropy(Tensor target, Reduction reduction = Reduction.Mean, long ignoreIndex = -100, double labelSmoothing = 0.0)
     {
         const string op = "CrossEntropy";
+        if (AutocastDispatch.TryAutocast(op, this, target, out var ac)) using (ac) return ac[0].CrossEntropy(ac[1], reduction, ignoreIndex, labelSmoothing);
         var (rows, cols) = CheckCrossEntropy(op, this, target, labelSmoothing);
         var acc = DType == DType.Float64 ? DType.Float64 : DType.Float32;
         using var xd = ClassLastDense(this);
@@ -113,6 +114,7 @@ public sealed partial class Tensor
     public Tensor MseLoss(Tensor target, Reduction reduction = Reduction.Mean)
     {
         const string op = "MseLoss";
+        if (AutocastDispatch.TryAutocast(op, this, target, out var ac)) using (ac) return ac[0].MseLoss(ac[1], reduction);
         if (!Layout.Shape.AsSpan().SequenceEqual(target.Layout.Shape))
             throw new ShapeException(op, $"input {Describe()} and target {target.Describe()} must have one shape");
         CheckSameDevice(op, this, target);

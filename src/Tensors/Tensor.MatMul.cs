@@ -10,6 +10,7 @@ public sealed partial class Tensor
     public Tensor MatMul(Tensor other)
     {
         const string op = "MatMul";
+        if (AutocastDispatch.TryAutocast(op, this, other, out var ac)) using (ac) return ac[0].MatMul(ac[1]);
         CheckSameDevice(op, this, other);
         if (Rank == 0 || other.Rank == 0)
             throw new ShapeException(op, $"both arguments to MatMul need to be at least 1-D, got {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)}");

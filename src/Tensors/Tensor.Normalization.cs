@@ -43,6 +43,8 @@ public sealed partial class Tensor
 
     Tensor NormForward(string op, int[] normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms)
     {
+        if (AutocastDispatch.TryAutocast(op, this, weight, bias, out var ac))
+            using (ac) return ac[0].NormForward(op, normalizedShape, ac.Optional(1), ac.Optional(2), eps, rms);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point input, got {Describe()}");
         int k = CheckNormalizedShape(op, normalizedShape);
         CheckNormParameter(op, "weight", weight, normalizedShape);

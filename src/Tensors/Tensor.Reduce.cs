@@ -89,6 +89,7 @@ public sealed partial class Tensor
     /// </summary>
     public Tensor Sum(int[] dims, bool keepDim = false)
     {
+        if (AutocastDispatch.TryAutocast("Sum", this, out var ac)) using (ac) return ac[0].Sum(dims, keepDim);
         var d = ReductionDims("Sum", dims);
         if (!DType.IsFloatingPoint() && DType != DType.Int64)
         {
@@ -203,6 +204,7 @@ public sealed partial class Tensor
     /// </summary>
     public Tensor LogSumExp(int[] dims, bool keepDim = false)
     {
+        if (AutocastDispatch.TryAutocast("LogSumExp", this, out var ac)) using (ac) return ac[0].LogSumExp(dims, keepDim);
         if (!DType.IsFloatingPoint())
         {
             ReductionDims("LogSumExp", dims);
@@ -221,6 +223,7 @@ public sealed partial class Tensor
     /// </summary>
     public Tensor Norm(double p = 2, int[]? dims = null, bool keepDim = false)
     {
+        if (AutocastDispatch.TryAutocast("Norm", this, out var ac)) using (ac) return ac[0].Norm(p, dims, keepDim);
         if (!DType.IsFloatingPoint())
             throw new DTypeException("Norm", $"expected a floating point tensor as input, got {DType.Name()}");
         if (double.IsNaN(p)) throw new EngineException("Norm", "p must not be NaN");

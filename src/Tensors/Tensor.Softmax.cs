@@ -17,6 +17,7 @@ public sealed partial class Tensor
     Tensor SoftmaxForward(int dim, bool log)
     {
         string op = log ? "LogSoftmax" : "Softmax";
+        if (AutocastDispatch.TryAutocast(op, this, out var ac)) using (ac) return ac[0].SoftmaxForward(dim, log);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {Describe()}");
         int d = Engine.Shape.NormalizeDim(dim, Rank, op);
         using var xd = DimLastDense(this, d, DType);

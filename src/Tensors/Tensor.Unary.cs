@@ -6,9 +6,17 @@ public sealed partial class Tensor
 {
     /// <summary>
     /// Applies a unary op. Integer and Bool inputs of a float-valued function are promoted to float32 first (as
-    /// PyTorch's <c>exp</c> of an int tensor). Recorded for autograd with the op's derivative.
+    /// PyTorch's <c>exp</c> of an int tensor). Recorded for autograd with the op's derivative. Inside an autocast
+    /// region the policy table decides the compute dtype by the op's name (Exp, Log, PowScalar, Rsqrt run in float32).
     /// </summary>
     public Tensor Apply<TOp>(TOp op, bool floatResult = true) where TOp : struct, IDifferentiableUnaryOp
+    {
+        if (AutocastDispatch.TryAutocast(op.Name, this, out var ac)) using (ac) return ac[0].Apply(op, floatResult);
+        return ApplyCore(op, floatResult);
+    }
+
+    /// <summary>Apply without autocast: what in-place ops use (they keep their tensor's dtype).</summary>
+    internal Tensor ApplyCore<TOp>(TOp op, bool floatResult = true) where TOp : struct, IDifferentiableUnaryOp
     {
         if (floatResult && !DType.IsFloatingPoint())
         {

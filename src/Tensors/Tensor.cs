@@ -19,6 +19,7 @@ public sealed partial class Tensor : IDisposable
         storage.AddRef();
         _storage = storage;
         Layout = layout;
+        AutocastDType = AutocastDispatch.RegionDTypeFor(storage.Device);
         DisposeScope.Current?.Add(this);
     }
 
@@ -30,6 +31,9 @@ public sealed partial class Tensor : IDisposable
 
     /// <summary>The device holding the data.</summary>
     public Device Device => Storage.Device;
+
+    /// <summary>The autocast dtype of the region this tensor was produced in (null outside autocast): how the AMP gradient scaler tells a bfloat16 loss from a float16 one.</summary>
+    public DType? AutocastDType { get; internal set; }
 
     /// <summary>The buffer; throws <see cref="DisposedTensorException"/> after <see cref="Dispose"/>.</summary>
     public Storage Storage => _storage ?? throw new DisposedTensorException("Tensor");

@@ -701,6 +701,25 @@ public class NnTests
         return x < 0 ? -r : r;
     }
 
+    sealed class PassThrough : Module
+    {
+        public override Tensor Forward(Tensor input) => input;
+    }
+
+    [Test]
+    public void SequentialKeepsATensorALayerHandsBack()
+    {
+        using var seq = new Sequential(new Linear(3, 4, generator: new Generator(1)), new PassThrough(), new ReLU());
+        using var x = Tensor.Ones([2, 3]);
+        using var y = seq.Forward(x);
+        Assert.That(y.Shape, Is.EqualTo(new[] { 2, 4 }));
+        Assert.That(D(y).All(v => v >= 0), Is.True);
+        using var only = new Sequential(new PassThrough());
+        using var z = only.Forward(x);
+        Assert.That(z, Is.Not.SameAs(x));
+        Assert.That(x.IsDisposed, Is.False);
+    }
+
     [Test]
     public void SequentialChainsAndReturnsAFreshTensor()
     {

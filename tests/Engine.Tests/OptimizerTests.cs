@@ -221,6 +221,36 @@ public class OptimizerTests
         Assert.That(opt.StateDict().Tensors["state.0.exp_avg"].DType, Is.EqualTo(DType.Float32));
     }
 
+    [TestCase(DType.Float16)]
+    [TestCase(DType.BFloat16)]
+    public void HalfParametersKeepHalfMomentsAndRoundOnce(DType dt)
+    {
+        // Reference: the update in double from the stored (rounded) values, each result rounded once to the dtype.
+        var p = P0.Select(v => Ref.RoundTo(v, dt)).ToArray();
+        var m = new double[3];
+        var v2 = new double[3];
+        var want = new List<double[]>();
+        for (int k = 0; k < 3; k++)
+        {
+            int t = k + 1;
+            for (int i = 0; i < 3; i++)
+            {
+                double g = Grads[k][i], x = p[i] * (1 - 0.1 * 0.01);
+                double mi = 0.9 * m[i] + 0.1 * g, vi = 0.999 * v2[i] + 0.001 * g * g;
+                x -= 0.1 / (1 - Math.Pow(0.9, t)) * mi / (Math.Sqrt(vi) / Math.Sqrt(1 - Math.Pow(0.999, t)) + 1e-8);
+                m[i] = Ref.RoundTo(mi, dt); v2[i] = Ref.RoundTo(vi, dt); p[i] = Ref.RoundTo(x, dt);
+            }
+            want.Add((double[])p.Clone());
+        }
+        using var param = Param(dt);
+        using var opt = new AdamW([param], lr: 0.1, weightDecay: 0.01);
+        var got = Run(opt, param);
+        var (rtol, atol) = Ref.Tol(dt);
+        AssertSteps(got, want, $"{dt} AdamW", rtol, atol);
+        Assert.That(opt.StateDict().Tensors["state.0.exp_avg_sq"].DType, Is.EqualTo(dt));
+        Ref.AssertClose(D(opt.StateDict().Tensors["state.0.exp_avg_sq"]), v2, rtol, atol, $"{dt} second moment");
+    }
+
     [Test]
     public void LearningRateIsSettableBetweenSteps()
     {
@@ -348,8 +378,49 @@ public class OptimizerTests
         var bad = new OptimizerState(new OrderedDictionary<string, Tensor>(), new Dictionary<string, double>());
         using var z = Tensor.Zeros([3]);
         bad.Tensors["state.7.exp_avg"] = z;
+        bad.Tensors["state.0." + (kind == "adamw" ? "exp_avg" : "momentum_buffer")] = z;
+        var keep = optA.StateDict().Tensors.ToDictionary(kv => kv.Key, kv => D(kv.Value));
         var e = Assert.Throws<EngineException>(() => optA.LoadStateDict(bad));
         Assert.That(e!.Message, Does.Contain("state.7.exp_avg"));
+        var now = optA.StateDict().Tensors.ToDictionary(kv => kv.Key, kv => D(kv.Value));
+        Assert.That(now, Is.EqualTo(keep), "a failed load changes nothing");
+        var badGroup = new OptimizerState(new OrderedDictionary<string, Tensor>(), new Dictionary<string, double> { ["param_groups.3.lr"] = 1 });
+        Assert.Throws<EngineException>(() => optA.LoadStateDict(badGroup));
+
+        // Loading replaces the state: an empty state is a fresh start (as PyTorch's load_state_dict).
+        optA.LoadStateDict(new OptimizerState(new OrderedDictionary<string, Tensor>(), new Dictionary<string, double>()));
+        Assert.That(optA.StateDict().Tensors, Is.Empty);
+        Assert.That(optA.ParamGroups[0].Lr, Is.EqualTo(0.05), "options not in the state are kept");
+    }
+
+    [Test]
+    public void GradientViewsAreAccepted()
+    {
+        // A gradient that is a view (contiguous with an offset, or strided) is read through a dense copy.
+        using var p = Param();
+        using var q = Param();
+        using var optP = new Adam([p], lr: 0.1);
+        using var optQ = new Adam([q], lr: 0.1);
+        for (int k = 0; k < 3; k++)
+        {
+            var buf = new double[8];
+            for (int i = 0; i < 3; i++) buf[4 + i] = Grads[k][i];
+            using var big = Tensor.FromArray(buf);
+            p.Grad?.Dispose();
+            p.Grad = big.Narrow(0, 4, 3); // offset 4 into a storage of 8
+            var sbuf = new double[7];
+            for (int i = 0; i < 3; i++) sbuf[1 + 2 * i] = Grads[k][i];
+            using var sbig = Tensor.FromArray(sbuf);
+            NnTestUtil.SetGrad(q, Grads[k]);
+            optP.Step();
+            optQ.Step();
+            Assert.That(NnTestUtil.BitsOf(D(p)), Is.EqualTo(NnTestUtil.BitsOf(D(q))), $"offset view, step {k + 1}");
+            p.Grad.Dispose();
+            p.Grad = sbig.Slice(0, 1, 7, 2);
+            Assert.That(p.Grad.IsContiguous, Is.False);
+        }
+        optP.ZeroGrad(); optQ.ZeroGrad();
+        AssertSteps([D(q)], [AdamByHand([0.1, 0.1, 0.1], 0.9, 0.999, 1e-8, 0, false)[2]], "reference");
     }
 
     // ---------------------------------------------------------------- AMP inputs
@@ -541,15 +612,27 @@ public class OptimizerTests
     }
 
     [Test]
-    public void ClipGradNormOnFloat64GradientsKeepsTheirDType()
+    public void ClipGradNormOnFloat64GradientsKeepsTheirPrecision()
     {
         using var a = Tensor.Zeros([4], DType.Float64, requiresGrad: true);
+        using var b = Tensor.Zeros([1], DType.Float32, requiresGrad: true);
         NnTestUtil.SetGrad(a, [1.0, 2.0, 2.0, 4.0]); // norm 5
-        using var n = ClipGrad.ClipGradNorm([a], 2.5);
-        Assert.That(n.Item(), Is.EqualTo(5.0).Within(1e-6));
+        using (var n = ClipGrad.ClipGradNorm([a], 2.5))
+        {
+            Assert.That(n.DType, Is.EqualTo(DType.Float64));
+            Assert.That(n.Item(), Is.EqualTo(5.0).Within(1e-15));
+        }
         Assert.That(a.Grad!.DType, Is.EqualTo(DType.Float64));
-        Ref.AssertClose(D(a.Grad!), [0.5, 1.0, 1.0, 2.0], 1e-6, 1e-7, "float64 clipped");
-        a.Grad.Dispose(); a.Grad = null;
+        Ref.AssertClose(D(a.Grad!), new[] { 0.5, 1.0, 1.0, 2.0 }.Select(v => v * 5 / (5 + 1e-6)).ToArray(), 1e-14, 1e-15, "float64 clipped");
+
+        // Beyond float32's range: the norm is still finite and the gradients are scaled, not turned into NaN.
+        NnTestUtil.SetGrad(a, [3e100, 4e100, 0, 0]);
+        NnTestUtil.SetGrad(b, [0.0]);
+        using (var n = ClipGrad.ClipGradNorm([a, b], 1.0))
+            Assert.That(n.Item(), Is.EqualTo(5e100).Within(1e86));
+        Ref.AssertClose(D(a.Grad!), [0.6, 0.8, 0, 0], 1e-12, 1e-15, "huge float64 gradients clipped");
+        Assert.That(D(b.Grad!), Is.EqualTo(new[] { 0.0 }));
+        a.Grad!.Dispose(); a.Grad = null; b.Grad!.Dispose(); b.Grad = null;
     }
 
     // ---------------------------------------------------------------- data loading

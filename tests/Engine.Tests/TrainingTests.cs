@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Graph;
 using Engine.Nn;
@@ -11,6 +12,7 @@ namespace Engine.Tests;
 /// End-to-end acceptance: small models trained from scratch on the CPU must reach a fixed accuracy with fixed seeds.
 /// They run in CI, so they are sized to take a few seconds on two cores.
 /// </summary>
+[NonParallelizable] // sets the process-wide thread count and counts process-wide storages
 public class TrainingTests
 {
     [SetUp]
@@ -163,7 +165,7 @@ public class TrainingTests
         var (train, test) = SortData(test: 150, seed: 11);
         using var model = SortModel();
         using var opt = SortOptimizer(model, 5e-3);
-        const int steps = 300, batch = 64;
+        const int steps = 200, batch = 64;
         var sched = new WarmupCosineLr(opt, warmupSteps: 20, totalSteps: steps, minLr: 2e-4);
         var rng = new Random(5);
         double loss = double.NaN;
@@ -189,6 +191,31 @@ public class TrainingTests
         double acc = exact / (double)test.Length;
                 TestContext.Out.WriteLine($"sort: {steps} steps of {batch}, final loss {loss:F4}, held-out exact match {acc:P1} ({exact}/{test.Length}), training {trainTime}, total {sw}");
         Assert.That(acc, Is.GreaterThanOrEqualTo(0.95), "held-out exact-match accuracy");
+    }
+
+    [Test]
+    public void ATrainingRunReturnsEveryStorage()
+    {
+        static long Settle()
+        {
+            for (int i = 0; i < 3; i++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+            return Storage.LiveCount(DeviceType.Cpu);
+        }
+        long before = Settle();
+        var (train, test) = SortData(test: 4, seed: 3);
+        using (var model = SortModel(dModel: 16))
+        using (var opt = SortOptimizer(model, 1e-3))
+        {
+            var sched = new WarmupCosineLr(opt, 2, 6);
+            var rng = new Random(1);
+            for (int step = 0; step < 6; step++) { SortStep(model, opt, Sample(train, 8, rng)); sched.Step(); }
+            var saved = opt.StateDict();
+            opt.LoadStateDict(saved with { Tensors = new OrderedDictionary<string, Tensor>(saved.Tensors) });
+            using var prompt = Tensor.FromArray(test.SelectMany(t => t).ToArray(), [4, SortLen]);
+            using var done = model.Generate(prompt, SortLen, temperature: 1.0, seed: 2);
+            opt.ZeroGrad();
+        }
+        Assert.That(Settle(), Is.EqualTo(before), "every storage created by the run is returned once the model and optimizer are disposed");
     }
 
     [Test]

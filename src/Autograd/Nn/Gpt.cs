@@ -99,7 +99,7 @@ public sealed class Gpt : Module
                 int len = Math.Min(seqs[0].Count, Config.ContextLength);
                 var ctx = seqs.SelectMany(s => s.Skip(s.Count - len)).ToArray();
                 using var scope = Tensor.NewScope();
-                var logits = Forward(Tensor.FromArray(ctx, [rows, len]));
+                var logits = Forward(Tensor.FromArray(ctx, [rows, len], prompt.Device));
                 var last = logits.Select(1, len - 1).ToArray<double>();
                 using var u = Tensor.Rand([rows], DType.Float64, null, gen);
                 var draws = u.ToArray<double>();

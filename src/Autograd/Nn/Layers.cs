@@ -179,7 +179,8 @@ public sealed class Sequential : Module
         foreach (var l in _layers)
         {
             var y = l.Forward(x);
-            if (!ReferenceEquals(x, input)) x.Dispose();
+            // Intermediate results are ours to free, unless a layer handed back the very tensor it was given.
+            if (!ReferenceEquals(x, input) && !ReferenceEquals(x, y)) x.Dispose();
             x = y;
         }
         return ReferenceEquals(x, input) ? input.To(input.DType) : x;

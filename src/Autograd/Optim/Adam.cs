@@ -46,7 +46,7 @@ public class Adam : Optimizer
             state["step"] = Tensor.Zeros([], DType.Float32, p.Device).DetachFromScopes();
         }
         var config = new AdamConfig(Opt(g, "lr"), Opt(g, "beta1"), Opt(g, "beta2"), Opt(g, "eps"), Opt(g, "weight_decay"), _decoupled);
-        using var gc = grad.IsContiguous && grad.Layout.Offset == 0 && grad.Storage.Count == grad.Numel ? grad.Detach() : grad.Contiguous();
+        using var gc = DenseGrad(grad);
         Tensor.AdamUpdate(p, gc, m, state["exp_avg_sq"], state["step"], config, invScale, foundInf);
     }
 }

@@ -120,28 +120,44 @@ public abstract class Optimizer : IDisposable
         return new OptimizerState(tensors, scalars);
     }
 
-    /// <summary>Restores state saved by <see cref="StateDict"/> for the same parameters in the same order (values are copied).</summary>
+    /// <summary>
+    /// Restores state saved by <see cref="StateDict"/> for the same parameters in the same order: the state is replaced
+    /// (parameters absent from <paramref name="state"/> start afresh, as PyTorch's) by copies of the given tensors, and
+    /// the group hyper-parameters are set. Every key is checked first, so a bad key throws and changes nothing.
+    /// </summary>
     public void LoadStateDict(OptimizerState state)
     {
         var ps = AllParams.ToList();
-        using var _ = GradMode.NoGrad();
+        var parsed = new List<(int Index, string Name, Tensor Value)>();
         foreach (var (name, t) in state.Tensors)
         {
             var parts = name.Split('.', 3);
             if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int i) || i < 0 || i >= ps.Count)
                 throw new EngineException("LoadStateDict", $"unexpected optimizer state key '{name}' for {ps.Count} parameters");
-            var s = StateOf(ps[i]);
-            if (s.TryGetValue(parts[2], out var existing)) existing.Dispose();
-            using var moved = t.To(ps[i].Device);
-            var copy = moved.Clone().DetachFromScopes();
-            s[parts[2]] = copy;
+            parsed.Add((i, parts[2], t));
         }
+        var options = new List<(int Group, string Name, double Value)>();
         foreach (var (name, v) in state.Scalars)
         {
             var parts = name.Split('.', 3);
-            if (parts.Length == 3 && parts[0] == "param_groups" && int.TryParse(parts[1], out int g) && g >= 0 && g < ParamGroups.Count)
-                ParamGroups[g].Options[parts[2]] = v;
+            if (parts.Length != 3 || parts[0] != "param_groups") continue; // optimizer-level values of other optimizers
+            if (!int.TryParse(parts[1], out int g) || g < 0 || g >= ParamGroups.Count)
+                throw new EngineException("LoadStateDict", $"state key '{name}' names a parameter group this optimizer does not have ({ParamGroups.Count} groups)");
+            options.Add((g, parts[2], v));
         }
+
+        using var _ = GradMode.NoGrad();
+        var loaded = new Dictionary<Tensor, Dictionary<string, Tensor>>(ReferenceEqualityComparer.Instance);
+        foreach (var (i, n, t) in parsed)
+        {
+            if (!loaded.TryGetValue(ps[i], out var s)) loaded[ps[i]] = s = [];
+            using var moved = t.To(ps[i].Device);
+            s[n] = moved.Clone().DetachFromScopes();
+        }
+        foreach (var s in _state.Values) foreach (var t in s.Values) t.Dispose();
+        _state.Clear();
+        foreach (var (p, s) in loaded) _state[p] = s;
+        foreach (var (g, n, v) in options) ParamGroups[g].Options[n] = v;
     }
 
     /// <summary>Frees the state tensors.</summary>
@@ -154,6 +170,13 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>A new state tensor of zeros like <paramref name="p"/>, outside any dispose scope.</summary>
     protected static Tensor StateZeros(Tensor p, DType? dtype = null) => Tensor.Zeros(p.Shape, dtype ?? p.DType, p.Device).DetachFromScopes();
+
+    /// <summary>
+    /// The gradient as the fused kernels take it: a whole contiguous tensor (offset 0, a storage of exactly its
+    /// elements). A handle on the gradient itself when it already is one, else a dense copy. The caller disposes it.
+    /// </summary>
+    protected static Tensor DenseGrad(Tensor grad) =>
+        grad.IsContiguous && grad.Layout.Offset == 0 && grad.Storage.Count == grad.Numel ? grad.Detach() : grad.Detach().Clone();
 
     /// <summary>The options of a group as given to <c>torch.optim</c> (betas are split into beta1 and beta2).</summary>
     protected static double Opt(ParamGroup g, string name) => g.Options[name];

@@ -33,7 +33,7 @@ public sealed class Sgd : Optimizer
             initialized = state.TryGetValue("momentum_buffer", out buf);
             if (!initialized) state["momentum_buffer"] = buf = StateZeros(p);
         }
-        using var gc = grad.IsContiguous && grad.Layout.Offset == 0 && grad.Storage.Count == grad.Numel ? grad.Detach() : grad.Contiguous();
+        using var gc = DenseGrad(grad);
         Tensor.SgdUpdate(p, gc, buf, initialized, config, invScale, foundInf);
         // Known gap: if the very first step is skipped by the AMP scaler, the next step treats the zero buffer as
         // initialized, which differs from PyTorch only when dampening is nonzero.

@@ -131,6 +131,23 @@ public interface IBackend
     /// </summary>
     void SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf);
 
+    /// <summary>
+    /// The AMP gradient scaler's fused check: multiplies every element of every gradient (contiguous storages of any
+    /// float dtype; Float32, Float16 and BFloat16 compute in float32, Float64 in float64, rounding once) by
+    /// <paramref name="invScale"/> (one Float32 element) and sets <paramref name="foundInf"/> (one Float32 element) to
+    /// 1 when any value is Inf or NaN; it never resets it. Reads nothing back to the host. As PyTorch's
+    /// <c>_amp_foreach_non_finite_check_and_unscale_</c>; implementations count the call in <see cref="AmpKernelCounters"/>.
+    /// </summary>
+    void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale);
+
+    /// <summary>
+    /// The AMP scale update, as PyTorch's <c>_amp_update_scale_</c>, on the device: when <paramref name="foundInf"/> is
+    /// nonzero, scale ← scale·backoff and the tracker (one Int32 element) ← 0; otherwise the tracker counts the clean
+    /// step and, on reaching <paramref name="growthInterval"/>, scale ← scale·growth (only if that is finite) and the
+    /// tracker ← 0. scale and foundInf are one Float32 element each. Implementations count the call.
+    /// </summary>
+    void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval);
+
     /// <summary>Blocks until all queued work is done (a no-op on the CPU).</summary>
     void Synchronize();
 }

@@ -2,9 +2,9 @@ namespace Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    // Optimizer updates in float64 for Float64 parameters and float32 otherwise (the parameter is read, updated and
-    // rounded once); moments are stored in the parameter's dtype. Each element is independent, so chunks run in
-    // parallel without changing results.
+    // Optimizer updates computed in double for every dtype from the stored values (parameter, gradient, moments),
+    // each result rounded once on store; moments are stored in the parameter's dtype. Each element is independent,
+    // so chunks run in parallel without changing results.
 
     /// <inheritdoc/>
     public void AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf)

@@ -73,7 +73,7 @@ sealed class ReducePlan
         return off;
     }
 
-    /// <summary>The stride between consecutive outputs when the innermost kept dim is the only one that varies fastest.</summary>
+    /// <summary>The x stride of the innermost kept dim: the distance between neighbouring outputs' blocks (0 when there is none).</summary>
     public long LastOuterStride => _outerShape.Length == 0 ? 0 : _outerStrides[^1];
 
     /// <summary>Extent of the innermost kept dim (1 when there is none).</summary>
@@ -210,6 +210,13 @@ static unsafe class ReduceKernels
                 partial[k] = acc;
             }
         });
+        MergeChunks<TAcc, TSink>(partial, outs, chunks, sink);
+    }
+
+    /// <summary>Combines each output's chunk accumulators in chunk order and stores the result.</summary>
+    static void MergeChunks<TAcc, TSink>(TAcc[] partial, long outs, long chunks, TSink sink)
+        where TAcc : struct, IAccumulator<TAcc> where TSink : struct, IReduceSink<TAcc>
+    {
         for (long o = 0; o < outs; o++)
         {
             var acc = partial[o * chunks];
@@ -220,7 +227,7 @@ static unsafe class ReduceKernels
 
     /// <summary>
     /// The walk for blocks whose elements lie far apart while neighbouring outputs lie close (reducing a leading dim
-    /// of a row-major tensor): tiles of <see cref="Tile"/> neighbouring outputs advance through their blocks together,
+    /// of a row-major tensor): tiles of up to <see cref="Tile"/> neighbouring outputs advance through their blocks together,
     /// each reading a short contiguous run per block position. Each output still adds its elements in block order,
     /// and long blocks are chunked as in the row walk.
     /// </summary>
@@ -230,17 +237,19 @@ static unsafe class ReduceKernels
         long outs = p.OuterCount, n = p.BlockSize;
         int lanes = p.LastOuterSize;
         long laneStride = p.LastOuterStride;
-        long groups = outs / lanes, tiles = (lanes + Tile - 1) / Tile;
+        // A tile's accumulators stay within 64 KiB (L2, and clear of the large-object heap).
+        int tile = Math.Min(lanes, Math.Min(Tile, (64 << 10) / Unsafe.SizeOf<TAcc>()));
+        long groups = outs / lanes, tiles = (lanes + tile - 1) / tile;
         long chunks = n <= Chunk ? 1 : (n + Chunk - 1) / Chunk;
         var partial = chunks > 1 ? new TAcc[outs * chunks] : null;
-        long grain = Math.Max(1, GrainElements / (Math.Min(n, Chunk) * Math.Min(lanes, Tile)));
+        long grain = Math.Max(1, GrainElements / (Math.Min(n, Chunk) * tile));
         CpuParallel.For(groups * tiles * chunks, grain, (s, e) =>
         {
-            var accs = new TAcc[Tile];
+            var accs = new TAcc[tile];
             for (long k = s; k < e; k++)
             {
                 long c = k % chunks, gt = k / chunks, g = gt / tiles;
-                int j0 = (int)(gt % tiles) * Tile, w = Math.Min(Tile, lanes - j0);
+                int j0 = (int)(gt % tiles) * tile, w = Math.Min(tile, lanes - j0);
                 long o0 = g * lanes + j0;
                 for (int q = 0; q < w; q++) accs[q] = sink.Seed(o0 + q);
                 AccumulateColumns<T, TE, TAcc>(x + p.OuterOffset(o0), laneStride, w, p.Block, c * Chunk, Math.Min(n, (c + 1) * Chunk), accs);
@@ -248,13 +257,7 @@ static unsafe class ReduceKernels
                 else for (int q = 0; q < w; q++) partial[(o0 + q) * chunks + c] = accs[q];
             }
         });
-        if (partial is null) return;
-        for (long o = 0; o < outs; o++)
-        {
-            var acc = partial[o * chunks];
-            for (long c = 1; c < chunks; c++) acc.Merge(partial[o * chunks + c]);
-            sink.Store(o, acc);
-        }
+        if (partial is not null) MergeChunks<TAcc, TSink>(partial, outs, chunks, sink);
     }
 
     static void AccumulateColumns<T, TE, TAcc>(T* first, long laneStride, int w, StridedPlan plan, long a, long b, TAcc[] accs)
@@ -301,8 +304,9 @@ static unsafe class ReduceKernels
         }
     }
 
-    // ---- contiguous fast paths: fixed lane structure (16 float64 partial sums), so the result is the same on every
-    // machine; Vector256 is emulated where AVX is missing, with the same arithmetic ----
+    // ---- contiguous fast paths: a fixed lane structure (float64 partial sums in Vector256 lanes, combined in a fixed
+    // order), so a sum is the same on every machine (Vector256 is emulated where AVX is missing, with the same
+    // arithmetic); the vectorized exponential may differ from Math.Exp in the last bit ----
 
     internal static double SumF32(float* p, int n)
     {
@@ -317,8 +321,7 @@ static unsafe class ReduceKernels
                 var (l1, h1) = Vector256.Widen(Vector256.Load(p + i + 8));
                 a0 += l0; a1 += h0; a2 += l1; a3 += h1;
             }
-            var s = (a0 + a1) + (a2 + a3);
-            r = (s.GetElement(0) + s.GetElement(1)) + (s.GetElement(2) + s.GetElement(3));
+            r = HorizontalSum((a0 + a1) + (a2 + a3));
         }
         for (; i < n; i++) r += p[i];
         return r;
@@ -336,8 +339,7 @@ static unsafe class ReduceKernels
                 a0 += Vector256.Load(p + i); a1 += Vector256.Load(p + i + 4);
                 a2 += Vector256.Load(p + i + 8); a3 += Vector256.Load(p + i + 12);
             }
-            var s = (a0 + a1) + (a2 + a3);
-            r = (s.GetElement(0) + s.GetElement(1)) + (s.GetElement(2) + s.GetElement(3));
+            r = HorizontalSum((a0 + a1) + (a2 + a3));
         }
         for (; i < n; i++) r += p[i];
         return r;
@@ -356,8 +358,7 @@ static unsafe class ReduceKernels
                 var (l1, h1) = Vector256.Widen(Vector256.Load(p + i + 8));
                 a0 += l0 * l0; a1 += h0 * h0; a2 += l1 * l1; a3 += h1 * h1;
             }
-            var s = (a0 + a1) + (a2 + a3);
-            r = (s.GetElement(0) + s.GetElement(1)) + (s.GetElement(2) + s.GetElement(3));
+            r = HorizontalSum((a0 + a1) + (a2 + a3));
         }
         for (; i < n; i++) r += (double)p[i] * p[i];
         return r;

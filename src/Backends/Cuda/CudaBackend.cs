@@ -1,0 +1,222 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+[assembly: InternalsVisibleTo("Engine.Tests")]
+
+namespace Engine.Backends.Cuda;
+
+/// <summary>
+/// The CUDA backend: the kernels of <see cref="IBackend"/> as ILGPU kernels on one device, launched asynchronously on
+/// the device's default stream; the host waits only in <see cref="CopyToHost{T}"/>, <see cref="CopyFromHost{T}"/> and
+/// <see cref="Synchronize"/>. Buffers come from a per-device <see cref="CudaCachingAllocator"/>. Without a GPU, tests
+/// (or <c>ENGINE_CUDA_EMULATION=1</c>) run the same kernels on ILGPU's CPU accelerator configured with NVIDIA's 32-lane
+/// warps (<see cref="EnableEmulation"/>). Kernels live in Kernels/, one file per family; this file holds the device,
+/// memory and launch plumbing.
+/// </summary>
+public sealed partial class CudaBackend : IBackend, IDisposable
+{
+    // ---- process-wide: the ILGPU context, device discovery, emulation ----
+
+    static readonly Lock s_lock = new();
+    static Context? s_context;
+    static volatile bool s_emulation = Environment.GetEnvironmentVariable("ENGINE_CUDA_EMULATION") == "1";
+    static long s_hostSynchronizations;
+
+    /// <summary>
+    /// The emulator's device: 32-lane warps as NVIDIA's, but two warps per multiprocessor and one multiprocessor.
+    /// ILGPU's <c>CPUDevice.Nvidia</c> (1024 threads) runs every thread of a multiprocessor on its own OS thread and
+    /// spends 100–500 ms per launch on a 2-core machine; with 64 threads a launch costs a few milliseconds. Kernels
+    /// take their group size from the accelerator, so the code paths are the same.
+    /// </summary>
+    static readonly CPUDevice s_emulatorDevice = new(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 2, numMultiprocessors: 1);
+
+#pragma warning disable CA2255 // registering a plug-in backend is what module initializers are for
+    [ModuleInitializer]
+    internal static void Register() => BackendRegistry.Register(DeviceType.Cuda, d => Create(d.Index, s_emulation));
+#pragma warning restore CA2255
+
+    static Context SharedContext
+    {
+        get
+        {
+            lock (s_lock)
+            {
+                // Algorithms maps Math/MathF calls in kernels (the op structs') to ILGPU's implementations.
+                return s_context ??= Context.Create(b => b.Cuda().CPU(s_emulatorDevice).EnableAlgorithms());
+            }
+        }
+    }
+
+    /// <summary>The process's ILGPU context (for tools that compile kernels without a device).</summary>
+    internal static Context SharedContextForTools => SharedContext;
+
+    /// <summary>Number of CUDA devices ILGPU finds (0 without an NVIDIA driver).</summary>
+    public static int RealDeviceCount => SharedContext.GetCudaDevices().Count;
+
+    /// <summary>
+    /// Lets CUDA device indices past the real devices run on ILGPU's CPU accelerator (process-wide, irreversible):
+    /// what tests call, and what <c>ENGINE_CUDA_EMULATION=1</c> does at startup.
+    /// </summary>
+    public static void EnableEmulation() => s_emulation = true;
+
+    /// <summary>True once <see cref="EnableEmulation"/> was called or the environment variable set.</summary>
+    public static bool EmulationEnabled => s_emulation;
+
+    /// <summary>The device served by the emulator once emulation is enabled: the first index past the real devices.</summary>
+    public static Device EmulatedDevice => Device.Cuda(RealDeviceCount);
+
+    /// <summary>Times the host has waited for a CUDA device (copies to and from the host, Synchronize, EmptyCache).</summary>
+    public static long HostSynchronizations => Interlocked.Read(ref s_hostSynchronizations);
+
+    internal static void CountHostSynchronization() => Interlocked.Increment(ref s_hostSynchronizations);
+
+    /// <summary>
+    /// Opens CUDA device <paramref name="index"/>: a real GPU when ILGPU has one at that index, otherwise (when
+    /// <paramref name="allowEmulation"/>) the CPU accelerator for the first index past the real ones; otherwise
+    /// throws <see cref="DeviceUnavailableException"/> saying what was looked for. The registry calls this once per
+    /// device and keeps the backend.
+    /// </summary>
+    public static CudaBackend Create(int index, bool allowEmulation)
+    {
+        var ctx = SharedContext;
+        var cuda = ctx.GetCudaDevices();
+        if (index >= 0 && index < cuda.Count)
+            return new CudaBackend(Device.Cuda(index), cuda[index].CreateAccelerator(ctx), emulated: false);
+        if (allowEmulation && index == cuda.Count)
+            return new CudaBackend(Device.Cuda(index), s_emulatorDevice.CreateCPUAccelerator(ctx, CPUAcceleratorMode.Parallel), emulated: true);
+        string what = allowEmulation
+            ? $"the emulator serves cuda:{cuda.Count} only"
+            : "set ENGINE_CUDA_EMULATION=1 to run the CUDA kernels on ILGPU's CPU accelerator";
+        throw new DeviceUnavailableException("Device",
+            $"no CUDA device cuda:{index}: ILGPU found {cuda.Count} CUDA device{(cuda.Count == 1 ? "" : "s")}; {what}");
+    }
+
+    // ---- one device ----
+
+    readonly Accelerator _accelerator;
+    readonly Dictionary<(string, Type?), Delegate> _kernels = [];
+    readonly Lock _kernelLock = new();
+
+    CudaBackend(Device device, Accelerator accelerator, bool emulated)
+    {
+        Device = device;
+        _accelerator = accelerator;
+        IsEmulated = emulated;
+        Allocator = new CudaCachingAllocator(accelerator, device.ToString());
+        GroupSize = Math.Min(256, accelerator.MaxNumThreadsPerGroup);
+        // Grid-stride loops over 8 groups of 256 per multiprocessor measured best on the H200 (see shared/gpu/README.md);
+        // the emulator gains nothing from more than one group per worker.
+        MaxGroups = emulated ? 2 : accelerator.NumMultiprocessors * 8;
+    }
+
+    /// <summary>The device served.</summary>
+    public Device Device { get; }
+
+    /// <summary>True when ILGPU's CPU accelerator stands in for the GPU.</summary>
+    public bool IsEmulated { get; }
+
+    /// <summary>The ILGPU accelerator (a <see cref="CudaAccelerator"/>, or the emulator's CPU accelerator).</summary>
+    public Accelerator Accelerator => _accelerator;
+
+    /// <summary>The device's caching allocator and its statistics.</summary>
+    public CudaCachingAllocator Allocator { get; }
+
+    /// <summary>Threads per group of the elementwise and reduction kernels (a power of two).</summary>
+    internal int GroupSize { get; }
+
+    /// <summary>The most groups a grid-stride launch uses.</summary>
+    internal int MaxGroups { get; }
+
+    /// <inheritdoc/>
+    public DeviceType Type => DeviceType.Cuda;
+
+    /// <summary>Releases the accelerator (cached kernels and buffers go with it). Tensors of this device must be gone.</summary>
+    public void Dispose()
+    {
+        Allocator.EmptyCache();
+        _accelerator.Dispose();
+    }
+
+    static CudaStorage S(Storage s) => s as CudaStorage
+        ?? throw new DeviceMismatchException("Cuda", $"expected a CUDA storage, got a {s.Device} storage");
+
+    internal static ArrayView<byte> V(Storage s) => S(s).View;
+
+    /// <inheritdoc/>
+    public Storage Allocate(Device device, DType dtype, long count)
+    {
+        if (device != Device) throw new DeviceMismatchException("Allocate", $"the backend of {Device} cannot allocate on {device}");
+        if (count < 0) throw new ShapeException("Allocate", $"negative element count {count}");
+        return new CudaStorage(device, dtype, count, Allocator);
+    }
+
+    /// <inheritdoc/>
+    public void CopyFromHost<T>(ReadOnlySpan<T> source, Storage destination) where T : unmanaged
+    {
+        var bytes = MemoryMarshal.AsBytes(source);
+        if (bytes.Length > destination.ByteLength)
+            throw new ShapeException("CopyFromHost", $"{bytes.Length} bytes do not fit a storage of {destination.ByteLength}");
+        if (bytes.Length == 0) return;
+        _accelerator.Bind();
+        // From pageable memory the copy waits for the stream (as cudaMemcpy does), so it counts as a synchronization.
+        V(destination).SubView(0, bytes.Length).CopyFromCPU(_accelerator.DefaultStream, bytes);
+        CountHostSynchronization();
+    }
+
+    /// <inheritdoc/>
+    public void CopyToHost<T>(Storage source, Span<T> destination) where T : unmanaged
+    {
+        var bytes = MemoryMarshal.AsBytes(destination);
+        long n = Math.Min(bytes.Length, source.ByteLength);
+        if (n == 0) return;
+        _accelerator.Bind();
+        V(source).SubView(0, n).CopyToCPU(_accelerator.DefaultStream, bytes[..(int)n]);
+        CountHostSynchronization();
+    }
+
+    /// <inheritdoc/>
+    public void Synchronize()
+    {
+        _accelerator.Bind();
+        _accelerator.DefaultStream.Synchronize();
+        CountHostSynchronization();
+    }
+
+    // ---- kernel loading and launch shapes ----
+
+    /// <summary>
+    /// The launcher of a kernel, loaded (compiled) once per accelerator and cached under its name and the op type it
+    /// is specialized for.
+    /// </summary>
+    internal TDelegate Kernel<TDelegate>(string name, Type? specialization, Func<Accelerator, TDelegate> load) where TDelegate : Delegate
+    {
+        lock (_kernelLock)
+        {
+            if (_kernels.TryGetValue((name, specialization), out var d)) return (TDelegate)d;
+            _accelerator.Bind();
+            var k = load(_accelerator);
+            _kernels[(name, specialization)] = k;
+            return k;
+        }
+    }
+
+    /// <summary>Number of kernels compiled so far on this device.</summary>
+    public int CompiledKernels
+    {
+        get { lock (_kernelLock) return _kernels.Count; }
+    }
+
+    /// <summary>A grid-stride launch shape for <paramref name="work"/> items (at least one group).</summary>
+    internal KernelConfig Grid(long work) =>
+        new((int)Math.Clamp((work + GroupSize - 1) / GroupSize, 1, MaxGroups), GroupSize);
+
+    /// <summary>One group of one thread, for the scalar bookkeeping kernels.</summary>
+    internal static KernelConfig Single => new(1, 1);
+
+    internal void Bind() => _accelerator.Bind();
+}

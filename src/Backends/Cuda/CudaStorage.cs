@@ -1,0 +1,36 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Engine.Backends.Cuda;
+
+/// <summary>
+/// A device buffer from the device's <see cref="CudaCachingAllocator"/>: a block of the request's size class, of which
+/// the first <see cref="Storage.ByteLength"/> bytes are the storage. Float16 and BFloat16 elements are 16-bit words.
+/// Going back to the pool is all that freeing does, so it is safe from a finalizer.
+/// </summary>
+public sealed class CudaStorage : Storage
+{
+    readonly CudaCachingAllocator _allocator;
+    MemoryBuffer1D<byte, Stride1D.Dense>? _buffer;
+    readonly ArrayView<byte> _view;
+
+    internal CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator) : base(device, dtype, count)
+    {
+        _allocator = allocator;
+        _buffer = allocator.Rent(ByteLength);
+        _view = _buffer.View.SubView(0, ByteLength).AsContiguous();
+    }
+
+    /// <summary>The storage's bytes on the device (valid until the storage is freed).</summary>
+    public ArrayView<byte> View => _buffer is not null ? _view : throw new ObjectDisposedException(nameof(CudaStorage));
+
+    /// <summary>The bytes of the whole block (the view plus the rounding of its size class).</summary>
+    internal long BlockLength => _buffer?.Length ?? 0;
+
+    /// <inheritdoc/>
+    protected override void Free()
+    {
+        var b = Interlocked.Exchange(ref _buffer, null);
+        if (b is not null) _allocator.Return(b);
+    }
+}

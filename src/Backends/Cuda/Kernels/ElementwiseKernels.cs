@@ -1,0 +1,232 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Engine.Ops;
+using static Engine.Backends.Cuda.DeviceElements;
+
+namespace Engine.Backends.Cuda;
+
+public sealed partial class CudaBackend
+{
+    /// <inheritdoc/>
+    public void Copy(Storage x, Layout xLayout, Storage y, Layout yLayout)
+    {
+        var g = Geometry.Of("Copy", yLayout, xLayout);
+        if (g.Count == 0) return;
+        var xv = V(x); var yv = V(y);
+        int size = x.DType.ElementSize();
+        if (x.DType == y.DType && g.IsDense)
+        {
+            Bind();
+            xv.SubView(g.OffA * size, g.Count * size).CopyTo(Accelerator.DefaultStream, yv.SubView(g.OffY * size, g.Count * size));
+            return;
+        }
+        Kernel("Copy", null, a => a.LoadStreamKernel<Geometry, ArrayView<byte>, ArrayView<byte>, int, int>(ElementwiseKernels.Copy))
+            (Grid(g.Count), g, xv, yv, (int)x.DType, (int)y.DType);
+    }
+
+    /// <inheritdoc/>
+    public void Fill(Storage y, Layout yLayout, double value)
+    {
+        var g = Geometry.Of("Fill", yLayout);
+        if (g.Count == 0) return;
+        // The value is converted once on the host with the CPU backend's conversions, so every element gets its bits.
+        ulong bits = y.DType switch
+        {
+            DType.Float64 => BitConverter.DoubleToUInt64Bits(value),
+            DType.Float32 => BitConverter.SingleToUInt32Bits((float)value),
+            DType.Float16 => BitConverter.HalfToUInt16Bits((System.Half)value),
+            DType.BFloat16 => ((BFloat16)value).Bits,
+            DType.Int32 => unchecked((uint)(int)value),
+            DType.Int64 => unchecked((ulong)(long)value),
+            _ => value != 0 ? 1UL : 0UL,
+        };
+        int size = y.DType.ElementSize();
+        var yv = V(y);
+        if (bits == 0 && g.IsDense)
+        {
+            Bind();
+            yv.SubView(g.OffY * size, g.Count * size).MemSetToZero(Accelerator.DefaultStream);
+            return;
+        }
+        Kernel("Fill", null, a => a.LoadStreamKernel<Geometry, ArrayView<byte>, int, ulong>(ElementwiseKernels.Fill))
+            (Grid(g.Count), g, yv, size, bits);
+    }
+
+    /// <inheritdoc/>
+    public void Unary<TOp>(TOp op, Storage x, Layout xLayout, Storage y, Layout yLayout) where TOp : struct, IUnaryOp
+    {
+        var g = Geometry.Of(op.Name, yLayout, xLayout);
+        if (g.Count == 0) return;
+        var xv = V(x); var yv = V(y);
+        int vector = 0;
+        if (x.DType == DType.Float32 && y.DType == DType.Float32 && g.IsDense && g.OffA % 4 == 0 && g.OffY % 4 == 0)
+        {
+            // Dense float32: 16-byte loads and stores through F4 views of the operands' element ranges.
+            xv = xv.SubView(g.OffA * 4, g.Count * 4); yv = yv.SubView(g.OffY * 4, g.Count * 4);
+            vector = 1;
+        }
+        Kernel("Unary", typeof(TOp), a => a.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, int, int>(ElementwiseKernels.Unary))
+            (Grid(vector == 1 ? (g.Count + 3) / 4 : g.Count), g, op, xv, yv, (int)x.DType, vector);
+    }
+
+    /// <inheritdoc/>
+    public void Binary<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout) where TOp : struct, IBinaryOp
+    {
+        // PTX's max.f32/min.f32 (what ILGPU makes of MathF.Max/Min) return the non-NaN operand; PyTorch's maximum and
+        // minimum propagate NaN, as .NET's MathF.Max does on the CPU. These two ops run as NaN-propagating twins.
+        if (typeof(TOp) == typeof(MaximumOp)) { BinaryCore(new PropagatingMaximumOp(), a, aLayout, b, bLayout, y, yLayout); return; }
+        if (typeof(TOp) == typeof(MinimumOp)) { BinaryCore(new PropagatingMinimumOp(), a, aLayout, b, bLayout, y, yLayout); return; }
+        BinaryCore(op, a, aLayout, b, bLayout, y, yLayout);
+    }
+
+    void BinaryCore<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout) where TOp : struct, IBinaryOp
+    {
+        var g = Geometry.Of(op.Name, yLayout, aLayout, bLayout);
+        if (g.Count == 0) return;
+        var av = V(a); var bv = V(b); var yv = V(y);
+        int vector = 0;
+        if (a.DType == DType.Float32 && y.DType == DType.Float32 && g.IsDense && g.OffA % 4 == 0 && g.OffB % 4 == 0 && g.OffY % 4 == 0)
+        {
+            av = av.SubView(g.OffA * 4, g.Count * 4); bv = bv.SubView(g.OffB * 4, g.Count * 4); yv = yv.SubView(g.OffY * 4, g.Count * 4);
+            vector = 1;
+        }
+        Kernel("Binary", typeof(TOp), k => k.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, int, int>(ElementwiseKernels.Binary))
+            (Grid(vector == 1 ? (g.Count + 3) / 4 : g.Count), g, op, av, bv, yv, (int)a.DType, (int)y.DType, vector);
+    }
+
+    /// <inheritdoc/>
+    public void Where(Storage cond, Layout condLayout, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout)
+    {
+        var g = Geometry.Of("Where", yLayout, aLayout, bLayout, condLayout);
+        if (g.Count == 0) return;
+        Kernel("Where", null, k => k.LoadStreamKernel<Geometry, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int>(ElementwiseKernels.Where))
+            (Grid(g.Count), g, V(cond), V(a), V(b), V(y), a.DType.ElementSize());
+    }
+}
+
+/// <summary>max(a, b) with .NET's MathF.Max semantics (NaN propagates, +0 beats −0), spelled out for PTX.</summary>
+public readonly struct PropagatingMaximumOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Maximum";
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a != b ? (float.IsNaN(a) ? a : b < a ? a : b) : (Interop.FloatAsInt(b) >> 31 != 0 ? a : b);
+    /// <inheritdoc/>
+    public double Apply(double a, double b) => a != b ? (double.IsNaN(a) ? a : b < a ? a : b) : (Interop.FloatAsInt(b) >> 63 != 0 ? a : b);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool IsComparison => false;
+}
+
+/// <summary>min(a, b) with .NET's MathF.Min semantics (NaN propagates, −0 beats +0), spelled out for PTX.</summary>
+public readonly struct PropagatingMinimumOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Minimum";
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a != b ? (float.IsNaN(a) ? a : a < b ? a : b) : (Interop.FloatAsInt(a) >> 31 != 0 ? a : b);
+    /// <inheritdoc/>
+    public double Apply(double a, double b) => a != b ? (double.IsNaN(a) ? a : a < b ? a : b) : (Interop.FloatAsInt(a) >> 63 != 0 ? a : b);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool IsComparison => false;
+}
+
+/// <summary>
+/// The elementwise kernels: grid-stride loops over the linear index of a <see cref="Geometry"/>, with a dense float32
+/// path of 16-byte vectors where the host found all operands dense and aligned.
+/// </summary>
+static class ElementwiseKernels
+{
+    static int SizeOf(int t) => t == F64 || t == I64 ? 8 : t == F32 || t == I32 ? 4 : t == B8 ? 1 : 2;
+
+    public static void Copy(Geometry g, ArrayView<byte> x, ArrayView<byte> y, int xt, int yt)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        int size = SizeOf(yt);
+        for (long i = Grid.GlobalIndex.X; i < g.Count; i += stride)
+        {
+            g.Offsets(i, out long yo, out long xo, out _, out _);
+            if (xt == yt) CopyRaw(x, xo, y, yo, size);
+            else Convert(x, xt, xo, y, yt, yo);
+        }
+    }
+
+    public static void Fill(Geometry g, ArrayView<byte> y, int size, ulong bits)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < g.Count; i += stride)
+        {
+            g.Offsets(i, out long yo, out _, out _, out _);
+            StoreRaw(y, yo, size, bits);
+        }
+    }
+
+    public static void Unary<TOp>(Geometry g, TOp op, ArrayView<byte> x, ArrayView<byte> y, int t, int vector) where TOp : struct, IUnaryOp
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        long start = Grid.GlobalIndex.X;
+        if (vector != 0)
+        {
+            var xv = x.Cast<F4>(); var yv = y.Cast<F4>();
+            long n4 = g.Count >> 2;
+            for (long i = start; i < n4; i += stride)
+            {
+                var v = xv[i];
+                v.X = op.Apply(v.X); v.Y = op.Apply(v.Y); v.Z = op.Apply(v.Z); v.W = op.Apply(v.W);
+                yv[i] = v;
+            }
+            var xs = x.Cast<float>(); var ys = y.Cast<float>();
+            for (long i = (n4 << 2) + start; i < g.Count; i += stride) ys[i] = op.Apply(xs[i]);
+            return;
+        }
+        bool wide = IsWide(t);
+        for (long i = start; i < g.Count; i += stride)
+        {
+            g.Offsets(i, out long yo, out long xo, out _, out _);
+            if (wide) StoreDouble(y, t, yo, op.Apply(LoadDouble(x, t, xo)));
+            else StoreFloat(y, t, yo, op.Apply(LoadFloat(x, t, xo)));
+        }
+    }
+
+    public static void Binary<TOp>(Geometry g, TOp op, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, int t, int yt, int vector)
+        where TOp : struct, IBinaryOp
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        long start = Grid.GlobalIndex.X;
+        if (vector != 0)
+        {
+            var av = a.Cast<F4>(); var bv = b.Cast<F4>(); var yv = y.Cast<F4>();
+            long n4 = g.Count >> 2;
+            for (long i = start; i < n4; i += stride)
+            {
+                var u = av[i]; var v = bv[i];
+                u.X = op.Apply(u.X, v.X); u.Y = op.Apply(u.Y, v.Y); u.Z = op.Apply(u.Z, v.Z); u.W = op.Apply(u.W, v.W);
+                yv[i] = u;
+            }
+            var @as = a.Cast<float>(); var bs = b.Cast<float>(); var ys = y.Cast<float>();
+            for (long i = (n4 << 2) + start; i < g.Count; i += stride) ys[i] = op.Apply(@as[i], bs[i]);
+            return;
+        }
+        bool wide = IsWide(t);
+        for (long i = start; i < g.Count; i += stride)
+        {
+            g.Offsets(i, out long yo, out long ao, out long bo, out _);
+            if (wide) StoreDouble(y, yt, yo, op.Apply(LoadDouble(a, t, ao), LoadDouble(b, t, bo)));
+            else StoreFloat(y, yt, yo, op.Apply(LoadFloat(a, t, ao), LoadFloat(b, t, bo)));
+        }
+    }
+
+    public static void Where(Geometry g, ArrayView<byte> c, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, int size)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < g.Count; i += stride)
+        {
+            g.Offsets(i, out long yo, out long ao, out long bo, out long co);
+            if (c[co] != 0) CopyRaw(a, ao, y, yo, size);
+            else CopyRaw(b, bo, y, yo, size);
+        }
+    }
+}

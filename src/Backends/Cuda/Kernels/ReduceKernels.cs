@@ -1,0 +1,352 @@
+using ILGPU;
+using ILGPU.Runtime;
+using static Engine.Backends.Cuda.DeviceElements;
+
+namespace Engine.Backends.Cuda;
+
+public sealed partial class CudaBackend
+{
+    /// <inheritdoc/>
+    public void Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument)
+    {
+        string name = op.ToString();
+        if (reducedDims < 0 || reducedDims > xLayout.Rank)
+            throw new ShapeException(name, $"cannot reduce the last {reducedDims} dims of a layout of rank {xLayout.Rank}");
+        if (indices is not null && indices.DType != DType.Int64)
+            throw new DTypeException(name, $"indices must be int64, got {indices.DType.Name()}");
+        int kept = xLayout.Rank - reducedDims;
+        var keptShape = xLayout.Shape[..kept];
+        var outer = Geometry.Of(name, Layout.Contiguous(keptShape), new Layout(keptShape, xLayout.Strides[..kept], xLayout.Offset));
+        var inner = Geometry.Of(name, new Layout(xLayout.Shape[kept..], xLayout.Strides[kept..], 0));
+        long n = inner.Count;
+        int code = op switch
+        {
+            ReduceOp.Sum => ReduceKernels.Sum,
+            ReduceOp.Mean => ReduceKernels.Mean,
+            ReduceOp.Max => ReduceKernels.Max,
+            ReduceOp.Min => ReduceKernels.Min,
+            ReduceOp.Var => ReduceKernels.Var,
+            ReduceOp.LogSumExp => ReduceKernels.LogSumExp,
+            ReduceOp.Norm when double.IsPositiveInfinity(argument) => ReduceKernels.AbsMax,
+            ReduceOp.Norm when double.IsNegativeInfinity(argument) => ReduceKernels.AbsMin,
+            ReduceOp.Norm => ReduceKernels.Norm,
+            _ => throw new EngineException("Reduce", $"unknown reduction {op}"),
+        };
+        if (n == 0 && code is ReduceKernels.Max or ReduceKernels.Min or ReduceKernels.AbsMax or ReduceKernels.AbsMin)
+            throw new ShapeException(name, $"expected a non-empty reduced block, got shape {Shape.Format(xLayout.Shape)} reduced over its last {reducedDims} dims (the op has no identity)");
+        if (outer.Count == 0) return;
+        // One group per output walks its block with all threads and combines them in a fixed tree: bit-stable from
+        // run to run. Short blocks, or enough outputs to fill the device, take one thread per output instead
+        // (neighbouring threads then read neighbouring outputs' elements, which suits reductions over leading dims).
+        bool threadPerOutput = n <= 32 || outer.Count >= (long)GroupSize * MaxGroups * 4;
+        var p = new ReduceParams
+        {
+            Op = code, XType = (int)x.DType, YType = (int)y.DType, HasIndices = indices is null ? 0 : 1,
+            ThreadPerOutput = threadPerOutput ? 1 : 0, Outputs = outer.Count, N = n, Argument = argument,
+            NormKind = argument == 0 ? 0 : argument == 1 ? 1 : argument == 2 ? 2 : 3,
+        };
+        var config = threadPerOutput ? Grid(outer.Count) : new KernelConfig((int)Math.Min(outer.Count, MaxGroups * 4L), GroupSize);
+        var xv = V(x); var yv = V(y); var iv = indices is null ? yv : V(indices);
+        bool integer = x.DType is DType.Int32 or DType.Int64 or DType.Bool;
+        if (integer && code is ReduceKernels.Sum or ReduceKernels.Mean or ReduceKernels.Max or ReduceKernels.Min)
+            Kernel("ReduceLong", null, k => k.LoadStreamKernel<Geometry, Geometry, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ReduceParams>(ReduceKernels.Run<long, LongMath>))
+                (config, outer, inner, xv, yv, iv, p);
+        else if (IsWide(p.XType))
+            Kernel("ReduceDouble", null, k => k.LoadStreamKernel<Geometry, Geometry, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ReduceParams>(ReduceKernels.Run<double, DoubleMath>))
+                (config, outer, inner, xv, yv, iv, p);
+        else
+            Kernel("ReduceFloat", null, k => k.LoadStreamKernel<Geometry, Geometry, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ReduceParams>(ReduceKernels.Run<float, FloatMath>))
+                (config, outer, inner, xv, yv, iv, p);
+    }
+}
+
+/// <summary>The scalars of one reduction launch.</summary>
+public struct ReduceParams
+{
+#pragma warning disable CS1591 // plain fields of a kernel parameter
+    public int Op, XType, YType, HasIndices, ThreadPerOutput, NormKind;
+    public long Outputs, N;
+    public double Argument;
+#pragma warning restore CS1591
+}
+
+/// <summary>The arithmetic of one accumulation type, as static members a generic kernel calls.</summary>
+public interface IReduceMath<T> where T : unmanaged
+{
+#pragma warning disable CS1591
+    static abstract T Zero { get; }
+    static abstract T One { get; }
+    static abstract T Load(ArrayView<byte> v, int t, long i);
+    static abstract void Store(ArrayView<byte> v, int t, long i, T x);
+    static abstract void StoreMean(ArrayView<byte> v, int t, long i, T sum, long n);
+    static abstract T Add(T a, T b);
+    static abstract T Sub(T a, T b);
+    static abstract T Mul(T a, T b);
+    static abstract T Div(T a, T b);
+    static abstract T FromLong(long n);
+    static abstract T FromDouble(double x);
+    static abstract bool Greater(T a, T b);
+    static abstract bool Less(T a, T b);
+    static abstract bool IsNaN(T a);
+    static abstract bool IsInfinity(T a);
+    static abstract T Abs(T a);
+    static abstract T Exp(T a);
+    static abstract T Log(T a);
+    static abstract T Sqrt(T a);
+    static abstract T Pow(T a, T b);
+#pragma warning restore CS1591
+}
+
+#pragma warning disable CS1591 // one-line arithmetic adapters
+/// <summary>float32 accumulation (Float32, Float16, BFloat16).</summary>
+public readonly struct FloatMath : IReduceMath<float>
+{
+    public static float Zero => 0f;
+    public static float One => 1f;
+    public static float Load(ArrayView<byte> v, int t, long i) => LoadFloat(v, t, i);
+    public static void Store(ArrayView<byte> v, int t, long i, float x) => StoreFloat(v, t, i, x);
+    public static void StoreMean(ArrayView<byte> v, int t, long i, float sum, long n) => StoreFloat(v, t, i, sum / n);
+    public static float Add(float a, float b) => a + b;
+    public static float Sub(float a, float b) => a - b;
+    public static float Mul(float a, float b) => a * b;
+    public static float Div(float a, float b) => a / b;
+    public static float FromLong(long n) => n;
+    public static float FromDouble(double x) => (float)x;
+    public static bool Greater(float a, float b) => a > b;
+    public static bool Less(float a, float b) => a < b;
+    public static bool IsNaN(float a) => float.IsNaN(a);
+    public static bool IsInfinity(float a) => (Interop.FloatAsInt(a) & 0x7FFF_FFFFu) == 0x7F80_0000u;
+    public static float Abs(float a) => MathF.Abs(a);
+    public static float Exp(float a) => MathF.Exp(a);
+    public static float Log(float a) => MathF.Log(a);
+    public static float Sqrt(float a) => MathF.Sqrt(a);
+    public static float Pow(float a, float b) => MathF.Pow(a, b);
+}
+
+/// <summary>float64 accumulation (Float64, and the integer types' statistics).</summary>
+public readonly struct DoubleMath : IReduceMath<double>
+{
+    public static double Zero => 0.0;
+    public static double One => 1.0;
+    public static double Load(ArrayView<byte> v, int t, long i) => LoadDouble(v, t, i);
+    public static void Store(ArrayView<byte> v, int t, long i, double x) => StoreDouble(v, t, i, x);
+    public static void StoreMean(ArrayView<byte> v, int t, long i, double sum, long n) => StoreDouble(v, t, i, sum / n);
+    public static double Add(double a, double b) => a + b;
+    public static double Sub(double a, double b) => a - b;
+    public static double Mul(double a, double b) => a * b;
+    public static double Div(double a, double b) => a / b;
+    public static double FromLong(long n) => n;
+    public static double FromDouble(double x) => x;
+    public static bool Greater(double a, double b) => a > b;
+    public static bool Less(double a, double b) => a < b;
+    public static bool IsNaN(double a) => double.IsNaN(a);
+    public static bool IsInfinity(double a) => (Interop.FloatAsInt(a) & 0x7FFF_FFFF_FFFF_FFFFUL) == 0x7FF0_0000_0000_0000UL;
+    public static double Abs(double a) => Math.Abs(a);
+    public static double Exp(double a) => Math.Exp(a);
+    public static double Log(double a) => Math.Log(a);
+    public static double Sqrt(double a) => Math.Sqrt(a);
+    public static double Pow(double a, double b) => Math.Pow(a, b);
+}
+
+/// <summary>Exact Int64 accumulation (sums wrap, as PyTorch's) for integer and Bool sums and extrema.</summary>
+public readonly struct LongMath : IReduceMath<long>
+{
+    public static long Zero => 0;
+    public static long One => 1;
+    public static long Load(ArrayView<byte> v, int t, long i) => LoadLong(v, t, i);
+    public static void Store(ArrayView<byte> v, int t, long i, long x) => StoreLong(v, t, i, x);
+    public static void StoreMean(ArrayView<byte> v, int t, long i, long sum, long n) => StoreDouble(v, t, i, (double)sum / n);
+    public static long Add(long a, long b) => a + b;
+    public static long Sub(long a, long b) => a - b;
+    public static long Mul(long a, long b) => a * b;
+    public static long Div(long a, long b) => b == 0 ? 0 : a / b;
+    public static long FromLong(long n) => n;
+    public static long FromDouble(double x) => (long)x;
+    public static bool Greater(long a, long b) => a > b;
+    public static bool Less(long a, long b) => a < b;
+    public static bool IsNaN(long a) => false;
+    public static bool IsInfinity(long a) => false;
+    public static long Abs(long a) => a < 0 ? -a : a;
+    public static long Exp(long a) => a;
+    public static long Log(long a) => a;
+    public static long Sqrt(long a) => a;
+    public static long Pow(long a, long b) => a;
+}
+#pragma warning restore CS1591
+
+/// <summary>
+/// The reductions: each output reduces its block (the trailing dims of x, walked through an inner
+/// <see cref="Geometry"/>) with the CPU backend's semantics: NaN wins max/min and the first extremum's index is kept,
+/// Var subtracts the compensation (Σd)²/n, LogSumExp shifts by a finite maximum. Accumulation is float32 for the
+/// float32 and half types, float64 for Float64 and the integer statistics, exact Int64 for integer sums and extrema.
+/// A thread adds its elements in block order and a group combines its threads in a fixed tree, so results do not
+/// change from run to run.
+/// </summary>
+static class ReduceKernels
+{
+    public const int Sum = 0, Mean = 1, Max = 2, Min = 3, Var = 4, LogSumExp = 5, Norm = 6, AbsMax = 7, AbsMin = 8;
+
+    /// <summary>The largest group the shared arrays hold.</summary>
+    const int MaxGroup = 256;
+
+    static bool IsExtremum(int op) => op == Max || op == Min || op == AbsMax || op == AbsMin;
+
+    /// <summary>The running state of a thread or a group: a sum and a second sum, or a value and its index (−1: none yet).</summary>
+    struct State<T> where T : unmanaged
+    {
+        public T A, B;
+        public long I;
+    }
+
+    static State<T> Identity<T, TM>(int op) where T : unmanaged where TM : struct, IReduceMath<T> =>
+        new() { A = TM.Zero, B = TM.Zero, I = IsExtremum(op) ? -1 : 0 };
+
+    /// <summary>True when candidate (v, i) replaces the current extremum (a, ia): NaN first, then the order, then the earlier index.</summary>
+    static bool Replaces<T, TM>(bool greater, T v, long i, T a, long ia) where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        if (i < 0) return false;
+        if (ia < 0) return true;
+        bool vNaN = TM.IsNaN(v), aNaN = TM.IsNaN(a);
+        if (vNaN || aNaN) return vNaN && (!aNaN || i < ia);
+        if (greater ? TM.Greater(v, a) : TM.Less(v, a)) return true;
+        if (greater ? TM.Greater(a, v) : TM.Less(a, v)) return false;
+        return i < ia;
+    }
+
+    static State<T> Combine<T, TM>(int op, State<T> s, State<T> o) where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        if (IsExtremum(op)) return Replaces<T, TM>(op == Max || op == AbsMax, o.A, o.I, s.A, s.I) ? o : s;
+        s.A = TM.Add(s.A, o.A);
+        s.B = TM.Add(s.B, o.B);
+        return s;
+    }
+
+    /// <summary>Adds block elements first, first + step, ... (below n) to a state. <paramref name="stat"/> is Var's mean or LogSumExp's shift.</summary>
+    static State<T> Accumulate<T, TM>(int op, State<T> s, Geometry inner, ArrayView<byte> x, int xt, long xo, long first, long step, long n, T stat, T p, int normKind)
+        where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        for (long j = first; j < n; j += step)
+        {
+            inner.Offsets(j, out long jo, out _, out _, out _);
+            T v = TM.Load(x, xt, xo + jo);
+            if (op == Sum || op == Mean) s.A = TM.Add(s.A, v);
+            else if (op == Var)
+            {
+                T d = TM.Sub(v, stat);
+                s.A = TM.Add(s.A, TM.Mul(d, d));
+                s.B = TM.Add(s.B, d);
+            }
+            else if (op == LogSumExp) s.A = TM.Add(s.A, TM.Exp(TM.Sub(v, stat)));
+            else if (op == Norm)
+            {
+                T a = TM.Abs(v);
+                s.A = TM.Add(s.A, normKind == 0 ? (TM.Greater(a, TM.Zero) || TM.IsNaN(a) ? TM.One : TM.Zero) // p = 0 counts non-zeros
+                    : normKind == 1 ? a : normKind == 2 ? TM.Mul(v, v) : TM.Pow(a, p));
+            }
+            else
+            {
+                T w = op == AbsMax || op == AbsMin ? TM.Abs(v) : v;
+                if (Replaces<T, TM>(op == Max || op == AbsMax, w, j, s.A, s.I)) { s.A = w; s.I = j; }
+            }
+        }
+        return s;
+    }
+
+    /// <summary>Combines the group's states in a fixed tree; every thread gets the result.</summary>
+    static State<T> GroupCombine<T, TM>(int op, State<T> s, ArrayView<T> sa, ArrayView<T> sb, ArrayView<long> si)
+        where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        int tid = Group.IdxX;
+        sa[tid] = s.A; sb[tid] = s.B; si[tid] = s.I;
+        Group.Barrier();
+        for (int half = Group.DimX / 2; half > 0; half >>= 1)
+        {
+            if (tid < half)
+            {
+                var mine = new State<T> { A = sa[tid], B = sb[tid], I = si[tid] };
+                var other = new State<T> { A = sa[tid + half], B = sb[tid + half], I = si[tid + half] };
+                var r = Combine<T, TM>(op, mine, other);
+                sa[tid] = r.A; sb[tid] = r.B; si[tid] = r.I;
+            }
+            Group.Barrier();
+        }
+        var result = new State<T> { A = sa[0], B = sb[0], I = si[0] };
+        Group.Barrier(); // the shared arrays are reused by the next combine
+        return result;
+    }
+
+    /// <summary>The first pass's statistic: Var's mean, or LogSumExp's shift (the maximum, 0 when infinite or absent).</summary>
+    static T Statistic<T, TM>(int op, State<T> s, long n) where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        if (op == Var) return TM.Div(s.A, TM.FromLong(n));
+        if (s.I < 0 || TM.IsInfinity(s.A)) return TM.Zero;
+        return s.A;
+    }
+
+    static void Finish<T, TM>(int op, State<T> s, T stat, ArrayView<byte> y, ArrayView<byte> idx, long o, ReduceParams p, T pNorm)
+        where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        int yt = p.YType;
+        long n = p.N;
+        if (op == Sum) TM.Store(y, yt, o, s.A);
+        else if (op == Mean) TM.StoreMean(y, yt, o, s.A, n);
+        else if (op == Var)
+        {
+            T nn = TM.FromLong(n);
+            T v = TM.Sub(s.A, TM.Div(TM.Mul(s.B, s.B), nn));
+            if (TM.Less(v, TM.Zero)) v = TM.Zero; // NaN stays NaN
+            T den = TM.Sub(nn, TM.FromDouble(p.Argument));
+            if (TM.Less(den, TM.Zero)) den = TM.Zero;
+            TM.Store(y, yt, o, TM.Div(v, den));
+        }
+        else if (op == LogSumExp) TM.Store(y, yt, o, TM.Add(TM.Log(s.A), stat));
+        else if (op == Norm)
+            TM.Store(y, yt, o, p.NormKind <= 1 ? s.A : p.NormKind == 2 ? TM.Sqrt(s.A) : TM.Pow(s.A, TM.Div(TM.One, pNorm)));
+        else
+        {
+            TM.Store(y, yt, o, s.A);
+            if (p.HasIndices != 0 && (op == Max || op == Min)) idx.Cast<long>()[o] = s.I;
+        }
+    }
+
+    public static void Run<T, TM>(Geometry outer, Geometry inner, ArrayView<byte> x, ArrayView<byte> y, ArrayView<byte> idx, ReduceParams p)
+        where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        int op = p.Op, xt = p.XType;
+        long n = p.N;
+        T pNorm = TM.FromDouble(p.Argument);
+        bool twoPass = op == Var || op == LogSumExp;
+        int firstOp = op == Var ? Sum : Max;
+        if (p.ThreadPerOutput != 0)
+        {
+            long stride = (long)Grid.DimX * Group.DimX;
+            for (long o = Grid.GlobalIndex.X; o < p.Outputs; o += stride)
+            {
+                outer.Offsets(o, out long yo, out long xo, out _, out _);
+                T stat = TM.Zero;
+                if (twoPass)
+                    stat = Statistic<T, TM>(op, Accumulate<T, TM>(firstOp, Identity<T, TM>(firstOp), inner, x, xt, xo, 0, 1, n, TM.Zero, pNorm, p.NormKind), n);
+                var s = Accumulate<T, TM>(op, Identity<T, TM>(op), inner, x, xt, xo, 0, 1, n, stat, pNorm, p.NormKind);
+                Finish<T, TM>(op, s, stat, y, idx, yo, p, pNorm);
+            }
+            return;
+        }
+        var sa = SharedMemory.Allocate<T>(MaxGroup);
+        var sb = SharedMemory.Allocate<T>(MaxGroup);
+        var si = SharedMemory.Allocate<long>(MaxGroup);
+        int tid = Group.IdxX, size = Group.DimX;
+        for (long o = Grid.IdxX; o < p.Outputs; o += Grid.DimX)
+        {
+            outer.Offsets(o, out long yo, out long xo, out _, out _);
+            T stat = TM.Zero;
+            if (twoPass)
+            {
+                var first = Accumulate<T, TM>(firstOp, Identity<T, TM>(firstOp), inner, x, xt, xo, tid, size, n, TM.Zero, pNorm, p.NormKind);
+                stat = Statistic<T, TM>(op, GroupCombine<T, TM>(firstOp, first, sa, sb, si), n);
+            }
+            var s = Accumulate<T, TM>(op, Identity<T, TM>(op), inner, x, xt, xo, tid, size, n, stat, pNorm, p.NormKind);
+            s = GroupCombine<T, TM>(op, s, sa, sb, si);
+            if (tid == 0) Finish<T, TM>(op, s, stat, y, idx, yo, p, pNorm);
+        }
+    }
+}
