@@ -88,8 +88,8 @@ public sealed class GradScaler : IDisposable
         set => _growthInterval = value >= 1 ? value : throw new EngineException("GradScaler", $"the growth interval must be at least 1, got {value}");
     }
 
-    /// <summary>True when the current iteration passes through (bfloat16 without <see cref="ForceForBFloat16"/>).</summary>
-    public bool IsBFloat16PassThrough => IsEnabled && _decided && _passThrough;
+    /// <summary>True when the latest iteration passed through (bfloat16 without <see cref="ForceForBFloat16"/>).</summary>
+    public bool IsBFloat16PassThrough => IsEnabled && _passThrough;
 
     /// <summary>The scale as a 0-d float32 tensor on the device (null until the first scaled loss). Borrowed: do not dispose.</summary>
     public Tensor? ScaleTensor => _scale;

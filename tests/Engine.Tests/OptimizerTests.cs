@@ -288,6 +288,9 @@ public class OptimizerTests
         }
         AssertSteps(ra, SgdByHand(0.1, 0, 0, 0, false), "group 0");
         AssertSteps(rb, SgdByHand(0.01, 0.5, 0, 0, false), "group 1");
+        opt.ZeroGrad(setToNone: false);
+        Assert.That(D(a.Grad!), Is.EqualTo(new[] { 0.0, 0.0, 0.0 }), "zero-filled in place");
+        Assert.That(D(b.Grad!), Is.EqualTo(new[] { 0.0, 0.0, 0.0 }));
         opt.ZeroGrad();
         Assert.That(a.Grad, Is.Null);
         Assert.That(b.Grad, Is.Null);

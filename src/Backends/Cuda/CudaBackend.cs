@@ -46,8 +46,10 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         {
             lock (s_lock)
             {
-                // Algorithms maps Math/MathF calls in kernels (the op structs') to ILGPU's implementations.
-                return s_context ??= Context.Create(b => b.Cuda().CPU(s_emulatorDevice).EnableAlgorithms());
+                // Algorithms maps Math/MathF calls in kernels (the op structs') to ILGPU's implementations; O2 runs the
+                // address-space inference that turns generic loads of kernel parameters into ld.global (and
+                // ld.global.v4.f32 on the dense float32 paths).
+                return s_context ??= Context.Create(b => b.Cuda().CPU(s_emulatorDevice).EnableAlgorithms().Optimize(OptimizationLevel.O2));
             }
         }
     }

@@ -1,0 +1,117 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace Engine.Backends.Cuda.Gemm;
+
+/// <summary>Which element types a GEMM tiling serves.</summary>
+enum GemmFamily { Float32, Float64, Half }
+
+/// <summary>
+/// One instantiation of a GEMM kernel: its tiling, group size and launcher. The GPU tilings use 128–256 threads; the
+/// emulator's ILGPU CPU accelerator runs at most 64 threads per group, so every register-tile and warp-tile struct
+/// also appears in a 64-thread tiling that the CI tests run.
+/// </summary>
+sealed class GemmPlan
+{
+    public required string Name { get; init; }
+    public required GemmFamily Family { get; init; }
+    public required int BM { get; init; }
+    public required int BN { get; init; }
+    public required int Threads { get; init; }
+
+    /// <summary>The generic kernel class instantiated for this plan: the kernel cache's key.</summary>
+    public required Type Key { get; init; }
+
+    public required Action<GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel { get; init; }
+
+    public MethodInfo Method => Kernel.Method;
+
+    public bool Serves(DType dtype) => Family switch
+    {
+        GemmFamily.Float32 => dtype == DType.Float32,
+        GemmFamily.Float64 => dtype == DType.Float64,
+        _ => dtype is DType.Float16 or DType.BFloat16,
+    };
+
+    public override string ToString() => Name;
+}
+
+/// <summary>The GEMM tilings, the choice among them, and a PTX compile of any of them (no GPU needed) for tests.</summary>
+static class GemmPlans
+{
+    static GemmPlan Simt<T, TMath, TTile, TMicro>(string name, GemmFamily family)
+        where T : unmanaged where TMath : struct, IGemmMath<T> where TTile : struct, ISimtTile where TMicro : struct, IMicroTile<T> =>
+        new()
+        {
+            Name = name, Family = family, BM = default(TTile).BM, BN = default(TTile).BN,
+            Threads = SimtGemm<T, TMath, TTile, TMicro>.Threads,
+            Key = typeof(SimtGemm<T, TMath, TTile, TMicro>),
+            Kernel = SimtGemm<T, TMath, TTile, TMicro>.Kernel,
+        };
+
+    static GemmPlan Mma<TBlock, TWarp>(string name) where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile =>
+        new()
+        {
+            Name = name, Family = GemmFamily.Half, BM = MmaGemm<TBlock, TWarp>.BM, BN = MmaGemm<TBlock, TWarp>.BN,
+            Threads = MmaGemm<TBlock, TWarp>.Threads,
+            Key = typeof(MmaGemm<TBlock, TWarp>),
+            Kernel = MmaGemm<TBlock, TWarp>.Kernel,
+        };
+
+    // Names: family-BMxBNxBK-(per-thread or per-warp tile).
+    public static readonly GemmPlan F32Large = Simt<float, FloatMath, Tile128x128x8, Micro8x8<float, FloatMath>>("f32-128x128x8-8x8", GemmFamily.Float32);
+    public static readonly GemmPlan F32Small = Simt<float, FloatMath, Tile64x64x8, Micro4x4<float, FloatMath>>("f32-64x64x8-4x4", GemmFamily.Float32);
+    public static readonly GemmPlan F32Emulated = Simt<float, FloatMath, Tile16x16x4, Micro2x2<float, FloatMath>>("f32-16x16x4-2x2", GemmFamily.Float32);
+    public static readonly GemmPlan F64 = Simt<double, DoubleMath, Tile64x64x8, Micro4x4<double, DoubleMath>>("f64-64x64x8-4x4", GemmFamily.Float64);
+    public static readonly GemmPlan F64Emulated = Simt<double, DoubleMath, Tile16x16x4, Micro2x2<double, DoubleMath>>("f64-16x16x4-2x2", GemmFamily.Float64);
+    public static readonly GemmPlan HalfLarge = Mma<Warps2x4K32, Mma4x4>("mma-128x128x32-4x4");
+    public static readonly GemmPlan HalfSmall = Mma<Warps2x2K32, Mma2x4>("mma-64x64x32-2x4");
+    public static readonly GemmPlan HalfEmulated = Mma<Warps2x1K16, Mma1x2>("mma-32x16x16-1x2");
+
+    /// <summary>Every tiling: the defaults above, plus 64-thread ones that give each register and warp tile a CI run.</summary>
+    public static readonly IReadOnlyList<GemmPlan> All =
+    [
+        F32Large, F32Small, F32Emulated,
+        Simt<float, FloatMath, Tile64x64x8, Micro8x8<float, FloatMath>>("f32-64x64x8-8x8", GemmFamily.Float32),
+        Simt<float, FloatMath, Tile32x32x8, Micro4x4<float, FloatMath>>("f32-32x32x8-4x4", GemmFamily.Float32),
+        F64, F64Emulated,
+        Simt<double, DoubleMath, Tile32x32x8, Micro4x4<double, DoubleMath>>("f64-32x32x8-4x4", GemmFamily.Float64),
+        HalfLarge, HalfSmall, HalfEmulated,
+        Mma<Warps1x2K32, Mma2x2>("mma-32x32x32-2x2"),
+        Mma<Warps2x1K16, Mma2x4>("mma-64x32x16-2x4"),
+        Mma<Warps2x1K16, Mma4x4>("mma-128x32x16-4x4"),
+    ];
+
+    public static GemmPlan Named(string name) =>
+        All.FirstOrDefault(p => p.Name == name) ?? throw new ArgumentException($"no GEMM plan named '{name}'", nameof(name));
+
+    /// <summary>
+    /// The default tiling: on a GPU the 128×128 one when its tiles fill every multiprocessor at least once, else the
+    /// 64×64 one (more groups for small products); under emulation the 64-thread one.
+    /// </summary>
+    public static GemmPlan Choose(DType dtype, int batch, int m, int n, int maxThreads, int multiprocessors)
+    {
+        bool small = maxThreads < 256;
+        if (dtype == DType.Float64) return small ? F64Emulated : F64;
+        var (emulated, large, fallback) = dtype == DType.Float32 ? (F32Emulated, F32Large, F32Small) : (HalfEmulated, HalfLarge, HalfSmall);
+        if (small) return emulated;
+        long tiles = (long)((m + 127) / 128) * ((n + 127) / 128) * batch;
+        return tiles >= multiprocessors ? large : fallback;
+    }
+
+    /// <summary>
+    /// The PTX ILGPU generates for a plan's kernel for sm_90, compiled without a device: what a GPU would run, for tests
+    /// that check the inline PTX and shared-memory naming on machines without one.
+    /// </summary>
+    public static string CompilePtx(GemmPlan plan)
+    {
+        using var context = Context.Create(b => b.Cuda());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);
+        var kernel = backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(plan.Method), new KernelSpecialization());
+        return ((PTXCompiledKernel)kernel).PTXAssembly;
+    }
+}
