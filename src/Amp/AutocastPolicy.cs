@@ -16,8 +16,9 @@ public enum AutocastCategory
 /// <summary>
 /// THE autocast policy: op name → category, in one place. Ops pass their name to the dispatch hook
 /// (<see cref="AutocastDispatch"/>) and this table decides; an op not listed runs in its input type. Float64 inputs
-/// are never cast, nor integer or Bool ones; in-place ops are not autocast. The names are those ops record for
-/// autograd.
+/// are never cast, nor integer or Bool ones; in-place ops and explicit casts (<c>To(dtype)</c>) are not autocast (no
+/// op here takes an output dtype argument, so PyTorch's "an op given a dtype is left alone" has nothing to apply to).
+/// The names are those ops record for autograd.
 /// </summary>
 /// <remarks>
 /// <para><b>Lower precision</b> (cast to the region's dtype): <c>MatMul</c>. Every matrix product goes through it:

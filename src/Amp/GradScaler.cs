@@ -390,14 +390,14 @@ public sealed class GradScaler : IDisposable
         using var _ = GradMode.NoGrad();
         var grads = Gradients(optimizer);
         bool anyF16 = grads.Any(g => g.DType == DType.Float16), anyBf16 = grads.Any(g => g.DType == DType.BFloat16);
-        if (anyF16) _sawFloat16 = true;
+        if (anyF16) { _sawFloat16 = true; _passThrough = false; }
         if (!_decided)
         {
             // Unscale/Step without Scale this iteration: decide from the gradients alone.
             _decided = true;
             _passThrough = !ForceForBFloat16 && !_sawFloat16 && anyBf16;
         }
-        if (_passThrough && !anyF16)
+        if (_passThrough)
         {
             st.FoundInf = null;
             return;

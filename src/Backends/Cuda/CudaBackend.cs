@@ -179,6 +179,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         _accelerator.Bind();
         V(source).SubView(0, n).CopyToCPU(_accelerator.DefaultStream, bytes[..(int)n]);
         CountHostSynchronization();
+        CheckDeviceErrors(); // a bad target or index a kernel reported (Kernels/RowKernels.cs)
     }
 
     /// <inheritdoc/>
@@ -187,6 +188,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         _accelerator.Bind();
         _accelerator.DefaultStream.Synchronize();
         CountHostSynchronization();
+        CheckDeviceErrors(); // a bad target or index a kernel reported (Kernels/RowKernels.cs)
     }
 
     // ---- kernel loading and launch shapes ----

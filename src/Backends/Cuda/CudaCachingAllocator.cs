@@ -23,6 +23,10 @@ public sealed class CudaCachingAllocator
     readonly Accelerator _accelerator;
     readonly string _device;
     readonly Dictionary<long, Stack<MemoryBuffer1D<byte, Stride1D.Dense>>> _free = [];
+    // Every block handed out stays reachable from here: a storage dropped without Dispose reaches the pool from its
+    // tensor's finalizer, and ILGPU's buffers have finalizers of their own that would otherwise free the block in the
+    // same collection (finalization order is undefined), leaving a dead block in the free list.
+    readonly HashSet<MemoryBuffer1D<byte, Stride1D.Dense>> _inUse = new(ReferenceEqualityComparer.Instance);
     readonly Lock _lock = new();
     long _allocated, _reserved, _peak, _cached, _deviceAllocations;
 
@@ -73,6 +77,7 @@ public sealed class CudaCachingAllocator
             {
                 _cached -= size;
                 Account(size);
+                _inUse.Add(cached);
                 return cached;
             }
             var buffer = TryAllocate(size);
@@ -88,6 +93,7 @@ public sealed class CudaCachingAllocator
             _reserved += size;
             _deviceAllocations++;
             Account(size);
+            _inUse.Add(buffer);
             return buffer;
         }
     }
@@ -118,6 +124,7 @@ public sealed class CudaCachingAllocator
         long size = buffer.Length;
         lock (_lock)
         {
+            if (!_inUse.Remove(buffer)) return; // not ours, or returned twice
             _allocated -= size;
             if (!_free.TryGetValue(size, out var stack)) _free[size] = stack = new Stack<MemoryBuffer1D<byte, Stride1D.Dense>>();
             stack.Push(buffer);

@@ -98,10 +98,10 @@ public interface ISimtTile
 
 /// <summary>
 /// A warp's tile of the tensor-core GEMM: MI×NI m16n8k16 accumulators (float32, in the PTX ISA's C/D fragment
-/// layout), fed by <see cref="WarpMma.LoadMatrixX4"/> from shared memory. NI is even: one ldmatrix.x4 loads the B
-/// fragments of two n8 blocks.
+/// layout), fed by ldmatrix.x4 from shared memory through the warp instructions <typeparamref name="TInstr"/>. NI is
+/// even: one ldmatrix.x4 loads the B fragments of two n8 blocks.
 /// </summary>
-public interface IMmaWarpTile
+public interface IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma
 {
     /// <summary>m16 blocks per warp.</summary>
     int MI { get; }
@@ -116,8 +116,8 @@ public interface IMmaWarpTile
     /// </summary>
     void Step(ArrayView<ushort> s, int a, int b, int pitch, int lane, int bf16, ArrayView<uint> scratch);
 
-    /// <summary>Writes the accumulators inside [m, n], rounded once to <paramref name="dtype"/>, to y[yBase + r·n + c].</summary>
-    void Store(ArrayView<byte> y, long yBase, int row, int col, int lane, int m, int n, int dtype);
+    /// <summary>Writes the accumulators inside [m, n], rounded once to bfloat16 (<paramref name="bf16"/> = 1) or float16, to y[yBase + r·n + c].</summary>
+    void Store(ArrayView<byte> y, long yBase, int row, int col, int lane, int m, int n, int bf16);
 }
 
 /// <summary>The block shape of the tensor-core GEMM: WarpsM×WarpsN warps, BK (a multiple of 16) of k per stage.</summary>

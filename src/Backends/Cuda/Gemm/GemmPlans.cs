@@ -23,12 +23,17 @@ sealed class GemmPlan
     public required int BN { get; init; }
     public required int Threads { get; init; }
 
-    /// <summary>The generic kernel class instantiated for this plan: the kernel cache's key.</summary>
-    public required Type Key { get; init; }
+    /// <summary>The GPU kernel (for the tensor-core tilings, the bfloat16 one) and its class, the kernel cache's key.</summary>
+    public required GemmKernel Gpu { get; init; }
 
-    public required Action<GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel { get; init; }
+    /// <summary>The tensor-core tilings' float16 GPU kernel.</summary>
+    public GemmKernel? GpuFloat16 { get; init; }
 
-    public MethodInfo Method => Kernel.Method;
+    /// <summary>The kernel for ILGPU's CPU accelerator (warp instructions emulated; the GPU kernel for SIMT tilings).</summary>
+    public required GemmKernel Emulated { get; init; }
+
+    public GemmKernel For(DType dtype, bool emulated) =>
+        emulated ? Emulated : dtype == DType.Float16 && GpuFloat16 is { } f16 ? f16 : Gpu;
 
     public bool Serves(DType dtype) => Family switch
     {
@@ -40,6 +45,12 @@ sealed class GemmPlan
     public override string ToString() => Name;
 }
 
+/// <summary>A kernel entry point and the generic class it belongs to (the kernel cache's key).</summary>
+sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel)
+{
+    public MethodInfo Method => Kernel.Method;
+}
+
 /// <summary>The GEMM tilings, the choice among them, and a PTX compile of any of them (no GPU needed) for tests.</summary>
 static class GemmPlans
 {
@@ -49,41 +60,47 @@ static class GemmPlans
         {
             Name = name, Family = family, BM = default(TTile).BM, BN = default(TTile).BN,
             Threads = SimtGemm<T, TMath, TTile, TMicro>.Threads,
-            Key = typeof(SimtGemm<T, TMath, TTile, TMicro>),
-            Kernel = SimtGemm<T, TMath, TTile, TMicro>.Kernel,
+            Gpu = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Kernel),
+            Emulated = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Kernel),
         };
 
-    static GemmPlan Mma<TBlock, TWarp>(string name) where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile =>
+    static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name)
+        where TBlock : struct, IMmaBlock
+        where TWarpBf16 : struct, IMmaWarpTile<PtxWarpMmaBf16>
+        where TWarpF16 : struct, IMmaWarpTile<PtxWarpMmaF16>
+        where TWarpEmulated : struct, IMmaWarpTile<EmulatedWarpMma> =>
         new()
         {
-            Name = name, Family = GemmFamily.Half, BM = MmaGemm<TBlock, TWarp>.BM, BN = MmaGemm<TBlock, TWarp>.BN,
-            Threads = MmaGemm<TBlock, TWarp>.Threads,
-            Key = typeof(MmaGemm<TBlock, TWarp>),
-            Kernel = MmaGemm<TBlock, TWarp>.Kernel,
+            Name = name, Family = GemmFamily.Half,
+            BM = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.BM, BN = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.BN,
+            Threads = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.Threads,
+            Gpu = new(typeof(MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>), MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.Kernel),
+            GpuFloat16 = new(typeof(MmaGemm<TBlock, TWarpF16, PtxWarpMmaF16>), MmaGemm<TBlock, TWarpF16, PtxWarpMmaF16>.Kernel),
+            Emulated = new(typeof(MmaGemm<TBlock, TWarpEmulated, EmulatedWarpMma>), MmaGemm<TBlock, TWarpEmulated, EmulatedWarpMma>.Kernel),
         };
 
     // Names: family-BMxBNxBK-(per-thread or per-warp tile).
     public static readonly GemmPlan F32Large = Simt<float, FloatMath, Tile128x128x8, Micro8x8<float, FloatMath>>("f32-128x128x8-8x8", GemmFamily.Float32);
     public static readonly GemmPlan F32Small = Simt<float, FloatMath, Tile64x64x8, Micro4x4<float, FloatMath>>("f32-64x64x8-4x4", GemmFamily.Float32);
-    public static readonly GemmPlan F32Emulated = Simt<float, FloatMath, Tile16x16x4, Micro2x2<float, FloatMath>>("f32-16x16x4-2x2", GemmFamily.Float32);
+    public static readonly GemmPlan F32Emulated = Simt<float, FloatMath, Tile32x32x32, Micro4x4<float, FloatMath>>("f32-32x32x32-4x4", GemmFamily.Float32);
     public static readonly GemmPlan F64 = Simt<double, DoubleMath, Tile64x64x8, Micro4x4<double, DoubleMath>>("f64-64x64x8-4x4", GemmFamily.Float64);
-    public static readonly GemmPlan F64Emulated = Simt<double, DoubleMath, Tile16x16x4, Micro2x2<double, DoubleMath>>("f64-16x16x4-2x2", GemmFamily.Float64);
-    public static readonly GemmPlan HalfLarge = Mma<Warps2x4K32, Mma4x4>("mma-128x128x32-4x4");
-    public static readonly GemmPlan HalfSmall = Mma<Warps2x2K32, Mma2x4>("mma-64x64x32-2x4");
-    public static readonly GemmPlan HalfEmulated = Mma<Warps2x1K16, Mma1x2>("mma-32x16x16-1x2");
+    public static readonly GemmPlan F64Emulated = Simt<double, DoubleMath, Tile32x32x32, Micro4x4<double, DoubleMath>>("f64-32x32x32-4x4", GemmFamily.Float64);
+    public static readonly GemmPlan HalfLarge = Mma<Warps2x4K32, Mma4x4<PtxWarpMmaBf16>, Mma4x4<PtxWarpMmaF16>, Mma4x4<EmulatedWarpMma>>("mma-128x128x32-4x4");
+    public static readonly GemmPlan HalfSmall = Mma<Warps2x2K32, Mma2x4<PtxWarpMmaBf16>, Mma2x4<PtxWarpMmaF16>, Mma2x4<EmulatedWarpMma>>("mma-64x64x32-2x4");
+    public static readonly GemmPlan HalfEmulated = Mma<Warps1x2K64, Mma2x2<PtxWarpMmaBf16>, Mma2x2<PtxWarpMmaF16>, Mma2x2<EmulatedWarpMma>>("mma-32x32x64-2x2");
 
     /// <summary>Every tiling: the defaults above, plus 64-thread ones that give each register and warp tile a CI run.</summary>
     public static readonly IReadOnlyList<GemmPlan> All =
     [
         F32Large, F32Small, F32Emulated,
-        Simt<float, FloatMath, Tile64x64x8, Micro8x8<float, FloatMath>>("f32-64x64x8-8x8", GemmFamily.Float32),
-        Simt<float, FloatMath, Tile32x32x8, Micro4x4<float, FloatMath>>("f32-32x32x8-4x4", GemmFamily.Float32),
+        Simt<float, FloatMath, Tile64x64x16, Micro8x8<float, FloatMath>>("f32-64x64x16-8x8", GemmFamily.Float32),
+        Simt<float, FloatMath, Tile16x16x32, Micro2x2<float, FloatMath>>("f32-16x16x32-2x2", GemmFamily.Float32),
         F64, F64Emulated,
-        Simt<double, DoubleMath, Tile32x32x8, Micro4x4<double, DoubleMath>>("f64-32x32x8-4x4", GemmFamily.Float64),
+        Simt<double, DoubleMath, Tile16x16x32, Micro2x2<double, DoubleMath>>("f64-16x16x32-2x2", GemmFamily.Float64),
         HalfLarge, HalfSmall, HalfEmulated,
-        Mma<Warps1x2K32, Mma2x2>("mma-32x32x32-2x2"),
-        Mma<Warps2x1K16, Mma2x4>("mma-64x32x16-2x4"),
-        Mma<Warps2x1K16, Mma4x4>("mma-128x32x16-4x4"),
+        Mma<Warps2x1K32, Mma1x2<PtxWarpMmaBf16>, Mma1x2<PtxWarpMmaF16>, Mma1x2<EmulatedWarpMma>>("mma-32x16x32-1x2"),
+        Mma<Warps2x1K32, Mma2x4<PtxWarpMmaBf16>, Mma2x4<PtxWarpMmaF16>, Mma2x4<EmulatedWarpMma>>("mma-64x32x32-2x4"),
+        Mma<Warps2x1K16, Mma4x4<PtxWarpMmaBf16>, Mma4x4<PtxWarpMmaF16>, Mma4x4<EmulatedWarpMma>>("mma-128x32x16-4x4"),
     ];
 
     public static GemmPlan Named(string name) =>
@@ -104,14 +121,14 @@ static class GemmPlans
     }
 
     /// <summary>
-    /// The PTX ILGPU generates for a plan's kernel for sm_90, compiled without a device: what a GPU would run, for tests
+    /// The PTX ILGPU generates for a kernel for sm_90, compiled without a device: what a GPU would run, for tests
     /// that check the inline PTX and shared-memory naming on machines without one.
     /// </summary>
-    public static string CompilePtx(GemmPlan plan)
+    public static string CompilePtx(GemmKernel kernel)
     {
         using var context = Context.Create(b => b.Cuda());
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);
-        var kernel = backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(plan.Method), new KernelSpecialization());
-        return ((PTXCompiledKernel)kernel).PTXAssembly;
+        var compiled = backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), new KernelSpecialization());
+        return ((PTXCompiledKernel)compiled).PTXAssembly;
     }
 }

@@ -66,7 +66,9 @@ static class SimtGemm<T, TMath, TTile, TMicro>
                 sB[kk * pb + c] = v;
             }
             Group.Barrier();
-            for (int kk = 0; kk < bk; kk++) acc.Step(sA, kk * pa + row, ty, sB, kk * pb + col, tx);
+            // Full stages keep a constant trip count (ptxas may unroll it); the last one stops at k.
+            if (kLeft >= bk) for (int kk = 0; kk < bk; kk++) acc.Step(sA, kk * pa + row, ty, sB, kk * pb + col, tx);
+            else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, kk * pa + row, ty, sB, kk * pb + col, tx);
             Group.Barrier();
         }
         acc.Store(y, batch * g.M * g.N, row0 + row, ty, col0 + col, tx, g.M, g.N);
@@ -77,12 +79,17 @@ static class SimtGemm<T, TMath, TTile, TMicro>
 /// <summary>128×128 block tiles, BK 8: with 8×8 per thread, 256 threads (the GPU's float32 tiling for large products).</summary>
 public struct Tile128x128x8 : ISimtTile { public readonly int BM => 128; public readonly int BN => 128; public readonly int BK => 8; }
 
-/// <summary>64×64 block tiles, BK 8: 256 threads at 4×4 per thread, 64 at 8×8.</summary>
+/// <summary>64×64 block tiles, BK 8: 256 threads at 4×4 per thread (the GPU's tiling for small products and float64).</summary>
 public struct Tile64x64x8 : ISimtTile { public readonly int BM => 64; public readonly int BN => 64; public readonly int BK => 8; }
 
-/// <summary>32×32 block tiles, BK 8: 64 threads at 4×4 per thread.</summary>
-public struct Tile32x32x8 : ISimtTile { public readonly int BM => 32; public readonly int BN => 32; public readonly int BK => 8; }
+// The emulator's tilings (64 threads): deep BK, because a group barrier costs milliseconds on ILGPU's CPU accelerator.
 
-/// <summary>16×16 block tiles, BK 4: 64 threads at 2×2 per thread (the emulator's default).</summary>
-public struct Tile16x16x4 : ISimtTile { public readonly int BM => 16; public readonly int BN => 16; public readonly int BK => 4; }
+/// <summary>64×64 block tiles, BK 16: 64 threads at 8×8 per thread.</summary>
+public struct Tile64x64x16 : ISimtTile { public readonly int BM => 64; public readonly int BN => 64; public readonly int BK => 16; }
+
+/// <summary>32×32 block tiles, BK 32: 64 threads at 4×4 per thread (the emulator's default).</summary>
+public struct Tile32x32x32 : ISimtTile { public readonly int BM => 32; public readonly int BN => 32; public readonly int BK => 32; }
+
+/// <summary>16×16 block tiles, BK 32: 64 threads at 2×2 per thread.</summary>
+public struct Tile16x16x32 : ISimtTile { public readonly int BM => 16; public readonly int BN => 16; public readonly int BK => 32; }
 #pragma warning restore CS1591

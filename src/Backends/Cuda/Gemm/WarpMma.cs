@@ -15,10 +15,90 @@ public struct U4
 
 /// <summary>
 /// The two warp-level instructions of the tensor-core GEMM, <c>ldmatrix.sync.aligned.m8n8.x4.shared.b16</c> and
-/// <c>mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32</c>: inline PTX on a GPU
-/// (<see cref="CudaAsm.IsSupported"/>), elsewhere (ILGPU's CPU accelerator) a C# emulation that computes what the
-/// instruction computes from the same per-lane registers, exchanged between the lanes of the warp. So the tiling and
-/// the fragment indexing run in CI; only the PTX strings wait for a GPU.
+/// <c>mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32</c>, as a type parameter of the kernel:
+/// <see cref="PtxWarpMmaBf16"/> and <see cref="PtxWarpMmaF16"/> issue the inline PTX on a GPU (where
+/// <see cref="CudaAsm.IsSupported"/>);
+/// <see cref="EmulatedWarpMma"/>, on ILGPU's CPU accelerator, computes what the instruction computes from the same
+/// per-lane registers, exchanged between the lanes of the warp. So the tiling and the fragment indexing run in CI; only
+/// the PTX strings wait for a GPU. The host picks the type from the accelerator rather than branching on
+/// <see cref="CudaAsm.IsSupported"/> in the kernel, because ILGPU lowers that property to a run-time compare and every
+/// PTX would carry the whole emulation (42,000 lines of PTX for ptxas to JIT instead of 15,000 for the 128×128 kernel).
+/// The PTX kernels take the input type as a type too, so no branch splits the inner loop's mma's.
+/// </summary>
+public interface IWarpMma
+{
+    /// <summary>Words of shared scratch per warp the instructions need (the emulation's exchange area; 1 for PTX).</summary>
+    int ScratchWords { get; }
+
+    /// <summary>1 for bfloat16 inputs, 0 for float16, −1 when the kernel's argument says (the emulation serves both).</summary>
+    int InputIsBf16 { get; }
+
+    /// <summary>
+    /// ldmatrix.x4 from the kernel's shared allocation <paramref name="s"/>: <paramref name="offset"/> is this lane's
+    /// row address in half words (16-byte aligned on a GPU). Every lane of the warp must call it.
+    /// </summary>
+    U4 LoadMatrixX4(ArrayView<ushort> s, int offset, int lane, ArrayView<uint> scratch);
+
+    /// <summary>
+    /// mma.sync m16n8k16 row.col with float32 accumulation: this lane's D fragment for A fragment <paramref name="a"/>,
+    /// B fragment (<paramref name="b0"/>, <paramref name="b1"/>) and C fragment <paramref name="c"/>;
+    /// <paramref name="bf16"/> selects bfloat16 (1) or float16 (0) inputs. Every lane of the warp must call it.
+    /// </summary>
+    F4 Mma(U4 a, uint b0, uint b1, F4 c, int lane, int bf16, ArrayView<uint> scratch);
+}
+
+/// <summary>The warp instructions as inline PTX (a GPU only), on bfloat16 inputs.</summary>
+public readonly struct PtxWarpMmaBf16 : IWarpMma
+{
+    /// <inheritdoc/>
+    public int ScratchWords => 1;
+
+    /// <inheritdoc/>
+    public int InputIsBf16 => 1;
+
+    /// <inheritdoc/>
+    public U4 LoadMatrixX4(ArrayView<ushort> s, int offset, int lane, ArrayView<uint> scratch) => WarpMma.IssueLoadMatrixX4(offset);
+
+    /// <inheritdoc/>
+    public F4 Mma(U4 a, uint b0, uint b1, F4 c, int lane, int bf16, ArrayView<uint> scratch) => WarpMma.IssueMmaBf16(a, b0, b1, c);
+}
+
+/// <summary>The warp instructions as inline PTX (a GPU only), on float16 inputs.</summary>
+public readonly struct PtxWarpMmaF16 : IWarpMma
+{
+    /// <inheritdoc/>
+    public int ScratchWords => 1;
+
+    /// <inheritdoc/>
+    public int InputIsBf16 => 0;
+
+    /// <inheritdoc/>
+    public U4 LoadMatrixX4(ArrayView<ushort> s, int offset, int lane, ArrayView<uint> scratch) => WarpMma.IssueLoadMatrixX4(offset);
+
+    /// <inheritdoc/>
+    public F4 Mma(U4 a, uint b0, uint b1, F4 c, int lane, int bf16, ArrayView<uint> scratch) => WarpMma.IssueMmaF16(a, b0, b1, c);
+}
+
+/// <summary>The warp instructions emulated in C# (ILGPU's CPU accelerator): see <see cref="WarpMma.MmaEmulated"/>.</summary>
+public readonly struct EmulatedWarpMma : IWarpMma
+{
+    /// <inheritdoc/>
+    public int ScratchWords => WarpMma.ScratchWords;
+
+    /// <inheritdoc/>
+    public int InputIsBf16 => -1;
+
+    /// <inheritdoc/>
+    public U4 LoadMatrixX4(ArrayView<ushort> s, int offset, int lane, ArrayView<uint> scratch) =>
+        WarpMma.LoadMatrixX4Emulated(s, offset, lane, scratch);
+
+    /// <inheritdoc/>
+    public F4 Mma(U4 a, uint b0, uint b1, F4 c, int lane, int bf16, ArrayView<uint> scratch) =>
+        WarpMma.MmaEmulated(a, b0, b1, c, lane, bf16, scratch);
+}
+
+/// <summary>
+/// The PTX of the warp instructions, their emulation, and the fragment index arithmetic the warp tiles share.
 /// <para>
 /// Fragment layouts, from the PTX ISA ("Matrix Fragments for mma.m16n8k16 with floating point type" and
 /// "Warp-level matrix load instruction: ldmatrix"), with g = lane / 4 (groupID) and t = lane % 4 (threadID_in_group);
@@ -49,6 +129,33 @@ public static class WarpMma
     public const string MmaF16Ptx =
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};";
 
+    /// <summary>Issues <see cref="LoadMatrixX4Ptx"/> for this lane's row at <paramref name="offset"/> half words.</summary>
+    public static U4 IssueLoadMatrixX4(int offset)
+    {
+        Output<uint> r0 = default, r1 = default, r2 = default, r3 = default;
+        Input<uint> bytes = (uint)(offset << 1);
+        CudaAsm.EmitRef(LoadMatrixX4Ptx, ref r0, ref r1, ref r2, ref r3, ref bytes);
+        return new U4 { X = r0.Value, Y = r1.Value, Z = r2.Value, W = r3.Value };
+    }
+
+    /// <summary>Issues <see cref="MmaBf16Ptx"/>.</summary>
+    public static F4 IssueMmaBf16(U4 a, uint b0, uint b1, F4 c)
+    {
+        Ref<float> d0 = c.X, d1 = c.Y, d2 = c.Z, d3 = c.W;
+        Input<uint> a0 = a.X, a1 = a.Y, a2 = a.Z, a3 = a.W, x0 = b0, x1 = b1;
+        CudaAsm.EmitRef(MmaBf16Ptx, ref d0, ref d1, ref d2, ref d3, ref a0, ref a1, ref a2, ref a3, ref x0, ref x1);
+        return new F4 { X = d0.Value, Y = d1.Value, Z = d2.Value, W = d3.Value };
+    }
+
+    /// <summary>Issues <see cref="MmaF16Ptx"/>.</summary>
+    public static F4 IssueMmaF16(U4 a, uint b0, uint b1, F4 c)
+    {
+        Ref<float> d0 = c.X, d1 = c.Y, d2 = c.Z, d3 = c.W;
+        Input<uint> a0 = a.X, a1 = a.Y, a2 = a.Z, a3 = a.W, x0 = b0, x1 = b1;
+        CudaAsm.EmitRef(MmaF16Ptx, ref d0, ref d1, ref d2, ref d3, ref a0, ref a1, ref a2, ref a3, ref x0, ref x1);
+        return new F4 { X = d0.Value, Y = d1.Value, Z = d2.Value, W = d3.Value };
+    }
+
     /// <summary>This lane's row address (in half words, relative to the warp's first A row) for an A fragment load.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int ALaneOffset(int lane, int pitch) =>
@@ -63,23 +170,6 @@ public static class WarpMma
 
     /// <summary>Words of emulation scratch each warp needs (see <see cref="LoadMatrixX4Emulated"/>, <see cref="MmaEmulated"/>).</summary>
     public const int ScratchWords = 32 * 6;
-
-    /// <summary>
-    /// ldmatrix.x4 from the kernel's shared allocation <paramref name="s"/>: <paramref name="offset"/> is this lane's
-    /// row address in half words (16-byte aligned on a GPU). Every lane of the warp must call it.
-    /// <paramref name="scratch"/> (<see cref="ScratchWords"/> words per warp) serves the emulation only.
-    /// </summary>
-    public static U4 LoadMatrixX4(ArrayView<ushort> s, int offset, int lane, ArrayView<uint> scratch)
-    {
-        if (CudaAsm.IsSupported)
-        {
-            Output<uint> r0 = default, r1 = default, r2 = default, r3 = default;
-            Input<uint> bytes = (uint)(offset << 1);
-            CudaAsm.EmitRef(LoadMatrixX4Ptx, ref r0, ref r1, ref r2, ref r3, ref bytes);
-            return new U4 { X = r0.Value, Y = r1.Value, Z = r2.Value, W = r3.Value };
-        }
-        return LoadMatrixX4Emulated(s, offset, lane, scratch);
-    }
 
     /// <summary>
     /// What ldmatrix.x4 computes: register j of lane l is word l % 4 of the row whose address lane 8j + l / 4 holds.
@@ -100,26 +190,6 @@ public static class WarpMma
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static uint Pair(ArrayView<ushort> s, int i) => s[i] | (uint)s[i + 1] << 16;
-
-    /// <summary>
-    /// mma.sync m16n8k16 row.col with float32 accumulation: returns this lane's D fragment for A fragment
-    /// <paramref name="a"/>, B fragment (<paramref name="b0"/>, <paramref name="b1"/>) and C fragment <paramref name="c"/>.
-    /// <paramref name="bf16"/> selects bfloat16 (1) or float16 (0) inputs. Every lane of the warp must call it.
-    /// </summary>
-    public static F4 Mma(U4 a, uint b0, uint b1, F4 c, int lane, int bf16, ArrayView<uint> scratch)
-    {
-        if (CudaAsm.IsSupported)
-        {
-            Ref<float> d0 = c.X, d1 = c.Y, d2 = c.Z, d3 = c.W;
-            Input<uint> a0 = a.X, a1 = a.Y, a2 = a.Z, a3 = a.W, x0 = b0, x1 = b1;
-            if (bf16 != 0)
-                CudaAsm.EmitRef(MmaBf16Ptx, ref d0, ref d1, ref d2, ref d3, ref a0, ref a1, ref a2, ref a3, ref x0, ref x1);
-            else
-                CudaAsm.EmitRef(MmaF16Ptx, ref d0, ref d1, ref d2, ref d3, ref a0, ref a1, ref a2, ref a3, ref x0, ref x1);
-            return new F4 { X = d0.Value, Y = d1.Value, Z = d2.Value, W = d3.Value };
-        }
-        return MmaEmulated(a, b0, b1, c, lane, bf16, scratch);
-    }
 
     /// <summary>
     /// What the mma computes, from the fragments alone: every lane publishes its a0..a3, b0, b1 in the warp's
@@ -165,23 +235,29 @@ public static class WarpMma
     /// <summary>
     /// Writes an accumulator fragment of the m16×n8 block at (<paramref name="row"/>, <paramref name="col"/>): c0, c1 at
     /// row g, columns 2t, 2t + 1; c2, c3 at row g + 8. Values outside [m, n] are dropped; each is rounded once to
-    /// <paramref name="dtype"/>.
+    /// bfloat16 (<paramref name="bf16"/> = 1) or float16.
     /// </summary>
-    public static void StoreAccumulator(ArrayView<byte> y, long yBase, int row, int col, int lane, int m, int n, int dtype, F4 c)
+    public static void StoreAccumulator(ArrayView<byte> y, long yBase, int row, int col, int lane, int m, int n, int bf16, F4 c)
     {
+        var h = y.Cast<ushort>();
         int r = row + (lane >> 2), j = col + ((lane & 3) << 1);
         if (r < m)
         {
             long o = yBase + (long)r * n + j;
-            if (j < n) StoreFloat(y, dtype, o, c.X);
-            if (j + 1 < n) StoreFloat(y, dtype, o + 1, c.Y);
+            if (j < n) h[o] = Round(c.X, bf16);
+            if (j + 1 < n) h[o + 1] = Round(c.Y, bf16);
         }
         r += 8;
         if (r < m)
         {
             long o = yBase + (long)r * n + j;
-            if (j < n) StoreFloat(y, dtype, o, c.Z);
-            if (j + 1 < n) StoreFloat(y, dtype, o + 1, c.W);
+            if (j < n) h[o] = Round(c.Z, bf16);
+            if (j + 1 < n) h[o + 1] = Round(c.W, bf16);
         }
     }
+
+    // One rounding to the half type, bit-exact with the CPU backend's conversions.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ushort Round(float x, int bf16) =>
+        bf16 != 0 ? FloatToBf16(Interop.FloatAsInt(x)) : FloatToHalf(Interop.FloatAsInt(x));
 }

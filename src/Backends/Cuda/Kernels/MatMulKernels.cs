@@ -43,6 +43,8 @@ public sealed partial class CudaBackend
         var plan = GemmPlanOverride is { } forced && GemmPlans.Named(forced) is var p && p.Serves(dt)
             ? p
             : GemmPlans.Choose(dt, batch, m, n, Accelerator.MaxNumThreadsPerGroup, Accelerator.NumMultiprocessors);
+        if (plan.Threads > Accelerator.MaxNumThreadsPerGroup)
+            throw new EngineException(op, $"the {plan.Name} tiling needs {plan.Threads} threads per group; {Device} runs at most {Accelerator.MaxNumThreadsPerGroup}");
         int tilesM = (m + plan.BM - 1) / plan.BM, tilesN = (n + plan.BN - 1) / plan.BN;
         long tiles = (long)tilesM * tilesN;
         if (tiles > int.MaxValue)
@@ -59,7 +61,9 @@ public sealed partial class CudaBackend
             BAlongN = n > 1 && (k == 1 || Math.Abs(bLayout.Strides[2]) < Math.Abs(bLayout.Strides[1])) ? 1 : 0,
             DType = (int)dt,
         };
-        var kernel = Kernel("Gemm", plan.Key, acc => acc.LoadStreamKernel(plan.Kernel));
+        // ILGPU's CPU accelerator gets the kernel whose warp instructions are emulated (Gemm/WarpMma.cs).
+        var entry = plan.For(dt, IsEmulated);
+        var kernel = Kernel("Gemm", entry.Key, acc => acc.LoadStreamKernel(entry.Kernel));
         var av = V(a); var bv = V(b); var yv = V(y);
         // Grid y counts batches; CUDA caps it at 65535, so larger batches take several launches.
         const int maxGridY = 65535;

@@ -266,9 +266,10 @@ static class RowKernels
     public const int ErrorSlots = 5;
     public const long ErrorCrossEntropy = 1, ErrorCrossEntropyBackward = 2;
 
-    // Partial column sums for dWeight/dBias: about 32 rows per block, at most 256 blocks and 4M partials.
+    // Partial column sums for dWeight/dBias: about 16 rows per block, at most 256 blocks and 4M partials (so
+    // 8192 rows of 768 give 256 × 768 threads of 32 rows each).
     public static int ColumnBlocks(int rows, int cols) =>
-        (int)Math.Clamp(Math.Min((rows + 31L) / 32, (1L << 22) / Math.Max(cols, 1)), 1, 256);
+        (int)Math.Clamp(Math.Min((rows + 15L) / 16, (1L << 22) / Math.Max(cols, 1)), 1, 256);
 
     /// <summary>Records the first error since the last host check; later ones are dropped (the CAS picks one).</summary>
     public static void Report(ArrayView<long> errors, long code, long position, long value, long bound, long extra)
