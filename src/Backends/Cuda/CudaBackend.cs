@@ -109,7 +109,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         Device = device;
         _accelerator = accelerator;
         IsEmulated = emulated;
-        Allocator = new CudaCachingAllocator(accelerator, device.ToString());
+        Allocator = new CudaCachingAllocator(accelerator, device.ToString(), Bind);
         GroupSize = Math.Min(256, accelerator.MaxNumThreadsPerGroup);
         // Grid-stride loops over 8 groups of 256 per multiprocessor measured best on the H200 (see shared/gpu/README.md);
         // the emulator gains nothing from more than one group per worker.
@@ -164,7 +164,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         if (bytes.Length > destination.ByteLength)
             throw new ShapeException("CopyFromHost", $"{bytes.Length} bytes do not fit a storage of {destination.ByteLength}");
         if (bytes.Length == 0) return;
-        _accelerator.Bind();
+        Bind();
         // From pageable memory the copy waits for the stream (as cudaMemcpy does), so it counts as a synchronization.
         V(destination).SubView(0, bytes.Length).CopyFromCPU(_accelerator.DefaultStream, bytes);
         CountHostSynchronization();
@@ -176,7 +176,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         var bytes = MemoryMarshal.AsBytes(destination);
         long n = Math.Min(bytes.Length, source.ByteLength);
         if (n == 0) return;
-        _accelerator.Bind();
+        Bind();
         V(source).SubView(0, n).CopyToCPU(_accelerator.DefaultStream, bytes[..(int)n]);
         CountHostSynchronization();
         CheckDeviceErrors(); // a bad target or index a kernel reported (Kernels/RowKernels.cs)
@@ -185,7 +185,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     /// <inheritdoc/>
     public void Synchronize()
     {
-        _accelerator.Bind();
+        Bind();
         _accelerator.DefaultStream.Synchronize();
         CountHostSynchronization();
         CheckDeviceErrors(); // a bad target or index a kernel reported (Kernels/RowKernels.cs)
@@ -199,10 +199,10 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     /// </summary>
     internal TDelegate Kernel<TDelegate>(string name, Type? specialization, Func<Accelerator, TDelegate> load) where TDelegate : Delegate
     {
+        Bind();
         lock (_kernelLock)
         {
             if (_kernels.TryGetValue((name, specialization), out var d)) return (TDelegate)d;
-            _accelerator.Bind();
             var k = load(_accelerator);
             _kernels[(name, specialization)] = k;
             return k;
@@ -222,5 +222,13 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     /// <summary>One group of one thread, for the scalar bookkeeping kernels.</summary>
     internal static KernelConfig Single => new(1, 1);
 
-    internal void Bind() => _accelerator.Bind();
+    [ThreadStatic] static Accelerator? t_bound;
+
+    /// <summary>Makes the device's context current on this thread (CUDA contexts are per thread); cheap when it already is.</summary>
+    internal void Bind()
+    {
+        if (ReferenceEquals(t_bound, _accelerator)) return;
+        _accelerator.Bind();
+        t_bound = _accelerator;
+    }
 }

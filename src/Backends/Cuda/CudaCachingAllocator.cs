@@ -30,10 +30,13 @@ public sealed class CudaCachingAllocator
     readonly Lock _lock = new();
     long _allocated, _reserved, _peak, _cached, _deviceAllocations;
 
-    internal CudaCachingAllocator(Accelerator accelerator, string device)
+    readonly Action _bind;
+
+    internal CudaCachingAllocator(Accelerator accelerator, string device, Action bind)
     {
         _accelerator = accelerator;
         _device = device;
+        _bind = bind;
     }
 
     /// <summary>Bytes in blocks handed out (rounded sizes), as <c>torch.cuda.memory_allocated</c>.</summary>
@@ -109,7 +112,7 @@ public sealed class CudaCachingAllocator
         if (Limit is long limit && _reserved + size > limit) return null;
         try
         {
-            _accelerator.Bind();
+            _bind();
             return _accelerator.Allocate1D<byte>(size);
         }
         catch (Exception e) when (e is OutOfMemoryException or AcceleratorException)
@@ -141,7 +144,7 @@ public sealed class CudaCachingAllocator
     void EmptyCacheLocked()
     {
         if (_cached == 0) return;
-        _accelerator.Bind();
+        _bind();
         _accelerator.Synchronize(); // a cached block may still be read by queued kernels
         CudaBackend.CountHostSynchronization();
         foreach (var stack in _free.Values)

@@ -19,8 +19,21 @@ public abstract class CudaParityTests
     /// <summary>The length of the last dim of most test shapes (small on the emulator, larger on a GPU).</summary>
     protected abstract int Width { get; }
 
-    /// <summary>Extra relative tolerance for float32 transcendental functions (the GPU's approximate intrinsics).</summary>
-    protected virtual double TranscendentalTolerance => 2e-5;
+    /// <summary>
+    /// True where the device's math library is not .NET's: on a GPU, ILGPU maps float32 exp/log/sin/cos/tanh/pow to
+    /// PTX's approximate instructions (tanh.approx.f32 has a relative error near 2⁻¹¹) and float64 ones to CORDIC
+    /// routines (relative errors up to ~1e-11 near the zeros of sin, cos and log). Transcendental results then get
+    /// looser tolerances; exact operations keep theirs.
+    /// </summary>
+    protected virtual bool ApproximateMath => false;
+
+    /// <summary>Relative and absolute tolerance for a transcendental result of <paramref name="dtype"/>.</summary>
+    protected (double Rtol, double Atol) MathTolerance(DType dtype) => (dtype, ApproximateMath) switch
+    {
+        (DType.Float32, true) => (1e-3, 1e-5),
+        (DType.Float64, true) => (1e-10, 1e-13),
+        _ => Tolerance(dtype),
+    };
 
     static readonly DType[] Floats = [DType.Float32, DType.Float64, DType.Float16, DType.BFloat16];
     static readonly DType[] All = [DType.Float64, DType.Float32, DType.Float16, DType.BFloat16, DType.Int32, DType.Int64, DType.Bool];
@@ -276,8 +289,8 @@ public abstract class CudaParityTests
             using (cpu) using (dev)
             using (var c = op(cpu)) using (var d = op(dev))
             {
-                double rtol = dtype == DType.Float32 && transcendental ? TranscendentalTolerance : -1;
-                AssertParity(c, d, $"{name} {dtype.Name()} {kind}", rtol);
+                var (rtol, atol) = transcendental ? MathTolerance(dtype) : (-1, -1);
+                AssertParity(c, d, $"{name} {dtype.Name()} {kind}", rtol, atol);
             }
         }
     }
@@ -294,7 +307,8 @@ public abstract class CudaParityTests
             {
                 using (var c = cpu.Abs()) using (var d = dev.Abs()) AssertIdentical(c, d, $"Abs {dtype.Name()}");
                 using (var c = cpu.Neg()) using (var d = dev.Neg()) AssertIdentical(c, d, $"Neg {dtype.Name()}");
-                using (var c = cpu.Exp()) using (var d = dev.Exp()) AssertParity(c, d, $"Exp {dtype.Name()} (promoted)", TranscendentalTolerance);
+                var (rtol, atol) = MathTolerance(DType.Float32);
+                using (var c = cpu.Exp()) using (var d = dev.Exp()) AssertParity(c, d, $"Exp {dtype.Name()} (promoted)", rtol, atol);
             }
         }
     }
@@ -355,7 +369,10 @@ public abstract class CudaParityTests
             var (bc, bd) = Pair(Values(rng, Width, dtype, -2, 2), [Width], dtype);
             using (ac) using (ad) using (bc) using (bd)
             using (var c = ac.Pow(bc)) using (var d = ad.Pow(bd))
-                AssertParity(c, d, $"Pow {dtype.Name()}", dtype == DType.Float32 ? TranscendentalTolerance : -1);
+            {
+                var (rtol, atol) = MathTolerance(dtype);
+                AssertParity(c, d, $"Pow {dtype.Name()}", rtol, atol);
+            }
         }
     }
 
@@ -421,8 +438,9 @@ public abstract class CudaParityTests
                 using (var c = op(cpu)) using (var d = op(dev))
                 {
                     // Sums accumulate in float32 on the device and float64 on the CPU: allow for cancellation.
-                    double atol = dtype == DType.Float32 ? 1e-5 * Width : -1;
-                    AssertParity(c, d, $"{name} {dtype.Name()} {kind}", atol: atol);
+                    var (rtol, atol) = name.StartsWith("LogSumExp", StringComparison.Ordinal) || name == "Norm3" ? MathTolerance(dtype) : (-1, -1);
+                    if (dtype == DType.Float32) atol = Math.Max(atol, 1e-5 * Width);
+                    AssertParity(c, d, $"{name} {dtype.Name()} {kind}", rtol, atol);
                 }
             }
     }
@@ -493,7 +511,9 @@ public abstract class CudaParityTests
             AssertParity(cu, du, $"Uniform {dtype.Name()}", rtol: 1e-15, atol: 0);
             using var cn = Tensor.Normal([n], 1, 3, dtype, Device.Cpu, new Generator(44));
             using var dn = Tensor.Normal([n], 1, 3, dtype, Device, new Generator(44));
-            AssertParity(cn, dn, $"Normal {dtype.Name()}", atol: dtype == DType.Float32 ? 1e-5 : -1);
+            // Box–Muller takes log, sin and cos: near u₁ = 1 an approximate log moves small samples by up to ~1e-3.
+            double atol = ApproximateMath ? 2e-3 : dtype == DType.Float32 ? 1e-5 : -1;
+            AssertParity(cn, dn, $"Normal {dtype.Name()}", ApproximateMath ? 1e-3 : -1, atol);
         }
     }
 
@@ -583,6 +603,22 @@ public abstract class CudaParityTests
     }
 
     [Test]
+    public void LeakedTensors_ComeBackToThePoolIntact()
+    {
+        // Tensors dropped without Dispose are freed by their finalizers, in the same collection as the device
+        // buffers' own finalizers: the pool must keep its blocks alive, or a dead block is handed out again.
+        using var w = Tensor.Ones([4, Width], DType.Float32, Device);
+        for (int i = 0; i < 30; i++)
+        {
+            using var y = w.Mul(w).Tanh(); // the product is leaked on purpose
+            using var s = y.Sum(-1, keepDim: true);
+            if (i % 10 == 9) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        }
+        using var total = w.Sum();
+        Assert.That(total.Item(), Is.EqualTo(4 * Width));
+    }
+
+    [Test]
     public void ARepeatedStep_DoesNoDeviceAllocation_AndNoHostSynchronization()
     {
         var backend = (CudaBackend)BackendRegistry.Get(Device);
@@ -667,6 +703,6 @@ public class GpuCudaParityTests : CudaParityTests
     /// <inheritdoc/>
     protected override int Width => 4099;
 
-    /// <summary>tanh.approx.f32 (what ILGPU emits for MathF.Tanh on sm_75+) has a relative error near 2⁻¹¹.</summary>
-    protected override double TranscendentalTolerance => 1e-3;
+    /// <inheritdoc/>
+    protected override bool ApproximateMath => true;
 }

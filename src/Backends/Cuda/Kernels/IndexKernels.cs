@@ -33,7 +33,7 @@ public sealed partial class CudaBackend
         var a = new IndexArgs { Outer = outer, Size = size, Count = count, Inner = inner, Type = (int)x.DType, ElementSize = x.DType.ElementSize() };
         var gx = Geometry.Of(op, xLayout);
         var gi = Geometry.Of(op, indexLayout);
-        var errors = DeviceErrors(IndexKernels.ErrorGather);
+        var errors = DeviceErrors();
         Kernel("Gather", null, k => k.LoadStreamKernel<ArrayView<byte>, Geometry, ArrayView<byte>, Geometry, ArrayView<byte>, IndexArgs, ArrayView<long>>(IndexKernels.Gather))
             (Grid(n), V(x), gx, V(index), gi, V(y), a, errors);
     }
@@ -58,7 +58,7 @@ public sealed partial class CudaBackend
             Outer = outer, Size = size, Count = count, Inner = inner, Type = (int)t, ElementSize = t.ElementSize(),
             Flags = half ? IndexKernels.FloatTarget : 0,
         };
-        var errors = DeviceErrors(IndexKernels.ErrorScatterAdd);
+        var errors = DeviceErrors();
         long total = (long)outer * size * inner;
         Storage? scratch = null;
         var target = dx;

@@ -152,7 +152,7 @@ public sealed partial class CudaBackend
             Rows = rows, Cols = cols, Type = (int)logits.DType, Eps = labelSmoothing, Ignore = ignoreIndex,
             Flags = loss.DType == DType.Float64 ? RowKernels.WideLoss : 0,
         };
-        var errors = DeviceErrors(RowKernels.ErrorCrossEntropy);
+        var errors = DeviceErrors();
         Kernel("CrossEntropy", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<long>, RowArgs>(RowKernels.CrossEntropy))
             (RowLaunch(rows, cols), V(logits), V(targets), V(loss), errors, a);
     }
@@ -171,7 +171,7 @@ public sealed partial class CudaBackend
             Rows = rows, Cols = cols, Type = (int)logits.DType, Eps = labelSmoothing, Ignore = ignoreIndex,
             Flags = dloss.DType == DType.Float64 ? RowKernels.WideLoss : 0,
         };
-        var errors = DeviceErrors(RowKernels.ErrorCrossEntropyBackward);
+        var errors = DeviceErrors();
         Kernel("CrossEntropyBackward", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<long>, RowArgs>(RowKernels.CrossEntropyBackward))
             (RowLaunch(rows, cols), V(logits), V(targets), V(dloss), V(dlogits), errors, a);
     }
@@ -185,9 +185,8 @@ public sealed partial class CudaBackend
     volatile bool _errorCheckPending;
 
     /// <summary>The error buffer for a kernel that may report (see <see cref="CheckDeviceErrors"/>), marking a check as due.</summary>
-    ArrayView<long> DeviceErrors(long code)
+    ArrayView<long> DeviceErrors()
     {
-        _ = code; // the kernels write their own code; the parameter documents who asks
         lock (_errorLock)
         {
             if (_errorBuffer is null)
