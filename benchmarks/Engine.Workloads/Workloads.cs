@@ -48,7 +48,9 @@ public static class WorkloadCatalog
         new("softmax_4096x4096", "f32", 2, 15, d => new SoftmaxRun(d)),
         new("bf16_convert_16M", "bf16", 2, 15, d => new ConvertRun(d)),
         new("mlp_train_step", "f32", 5, 30, d => new MlpStepRun(d)),
-        new("gpt_train_step", "f32", 2, 10, d => new GptStepRun(d)),
+        new("gpt_train_step", "f32", 2, 10, d => new GptStepRun(d, null)),
+        new("gpt_train_step_bf16", "bf16-autocast", 2, 10, d => new GptStepRun(d, DType.BFloat16)),
+        new("unscale_16M", "f32", 2, 15, d => new UnscaleRun(d)),
         new("op_overhead", "f32", 1, 7, d => new OverheadRun(d)),
     ];
 
@@ -155,8 +157,12 @@ public static class WorkloadCatalog
         readonly AdamW _opt;
         readonly Tensor _x, _y;
         const int Batch = 16, Context = 128;
-        public GptStepRun(Device d)
+        readonly DType? _autocast;
+        readonly DeviceType _deviceType;
+        public GptStepRun(Device d, DType? autocast)
         {
+            _autocast = autocast;
+            _deviceType = d.Type;
             var g = new Generator(6);
             _model = new Gpt(new GptConfig(64, Context, 4, 4, 256), d, DType.Float32, g);
             _opt = new AdamW(_model.Parameters(), 3e-4, 0.9, 0.999, 1e-8, 0.01);
@@ -169,12 +175,31 @@ public static class WorkloadCatalog
         {
             using var scope = Tensor.NewScope();
             _opt.ZeroGrad();
-            var loss = _model.Forward(_x).View(-1, 64).CrossEntropy(_y);
+            Tensor loss;
+            using (_autocast is { } dt ? Amp.Autocast(dt, _deviceType) : null)
+                loss = _model.Forward(_x).View(-1, 64).CrossEntropy(_y);
             loss.Backward();
             _opt.Step();
             Sync(loss);
         }
         public void Dispose() { _opt.Dispose(); _model.Dispose(); _x.Dispose(); _y.Dispose(); }
+    }
+
+    // The AMP scaler's fused check-and-unscale over 16M float32 gradient values (read and written once).
+    sealed class UnscaleRun : IWorkloadRun
+    {
+        readonly Tensor _g, _found, _inv;
+        public UnscaleRun(Device d)
+        {
+            _g = Tensor.Randn([M16], DType.Float32, d, new Generator(7)).DetachFromScopes();
+            _found = Tensor.Zeros([], DType.Float32, d).DetachFromScopes();
+            _inv = Tensor.Full([], 1.0, DType.Float32, d).DetachFromScopes();
+            double bytes = 2.0 * 4 * M16;
+            Metrics = [new("time", "ms", s => s * 1e3), new("bandwidth", "GB/s", s => bytes / s / 1e9)];
+        }
+        public IReadOnlyList<Metric> Metrics { get; }
+        public void Run() { Tensor.NonFiniteCheckAndUnscale([_g], _found, _inv); Sync(_found); }
+        public void Dispose() { _g.Dispose(); _found.Dispose(); _inv.Dispose(); }
     }
 
     sealed class OverheadRun : IWorkloadRun

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+
 using Engine.Cli.Training;
 using Engine.Nn;
 using Engine.Optim;
@@ -59,8 +60,6 @@ static class TrainCommand
 
         if (o.DModel % o.Heads != 0) throw new UsageException($"--dmodel {o.DModel} must be divisible by --heads {o.Heads}");
         if (o.Precision is not ("fp32" or "fp16" or "bf16")) throw new UsageException($"--precision must be fp32, fp16 or bf16, got '{o.Precision}'");
-        if (o.Precision != "fp32")
-            throw new UsageException($"--precision {o.Precision}: mixed precision (autocast + gradient scaler) is not built yet; use fp32");
         var device = ParseDevice(o.Device);
         if (o.Text is not null && !File.Exists(o.Text)) throw new UsageException($"--text {o.Text}: file not found");
 
@@ -70,6 +69,9 @@ static class TrainCommand
         using var model = new Gpt(config, device, DType.Float32, generator);
         using var optimizer = new AdamW(model.Parameters(), o.Lr, weightDecay: o.WeightDecay);
         var schedule = new WarmupCosineLr(optimizer, Math.Max(1, o.Steps / 10), o.Steps, o.Lr / 10);
+        DType? autocast = o.Precision switch { "fp16" => DType.Float16, "bf16" => DType.BFloat16, _ => null };
+        // The scaler is always constructed for mixed precision: for bf16 it is the documented pass-through.
+        using var scaler = new GradScaler(enabled: autocast is not null);
         long start = 0;
         if (resume is not null)
         {
@@ -82,17 +84,26 @@ static class TrainCommand
             start = long.Parse(oc.Metadata["step"], CultureInfo.InvariantCulture);
             schedule.SetStep(long.Parse(oc.Metadata["schedule.step"], CultureInfo.InvariantCulture));
             generator.SetState(new GeneratorState(ulong.Parse(oc.Metadata["rng.seed"], CultureInfo.InvariantCulture), ulong.Parse(oc.Metadata["rng.offset"], CultureInfo.InvariantCulture)));
+            var scalerState = oc.Metadata.Where(kv => kv.Key.StartsWith("scaler.", StringComparison.Ordinal))
+                .ToDictionary(kv => kv.Key["scaler.".Length..], kv => double.Parse(kv.Value, CultureInfo.InvariantCulture));
+            if (scalerState.Count > 0 && autocast is not null) scaler.LoadStateDict(scalerState);
         }
 
         var w = Console.Out;
         w.WriteLine($"engine train: task {task.Name} (vocab {task.VocabSize}, context {task.ContextLength}), GPT {o.Layers} layers × {o.Heads} heads × d{o.DModel}, {model.ParameterCount():N0} parameters, on {device}");
-        w.WriteLine($"precision {o.Precision}: float32 throughout, no autocast; gradient scaler off (float32 gradients do not underflow)");
+        w.WriteLine(o.Precision switch
+        {
+            "fp16" => $"precision fp16: float32 master weights, float16 autocast; gradient scaler on: dynamic loss scaling from {scaler.GetScale():G} (×{scaler.GrowthFactor} after {scaler.GrowthInterval} clean steps, ×{scaler.BackoffFactor} and the step skipped on Inf/NaN)",
+            "bf16" => "precision bf16: float32 master weights, bfloat16 autocast; gradient scaler off: bfloat16 has float32's exponent range, so gradients do not underflow and need no loss scaling (the scaler passes through)",
+            _ => "precision fp32: float32 throughout, no autocast; gradient scaler off (float32 gradients do not underflow)",
+        });
         w.WriteLine($"steps {start}→{o.Steps}, batch {o.Batch}, AdamW lr {o.Lr:G3} (warm-up + cosine), weight decay {o.WeightDecay}, clip {o.ClipNorm}, seed {o.Seed}; writing to {Path.GetFullPath(outDir)}");
         Directory.CreateDirectory(outDir);
         var metrics = new Metrics(outDir, append: resume is not null);
         var progress = new Progress(w, o.Steps, quiet);
         var sw = Stopwatch.StartNew();
         double lastLoss = double.NaN;
+        long skipped = 0;
         long tokensPerStep = (long)o.Batch * task.ContextLength;
         long end = Math.Min(o.Steps, stopAt);
         for (long step = start; step < end; step++)
@@ -101,25 +112,42 @@ static class TrainCommand
             using (var scope = Tensor.NewScope())
             {
                 var (x, y) = task.Batch(o.Batch, o.Seed, step);
-                var logits = model.Forward(x);
-                var loss = logits.View(-1, task.VocabSize).CrossEntropy(y.View(-1));
-                loss.Backward();
-                ClipGrad.ClipGradNorm(model.Parameters(), o.ClipNorm);
-                optimizer.Step();
+                Tensor loss;
+                using (autocast is { } region ? Amp.Autocast(region, device.Type) : null)
+                {
+                    var logits = model.Forward(x);
+                    loss = logits.View(-1, task.VocabSize).CrossEntropy(y.View(-1));
+                }
+                if (autocast is null)
+                {
+                    loss.Backward();
+                    ClipGrad.ClipGradNorm(model.Parameters(), o.ClipNorm);
+                    optimizer.Step();
+                }
+                else
+                {
+                    scaler.Scale(loss).Backward();
+                    scaler.Unscale(optimizer);                 // clip the true gradients
+                    ClipGrad.ClipGradNorm(model.Parameters(), o.ClipNorm);
+                    scaler.Step(optimizer);                    // skipped on the device when a gradient is Inf/NaN
+                    scaler.Update();
+                    if (scaler.LastStepTaken is { } taken && !taken.Item<bool>()) skipped++;
+                }
                 optimizer.ZeroGrad();
                 lastLoss = loss.Item();
             }
             schedule.Step();
             double dt = sw.Elapsed.TotalSeconds - t0;
             double tps = tokensPerStep / Math.Max(dt, 1e-9);
-            metrics.Add(step + 1, lastLoss, optimizer.ParamGroups[0].Lr, 1.0, tps);
-            progress.Report(step + 1, lastLoss, tps, "scale 1 (off), skipped 0");
+            double scale = autocast is null ? 1.0 : scaler.GetScale();
+            metrics.Add(step + 1, lastLoss, optimizer.ParamGroups[0].Lr, scale, tps);
+            progress.Report(step + 1, lastLoss, tps, o.Precision == "fp16" ? $"scale {scale:G}, skipped {skipped}" : "scale 1 (off), skipped 0");
         }
         progress.Done();
         metrics.Flush();
         metrics.Close();
         metrics.WriteSvg(Path.Combine(outDir, "loss.svg"));
-        Checkpoint.Save(outDir, model, task, optimizer, schedule, generator, Math.Max(start, end), o);
+        Checkpoint.Save(outDir, model, task, optimizer, schedule, generator, Math.Max(start, end), o, autocast is null ? null : scaler.StateDict());
         if (end < o.Steps) w.WriteLine($"stopped at step {end} of {o.Steps}; continue with: engine train --resume {outDir}");
         double acc = task.Evaluate(model, o.EvalSamples);
         w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"final loss: {lastLoss:F4}"));

@@ -16,7 +16,7 @@ static class Checkpoint
     public const string OptimizerFile = "optimizer.safetensors";
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public static void Save(string dir, Gpt model, ITask task, Optimizer optimizer, LrScheduler schedule, Generator generator, long step, TrainOptions options)
+    public static void Save(string dir, Gpt model, ITask task, Optimizer optimizer, LrScheduler schedule, Generator generator, long step, TrainOptions options, IReadOnlyDictionary<string, double>? scaler = null)
     {
         Directory.CreateDirectory(dir);
         var meta = new Dictionary<string, string>(task.Metadata())
@@ -44,6 +44,7 @@ static class Checkpoint
         };
         foreach (var (k, v) in st.Scalars) om[k] = v.ToString("R", Inv);
         foreach (var (k, v) in options.ToMetadata()) om["train." + k] = v;
+        if (scaler is not null) foreach (var (k, v) in scaler) om["scaler." + k] = v.ToString("R", Inv);
         SafeTensors.Save(Path.Combine(dir, OptimizerFile), st.Tensors, om);
     }
 
