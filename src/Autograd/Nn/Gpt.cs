@@ -33,6 +33,7 @@ public sealed class Gpt : Module
         Blocks = blocks;
         LnF = RegisterModule("ln_f", new LayerNorm(config.DModel, 1e-5, device, dtype));
         // A tied head is the embedding's own tensor (one parameter, one gradient), as PyTorch's weight tying.
+        _positions = RegisterBuffer("positions", Tensor.Arange(config.ContextLength, device), persistent: false);
         Head = RegisterModule("head", config.TiedHead ? new Linear(Wte.Weight) : new Linear(config.DModel, config.VocabSize, false, device, dtype, generator));
 
         double residStd = 0.02 / Math.Sqrt(2.0 * config.Layers);
@@ -44,6 +45,8 @@ public sealed class Gpt : Module
             else Init.Normal(p, 0, 0.02, generator);
         }
     }
+
+    readonly Tensor _positions;
 
     /// <summary>The configuration.</summary>
     public GptConfig Config { get; }
@@ -67,7 +70,8 @@ public sealed class Gpt : Module
         int t = input.Size(1);
         if (t > Config.ContextLength) throw new ShapeException("Gpt", $"sequence length {t} exceeds the context length {Config.ContextLength}");
         using var scope = Tensor.NewScope();
-        var pos = Tensor.Arange(t, input.Device);
+        // A slice of the position ids kept on the model's device: no host-to-device upload inside a training step.
+        var pos = _positions.Narrow(0, 0, t);
         var x = Wte.Forward(input).Add(Wpe.Forward(pos));
         x = Drop.Forward(x);
         x = Blocks.Forward(x);

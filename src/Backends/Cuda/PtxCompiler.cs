@@ -44,13 +44,16 @@ static class PtxCompiler
         var ops = typeof(IUnaryOp).Assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition).ToList();
         var unary = ew.GetMethod(nameof(ElementwiseKernels.Unary), flags)!;
         var binary = ew.GetMethod(nameof(ElementwiseKernels.Binary), flags)!;
-        foreach (var t in ops.Where(t => typeof(IUnaryOp).IsAssignableFrom(t)).OrderBy(t => t.Name))
-            yield return ($"Unary<{t.Name}>", unary.MakeGenericMethod(t));
-        var binaryOps = ops.Where(t => typeof(IBinaryOp).IsAssignableFrom(t)).Append(typeof(PropagatingMaximumOp)).Append(typeof(PropagatingMinimumOp));
-        foreach (var t in binaryOps.OrderBy(t => t.Name))
-            yield return ($"Binary<{t.Name}>", binary.MakeGenericMethod(t));
-        foreach (var t in ops.Where(t => typeof(IDifferentiableUnaryOp).IsAssignableFrom(t)).OrderBy(t => t.Name))
-            yield return ($"Binary<UnaryGradOp<{t.Name}>>", binary.MakeGenericMethod(typeof(UnaryGradOp<>).MakeGenericType(t)));
+        foreach (var w in new[] { typeof(Narrow), typeof(Wide) })
+        {
+            foreach (var t in ops.Where(t => typeof(IUnaryOp).IsAssignableFrom(t)).OrderBy(t => t.Name))
+                yield return ($"Unary<{t.Name}, {w.Name}>", unary.MakeGenericMethod(t, w));
+            var binaryOps = ops.Where(t => typeof(IBinaryOp).IsAssignableFrom(t)).Append(typeof(PropagatingMaximumOp)).Append(typeof(PropagatingMinimumOp));
+            foreach (var t in binaryOps.OrderBy(t => t.Name))
+                yield return ($"Binary<{t.Name}, {w.Name}>", binary.MakeGenericMethod(t, w));
+            foreach (var t in ops.Where(t => typeof(IDifferentiableUnaryOp).IsAssignableFrom(t)).OrderBy(t => t.Name))
+                yield return ($"Binary<UnaryGradOp<{t.Name}>, {w.Name}>", binary.MakeGenericMethod(typeof(UnaryGradOp<>).MakeGenericType(t), w));
+        }
         var reduce = typeof(ReduceKernels).GetMethod(nameof(ReduceKernels.Run), flags)!;
         yield return ("Reduce<float>", reduce.MakeGenericMethod(typeof(float), typeof(FloatMath)));
         yield return ("Reduce<double>", reduce.MakeGenericMethod(typeof(double), typeof(DoubleMath)));

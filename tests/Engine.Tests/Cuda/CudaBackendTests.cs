@@ -134,7 +134,7 @@ public class CudaBackendTests
     [Test]
     public void DenseFloat32Path_UsesVectorLoadsAndStores()
     {
-        var (_, kernel) = PtxCompiler.Kernels().First(k => k.Name == "Binary<AddOp>");
+        var (_, kernel) = PtxCompiler.Kernels().First(k => k.Name == "Binary<AddOp, Narrow>");
         var ptx = PtxCompiler.Compile(kernel);
         Assert.That(ptx, Does.Contain("ld.global.v4.f32"));
         Assert.That(ptx, Does.Contain("st.global.v4.f32"));

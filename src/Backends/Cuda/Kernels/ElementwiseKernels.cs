@@ -65,8 +65,13 @@ public sealed partial class CudaBackend
             xv = xv.SubView(g.OffA * 4, g.Count * 4); yv = yv.SubView(g.OffY * 4, g.Count * 4);
             vector = 1;
         }
-        Kernel("Unary", typeof(TOp), a => a.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, int, int>(ElementwiseKernels.Unary))
-            (Grid(vector == 1 ? (g.Count + 3) / 4 : g.Count), g, op, xv, yv, (int)x.DType, vector);
+        var config = Grid(vector == 1 ? (g.Count + 3) / 4 : g.Count);
+        if (IsWide((int)x.DType))
+            Kernel("UnaryWide", typeof(TOp), a => a.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, int, int>(ElementwiseKernels.Unary<TOp, Wide>))
+                (config, g, op, xv, yv, (int)x.DType, vector);
+        else
+            Kernel("Unary", typeof(TOp), a => a.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, int, int>(ElementwiseKernels.Unary<TOp, Narrow>))
+                (config, g, op, xv, yv, (int)x.DType, vector);
     }
 
     /// <inheritdoc/>
@@ -90,8 +95,13 @@ public sealed partial class CudaBackend
             av = av.SubView(g.OffA * 4, g.Count * 4); bv = bv.SubView(g.OffB * 4, g.Count * 4); yv = yv.SubView(g.OffY * 4, g.Count * 4);
             vector = 1;
         }
-        Kernel("Binary", typeof(TOp), k => k.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, int, int>(ElementwiseKernels.Binary))
-            (Grid(vector == 1 ? (g.Count + 3) / 4 : g.Count), g, op, av, bv, yv, (int)a.DType, (int)y.DType, vector);
+        var config = Grid(vector == 1 ? (g.Count + 3) / 4 : g.Count);
+        if (IsWide((int)a.DType))
+            Kernel("BinaryWide", typeof(TOp), k => k.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, int, int>(ElementwiseKernels.Binary<TOp, Wide>))
+                (config, g, op, av, bv, yv, (int)a.DType, (int)y.DType, vector);
+        else
+            Kernel("Binary", typeof(TOp), k => k.LoadStreamKernel<Geometry, TOp, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, int, int>(ElementwiseKernels.Binary<TOp, Narrow>))
+                (config, g, op, av, bv, yv, (int)a.DType, (int)y.DType, vector);
     }
 
     /// <inheritdoc/>
@@ -134,9 +144,32 @@ public readonly struct PropagatingMinimumOp : IBinaryOp
     public bool IsComparison => false;
 }
 
+/// <summary>Which arithmetic a kernel instantiation carries: the float32 path (with the dense vector path) or the float64 one.</summary>
+public interface IComputeWidth
+{
+    /// <summary>True for float64 arithmetic (Float64, the integer types, Bool).</summary>
+    static abstract bool Wide { get; }
+}
+
+/// <summary>Float32 arithmetic: Float32, Float16, BFloat16.</summary>
+public readonly struct Narrow : IComputeWidth
+{
+    /// <inheritdoc/>
+    public static bool Wide => false;
+}
+
+/// <summary>Float64 arithmetic: Float64, Int32, Int64, Bool.</summary>
+public readonly struct Wide : IComputeWidth
+{
+    /// <inheritdoc/>
+    static bool IComputeWidth.Wide => true;
+}
+
 /// <summary>
 /// The elementwise kernels: grid-stride loops over the linear index of a <see cref="Geometry"/>, with a dense float32
-/// path of 16-byte vectors where the host found all operands dense and aligned.
+/// path of 16-byte vectors where the host found all operands dense and aligned. Unary and binary kernels are compiled
+/// once per op and compute width, so the float32 instantiation carries none of the float64 math (which on PTX is
+/// software, with calls and stack frames that would cost every float32 launch registers).
 /// </summary>
 static class ElementwiseKernels
 {
@@ -164,10 +197,20 @@ static class ElementwiseKernels
         }
     }
 
-    public static void Unary<TOp>(Geometry g, TOp op, ArrayView<byte> x, ArrayView<byte> y, int t, int vector) where TOp : struct, IUnaryOp
+    public static void Unary<TOp, TW>(Geometry g, TOp op, ArrayView<byte> x, ArrayView<byte> y, int t, int vector)
+        where TOp : struct, IUnaryOp where TW : struct, IComputeWidth
     {
         long stride = (long)Grid.DimX * Group.DimX;
         long start = Grid.GlobalIndex.X;
+        if (TW.Wide)
+        {
+            for (long i = start; i < g.Count; i += stride)
+            {
+                g.Offsets(i, out long yo, out long xo, out _, out _);
+                StoreDouble(y, t, yo, op.Apply(LoadDouble(x, t, xo)));
+            }
+            return;
+        }
         if (vector != 0)
         {
             var xv = x.Cast<F4>(); var yv = y.Cast<F4>();
@@ -182,20 +225,27 @@ static class ElementwiseKernels
             for (long i = (n4 << 2) + start; i < g.Count; i += stride) ys[i] = op.Apply(xs[i]);
             return;
         }
-        bool wide = IsWide(t);
         for (long i = start; i < g.Count; i += stride)
         {
             g.Offsets(i, out long yo, out long xo, out _, out _);
-            if (wide) StoreDouble(y, t, yo, op.Apply(LoadDouble(x, t, xo)));
-            else StoreFloat(y, t, yo, op.Apply(LoadFloat(x, t, xo)));
+            StoreFloat(y, t, yo, op.Apply(LoadFloat(x, t, xo)));
         }
     }
 
-    public static void Binary<TOp>(Geometry g, TOp op, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, int t, int yt, int vector)
-        where TOp : struct, IBinaryOp
+    public static void Binary<TOp, TW>(Geometry g, TOp op, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, int t, int yt, int vector)
+        where TOp : struct, IBinaryOp where TW : struct, IComputeWidth
     {
         long stride = (long)Grid.DimX * Group.DimX;
         long start = Grid.GlobalIndex.X;
+        if (TW.Wide)
+        {
+            for (long i = start; i < g.Count; i += stride)
+            {
+                g.Offsets(i, out long yo, out long ao, out long bo, out _);
+                StoreDouble(y, yt, yo, op.Apply(LoadDouble(a, t, ao), LoadDouble(b, t, bo)));
+            }
+            return;
+        }
         if (vector != 0)
         {
             var av = a.Cast<F4>(); var bv = b.Cast<F4>(); var yv = y.Cast<F4>();
@@ -210,12 +260,10 @@ static class ElementwiseKernels
             for (long i = (n4 << 2) + start; i < g.Count; i += stride) ys[i] = op.Apply(@as[i], bs[i]);
             return;
         }
-        bool wide = IsWide(t);
         for (long i = start; i < g.Count; i += stride)
         {
             g.Offsets(i, out long yo, out long ao, out long bo, out _);
-            if (wide) StoreDouble(y, yt, yo, op.Apply(LoadDouble(a, t, ao), LoadDouble(b, t, bo)));
-            else StoreFloat(y, yt, yo, op.Apply(LoadFloat(a, t, ao), LoadFloat(b, t, bo)));
+            StoreFloat(y, yt, yo, op.Apply(LoadFloat(a, t, ao), LoadFloat(b, t, bo)));
         }
     }
 

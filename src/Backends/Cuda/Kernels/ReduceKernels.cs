@@ -36,9 +36,11 @@ public sealed partial class CudaBackend
             throw new ShapeException(name, $"expected a non-empty reduced block, got shape {Shape.Format(xLayout.Shape)} reduced over its last {reducedDims} dims (the op has no identity)");
         if (outer.Count == 0) return;
         // One group per output walks its block with all threads and combines them in a fixed tree: bit-stable from
-        // run to run. Short blocks, or enough outputs to fill the device, take one thread per output instead
-        // (neighbouring threads then read neighbouring outputs' elements, which suits reductions over leading dims).
-        bool threadPerOutput = n <= 32 || outer.Count >= (long)GroupSize * MaxGroups * 4;
+        // run to run. Short blocks, enough outputs to fill the device, or outputs that lie closer together than the
+        // elements of a block (a reduction over a leading dim, where a group would read one strided column) take one
+        // thread per output instead: neighbouring threads then read neighbouring addresses.
+        bool columns = outer.Rank > 0 && Math.Abs(outer.A0) < Math.Abs(inner.Rank > 0 ? inner.Y0 : 1) && outer.Count >= 32;
+        bool threadPerOutput = n <= 32 || columns || outer.Count >= (long)GroupSize * MaxGroups * 4;
         var p = new ReduceParams
         {
             Op = code, XType = (int)x.DType, YType = (int)y.DType, HasIndices = indices is null ? 0 : 1,
@@ -179,15 +181,15 @@ public readonly struct LongMath : IReduceMath<long>
 /// <see cref="Geometry"/>) with the CPU backend's semantics: NaN wins max/min and the first extremum's index is kept,
 /// Var subtracts the compensation (Σd)²/n, LogSumExp shifts by a finite maximum. Accumulation is float32 for the
 /// float32 and half types, float64 for Float64 and the integer statistics, exact Int64 for integer sums and extrema.
-/// A thread adds its elements in block order and a group combines its threads in a fixed tree, so results do not
-/// change from run to run.
+/// A thread adds its elements in block order and a group combines its threads in a fixed tree (warp shuffles, then
+/// shared memory across warps), so results do not change from run to run.
 /// </summary>
 static class ReduceKernels
 {
     public const int Sum = 0, Mean = 1, Max = 2, Min = 3, Var = 4, LogSumExp = 5, Norm = 6, AbsMax = 7, AbsMin = 8;
 
-    /// <summary>The largest group the shared arrays hold.</summary>
-    const int MaxGroup = 256;
+    /// <summary>The most warps a group has (groups of up to 1024 threads; one slot per warp in shared memory).</summary>
+    const int MaxWarps = 32;
 
     static bool IsExtremum(int op) => op == Max || op == Min || op == AbsMax || op == AbsMin;
 
@@ -252,24 +254,36 @@ static class ReduceKernels
         return s;
     }
 
-    /// <summary>Combines the group's states in a fixed tree; every thread gets the result.</summary>
+    /// <summary>Combines a warp's states by shuffles in a fixed tree; lane 0 ends with the warp's result.</summary>
+    static State<T> WarpCombine<T, TM>(int op, State<T> s) where T : unmanaged where TM : struct, IReduceMath<T>
+    {
+        // Lane l takes lane l + offset; lanes whose partner is out of range get their own value back and combine
+        // garbage, but lane 0 only ever reads lanes that still hold valid partial results.
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1)
+        {
+            s = Combine<T, TM>(op, s, Warp.ShuffleDown(s, offset));
+        }
+        return s;
+    }
+
+    /// <summary>
+    /// Combines the group's states: shuffles within each warp, the warps' results through shared memory, then the
+    /// first warp once more. A fixed tree, so the result is the same on every run; every thread gets it.
+    /// </summary>
     static State<T> GroupCombine<T, TM>(int op, State<T> s, ArrayView<T> sa, ArrayView<T> sb, ArrayView<long> si)
         where T : unmanaged where TM : struct, IReduceMath<T>
     {
-        int tid = Group.IdxX;
-        sa[tid] = s.A; sb[tid] = s.B; si[tid] = s.I;
+        int lane = Warp.LaneIdx, warp = Warp.WarpIdx, warps = Group.DimX / Warp.WarpSize;
+        s = WarpCombine<T, TM>(op, s);
+        if (lane == 0) { sa[warp] = s.A; sb[warp] = s.B; si[warp] = s.I; }
         Group.Barrier();
-        for (int half = Group.DimX / 2; half > 0; half >>= 1)
+        if (warp == 0)
         {
-            if (tid < half)
-            {
-                var mine = new State<T> { A = sa[tid], B = sb[tid], I = si[tid] };
-                var other = new State<T> { A = sa[tid + half], B = sb[tid + half], I = si[tid + half] };
-                var r = Combine<T, TM>(op, mine, other);
-                sa[tid] = r.A; sb[tid] = r.B; si[tid] = r.I;
-            }
-            Group.Barrier();
+            var w = lane < warps ? new State<T> { A = sa[lane], B = sb[lane], I = si[lane] } : Identity<T, TM>(op);
+            w = WarpCombine<T, TM>(op, w);
+            if (lane == 0) { sa[0] = w.A; sb[0] = w.B; si[0] = w.I; }
         }
+        Group.Barrier();
         var result = new State<T> { A = sa[0], B = sb[0], I = si[0] };
         Group.Barrier(); // the shared arrays are reused by the next combine
         return result;
@@ -331,9 +345,9 @@ static class ReduceKernels
             }
             return;
         }
-        var sa = SharedMemory.Allocate<T>(MaxGroup);
-        var sb = SharedMemory.Allocate<T>(MaxGroup);
-        var si = SharedMemory.Allocate<long>(MaxGroup);
+        var sa = SharedMemory.Allocate<T>(MaxWarps);
+        var sb = SharedMemory.Allocate<T>(MaxWarps);
+        var si = SharedMemory.Allocate<long>(MaxWarps);
         int tid = Group.IdxX, size = Group.DimX;
         for (long o = Grid.IdxX; o < p.Outputs; o += Grid.DimX)
         {
