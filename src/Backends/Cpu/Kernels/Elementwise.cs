@@ -24,6 +24,21 @@ static unsafe class ElementwiseKernels
             });
             return;
         }
+        if (plan.Outer == 1 && plan.Inner > DenseChunk)
+        {
+            // One long row (a dense tensor): split it, or a single thread does all the work.
+            long sx = plan.InnerStrides[1], sy = plan.InnerStrides[0];
+            T* bx = (T*)x + plan.Offsets[1]; T* by = (T*)y + plan.Offsets[0];
+            nint nx = (nint)bx, ny = (nint)by;
+            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            {
+                long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
+                T* px = (T*)nx, py = (T*)ny;
+                if (TE.Wide) for (long i = i0; i < i1; i++) py[i * sy] = TE.FromDouble(op.Apply(TE.ToDouble(px[i * sx])));
+                else for (long i = i0; i < i1; i++) py[i * sy] = TE.FromFloat(op.Apply(TE.ToFloat(px[i * sx])));
+            });
+            return;
+        }
         plan.ForEachRow(offs =>
         {
             T* px = (T*)x + offs[1], py = (T*)y + offs[0];
@@ -47,6 +62,19 @@ static unsafe class ElementwiseKernels
                 long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
                 int len = (int)(i1 - i0);
                 op.TryApply(new ReadOnlySpan<float>(pa + i0, len), new ReadOnlySpan<float>(pb + i0, len), new Span<float>(py + i0, len));
+            });
+            return;
+        }
+        if (plan.Outer == 1 && plan.Inner > DenseChunk)
+        {
+            long sa = plan.InnerStrides[1], sb = plan.InnerStrides[2], sy = plan.InnerStrides[0];
+            nint na = (nint)((T*)a + plan.Offsets[1]), nbp = (nint)((T*)b + plan.Offsets[2]), ny = (nint)((TY*)y + plan.Offsets[0]);
+            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            {
+                long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
+                T* pa = (T*)na, pb = (T*)nbp; TY* py = (TY*)ny;
+                if (TE.Wide) for (long i = i0; i < i1; i++) py[i * sy] = TEY.FromDouble(op.Apply(TE.ToDouble(pa[i * sa]), TE.ToDouble(pb[i * sb])));
+                else for (long i = i0; i < i1; i++) py[i * sy] = TEY.FromFloat(op.Apply(TE.ToFloat(pa[i * sa]), TE.ToFloat(pb[i * sb])));
             });
             return;
         }
