@@ -39,7 +39,7 @@ run_step() {  # name, timeout seconds, command...
 }
 
 run_step "Gpu tests" 240 "${tests[@]}" --filter "TestCategory=Gpu"
-run_step "parity sweep (engine check)" 90 "${engine[@]}" check --device cuda
+run_step "parity sweep (engine check)" 120 "${engine[@]}" check --device cuda --size 1024
 run_step "benchmarks (engine bench --device cuda)" 150 "${engine[@]}" bench --device cuda --json "$out/bench-cuda.jsonl"
 echo "total $(( $(date +%s) - started )) s" | tee -a "$report"
 cat "$report"

@@ -14,7 +14,7 @@ usage: engine <command> [options]
   sample   generate from a checkpoint: --checkpoint DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]
   eval     accuracy of a checkpoint on its task: --checkpoint DIR
   bench    throughput workloads: [--device cpu|cuda] [--only NAME,...] [--json FILE] [--reps N]
-  check    CUDA-vs-CPU parity sweep
+  check    CUDA-vs-CPU parity sweep: [--device cuda:N] [--emulate] [--size N]
   info     devices, CPU SIMD features, versions
 """;
 

@@ -132,6 +132,17 @@ public class CliTests
     }
 
     [Test]
+    public void CheckComparesTheEmulatedCudaDeviceWithTheCpu()
+    {
+        var (c, o, e) = Run("check", "--emulate", "--size", "8");
+        Assert.That(c, Is.EqualTo(0), o + e);
+        Assert.That(o, Does.Contain("parity sweep").And.Contain("matmul").And.Contain("bfloat16").And.Contain("all ops agree"));
+        var (c2, _, e2) = Run("check", "--device", "cpu");
+        Assert.That(c2, Is.EqualTo(2));
+        Assert.That(e2, Does.Contain("CUDA device"));
+    }
+
+    [Test]
     public void SafeTensorsRoundTripsEveryDType()
     {
         var path = Path.Combine(_dir, "all.safetensors");

@@ -14,11 +14,19 @@ public sealed class CudaStorage : Storage
     MemoryBuffer1D<byte, Stride1D.Dense>? _buffer;
     readonly ArrayView<byte> _view;
 
-    internal CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator) : base(device, dtype, count)
+    // The block is rented while the constructor's arguments are evaluated, before the base constructor counts the
+    // storage as live: an allocation that throws leaves no half-made storage behind in the leak counters.
+    internal CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator)
+        : this(device, dtype, count, allocator, allocator.Rent(count * dtype.ElementSize()))
+    {
+    }
+
+    CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator, MemoryBuffer1D<byte, Stride1D.Dense> buffer)
+        : base(device, dtype, count)
     {
         _allocator = allocator;
-        _buffer = allocator.Rent(ByteLength);
-        _view = _buffer.View.SubView(0, ByteLength).AsContiguous();
+        _buffer = buffer;
+        _view = buffer.View.SubView(0, ByteLength).AsContiguous();
     }
 
     /// <summary>The storage's bytes on the device (valid until the storage is freed).</summary>

@@ -51,6 +51,13 @@ public class CudaTrainingParityTests
         return losses;
     }
 
+    // Earlier tests may leave unreferenced tensors for the finalizer: collect them before counting.
+    static long SettledLiveCount()
+    {
+        for (int i = 0; i < 3; i++) { GC.Collect(); GC.WaitForPendingFinalizers(); }
+        return Engine.Backends.Storage.LiveCount(DeviceType.Cuda);
+    }
+
     static void AssertSameLosses(double[] cpu, double[] cuda)
     {
         for (int s = 0; s < cpu.Length; s++)
@@ -72,12 +79,11 @@ public class CudaTrainingParityTests
             return (x, y);
         }
         Tensor Loss(Module m, Tensor x, Tensor y) => m.Forward(x).CrossEntropy(y);
-        long live = Engine.Backends.Storage.LiveCount(DeviceType.Cuda);
+        long live = SettledLiveCount();
         var cpu = Train(Device.Cpu, Make, Batch, Loss, 20);
         var cuda = Train(_dev, Make, Batch, Loss, 20);
         AssertSameLosses(cpu, cuda);
-        GC.Collect(); GC.WaitForPendingFinalizers();
-        Assert.That(Engine.Backends.Storage.LiveCount(DeviceType.Cuda), Is.EqualTo(live), "device buffers all returned");
+        Assert.That(SettledLiveCount(), Is.EqualTo(live), "device buffers all returned");
     }
 
     [Test]
@@ -102,11 +108,10 @@ public class CudaTrainingParityTests
             using var t = y.View(-1);
             return flat.CrossEntropy(t);
         }
-        long live = Engine.Backends.Storage.LiveCount(DeviceType.Cuda);
+        long live = SettledLiveCount();
         var cpu = Train(Device.Cpu, Make, Batch, Loss, 20);
         var cuda = Train(_dev, Make, Batch, Loss, 20);
         AssertSameLosses(cpu, cuda);
-        GC.Collect(); GC.WaitForPendingFinalizers();
-        Assert.That(Engine.Backends.Storage.LiveCount(DeviceType.Cuda), Is.EqualTo(live), "device buffers all returned");
+        Assert.That(SettledLiveCount(), Is.EqualTo(live), "device buffers all returned");
     }
 }
