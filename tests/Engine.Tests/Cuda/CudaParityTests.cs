@@ -583,6 +583,26 @@ public abstract class CudaParityTests
     // ---- memory and synchronization ----
 
     [Test]
+    public void CreatingAndDisposingTensors_LeavesNoLiveStorage()
+    {
+        GC.Collect(); GC.WaitForPendingFinalizers(); // tensors other tests leaked must not be freed during the count
+        long baseline = Storage.LiveCount(DeviceType.Cuda);
+        var backend = (CudaBackend)BackendRegistry.Get(Device);
+        long allocated = backend.Allocator.Allocated;
+        for (int i = 0; i < 3; i++)
+        {
+            using var a = Tensor.Ones([3, Width], DType.Float32, Device);
+            using var b = a.Exp();
+            using var s = b.Add(a);
+            using var c = s.Sum(-1);
+            using var t = a.Transpose(0, 1);
+            using var u = t.To(DType.BFloat16);
+        }
+        Assert.That(Storage.LiveCount(DeviceType.Cuda), Is.EqualTo(baseline));
+        Assert.That(backend.Allocator.Allocated, Is.EqualTo(allocated));
+    }
+
+    [Test]
     public void LeakedTensors_ComeBackToThePoolIntact()
     {
         // Tensors dropped without Dispose are freed by their finalizers, in the same collection as the device
