@@ -7,7 +7,7 @@ namespace Engine.Benchmarks;
 
 /// <summary>
 /// Stopwatch measurement of square GEMMs: median (and best) time and GFLOP/s per size, for float32 and float64,
-/// plus a batched case and a register-only FMA loop as the machine's peak reference (measured in the same run,
+/// plus batched, transposed and thin (vector x matrix) cases and a register-only FMA loop as the machine's peak reference (measured in the same run,
 /// since a shared host can make the peak drift). Usage:
 /// <c>gemm-quick [--sizes 256,512,1024,2048] [--threads 0] [--reps 0] [--no-double]</c>.
 /// </summary>
@@ -39,6 +39,33 @@ public static unsafe class GemmQuick
         foreach (int n in sizes) Square<float>(n, threads, reps);
         if (dbl) foreach (int n in sizes) Square<double>(n, threads, reps);
         Batched(64, 128, 128, 64, threads, reps);
+        foreach (var layout in new[] { "NT", "TN", "TT" }) Transposed(1024, layout, threads, reps);
+        Thin(1, 4096, 4096, transposedB: false, threads, reps);
+        Thin(1, 4096, 4096, transposedB: true, threads, reps);
+    }
+
+    /// <summary>Square float32 product with A and/or B stored transposed (column-major): "NT", "TN", "TT".</summary>
+    private static void Transposed(int n, string layout, int threads, int reps)
+    {
+        long count = (long)n * n;
+        float* a = Alloc<float>(count), b = Alloc<float>(count), c = Alloc<float>(count);
+        long[] zero = [0];
+        long ars = layout[0] == 'T' ? 1 : n, acs = layout[0] == 'T' ? n : 1;
+        long brs = layout[1] == 'T' ? 1 : n, bcs = layout[1] == 'T' ? n : 1;
+        Measure("float32", $"{n}x{n}x{n} {layout}", 2.0 * n * n * n, reps,
+            () => Sgemm.Gemm(1, n, n, n, a, zero, ars, acs, b, zero, brs, bcs, c, zero, n, false, threads));
+        NativeMemory.AlignedFree(a); NativeMemory.AlignedFree(b); NativeMemory.AlignedFree(c);
+    }
+
+    /// <summary>A thin float32 product (e.g. a vector times a weight matrix, B row-major or transposed).</summary>
+    private static void Thin(int m, int n, int k, bool transposedB, int threads, int reps)
+    {
+        float* a = Alloc<float>((long)m * k), b = Alloc<float>((long)k * n), c = Alloc<float>((long)m * n);
+        long[] zero = [0];
+        long brs = transposedB ? 1 : n, bcs = transposedB ? k : 1;
+        Measure("float32", $"{m}x{n}x{k} {(transposedB ? "NT" : "NN")}", 2.0 * m * n * k, reps,
+            () => Sgemm.Gemm(1, m, n, k, a, zero, k, 1, b, zero, brs, bcs, c, zero, n, false, threads));
+        NativeMemory.AlignedFree(a); NativeMemory.AlignedFree(b); NativeMemory.AlignedFree(c);
     }
 
     private static void Square<T>(int n, int threads, int reps) where T : unmanaged
@@ -73,7 +100,9 @@ public static unsafe class GemmQuick
 
     private static void Measure(string type, string problem, double flops, int reps, Action run)
     {
-        for (int i = 0; i < 3; i++) run();
+        // Warm up past tiered compilation and thread-pool ramp-up: at least 3 calls and 0.5 s.
+        long warm = Stopwatch.GetTimestamp();
+        for (int i = 0; i < 3 || Stopwatch.GetElapsedTime(warm).TotalSeconds < 0.5; i++) run();
         if (reps <= 0) reps = (int)Math.Clamp(3e10 / flops, 5, 300);
         var times = new double[reps];
         for (int i = 0; i < reps; i++)

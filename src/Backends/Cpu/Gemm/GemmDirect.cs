@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Backends.Cpu;
 
@@ -16,10 +17,29 @@ internal static unsafe class GemmDirect
     /// <summary>Rows computed together by the dot-product paths.</summary>
     public const int MaxDotRows = 2;
 
-    // ---- Row paths: c[i, j..j+w) accumulates broadcast(a[i,p]) * b[p, j..j+w) in p order. ----
+    // ---- Row paths: c[i, j..j+w) accumulates broadcast(a[i,p]) * b[p, j..j+w) in p order, in blocks of
+    // DepthBlock values of p (each block summed from zero, then added to C), so that a large B is walked one
+    // TLB-friendly band of rows at a time; the next column strip is prefetched while the current one is summed. ----
+
+    /// <summary>Depth of one block of the row paths (a constant, so the summation order depends on k only).</summary>
+    private const int DepthBlock = 256;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(void* p, int bytes)
+    {
+        if (!Sse.IsSupported) return;
+        for (int off = 0; off < bytes; off += 64) Sse.Prefetch0((byte*)p + off);
+    }
+
+    public static void Rows512<T>(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int p0 = 0; p0 < k; p0 += DepthBlock)
+            RowsBlock512(rows, n, Math.Min(DepthBlock, k - p0), a + p0 * aCol, aRow, aCol, b + p0 * bRow, bRow, c, ldc, add || p0 > 0);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Rows512<T>(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
+    private static void RowsBlock512<T>(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int w = Vector512<T>.Count;
@@ -34,6 +54,7 @@ internal static unsafe class GemmDirect
             long o = 0;
             for (int p = 0; p < k; p++, pb += bRow, o += aCol)
             {
+                Prefetch(pb + 2 * w, 2 * w * sizeof(T));
                 var b0 = Vector512.Load(pb);
                 var b1 = Vector512.Load(pb + w);
                 var av = Vector512.Create(a0[o]); x00 = GemmMath.Fma(av, b0, x00); x01 = GemmMath.Fma(av, b1, x01);
@@ -70,8 +91,15 @@ internal static unsafe class GemmDirect
             for (int i = 0; i < rows; i++) GemmScalar.DirectTail(j, n, k, a + i * aRow, aCol, b, bRow, c + i * ldc, add, fused: true);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows256<T>(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        for (int p0 = 0; p0 < k; p0 += DepthBlock)
+            RowsBlock256(rows, n, Math.Min(DepthBlock, k - p0), a + p0 * aCol, aRow, aCol, b + p0 * bRow, bRow, c, ldc, add || p0 > 0);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowsBlock256<T>(int rows, int n, int k, T* a, long aRow, long aCol, T* b, long bRow, T* c, long ldc, bool add)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int w = Vector256<T>.Count;
@@ -85,6 +113,7 @@ internal static unsafe class GemmDirect
             long o = 0;
             for (int p = 0; p < k; p++, pb += bRow, o += aCol)
             {
+                Prefetch(pb + 2 * w, 2 * w * sizeof(T));
                 var b0 = Vector256.Load(pb);
                 var b1 = Vector256.Load(pb + w);
                 var av = Vector256.Create(a0[o]); x00 = GemmMath.Fma(av, b0, x00); x01 = GemmMath.Fma(av, b1, x01);

@@ -149,6 +149,7 @@ internal static unsafe class GemmDriver<T, TK>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DirectItem(in GemmProblem<T> p, Mode mode, int b, int i0, int i1, int j0, int j1)
     {
         T* a = p.A + p.AOffsets[b];
@@ -177,6 +178,7 @@ internal static unsafe class GemmDriver<T, TK>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackedItem(in GemmProblem<T> p, int b, int i0, int i1, int j0, int j1)
     {
         int mr = TK.MR, nr = TK.NR;
@@ -215,6 +217,7 @@ internal static unsafe class GemmDriver<T, TK>
     private static nuint Align(nuint bytes) => (bytes + 63) & ~(nuint)63;
 
     /// <summary>Runs the micro-kernel over an mc x nc block; edge tiles go through a scratch tile.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Macro(int mc, int nc, int kc, T* pa, T* pb, T* c, long ldc, bool add, T* scratch)
     {
         int mr = TK.MR, nr = TK.NR;

@@ -13,6 +13,7 @@ internal static unsafe class GemmPack<T> where T : unmanaged
     /// Packs an mc x kc block of A (element (i,p) at src[i*rs + p*cs]) into panels of <paramref name="mr"/> rows:
     /// panel q holds rows [q*mr, q*mr+mr) at dst + q*mr*kc, element (r,p) at [p*mr + r].
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackA(int mc, int kc, int mr, T* src, long rs, long cs, T* dst)
     {
         for (int ir = 0; ir < mc; ir += mr)
@@ -55,6 +56,7 @@ internal static unsafe class GemmPack<T> where T : unmanaged
     /// Packs a kc x nc block of B (element (p,j) at src[p*rs + j*cs]) into panels of <paramref name="nr"/> columns:
     /// panel q holds columns [q*nr, q*nr+nr) at dst + q*nr*kc, element (p,c) at [p*nr + c].
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackB(int kc, int nc, int nr, T* src, long rs, long cs, T* dst)
     {
         for (int jr = 0; jr < nc; jr += nr)

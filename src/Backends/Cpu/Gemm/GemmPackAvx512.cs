@@ -12,6 +12,7 @@ namespace Engine.Backends.Cpu;
 internal static unsafe class GemmPackAvx512
 {
     /// <summary>32 float streams: two 16x16 transposes per 16 values of p; the p tail is copied one by one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Interleave32(int kc, float* src, long stride, float* dst)
     {
         int p = 0;
@@ -25,6 +26,7 @@ internal static unsafe class GemmPackAvx512
     }
 
     /// <summary>16 double streams: two 8x8 transposes per 8 values of p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Interleave16(int kc, double* src, long stride, double* dst)
     {
         int p = 0;
@@ -64,6 +66,7 @@ internal static unsafe class GemmPackAvx512
     }
 
     /// <summary>6 float streams (an A micro-panel from a row-major A), 16 values of p per step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Interleave6(int kc, float* src, long stride, float* dst)
     {
         int p = 0;
@@ -91,6 +94,7 @@ internal static unsafe class GemmPackAvx512
     }
 
     /// <summary>6 double streams, 8 values of p per step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Interleave6(int kc, double* src, long stride, double* dst)
     {
         int p = 0;
