@@ -27,3 +27,16 @@ public sealed class DeviceUnavailableException(string op, string message, Except
 
 /// <summary>A tensor used after it was disposed.</summary>
 public sealed class DisposedTensorException(string op) : EngineException(op, "the tensor has been disposed");
+
+/// <summary>
+/// A checkpoint or data file that cannot be trusted: truncated, corrupt (checksum, malformed header, non-finite values),
+/// missing a required file or key, or of an unknown format. The message names the file and, where there is one, the
+/// key. The <c>engine</c> command exits with code 5 on it.
+/// </summary>
+public sealed class CheckpointException(string op, string message, Exception? inner = null) : EngineException(op, message, inner);
+
+/// <summary>
+/// An allocation that failed: the message names the op, the shape, the dtype, the device and the bytes asked for.
+/// Nothing is left allocated or counted by the failed request.
+/// </summary>
+public sealed class EngineOutOfMemoryException(string op, string message, Exception? inner = null) : EngineException(op, message, inner);
