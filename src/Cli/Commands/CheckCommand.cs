@@ -1,4 +1,6 @@
+using System.ComponentModel;
 using System.Globalization;
+using Spectre.Console.Cli;
 
 namespace Engine.Cli.Commands;
 
@@ -8,8 +10,21 @@ namespace Engine.Cli.Commands;
 /// gives the largest difference relative to the values' scale against the dtype's tolerance. --emulate runs the CUDA
 /// kernels on ILGPU's CPU accelerator (no GPU needed). Exits 1 when any row fails.
 /// </summary>
-static class CheckCommand
+sealed class CheckCommand : Command<CheckCommand.Settings>
 {
+    /// <summary>The options of <c>engine check</c>.</summary>
+    public sealed class Settings : CommandSettings
+    {
+        [CommandOption("--device <DEVICE>"), Description("The CUDA device to compare with the CPU: cuda (default) or cuda:N.")]
+        public string? Device { get; set; }
+
+        [CommandOption("--emulate"), Description("Run the CUDA kernels on ILGPU's CPU accelerator (no GPU needed; slow, so keep --size small).")]
+        public bool Emulate { get; set; }
+
+        [CommandOption("--size <N>"), Description("Inputs are [N, N] (default 256).")]
+        public int? Size { get; set; }
+    }
+
     static readonly (string Name, Func<Tensor, Tensor, Tensor> Op)[] Ops =
     [
         ("add", (a, b) => a + b),
@@ -25,15 +40,13 @@ static class CheckCommand
         ("cast f32", (a, _) => a.To(DType.Float32)),
     ];
 
-    public static int Run(string[] argv)
+    public override int Execute(CommandContext context, Settings s, CancellationToken cancellationToken)
     {
-        var a = new Args(argv, new HashSet<string> { "emulate" });
-        bool emulate = a.Has("emulate");
-        var deviceName = a.Str("device", "cuda");
-        int size = a.Int("size", 256, 1, 8192);
-        a.RejectUnknown("check");
-        if (emulate) Environment.SetEnvironmentVariable("ENGINE_CUDA_EMULATION", "1");
-        var device = TrainCommand.ParseDevice(deviceName);
+        bool emulate = s.Emulate;
+        int size = s.Size ?? 256;
+        if (size is < 1 or > 8192) throw new UsageException($"--size must be in [1, 8192], got {size}");
+        if (emulate) Engine.Backends.Cuda.CudaBackend.EnableEmulation();
+        var device = Devices.Parse(s.Device ?? "cuda");
         if (device.Type == DeviceType.Cpu) throw new UsageException("check compares a CUDA device with the CPU: give --device cuda[:N]");
         Console.WriteLine($"parity sweep: cpu vs {device}{(emulate ? " (ILGPU CPU accelerator)" : "")}, inputs [{size}, {size}]");
         Console.WriteLine($"{"op",-14} {"dtype",-9} {"max |diff|/scale",18} {"tolerance",10}  result");

@@ -1,25 +1,46 @@
+using System.ComponentModel;
 using System.Globalization;
 using Engine.Cli.Training;
+using Spectre.Console.Cli;
 
 namespace Engine.Cli.Commands;
 
-/// <summary><c>engine eval --checkpoint DIR [--samples N] [--text FILE]</c>: the task's held-out accuracy.</summary>
-static class EvalCommand
+/// <summary>The options of <c>engine eval</c>.</summary>
+sealed class EvalSettings : CommandSettings
 {
-    public static int Run(string[] argv)
+    [CommandOption("--checkpoint <DIR>"), Description("A run directory (its latest checkpoint), one of its step directories, or an old flat checkpoint directory. Required.")]
+    public string? Checkpoint { get; set; }
+
+    [CommandOption("--samples <N>"), Description("Held-out samples (default 500).")]
+    public int? Samples { get; set; }
+
+    [CommandOption("--text <FILE>"), Description("For a text model: the text to evaluate on (default: the file it was trained on, as the checkpoint records it).")]
+    public string? Text { get; set; }
+
+    [CommandOption("--device <DEVICE>"), Description("cpu (default), cuda or cuda:N.")]
+    public string? Device { get; set; }
+}
+
+/// <summary><c>engine eval</c>: the task's held-out accuracy; the checkpoint names its task and, for text, its file.</summary>
+sealed class EvalCommand : Command<EvalSettings>
+{
+    public override int Execute(CommandContext context, EvalSettings s, CancellationToken cancellationToken)
     {
-        var a = new Args(argv, new HashSet<string>());
-        var dir = a.Str("checkpoint") ?? throw new UsageException("eval needs --checkpoint DIR");
-        var device = TrainCommand.ParseDevice(a.Str("device", "cpu"));
-        int samples = a.Int("samples", 500, 1, 1_000_000);
-        var text = a.Str("text");
-        a.RejectUnknown("eval");
-        var (model, task, _) = Checkpoint.LoadModel(dir, device, text);
+        if (s.Checkpoint is null) throw new UsageException("eval needs --checkpoint DIR (a run directory or a step directory)");
+        if (s.Samples is < 1 or > 1_000_000) throw new UsageException($"--samples must be in [1, 1000000], got {s.Samples}");
+        var device = Devices.Parse(s.Device);
+        var c = Checkpoints.Resolve(s.Checkpoint);
+        var (model, task, _) = Training.Checkpoint.LoadModel(c, device, o => s.Text ?? o?.Text switch
+        {
+            null => throw new UsageException("this text model's checkpoint does not name its training file: give --text FILE"),
+            var t when !File.Exists(t) => throw new UsageException($"the text this model was trained on ({t}) is gone: give --text FILE"),
+            var t => t,
+        });
         using (model)
         {
-            double acc = task.Evaluate(model, samples);
+            double acc = task.Evaluate(model, s.Samples ?? 500);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"eval accuracy: {acc * 100:F1}%"));
         }
-        return 0;
+        return ExitCodes.Ok;
     }
 }

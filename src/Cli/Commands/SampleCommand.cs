@@ -1,39 +1,72 @@
+using System.ComponentModel;
 using Engine.Cli.Training;
 using Engine.Graph;
+using Spectre.Console.Cli;
 
 namespace Engine.Cli.Commands;
 
-/// <summary><c>engine sample --checkpoint DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]</c>.</summary>
-static class SampleCommand
+/// <summary>The options of <c>engine sample</c>.</summary>
+sealed class SampleSettings : CommandSettings
 {
-    public static int Run(string[] argv)
+    [CommandOption("--checkpoint <DIR>"), Description("A run directory (its latest checkpoint), one of its step directories, or an old flat checkpoint directory. Required.")]
+    public string? Checkpoint { get; set; }
+
+    [CommandOption("--prompt <TEXT>"), Description("Text to continue (sorting task: the digits separated by spaces). Without it, a few held-out examples are completed.")]
+    public string? Prompt { get; set; }
+
+    [CommandOption("--tokens <N>"), Description("Tokens to generate (default: the sorting task's length, or 100).")]
+    public int? Tokens { get; set; }
+
+    [CommandOption("--temperature <T>"), Description("0 (default) is greedy; higher values sample more freely.")]
+    public double? Temperature { get; set; }
+
+    [CommandOption("--top-k <K>"), Description("Sample only among the K most likely tokens; 0 (default) means all.")]
+    public int? TopK { get; set; }
+
+    [CommandOption("--seed <N>"), Description("Seed of the sampling (default 0).")]
+    public ulong? Seed { get; set; }
+
+    [CommandOption("--count <N>"), Description("Examples to complete without --prompt (default 3).")]
+    public int? Count { get; set; }
+
+    [CommandOption("--text <FILE>"), Description("For a text model whose training file has moved: the text to draw example prompts from.")]
+    public string? Text { get; set; }
+
+    [CommandOption("--device <DEVICE>"), Description("cpu (default), cuda or cuda:N.")]
+    public string? Device { get; set; }
+}
+
+/// <summary><c>engine sample</c>: everything it needs (model config, task, vocabulary) comes from the checkpoint.</summary>
+sealed class SampleCommand : Command<SampleSettings>
+{
+    public override int Execute(CommandContext context, SampleSettings s, CancellationToken cancellationToken)
     {
-        var a = new Args(argv, new HashSet<string>());
-        var dir = a.Str("checkpoint") ?? throw new UsageException("sample needs --checkpoint DIR");
-        var prompt = a.Str("prompt");
-        var device = TrainCommand.ParseDevice(a.Str("device", "cpu"));
-        double temperature = a.Double("temperature", 0, 0, 100);
-        int topK = a.Int("top-k", 0, 0);
-        ulong seed = (ulong)a.Int("seed", 0, 0);
-        var text = a.Str("text");
-        int count = a.Int("count", 3, 1, 1000);
-        int? tokensWanted = a.Has("tokens") ? a.Int("tokens", 1, 1, 100000) : null;
-        a.RejectUnknown("sample");
-        var (model, task, _) = Checkpoint.LoadModel(dir, device, text);
+        if (s.Checkpoint is null) throw new UsageException("sample needs --checkpoint DIR (a run directory or a step directory)");
+        if (s.Temperature is < 0 or > 100) throw new UsageException($"--temperature must be in [0, 100], got {s.Temperature}");
+        if (s.TopK is < 0) throw new UsageException($"--top-k must be ≥ 0, got {s.TopK}");
+        if (s.Tokens is < 1 or > 100_000) throw new UsageException($"--tokens must be in [1, 100000], got {s.Tokens}");
+        if (s.Count is < 1 or > 1000) throw new UsageException($"--count must be in [1, 1000], got {s.Count}");
+        var device = Devices.Parse(s.Device);
+        var c = Checkpoints.Resolve(s.Checkpoint);
+        // Example prompts of a text model come from its text; an explicit prompt needs only the vocabulary.
+        var (model, task, _) = Training.Checkpoint.LoadModel(c, device, o => s.Prompt is not null ? null : s.Text ?? (o?.Text is { } t && File.Exists(t) ? t : null));
         using (model)
         {
-            if (prompt is null)
+            ulong seed = s.Seed ?? 0;
+            if (s.Prompt is null)
             {
-                foreach (var line in task.Samples(model, count, seed)) Console.WriteLine(line);
-                return 0;
+                if (task is TextTask { HasText: false }) throw new UsageException("this text model's training file is not available: give --prompt TEXT, or --text FILE for example prompts");
+                foreach (var line in task.Samples(model, s.Count ?? 3, seed)) Console.WriteLine(line);
+                return ExitCodes.Ok;
             }
-            var tokens = task.Encode(prompt);
-            int n = tokensWanted ?? (task is SortTask st ? st.Length : 100);
+            var tokens = task.Encode(s.Prompt);
+            if (tokens.Length == 0) throw new UsageException("--prompt is empty");
+            int n = s.Tokens ?? (task is SortTask st ? st.Length : 100);
             using var _ = GradMode.NoGrad();
-            using var p = Tensor.FromArray(tokens, [1, tokens.Length]);
-            using var outp = model.Generate(p, n, temperature, topK, seed);
+            using var p = Tensor.FromArray(tokens, [1, tokens.Length], device);
+            using var outp = model.Generate(p, n, s.Temperature ?? 0, s.TopK ?? 0, seed);
             Console.WriteLine(task.Decode(outp.ToArray<long>()));
-            return 0;
+            return ExitCodes.Ok;
         }
     }
 }

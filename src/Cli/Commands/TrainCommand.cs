@@ -1,170 +1,232 @@
-using System.Diagnostics;
+using System.ComponentModel;
 using System.Globalization;
-
+using Engine.Backends.Cpu;
 using Engine.Cli.Training;
-using Engine.Nn;
-using Engine.Optim;
-using Engine.Serialization;
+using Spectre.Console.Cli;
 
 namespace Engine.Cli.Commands;
 
-/// <summary>
-/// <c>engine train</c>: a GPT on the built-in sorting task (default) or a character-level model of a text file,
-/// with AdamW, warm-up + cosine schedule and gradient clipping; prints progress, writes metrics.csv, loss.svg and a
-/// checkpoint to --out; --resume DIR continues a run bit for bit on the CPU.
-/// </summary>
-static class TrainCommand
+/// <summary>The options of <c>engine train</c>; each option's help text states its default.</summary>
+sealed class TrainSettings : CommandSettings
 {
-    static readonly HashSet<string> Flags = ["quiet"];
+    [CommandOption("--out <DIR>"), Description("Run directory for checkpoints, metrics.csv and loss.svg (default runs/sort, or runs/text with --text). A new run needs an empty or absent directory (see --force).")]
+    public string? Out { get; set; }
 
-    public static int Run(string[] argv)
+    [CommandOption("--resume <DIR>"), Description("Continue a run: a run directory (its latest checkpoint) or one of its step directories. --steps may grow; --lr, --batch, --clip and --device may change from the current step on; the model, task, seed and precision come from the checkpoint.")]
+    public string? Resume { get; set; }
+
+    [CommandOption("--force"), Description("Start a new run in a directory that holds an earlier run, deleting its checkpoints, metrics and plot.")]
+    public bool Force { get; set; }
+
+    [CommandOption("--text <FILE>"), Description("Train a character-level model of a UTF-8 text file instead of the sorting task.")]
+    public string? Text { get; set; }
+
+    [CommandOption("--steps <N>"), Description("Total optimizer steps of the run (default 300).")]
+    public long? Steps { get; set; }
+
+    [CommandOption("--batch <N>"), Description("Sequences per step (default 64).")]
+    public int? Batch { get; set; }
+
+    [CommandOption("--lr <RATE>"), Description("Peak AdamW learning rate: linear warm-up over the first 10% of steps, then cosine decay to a tenth (default 0.003).")]
+    public double? Lr { get; set; }
+
+    [CommandOption("--weight-decay <W>"), Description("AdamW's decoupled weight decay (default 0.01).")]
+    public double? WeightDecay { get; set; }
+
+    [CommandOption("--clip <NORM>"), Description("Clip the gradients' total norm to this value; 0 turns clipping off (default 1).")]
+    public double? Clip { get; set; }
+
+    [CommandOption("--layers <N>"), Description("Transformer blocks (default 2).")]
+    public int? Layers { get; set; }
+
+    [CommandOption("--heads <N>"), Description("Attention heads per block; must divide --dmodel (default 4).")]
+    public int? Heads { get; set; }
+
+    [CommandOption("--dmodel <N>"), Description("Width of the model (default 64).")]
+    public int? DModel { get; set; }
+
+    [CommandOption("--context <N>"), Description("Context length of a text model (default 64; the sorting task sets its own).")]
+    public int? Context { get; set; }
+
+    [CommandOption("--dropout <P>"), Description("Dropout probability (default 0).")]
+    public double? Dropout { get; set; }
+
+    [CommandOption("--seed <N>"), Description("Seed of the initialization, the data stream and dropout: the same seed and options give bit-identical checkpoints (default 1337).")]
+    public ulong? Seed { get; set; }
+
+    [CommandOption("--sort-length <N>"), Description("Digits per sequence of the sorting task (default 6).")]
+    public int? SortLength { get; set; }
+
+    [CommandOption("--sort-digits <N>"), Description("Distinct digits of the sorting task (default 3).")]
+    public int? SortDigits { get; set; }
+
+    [CommandOption("--precision <P>"), Description("fp32 (default), fp16 (float16 autocast with dynamic loss scaling) or bf16 (bfloat16 autocast; no loss scaling needed).")]
+    public string? Precision { get; set; }
+
+    [CommandOption("--device <DEVICE>"), Description("cpu (default), cuda or cuda:N.")]
+    public string? Device { get; set; }
+
+    [CommandOption("--threads <N>"), Description("CPU threads for the kernels (default: ENGINE_NUM_THREADS, else all cores). Results do not depend on it.")]
+    public int? Threads { get; set; }
+
+    [CommandOption("--save-every <N>"), Description("Write a checkpoint every N steps; one is always written at the end (default 1000).")]
+    public long? SaveEvery { get; set; }
+
+    [CommandOption("--keep <K>"), Description("Keep the newest K checkpoints (default 3).")]
+    public int? Keep { get; set; }
+
+    [CommandOption("--max-bad-steps <N>"), Description("Stop with exit code 4 after N consecutive steps with a non-finite loss or an update skipped by the fp16 scaler, keeping the last good checkpoint (default 100).")]
+    public int? MaxBadSteps { get; set; }
+
+    [CommandOption("--stop-at <STEP>"), Description("Stop after this step with a checkpoint, as an interruption would; continue later with --resume.")]
+    public long? StopAt { get; set; }
+
+    [CommandOption("--eval-samples <N>"), Description("Held-out samples for the accuracy printed at the end (default 500).")]
+    public int? EvalSamples { get; set; }
+
+    [CommandOption("--quiet"), Description("Print no progress, only the summary.")]
+    public bool Quiet { get; set; }
+
+    /// <summary>The options given on the command line, by name, as text (to compare with a checkpoint's).</summary>
+    public Dictionary<string, string> Given()
     {
-        var a = new Args(argv, Flags);
-        var resume = a.Str("resume");
-        TrainOptions o;
-        Dictionary<string, string>? optMeta = null;
-        if (resume is not null)
-        {
-            var optPath = Path.Combine(resume, Checkpoint.OptimizerFile);
-            if (!File.Exists(optPath)) throw new UsageException($"--resume {resume}: {optPath} not found");
-            using (var oc = SafeTensors.Load(optPath)) optMeta = oc.Metadata;
-            o = TrainOptions.FromMetadata(optMeta);
-            o = o with { Steps = a.Int("steps", o.Steps, 1), Device = a.Str("device", o.Device) };
-        }
-        else
-        {
-            o = new TrainOptions
-            {
-                Device = a.Str("device", "cpu"),
-                Precision = a.Str("precision", "fp32"),
-                Text = a.Str("text"),
-                Steps = a.Int("steps", 300, 1),
-                Batch = a.Int("batch", 64, 1, 65536),
-                Lr = a.Double("lr", 3e-3, 0, 10),
-                Layers = a.Int("layers", 2, 1, 256),
-                Heads = a.Int("heads", 4, 1, 256),
-                DModel = a.Int("dmodel", 64, 1, 65536),
-                Context = a.Int("context", 64, 2, 1 << 16),
-                Dropout = a.Double("dropout", 0, 0, 0.99),
-                Seed = (ulong)a.Int("seed", 1337, 0),
-                SortLength = a.Int("sort-length", 6, 2, 64),
-                SortDigits = a.Int("sort-digits", 3, 2, 64),
-                EvalSamples = a.Int("eval-samples", 500, 1, 100000),
-                WeightDecay = a.Double("weight-decay", 0.01, 0, 10),
-            };
-        }
-        var outDir = a.Str("out") ?? resume ?? Path.Combine("runs", o.Text is null ? "sort" : "text");
-        bool quiet = a.Has("quiet");
-        long stopAt = a.Int("stop-at", int.MaxValue, 1);
-        a.RejectUnknown("train");
+        var inv = CultureInfo.InvariantCulture;
+        var d = new Dictionary<string, string>();
+        void Add(string name, object? v) { if (v is not null) d[name] = Convert.ToString(v is double x ? x.ToString("R", inv) : v, inv)!; }
+        Add("text", Text); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
+        Add("clip", Clip); Add("layers", Layers); Add("heads", Heads); Add("dmodel", DModel); Add("context", Context);
+        Add("dropout", Dropout); Add("seed", Seed); Add("sort-length", SortLength); Add("sort-digits", SortDigits);
+        Add("precision", Precision); Add("device", Device);
+        return d;
+    }
+}
 
-        if (o.DModel % o.Heads != 0) throw new UsageException($"--dmodel {o.DModel} must be divisible by --heads {o.Heads}");
-        if (o.Precision is not ("fp32" or "fp16" or "bf16")) throw new UsageException($"--precision must be fp32, fp16 or bf16, got '{o.Precision}'");
-        var device = ParseDevice(o.Device);
-        if (o.Text is not null && !File.Exists(o.Text)) throw new UsageException($"--text {o.Text}: file not found");
-
-        ITask task = o.Text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(File.ReadAllText(o.Text), o.Context);
-        var config = new GptConfig(task.VocabSize, task.ContextLength, o.Layers, o.Heads, o.DModel, o.Dropout);
-        var generator = new Generator(o.Seed);
-        using var model = new Gpt(config, device, DType.Float32, generator);
-        using var optimizer = new AdamW(model.Parameters(), o.Lr, weightDecay: o.WeightDecay);
-        var schedule = new WarmupCosineLr(optimizer, Math.Max(1, o.Steps / 10), o.Steps, o.Lr / 10);
-        DType? autocast = o.Precision switch { "fp16" => DType.Float16, "bf16" => DType.BFloat16, _ => null };
-        // The scaler is always constructed for mixed precision: for bf16 it is the documented pass-through.
-        using var scaler = new GradScaler(enabled: autocast is not null);
-        long start = 0;
-        if (resume is not null)
-        {
-            using var mc = SafeTensors.Load(Path.Combine(resume, Checkpoint.ModelFile), device);
-            model.LoadStateDict(mc.Tensors);
-            using var oc = SafeTensors.Load(Path.Combine(resume, Checkpoint.OptimizerFile), device);
-            var scalars = oc.Metadata.Where(kv => kv.Key.StartsWith("param_groups.", StringComparison.Ordinal))
-                .ToDictionary(kv => kv.Key, kv => double.Parse(kv.Value, CultureInfo.InvariantCulture));
-            optimizer.LoadStateDict(new OptimizerState(oc.Tensors, scalars));
-            start = long.Parse(oc.Metadata["step"], CultureInfo.InvariantCulture);
-            schedule.SetStep(long.Parse(oc.Metadata["schedule.step"], CultureInfo.InvariantCulture));
-            generator.SetState(new GeneratorState(ulong.Parse(oc.Metadata["rng.seed"], CultureInfo.InvariantCulture), ulong.Parse(oc.Metadata["rng.offset"], CultureInfo.InvariantCulture)));
-            var scalerState = oc.Metadata.Where(kv => kv.Key.StartsWith("scaler.", StringComparison.Ordinal))
-                .ToDictionary(kv => kv.Key["scaler.".Length..], kv => double.Parse(kv.Value, CultureInfo.InvariantCulture));
-            if (scalerState.Count > 0 && autocast is not null) scaler.LoadStateDict(scalerState);
-        }
-
-        var w = Console.Out;
-        w.WriteLine($"engine train: task {task.Name} (vocab {task.VocabSize}, context {task.ContextLength}), GPT {o.Layers} layers × {o.Heads} heads × d{o.DModel}, {model.ParameterCount():N0} parameters, on {device}");
-        w.WriteLine(o.Precision switch
-        {
-            "fp16" => $"precision fp16: float32 master weights, float16 autocast; gradient scaler on: dynamic loss scaling from {scaler.GetScale():G} (×{scaler.GrowthFactor} after {scaler.GrowthInterval} clean steps, ×{scaler.BackoffFactor} and the step skipped on Inf/NaN)",
-            "bf16" => "precision bf16: float32 master weights, bfloat16 autocast; gradient scaler off: bfloat16 has float32's exponent range, so gradients do not underflow and need no loss scaling (the scaler passes through)",
-            _ => "precision fp32: float32 throughout, no autocast; gradient scaler off (float32 gradients do not underflow)",
-        });
-        w.WriteLine($"steps {start}→{o.Steps}, batch {o.Batch}, AdamW lr {o.Lr:G3} (warm-up + cosine), weight decay {o.WeightDecay}, clip {o.ClipNorm}, seed {o.Seed}; writing to {Path.GetFullPath(outDir)}");
-        Directory.CreateDirectory(outDir);
-        var metrics = new Metrics(outDir, append: resume is not null);
-        var progress = new Progress(w, o.Steps, quiet);
-        var sw = Stopwatch.StartNew();
-        double lastLoss = double.NaN;
-        long skipped = 0;
-        long tokensPerStep = (long)o.Batch * task.ContextLength;
-        long end = Math.Min(o.Steps, stopAt);
-        for (long step = start; step < end; step++)
-        {
-            double t0 = sw.Elapsed.TotalSeconds;
-            using (var scope = Tensor.NewScope())
-            {
-                var (x, y) = task.Batch(o.Batch, o.Seed, step);
-                Tensor loss;
-                using (autocast is { } region ? Amp.Autocast(region, device.Type) : null)
-                {
-                    var logits = model.Forward(x);
-                    loss = logits.View(-1, task.VocabSize).CrossEntropy(y.View(-1));
-                }
-                if (autocast is null)
-                {
-                    loss.Backward();
-                    ClipGrad.ClipGradNorm(model.Parameters(), o.ClipNorm);
-                    optimizer.Step();
-                }
-                else
-                {
-                    scaler.Scale(loss).Backward();
-                    scaler.Unscale(optimizer);                 // clip the true gradients
-                    ClipGrad.ClipGradNorm(model.Parameters(), o.ClipNorm);
-                    scaler.Step(optimizer);                    // skipped on the device when a gradient is Inf/NaN
-                    scaler.Update();
-                    if (scaler.LastStepTaken is { } taken && !taken.Item<bool>()) skipped++;
-                }
-                optimizer.ZeroGrad();
-                lastLoss = loss.Item();
-            }
-            schedule.Step();
-            double dt = sw.Elapsed.TotalSeconds - t0;
-            double tps = tokensPerStep / Math.Max(dt, 1e-9);
-            double scale = autocast is null ? 1.0 : scaler.GetScale();
-            metrics.Add(step + 1, lastLoss, optimizer.ParamGroups[0].Lr, scale, tps);
-            progress.Report(step + 1, lastLoss, tps, o.Precision == "fp16" ? $"scale {scale:G}, skipped {skipped}" : "scale 1 (off), skipped 0");
-        }
-        progress.Done();
-        metrics.Flush();
-        metrics.Close();
-        metrics.WriteSvg(Path.Combine(outDir, "loss.svg"));
-        Checkpoint.Save(outDir, model, task, optimizer, schedule, generator, Math.Max(start, end), o, autocast is null ? null : scaler.StateDict());
-        if (end < o.Steps) w.WriteLine($"stopped at step {end} of {o.Steps}; continue with: engine train --resume {outDir}");
-        double acc = task.Evaluate(model, o.EvalSamples);
-        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"final loss: {lastLoss:F4}"));
-        w.WriteLine(string.Create(CultureInfo.InvariantCulture, $"eval accuracy: {acc * 100:F1}%"));
-        w.WriteLine("samples:");
-        foreach (var s in task.Samples(model, 3, o.Seed)) w.WriteLine("  " + s);
-        w.WriteLine($"wrote {Path.Combine(outDir, "metrics.csv")}, {Path.Combine(outDir, "loss.svg")}, {Path.Combine(outDir, Checkpoint.ModelFile)}, {Path.Combine(outDir, Checkpoint.OptimizerFile)}");
-        return 0;
+/// <summary>
+/// <c>engine train</c>: resolves the run (new, or resumed from a checkpoint with the allowed changes), takes the run
+/// directory's lock, and hands over to <see cref="Trainer"/>.
+/// </summary>
+sealed class TrainCommand : Command<TrainSettings>
+{
+    public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
+    {
+        Check(s.Threads is null or >= 1, "--threads must be at least 1");
+        if (s.Threads is int threads) CpuParallel.MaxThreads = threads;
+        var knobs = new TrainKnobs(
+            SaveEvery: s.SaveEvery ?? 1000, Keep: s.Keep ?? 3, MaxBadSteps: s.MaxBadSteps ?? 100,
+            StopAt: s.StopAt, EvalSamples: s.EvalSamples ?? 500, Quiet: s.Quiet);
+        Check(knobs.SaveEvery >= 1, "--save-every must be at least 1");
+        Check(knobs.Keep >= 1, "--keep must be at least 1");
+        Check(knobs.MaxBadSteps >= 1, "--max-bad-steps must be at least 1");
+        Check(knobs.EvalSamples >= 1, "--eval-samples must be at least 1");
+        Check(knobs.StopAt is null or >= 1, "--stop-at must be at least 1");
+        return s.Resume is null ? StartNew(s, knobs) : Continue(s, knobs);
     }
 
-    public static Device ParseDevice(string s)
+    static int StartNew(TrainSettings s, TrainKnobs knobs)
     {
-        Device d;
-        try { d = Device.Parse(s); }
-        catch (FormatException e) { throw new UsageException($"--device: {e.Message}"); }
-        // Fails with a clear DeviceUnavailableException when no backend serves the device.
-        Engine.Backends.BackendRegistry.Get(d);
-        return d;
+        var d = new TrainOptions();
+        var o = new TrainOptions
+        {
+            Device = s.Device ?? d.Device, Precision = s.Precision ?? d.Precision, Text = s.Text, Steps = s.Steps ?? d.Steps,
+            Batch = s.Batch ?? d.Batch, Lr = s.Lr ?? d.Lr, Layers = s.Layers ?? d.Layers, Heads = s.Heads ?? d.Heads,
+            DModel = s.DModel ?? d.DModel, Context = s.Context ?? d.Context, Dropout = s.Dropout ?? d.Dropout, Seed = s.Seed ?? d.Seed,
+            SortLength = s.SortLength ?? d.SortLength, SortDigits = s.SortDigits ?? d.SortDigits,
+            WeightDecay = s.WeightDecay ?? d.WeightDecay, ClipNorm = s.Clip ?? d.ClipNorm,
+        };
+        Validate(o);
+        var device = Devices.Parse(o.Device);
+        // Read the text before touching the run directory: a missing or binary file changes nothing.
+        ITask task = o.Text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(o.Text), o.Context);
+        var outDir = s.Out ?? Path.Combine("runs", o.Text is null ? "sort" : "text");
+        using var run = RunDirectory.OpenForWriting(outDir);
+        var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFileName).ToList();
+        if (existing.Count > 0)
+        {
+            if (!s.Force)
+            {
+                string what = run.Steps.Count > 0 ? $"a run with checkpoints up to step {run.Steps[^1]}" : $"{existing.Count} file(s)";
+                throw new UsageException($"{outDir} already holds {what}: continue it with --resume {outDir}, or start over there with --force");
+            }
+            ClearRun(outDir);
+        }
+        return new Trainer(run, task, o, device, knobs, resumeFrom: null).Run();
+    }
+
+    static int Continue(TrainSettings s, TrainKnobs knobs)
+    {
+        var c = Checkpoints.Resolve(s.Resume!);
+        Checkpoints.Verify(c);
+        var state = Checkpoint.ReadTrainer(c);
+        var saved = state.Options;
+        var given = s.Given();
+        var had = saved.ByName();
+        foreach (var (name, value) in given)
+            if (!TrainOptions.Resumable.Contains(name) && had[name] != value)
+                throw new UsageException($"--{name} cannot change on resume (the run has {(had[name].Length == 0 ? "none" : had[name])}, got {value}); a resumed run may change --{string.Join(", --", TrainOptions.Resumable.Order())}");
+        if (s.Steps is long steps && steps <= state.Step)
+            throw new UsageException($"--steps {steps} is not beyond the checkpoint's step {state.Step}: give a larger --steps to train further");
+        if (s.Steps is null && state.Step >= saved.Steps)
+        {
+            Console.Out.WriteLine($"the run in {c.RunDir} finished at step {state.Step} of {saved.Steps}: nothing to do (give --steps N above {state.Step} to train further)");
+            return ExitCodes.Ok;
+        }
+        var o = saved with
+        {
+            Steps = s.Steps ?? saved.Steps, Lr = s.Lr ?? saved.Lr, Batch = s.Batch ?? saved.Batch,
+            ClipNorm = s.Clip ?? saved.ClipNorm, Device = s.Device ?? saved.Device,
+        };
+        Validate(o);
+        var device = Devices.Parse(o.Device);
+        string? text = o.Text;
+        if (text is not null && !File.Exists(text)) throw new UsageException($"the run trains on {text}, which is gone: restore the file to resume");
+        var outDir = s.Out ?? c.RunDir;
+        using var run = RunDirectory.OpenForWriting(outDir);
+        // Re-resolve under the lock: another process may have written a newer checkpoint since.
+        c = s.Out is null || SamePath(outDir, c.RunDir) ? Checkpoints.Resolve(s.Resume!) : c;
+        if (!SamePath(outDir, c.RunDir))
+        {
+            // A fork into a new directory: it starts with the source's metrics up to the checkpoint, so its plot shows the whole run.
+            var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFileName).ToList();
+            if (existing.Count > 0 && !s.Force) throw new UsageException($"{outDir} is not empty: resume into the run's own directory ({c.RunDir}), an empty one, or add --force");
+            if (existing.Count > 0) ClearRun(outDir);
+            var src = Path.Combine(c.RunDir, Metrics.FileName);
+            if (File.Exists(src)) File.Copy(src, Path.Combine(outDir, Metrics.FileName));
+        }
+        ITask task = text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(text), o.Context);
+        return new Trainer(run, task, o, device, knobs, resumeFrom: c).Run();
+    }
+
+    static void Validate(TrainOptions o)
+    {
+        Check(o.Steps >= 1, "--steps must be at least 1");
+        Check(o.Batch is >= 1 and <= 1 << 20, $"--batch must be in [1, {1 << 20}], got {o.Batch}");
+        Check(o.Lr is >= 0 and <= 10, $"--lr must be in [0, 10], got {o.Lr}");
+        Check(o.WeightDecay is >= 0 and <= 10, $"--weight-decay must be in [0, 10], got {o.WeightDecay}");
+        Check(o.ClipNorm >= 0 && double.IsFinite(o.ClipNorm), $"--clip must be a finite number ≥ 0, got {o.ClipNorm}");
+        Check(o.Layers is >= 1 and <= 1024, $"--layers must be in [1, 1024], got {o.Layers}");
+        Check(o.Heads >= 1, $"--heads must be at least 1, got {o.Heads}");
+        Check(o.DModel >= 1, $"--dmodel must be at least 1, got {o.DModel}");
+        Check(o.DModel % o.Heads == 0, $"--dmodel {o.DModel} must be divisible by --heads {o.Heads}");
+        Check(o.Context is >= 2 and <= 1 << 16, $"--context must be in [2, {1 << 16}], got {o.Context}");
+        Check(o.Dropout is >= 0 and < 1, $"--dropout must be in [0, 1), got {o.Dropout}");
+        Check(o.SortLength is >= 2 and <= 64, $"--sort-length must be in [2, 64], got {o.SortLength}");
+        Check(o.SortDigits is >= 2 and <= 64, $"--sort-digits must be in [2, 64], got {o.SortDigits}");
+        Check(o.Precision is "fp32" or "fp16" or "bf16", $"--precision must be fp32, fp16 or bf16, got '{o.Precision}'");
+    }
+
+    static void Check(bool ok, string message)
+    {
+        if (!ok) throw new UsageException(message);
+    }
+
+    static bool SamePath(string a, string b) =>
+        string.Equals(Path.GetFullPath(a).TrimEnd(Path.DirectorySeparatorChar), Path.GetFullPath(b).TrimEnd(Path.DirectorySeparatorChar), StringComparison.Ordinal);
+
+    /// <summary>Deletes what a run writes (checkpoints, metrics, plot, the old flat layout), nothing else.</summary>
+    static void ClearRun(string dir)
+    {
+        foreach (var d in Directory.EnumerateDirectories(dir, "step-*")) Directory.Delete(d, recursive: true);
+        foreach (var name in new[] { "latest", Metrics.FileName, Metrics.PlotName, Checkpoint.ModelFile, Checkpoint.OptimizerFile })
+            File.Delete(Path.Combine(dir, name));
     }
 }

@@ -1,27 +1,39 @@
 using System.Globalization;
+using System.Text.Json;
+using Engine.Graph;
 using Engine.Nn;
 using Engine.Optim;
 using Engine.Serialization;
 
 namespace Engine.Cli.Training;
 
+/// <summary>Where a run is: everything besides the tensors that a resumed run needs to continue bit for bit.</summary>
+sealed record TrainerState(TrainOptions Options, long Step, long ScheduleStep, long DataPosition, ulong RngSeed, ulong RngOffset,
+    IReadOnlyDictionary<string, double>? Scaler);
+
 /// <summary>
-/// A training checkpoint directory: <c>model.safetensors</c> (the model's state dict under PyTorch-style names; the
-/// header's metadata holds the model config and the task) and <c>optimizer.safetensors</c> (optimizer state tensors;
-/// metadata: step, schedule position, RNG state, data position, hyper-parameters). Each file is written atomically.
+/// The files of one checkpoint (a step directory of a <see cref="RunDirectory"/>, or the old flat layout):
+/// <c>model.safetensors</c> (the model's state dict under PyTorch-style names; its metadata holds the model config and
+/// the task, so sample and eval need nothing else), <c>optimizer.safetensors</c> (the optimizer's state tensors and
+/// hyper-parameters) and <c>trainer.json</c> (<see cref="TrainerState"/>). Loading checks everything it reads: every
+/// required key, the values' formats, and that every floating tensor is finite; any failure is one
+/// <see cref="CheckpointException"/> line naming the file and the key.
 /// </summary>
 static class Checkpoint
 {
     public const string ModelFile = "model.safetensors";
     public const string OptimizerFile = "optimizer.safetensors";
+    public const string TrainerFile = "trainer.json";
+    const string ModelFormat = "engine-gpt-v1";
+    const string TrainerFormat = "engine-trainer-v1";
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public static void Save(string dir, Gpt model, ITask task, Optimizer optimizer, LrScheduler schedule, Generator generator, long step, TrainOptions options, IReadOnlyDictionary<string, double>? scaler = null)
+    /// <summary>Writes the three files into <paramref name="dir"/> (a run directory's temporary step directory).</summary>
+    public static void Write(string dir, Gpt model, ITask task, Optimizer optimizer, TrainerState state)
     {
-        Directory.CreateDirectory(dir);
         var meta = new Dictionary<string, string>(task.Metadata())
         {
-            ["format"] = "engine-gpt-v1",
+            ["format"] = ModelFormat,
             ["config.vocab"] = model.Config.VocabSize.ToString(Inv),
             ["config.context"] = model.Config.ContextLength.ToString(Inv),
             ["config.layers"] = model.Config.Layers.ToString(Inv),
@@ -31,53 +43,158 @@ static class Checkpoint
             ["config.tied"] = model.Config.TiedHead ? "1" : "0",
         };
         SafeTensors.Save(Path.Combine(dir, ModelFile), model.StateDict(), meta);
-
         var st = optimizer.StateDict();
-        var gs = generator.GetState();
-        var om = new Dictionary<string, string>
+        SafeTensors.Save(Path.Combine(dir, OptimizerFile), st.Tensors, st.Scalars.ToDictionary(kv => kv.Key, kv => kv.Value.ToString("R", Inv)));
+
+        using var f = new FileStream(Path.Combine(dir, TrainerFile), FileMode.CreateNew, FileAccess.Write);
+        using (var w = new Utf8JsonWriter(f, new JsonWriterOptions { Indented = true }))
         {
-            ["step"] = step.ToString(Inv),
-            ["schedule.step"] = schedule.LastStep.ToString(Inv),
-            ["rng.seed"] = gs.Seed.ToString(Inv),
-            ["rng.offset"] = gs.Offset.ToString(Inv),
-            ["data.step"] = step.ToString(Inv),
-        };
-        foreach (var (k, v) in st.Scalars) om[k] = v.ToString("R", Inv);
-        foreach (var (k, v) in options.ToMetadata()) om["train." + k] = v;
-        if (scaler is not null) foreach (var (k, v) in scaler) om["scaler." + k] = v.ToString("R", Inv);
-        SafeTensors.Save(Path.Combine(dir, OptimizerFile), st.Tensors, om);
+            w.WriteStartObject();
+            w.WriteString("format", TrainerFormat);
+            w.WriteNumber("step", state.Step);
+            w.WriteNumber("schedule_step", state.ScheduleStep);
+            w.WriteNumber("data_position", state.DataPosition);
+            w.WriteStartObject("rng");
+            w.WriteNumber("seed", state.RngSeed);
+            w.WriteNumber("offset", state.RngOffset);
+            w.WriteEndObject();
+            if (state.Scaler is { } sc)
+            {
+                w.WriteStartObject("scaler");
+                foreach (var (k, v) in sc) w.WriteNumber(k, v);
+                w.WriteEndObject();
+            }
+            state.Options.WriteJson(w);
+            w.WriteEndObject();
+        }
+        f.Flush(flushToDisk: true);
     }
 
-    public static GptConfig ReadConfig(IReadOnlyDictionary<string, string> meta, string dir)
+    /// <summary>Reads where the run is (trainer.json; the old flat layout keeps it in the optimizer file's metadata).</summary>
+    public static TrainerState ReadTrainer(ResolvedCheckpoint c)
     {
-        string Get(string k) => meta.TryGetValue(k, out var v) ? v : throw new EngineException("Checkpoint", $"{Path.Combine(dir, ModelFile)}: metadata lacks '{k}' (not an engine checkpoint?)");
-        return new GptConfig(int.Parse(Get("config.vocab"), Inv), int.Parse(Get("config.context"), Inv), int.Parse(Get("config.layers"), Inv),
-            int.Parse(Get("config.heads"), Inv), int.Parse(Get("config.dmodel"), Inv), double.Parse(Get("config.dropout"), Inv), Get("config.tied") == "1");
+        if (c.Legacy)
+        {
+            var path = Path.Combine(c.StepDir, OptimizerFile);
+            using var oc = SafeTensors.Load(path);
+            var f = new Fields(oc.Metadata, path);
+            var o = TrainOptions.Read(f, "train.");
+            long step = f.Long("step", 0);
+            return new TrainerState(o, step, f.Long("schedule.step", 0), step * o.Batch, f.ULong("rng.seed"), f.ULong("rng.offset"),
+                f.Numbers("scaler.") is { Count: > 0 } s ? s : null);
+        }
+        var t = Fields.ReadJson(Path.Combine(c.StepDir, TrainerFile));
+        if (t.Str("format") != TrainerFormat) throw t.Bad("format", $"is '{t.Str("format")}', expected '{TrainerFormat}'");
+        var scaler = t.Numbers("scaler.");
+        return new TrainerState(TrainOptions.Read(t, "options."), t.Long("step", 0), t.Long("schedule_step", 0), t.Long("data_position", 0),
+            t.ULong("rng.seed"), t.ULong("rng.offset"), scaler.Count > 0 ? scaler : null);
     }
 
-    public static ITask ReadTask(IReadOnlyDictionary<string, string> meta, string? textPath)
+    /// <summary>The model config in a model file's metadata.</summary>
+    public static GptConfig ReadConfig(Fields m)
     {
-        var kind = meta.GetValueOrDefault("task", "");
-        if (kind == "sort") return new SortTask(int.Parse(meta["task.length"], Inv), int.Parse(meta["task.digits"], Inv));
+        if (m.StrOrNull("format") is { } fmt && fmt != ModelFormat) throw m.Bad("format", $"is '{fmt}', expected '{ModelFormat}'");
+        if (!m.Has("config.vocab")) throw m.Bad("config.vocab", "is missing (not a model written by engine train?)");
+        try
+        {
+            return new GptConfig(m.Int("config.vocab", 1), m.Int("config.context", 1), m.Int("config.layers", 1), m.Int("config.heads", 1),
+                m.Int("config.dmodel", 1), m.Double("config.dropout"), m.Bool("config.tied"));
+        }
+        catch (ArgumentException e) { throw new CheckpointException("Checkpoint", $"{m.File}: invalid model config ({e.Message})", e); }
+    }
+
+    /// <summary>The task recorded in a model file's metadata; a text task reads its text only when <paramref name="textPath"/> is given.</summary>
+    public static ITask ReadTask(Fields m, string? textPath)
+    {
+        var kind = m.Str("task");
+        if (kind == "sort") return new SortTask(m.Int("task.length", 2), m.Int("task.digits", 2));
         if (kind == "text")
         {
-            int context = int.Parse(meta["task.context"], Inv);
-            var vocab = meta["task.vocabulary"];
-            return textPath is null ? TextTask.ForVocabulary(vocab, context) : new TextTask(File.ReadAllText(textPath), context, vocab);
+            int context = m.Int("task.context", 1);
+            var vocab = m.Str("task.vocabulary");
+            return textPath is null ? TextTask.ForVocabulary(vocab, context) : new TextTask(TextTask.ReadText(textPath), context, vocab);
         }
-        throw new EngineException("Checkpoint", $"unknown task '{kind}' in checkpoint metadata");
+        throw m.Bad("task", $"is '{kind}', expected 'sort' or 'text'");
     }
 
-    /// <summary>Loads the model of a checkpoint directory (for sample and eval).</summary>
-    public static (Gpt Model, ITask Task, Dictionary<string, string> Meta) LoadModel(string dir, Device device, string? textPath = null)
+    /// <summary>Loads a checkpoint's model for sample and eval: verified, config and task from the file itself.</summary>
+    public static (Gpt Model, ITask Task, TrainOptions? Options) LoadModel(ResolvedCheckpoint c, Device device, Func<TrainOptions?, string?> textPath)
     {
-        var path = Path.Combine(dir, ModelFile);
-        if (!File.Exists(path)) throw new EngineException("Checkpoint", $"{path}: not found (is '{dir}' a checkpoint directory written by engine train --out?)");
+        Checkpoints.Verify(c);
+        TrainOptions? options = File.Exists(Path.Combine(c.StepDir, c.Legacy ? OptimizerFile : TrainerFile)) ? ReadTrainer(c).Options : null;
+        var path = Path.Combine(c.StepDir, ModelFile);
         using var contents = SafeTensors.Load(path, device);
-        var config = ReadConfig(contents.Metadata, dir);
-        var task = ReadTask(contents.Metadata, textPath);
+        var m = new Fields(contents.Metadata, path);
+        var config = ReadConfig(m);
+        var task = ReadTask(m, m.StrOrNull("task") == "text" ? textPath(options) : null);
         var model = new Gpt(config, device);
-        model.LoadStateDict(contents.Tensors);
-        return (model, task, contents.Metadata);
+        try { LoadInto(model, contents, path); }
+        catch { model.Dispose(); throw; }
+        return (model, task, options);
+    }
+
+    /// <summary>Copies a model file's tensors into <paramref name="model"/>: every key present, every value finite.</summary>
+    public static void LoadInto(Gpt model, SafeTensors.Contents contents, string path)
+    {
+        foreach (var (k, t) in contents.Tensors) CheckFinite(path, k, t);
+        try { model.LoadStateDict(contents.Tensors); }
+        catch (EngineException e) when (e is not CheckpointException) { throw new CheckpointException("Checkpoint", $"{path}: {e.Message}", e); }
+    }
+
+    /// <summary>
+    /// Restores model, optimizer, scaler and generator from a checkpoint; the config must match the model's. Nothing
+    /// is changed unless everything loads (the tensors are read and checked before any is copied in).
+    /// </summary>
+    public static void Restore(ResolvedCheckpoint c, Gpt model, Optimizer optimizer, Device device)
+    {
+        var mpath = Path.Combine(c.StepDir, ModelFile);
+        var opath = Path.Combine(c.StepDir, OptimizerFile);
+        using var mc = SafeTensors.Load(mpath, device);
+        var config = ReadConfig(new Fields(mc.Metadata, mpath));
+        if (config != model.Config) throw new CheckpointException("Checkpoint", $"{mpath}: its model config {config} differs from the run's {model.Config}");
+        using var oc = SafeTensors.Load(opath, device);
+        var om = new Fields(oc.Metadata, opath);
+        var ps = optimizer.ParamGroups.SelectMany(g => g.Params).ToList();
+        foreach (var (k, t) in oc.Tensors) CheckFinite(opath, k, t);
+        // Adam's state per parameter: both moments (the parameter's shape) and the step count (0-d). A checkpoint
+        // holds them for every parameter (every GPT parameter gets a gradient each step), so a missing or misshapen
+        // one means a damaged or foreign file; the optimizer itself would only fail inside a kernel.
+        for (int i = 0; i < ps.Count; i++)
+            foreach (var key in new[] { "exp_avg", "exp_avg_sq", "step" })
+            {
+                if (!oc.Tensors.TryGetValue($"state.{i}.{key}", out var t)) throw new CheckpointException("Checkpoint", $"{opath}: missing tensor 'state.{i}.{key}'");
+                int[] want = key == "step" ? [] : ps[i].Shape;
+                if (!t.Shape.AsSpan().SequenceEqual(want))
+                    throw new CheckpointException("Checkpoint", $"{opath}: tensor 'state.{i}.{key}' has shape {Shape.Format(t.Shape)}, parameter {i} needs {Shape.Format(want)}");
+            }
+        var scalars = new Dictionary<string, double>();
+        for (int g = 0; g < optimizer.ParamGroups.Count; g++)
+            foreach (var key in new[] { "lr", "beta1", "beta2", "eps", "weight_decay" })
+                scalars[$"param_groups.{g}.{key}"] = om.Double($"param_groups.{g}.{key}");
+        LoadInto(model, mc, mpath);
+        try { optimizer.LoadStateDict(new OptimizerState(oc.Tensors, scalars)); }
+        catch (EngineException e) when (e is not CheckpointException) { throw new CheckpointException("Checkpoint", $"{opath}: {e.Message}", e); }
+    }
+
+    /// <summary>Throws naming the file and tensor when a floating tensor holds NaN or ±Inf.</summary>
+    static void CheckFinite(string path, string name, Tensor t)
+    {
+        if (!t.DType.IsFloatingPoint() || t.Numel == 0) return;
+        using var _ = GradMode.NoGrad();
+        using var scope = Tensor.NewScope();
+        // max |x| propagates NaN and is infinite exactly when some element is: one reduction per tensor.
+        double m = t.Abs().Max().Item();
+        if (!double.IsFinite(m))
+            throw new CheckpointException("Checkpoint", $"{path}: tensor '{name}' has non-finite values ({(double.IsNaN(m) ? "NaN" : "Inf")}): the checkpoint is damaged or the run had diverged");
+    }
+
+    /// <summary>True when every floating parameter is finite (a checkpoint is only written then).</summary>
+    public static bool AllFinite(Module model)
+    {
+        using var _ = GradMode.NoGrad();
+        using var scope = Tensor.NewScope();
+        foreach (var p in model.Parameters())
+            if (p.Numel > 0 && !double.IsFinite(p.Abs().Max().Item())) return false;
+        return true;
     }
 }

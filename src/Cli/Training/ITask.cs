@@ -7,8 +7,12 @@ interface ITask
     int VocabSize { get; }
     int ContextLength { get; }
 
-    /// <summary>The batch of step <paramref name="step"/>: a function of (seed, step) alone, so a resumed run sees the same data.</summary>
-    (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long step);
+    /// <summary>
+    /// Samples <paramref name="position"/> .. position + batchSize − 1 of the run's data stream. Sample i is a function
+    /// of (seed, i) alone (<see cref="DataStream.Rng"/>), so a resumed run, in any process and with any batch size,
+    /// continues the stream exactly where the checkpoint left it.
+    /// </summary>
+    (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long position);
 
     /// <summary>Held-out accuracy in [0, 1].</summary>
     double Evaluate(Engine.Nn.Gpt model, int samples);

@@ -3,36 +3,73 @@ using System.Text;
 
 namespace Engine.Cli.Training;
 
-/// <summary>Per-step metrics: <c>metrics.csv</c> as training goes, and a loss curve <c>loss.svg</c> at the end.</summary>
-sealed class Metrics
+/// <summary>
+/// <c>metrics.csv</c> of a run directory: one line per step, appended and flushed as training goes, so a killed or
+/// interrupted run keeps every line it printed and never leaves half a line. A resumed run first drops the lines after
+/// its checkpoint's step (the steps it will redo) and then appends, so the file, and the <c>loss.svg</c> drawn from it,
+/// cover the whole run.
+/// </summary>
+sealed class Metrics : IDisposable
 {
-    readonly List<(long Step, double Loss)> _points = [];
-    readonly StreamWriter? _csv;
+    public const string FileName = "metrics.csv";
+    public const string PlotName = "loss.svg";
+    const string Header = "step,loss,lr,scale,tokens_per_s,batch";
+    readonly string _path;
+    readonly StreamWriter _csv;
 
-    public Metrics(string? dir, bool append)
+    /// <summary>Opens the run's metrics for appending after step <paramref name="resumeStep"/> (0 for a new run).</summary>
+    public Metrics(string runDir, long resumeStep)
     {
-        if (dir is null) return;
-        var path = Path.Combine(dir, "metrics.csv");
-        bool exists = append && File.Exists(path);
-        _csv = new StreamWriter(path, exists) { AutoFlush = false };
-        if (!exists) _csv.WriteLine("step,loss,lr,scale,tokens_per_s");
+        _path = Path.Combine(runDir, FileName);
+        var keep = new List<string>();
+        if (resumeStep > 0 && File.Exists(_path))
+        {
+            foreach (var line in File.ReadLines(_path).Skip(1))
+                if (StepOf(line) is long s && s <= resumeStep) keep.Add(line);
+        }
+        // Rewrite through a temporary file so a crash here cannot lose the kept lines.
+        var tmp = _path + ".tmp";
+        File.WriteAllLines(tmp, [Header, .. keep]);
+        File.Move(tmp, _path, overwrite: true);
+        _csv = new StreamWriter(new FileStream(_path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
     }
 
-    public void Add(long step, double loss, double lr, double scale, double tokensPerSecond)
+    static long? StepOf(string line)
     {
-        _points.Add((step, loss));
-        _csv?.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{step},{loss:R},{lr:R},{scale:R},{tokensPerSecond:F1}"));
+        int comma = line.IndexOf(',');
+        return comma > 0 && long.TryParse(line.AsSpan(0, comma), NumberStyles.None, CultureInfo.InvariantCulture, out var s) ? s : null;
     }
 
-    public void Flush() => _csv?.Flush();
+    public void Add(long step, double loss, double lr, double scale, double tokensPerSecond, int batch)
+    {
+        // One write call per line, then a flush: the OS gets whole lines only.
+        _csv.Write(string.Create(CultureInfo.InvariantCulture, $"{step},{loss:R},{lr:R},{scale:R},{tokensPerSecond:F1},{batch}\n"));
+        _csv.Flush();
+    }
 
-    public void Close() => _csv?.Dispose();
+    public void Dispose() => _csv.Dispose();
+
+    /// <summary>Draws the whole run's loss curve from <c>metrics.csv</c> into <c>loss.svg</c> (atomically replaced).</summary>
+    public static void WritePlot(string runDir)
+    {
+        var points = new List<(long Step, double Loss)>();
+        var path = Path.Combine(runDir, FileName);
+        if (File.Exists(path))
+            foreach (var line in File.ReadLines(path).Skip(1))
+            {
+                var parts = line.Split(',');
+                if (parts.Length >= 2 && StepOf(line) is long s && double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var l) && double.IsFinite(l))
+                    points.Add((s, l));
+            }
+        var tmp = Path.Combine(runDir, PlotName + ".tmp");
+        File.WriteAllText(tmp, Svg(points));
+        File.Move(tmp, Path.Combine(runDir, PlotName), overwrite: true);
+    }
 
     /// <summary>A self-contained SVG line chart of loss against step.</summary>
-    public void WriteSvg(string path)
+    static string Svg(List<(long Step, double Loss)> pts)
     {
         const int W = 640, H = 360, L = 60, R = 20, T = 20, B = 40;
-        var pts = _points.Where(p => double.IsFinite(p.Loss)).ToList();
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">");
         sb.AppendLine(CultureInfo.InvariantCulture, $"<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>");
@@ -59,6 +96,6 @@ sealed class Metrics
             sb.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"14\" y=\"{H / 2}\" transform=\"rotate(-90 14 {H / 2})\" text-anchor=\"middle\">loss</text>");
         }
         sb.AppendLine("</svg>");
-        File.WriteAllText(path, sb.ToString());
+        return sb.ToString();
     }
 }

@@ -1,41 +1,105 @@
 using System.Diagnostics;
 using System.Globalization;
+using Spectre.Console;
 
 namespace Engine.Cli.Training;
 
-/// <summary>A live progress bar on a terminal; plain lines every few seconds when the output is redirected.</summary>
-sealed class Progress(TextWriter w, long total, bool quiet)
+/// <summary>
+/// Training progress. On a terminal, a Spectre.Console progress bar that updates in place and whose line is cut to
+/// the terminal's width (<c>COLUMNS</c>, when set, overrides what the terminal reports), so it never wraps or scrolls;
+/// with the output redirected, a plain line every few seconds (and for the first and last step). The ETA leaves out
+/// the first step of the process, which pays for JIT compilation and would inflate the estimate several times over.
+/// </summary>
+sealed class Progress
 {
+    readonly long _total;
+    readonly bool _quiet;
+    readonly bool _live;
+    readonly int _width;
     readonly Stopwatch _clock = Stopwatch.StartNew();
-    readonly bool _tty = !Console.IsOutputRedirected && ReferenceEquals(w, Console.Out);
+    ProgressTask? _task;
+    ProgressContext? _ctx;
     double _lastPrint = -1e9;
-    long _first = -1;
+    long _firstStep = -1;
+    double _firstStepDone;
+
+    public Progress(long total, bool quiet)
+    {
+        _total = total;
+        _quiet = quiet;
+        _live = !quiet && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+        _width = TerminalWidth();
+        if (_live) AnsiConsole.Profile.Width = _width;
+    }
+
+    /// <summary>The width lines must fit: <c>COLUMNS</c> when it is a positive integer, else the terminal's.</summary>
+    public static int TerminalWidth() =>
+        int.TryParse(Environment.GetEnvironmentVariable("COLUMNS"), NumberStyles.None, CultureInfo.InvariantCulture, out int c) && c > 0
+            ? c : Math.Max(20, AnsiConsole.Profile.Width);
+
+    /// <summary>Runs the training loop inside the display (a live bar on a terminal).</summary>
+    public void Run(long start, Action body)
+    {
+        if (!_live) { body(); return; }
+        int bar = Math.Clamp(_width / 5, 8, 30);
+        AnsiConsole.Progress()
+            .AutoClear(false)
+            .HideCompleted(false)
+            .Columns(new ProgressBarColumn { Width = bar }, new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
+            .Start(ctx =>
+            {
+                _ctx = ctx;
+                _task = ctx.AddTask("starting", maxValue: _total);
+                _task.Value = start;
+                body();
+                _task.StopTask();
+            });
+    }
 
     public void Report(long step, double loss, double tokensPerSecond, string extra)
     {
-        if (_first < 0) _first = step - 1;
         double now = _clock.Elapsed.TotalSeconds;
-        bool last = step == total;
-        if (quiet && !last) return;
-        if (!_tty && now - _lastPrint < 5 && !last && step - _first > 1) return;
-        if (_tty && now - _lastPrint < 0.1 && !last) return;
+        if (_firstStep < 0) { _firstStep = step; _firstStepDone = now; }
+        bool last = step == _total;
+        if (_quiet && !last) return;
+        if (_live && now - _lastPrint < 0.1 && !last) return;
+        if (!_live && now - _lastPrint < 5 && !last && step != _firstStep) return;
         _lastPrint = now;
-        double perStep = now / Math.Max(1, step - _first);
-        double eta = perStep * (total - step);
-        string line = string.Create(CultureInfo.InvariantCulture,
-            $"step {step}/{total}  loss {loss:F4}  {tokensPerSecond:N0} tok/s  {extra}  ETA {Format(eta)}");
-        if (_tty)
+        string eta = step > _firstStep ? Duration((now - _firstStepDone) / (step - _firstStep) * (_total - step)) : "…";
+        var fields = new List<string>
         {
-            int width = 24, filled = (int)(width * step / Math.Max(1, total));
-            w.Write("\r[" + new string('#', filled) + new string('.', width - filled) + "] " + line + "   ");
+            $"step {step}/{_total}",
+            string.Create(CultureInfo.InvariantCulture, $"loss {loss:F4}"),
+            $"ETA {eta}",
+            string.Create(CultureInfo.InvariantCulture, $"{tokensPerSecond:N0} tok/s"),
+            extra,
+        };
+        if (_live)
+        {
+            int bar = Math.Clamp(_width / 5, 8, 30);
+            _task!.Description = Markup.Escape(Fit(fields, _width - bar - 8));
+            _task.Value = step;
+            _ctx!.Refresh();
         }
-        else w.WriteLine(line);
+        else Console.Out.WriteLine(string.Join("  ", fields.Where(f => f.Length > 0)));
     }
 
-    public void Done()
+    /// <summary>As many of the fields (most important first) as fit in <paramref name="width"/> characters.</summary>
+    static string Fit(List<string> fields, int width)
     {
-        if (_tty) w.WriteLine();
+        var line = "";
+        foreach (var f in fields)
+        {
+            if (f.Length == 0) continue;
+            var next = line.Length == 0 ? f : line + "  " + f;
+            if (next.Length > width) break;
+            line = next;
+        }
+        return line.Length > 0 ? line : fields[0][..Math.Min(fields[0].Length, Math.Max(1, width))];
     }
 
-    static string Format(double seconds) => seconds >= 3600 ? $"{seconds / 3600:F1}h" : seconds >= 60 ? $"{(int)seconds / 60}m{(int)seconds % 60:D2}s" : $"{seconds:F0}s";
+    static string Duration(double seconds) =>
+        seconds >= 3600 ? string.Create(CultureInfo.InvariantCulture, $"{seconds / 3600:F1}h")
+        : seconds >= 60 ? $"{(int)seconds / 60}m{(int)seconds % 60:D2}s"
+        : string.Create(CultureInfo.InvariantCulture, $"{seconds:F0}s");
 }

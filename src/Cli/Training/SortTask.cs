@@ -33,15 +33,14 @@ sealed class SortTask(int length, int digits) : ITask
         }
     }
 
-    public (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long step)
+    public (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long position)
     {
-        var rng = new Random(HashCode.Combine(seed, step));
         int t = ContextLength;
         var x = new long[batchSize * t];
         var y = new long[batchSize * t];
         for (int b = 0; b < batchSize; b++)
         {
-            var s = Draw(rng, test: false);
+            var s = Draw(DataStream.Rng(seed, position + b), test: false);
             var sorted = s.Order().ToArray();
             var full = s.Concat(sorted).ToArray();
             for (int i = 0; i < t; i++)

@@ -15,6 +15,22 @@ sealed class TextTask : ITask
     readonly Dictionary<char, int> _index;
     readonly int _split;
 
+    /// <summary>
+    /// Reads a UTF-8 text file. A file that is not text (invalid UTF-8, or NUL bytes as binary files have) is refused
+    /// with <see cref="InvalidDataException"/>, since training on it would only learn noise.
+    /// </summary>
+    public static string ReadText(string path)
+    {
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (FileNotFoundException) { throw new UsageException($"--text {path}: file not found"); }
+        catch (DirectoryNotFoundException) { throw new UsageException($"--text {path}: file not found"); }
+        int nul = Array.IndexOf(bytes, (byte)0);
+        if (nul >= 0) throw new InvalidDataException($"{path}: not a text file (a NUL byte at offset {nul}; --text needs UTF-8 text)");
+        try { return new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes).TrimStart('\uFEFF'); }
+        catch (System.Text.DecoderFallbackException e) { throw new InvalidDataException($"{path}: not a text file (invalid UTF-8 at offset {e.Index}; --text needs UTF-8 text)"); }
+    }
+
     /// <summary>A task over a vocabulary alone (encode and decode, for sampling a checkpoint); no batches.</summary>
     public static TextTask ForVocabulary(string vocabulary, int context) => new(null, context, vocabulary);
 
@@ -32,20 +48,23 @@ sealed class TextTask : ITask
     }
 
     public string Name => "text";
+
+    /// <summary>False for a task rebuilt from a vocabulary alone (no batches, no held-out text).</summary>
+    public bool HasText => _text.Length > 0;
     public int VocabSize => _chars.Length;
     public int ContextLength { get; }
 
     long Tok(char c) => _index.TryGetValue(c, out var i) ? i : 0;
 
-    public (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long step)
+    public (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long position)
     {
         if (_text.Length == 0) throw new UsageException("training on a text task needs --text FILE");
-        var rng = new Random(HashCode.Combine(seed, step));
         int t = ContextLength;
         var x = new long[batchSize * t];
         var y = new long[batchSize * t];
         for (int b = 0; b < batchSize; b++)
         {
+            var rng = DataStream.Rng(seed, position + b);
             int start = rng.Next(0, _split - t - 1 + 1);
             for (int i = 0; i < t; i++) { x[b * t + i] = Tok(_text[start + i]); y[b * t + i] = Tok(_text[start + i + 1]); }
         }
@@ -97,7 +116,18 @@ sealed class TextTask : ITask
         ["task.context"] = ContextLength.ToString(CultureInfo.InvariantCulture),
     };
 
-    public long[] Encode(string text) => text.Select(Tok).ToArray();
+    /// <summary>Tokens of a prompt; a character the model never saw is refused rather than silently mapped to another.</summary>
+    public long[] Encode(string text)
+    {
+        var unknown = text.Where(c => !_index.ContainsKey(c)).Distinct().ToArray();
+        if (unknown.Length > 0)
+            throw new UsageException($"the prompt has character{(unknown.Length > 1 ? "s" : "")} outside the model's vocabulary: {string.Join(" ", unknown.Select(Show))} (the vocabulary is {_chars.Length} characters: {Show(new string(_chars))})");
+        return text.Select(Tok).ToArray();
+    }
+
+    static string Show(char c) => c switch { '\n' => "'\\n'", '\t' => "'\\t'", '\r' => "'\\r'", ' ' => "' '", _ => $"'{c}'" };
+
+    static string Show(string s) => s.Replace("\n", "\\n").Replace("\t", "\\t").Replace("\r", "\\r");
 
     public string Decode(IEnumerable<long> tokens) => new(tokens.Select(t => t >= 0 && t < _chars.Length ? _chars[t] : '?').ToArray());
 }

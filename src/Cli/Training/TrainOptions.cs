@@ -1,14 +1,19 @@
 using System.Globalization;
+using System.Text.Json;
 
 namespace Engine.Cli.Training;
 
-/// <summary>Everything <c>engine train</c> was asked to do; saved in checkpoints so <c>--resume</c> continues the same run.</summary>
+/// <summary>
+/// What a training run is: the model, the task, the optimizer's hyper-parameters and the schedule length. Saved in
+/// every checkpoint (trainer.json, <c>options.*</c>) so <c>--resume</c> continues the same run; the fields in
+/// <see cref="Resumable"/> may change on resume, the others may not.
+/// </summary>
 sealed record TrainOptions
 {
     public string Device { get; init; } = "cpu";
     public string Precision { get; init; } = "fp32";
     public string? Text { get; init; }
-    public int Steps { get; init; } = 300;
+    public long Steps { get; init; } = 300;
     public int Batch { get; init; } = 64;
     public double Lr { get; init; } = 3e-3;
     public int Layers { get; init; } = 2;
@@ -19,33 +24,64 @@ sealed record TrainOptions
     public ulong Seed { get; init; } = 1337;
     public int SortLength { get; init; } = 6;
     public int SortDigits { get; init; } = 3;
-    public int EvalSamples { get; init; } = 500;
     public double WeightDecay { get; init; } = 0.01;
     public double ClipNorm { get; init; } = 1.0;
 
+    /// <summary>Options a resumed run may change: they take effect from the current step.</summary>
+    public static readonly IReadOnlySet<string> Resumable = new HashSet<string> { "steps", "lr", "batch", "clip", "device" };
+
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public Dictionary<string, string> ToMetadata() => new()
+    /// <summary>Every option by its command-line name, as text (for comparing a resume's flags with the checkpoint).</summary>
+    public IReadOnlyDictionary<string, string> ByName() => new Dictionary<string, string>
     {
-        ["device"] = Device, ["precision"] = Precision, ["steps"] = Steps.ToString(Inv), ["batch"] = Batch.ToString(Inv),
-        ["lr"] = Lr.ToString("R", Inv), ["layers"] = Layers.ToString(Inv), ["heads"] = Heads.ToString(Inv),
-        ["dmodel"] = DModel.ToString(Inv), ["context"] = Context.ToString(Inv), ["dropout"] = Dropout.ToString("R", Inv),
-        ["seed"] = Seed.ToString(Inv), ["sort_length"] = SortLength.ToString(Inv), ["sort_digits"] = SortDigits.ToString(Inv),
-        ["weight_decay"] = WeightDecay.ToString("R", Inv), ["clip_norm"] = ClipNorm.ToString("R", Inv),
-        ["text"] = Text ?? "",
+        ["device"] = Device, ["precision"] = Precision, ["text"] = Text ?? "", ["steps"] = Steps.ToString(Inv),
+        ["batch"] = Batch.ToString(Inv), ["lr"] = Lr.ToString("R", Inv), ["layers"] = Layers.ToString(Inv),
+        ["heads"] = Heads.ToString(Inv), ["dmodel"] = DModel.ToString(Inv), ["context"] = Context.ToString(Inv),
+        ["dropout"] = Dropout.ToString("R", Inv), ["seed"] = Seed.ToString(Inv), ["sort-length"] = SortLength.ToString(Inv),
+        ["sort-digits"] = SortDigits.ToString(Inv), ["weight-decay"] = WeightDecay.ToString("R", Inv), ["clip"] = ClipNorm.ToString("R", Inv),
     };
 
-    public static TrainOptions FromMetadata(IReadOnlyDictionary<string, string> m)
+    public void WriteJson(Utf8JsonWriter w)
     {
-        string G(string k) => m.TryGetValue("train." + k, out var v) ? v : throw new EngineException("Checkpoint", $"optimizer metadata lacks 'train.{k}'");
-        return new TrainOptions
-        {
-            Device = G("device"), Precision = G("precision"), Steps = int.Parse(G("steps"), Inv), Batch = int.Parse(G("batch"), Inv),
-            Lr = double.Parse(G("lr"), Inv), Layers = int.Parse(G("layers"), Inv), Heads = int.Parse(G("heads"), Inv),
-            DModel = int.Parse(G("dmodel"), Inv), Context = int.Parse(G("context"), Inv), Dropout = double.Parse(G("dropout"), Inv),
-            Seed = ulong.Parse(G("seed"), Inv), SortLength = int.Parse(G("sort_length"), Inv), SortDigits = int.Parse(G("sort_digits"), Inv),
-            WeightDecay = double.Parse(G("weight_decay"), Inv), ClipNorm = double.Parse(G("clip_norm"), Inv),
-            Text = G("text") is { Length: > 0 } t ? t : null,
-        };
+        w.WriteStartObject("options");
+        w.WriteString("device", Device);
+        w.WriteString("precision", Precision);
+        if (Text is not null) w.WriteString("text", Text);
+        w.WriteNumber("steps", Steps);
+        w.WriteNumber("batch", Batch);
+        w.WriteNumber("lr", Lr);
+        w.WriteNumber("layers", Layers);
+        w.WriteNumber("heads", Heads);
+        w.WriteNumber("dmodel", DModel);
+        w.WriteNumber("context", Context);
+        w.WriteNumber("dropout", Dropout);
+        w.WriteNumber("seed", Seed);
+        w.WriteNumber("sort_length", SortLength);
+        w.WriteNumber("sort_digits", SortDigits);
+        w.WriteNumber("weight_decay", WeightDecay);
+        w.WriteNumber("clip_norm", ClipNorm);
+        w.WriteEndObject();
     }
+
+    /// <summary>Reads <c>{prefix}device</c>, <c>{prefix}steps</c>, ...: trainer.json uses <c>options.</c>, the old flat layout <c>train.</c>.</summary>
+    public static TrainOptions Read(Fields f, string prefix) => new()
+    {
+        Device = f.Str(prefix + "device"),
+        Precision = f.Str(prefix + "precision"),
+        Text = f.StrOrNull(prefix + "text") is { Length: > 0 } t ? t : null,
+        Steps = f.Long(prefix + "steps", 1),
+        Batch = f.Int(prefix + "batch", 1),
+        Lr = f.Double(prefix + "lr"),
+        Layers = f.Int(prefix + "layers", 1),
+        Heads = f.Int(prefix + "heads", 1),
+        DModel = f.Int(prefix + "dmodel", 1),
+        Context = f.Int(prefix + "context", 1),
+        Dropout = f.Double(prefix + "dropout"),
+        Seed = f.ULong(prefix + "seed"),
+        SortLength = f.Int(prefix + "sort_length", 1),
+        SortDigits = f.Int(prefix + "sort_digits", 1),
+        WeightDecay = f.Double(prefix + "weight_decay"),
+        ClipNorm = f.Double(prefix + "clip_norm"),
+    };
 }
