@@ -139,7 +139,7 @@ sealed class TrainCommand : Command<TrainSettings>
         ITask task = o.Text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(o.Text), o.Context);
         var outDir = s.Out ?? Path.Combine("runs", o.Text is null ? "sort" : "text");
         using var run = RunDirectory.OpenForWriting(outDir);
-        var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFileName).ToList();
+        var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFile).ToList();
         if (existing.Count > 0)
         {
             if (!s.Force)
@@ -186,7 +186,7 @@ sealed class TrainCommand : Command<TrainSettings>
         if (!SamePath(outDir, c.RunDir))
         {
             // A fork into a new directory: it starts with the source's metrics up to the checkpoint, so its plot shows the whole run.
-            var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFileName).ToList();
+            var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFile).ToList();
             if (existing.Count > 0 && !s.Force) throw new UsageException($"{outDir} is not empty: resume into the run's own directory ({c.RunDir}), an empty one, or add --force");
             if (existing.Count > 0) ClearRun(outDir);
             var src = Path.Combine(c.RunDir, Metrics.FileName);
@@ -226,7 +226,7 @@ sealed class TrainCommand : Command<TrainSettings>
     static void ClearRun(string dir)
     {
         foreach (var d in Directory.EnumerateDirectories(dir, "step-*")) Directory.Delete(d, recursive: true);
-        foreach (var name in new[] { "latest", Metrics.FileName, Metrics.PlotName, Checkpoint.ModelFile, Checkpoint.OptimizerFile })
+        foreach (var name in new[] { RunDirectory.LatestFile, Metrics.FileName, Metrics.PlotName, Checkpoint.ModelFile, Checkpoint.OptimizerFile })
             File.Delete(Path.Combine(dir, name));
     }
 }

@@ -153,7 +153,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
         w.WriteLine(string.Create(Inv, $"eval accuracy: {acc * 100:F1}%"));
         w.WriteLine("samples:");
         foreach (var s in task.Samples(model, 3, o.Seed)) w.WriteLine("  " + s);
-        w.WriteLine($"wrote {Path.Combine(run.Path, $"step-{step:D6}")}, {Path.Combine(run.Path, Metrics.FileName)}, {Path.Combine(run.Path, Metrics.PlotName)}");
+        w.WriteLine($"wrote {Path.Combine(run.Path, RunDirectory.StepName(step))}, {Path.Combine(run.Path, Metrics.FileName)}, {Path.Combine(run.Path, Metrics.PlotName)}");
         return ExitCodes.Ok;
     }
 }
