@@ -15,7 +15,7 @@ sealed class TrainSettings : CommandSettings
     [CommandOption("--resume <DIR>"), Description("Continue a run: a run directory (its latest checkpoint) or one of its step directories. --steps may grow; --lr, --batch, --clip and --device may change from the current step on; the model, task, seed and precision come from the checkpoint.")]
     public string? Resume { get; set; }
 
-    [CommandOption("--force"), Description("Start a new run in a directory that holds an earlier run, deleting its checkpoints, metrics and plot.")]
+    [CommandOption("--force"), Description("Start a new run in a directory that holds an earlier run, deleting its checkpoints, metrics and plot; with --resume from an older step, discard the checkpoints after it (or overwrite a non-empty --out).")]
     public bool Force { get; set; }
 
     [CommandOption("--text <FILE>"), Description("Train a character-level model of a UTF-8 text file instead of the sorting task.")]
@@ -183,6 +183,13 @@ sealed class TrainCommand : Command<TrainSettings>
         using var run = RunDirectory.OpenForWriting(outDir);
         // Re-resolve under the lock: another process may have written a newer checkpoint since.
         c = s.Out is null || SamePath(outDir, c.RunDir) ? Checkpoints.Resolve(s.Resume!) : c;
+        if (SamePath(outDir, c.RunDir) && c.Step is long from && run.Steps.Where(x => x > from).ToList() is { Count: > 0 } later)
+        {
+            // Resuming from an older checkpoint of the same run abandons the later ones: say so rather than mix them.
+            if (!s.Force)
+                throw new UsageException($"{c.RunDir} has checkpoints after step {from} (up to {later[^1]}): resume from its latest, fork with --out NEW_DIR, or add --force to discard steps after {from}");
+            foreach (var x in later) Directory.Delete(Path.Combine(c.RunDir, RunDirectory.StepName(x)), recursive: true);
+        }
         if (!SamePath(outDir, c.RunDir))
         {
             // A fork into a new directory: it starts with the source's metrics up to the checkpoint, so its plot shows the whole run.
