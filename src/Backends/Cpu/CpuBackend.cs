@@ -45,6 +45,24 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void CopyFromHost<T>(ReadOnlySpan<T> source, Storage destination, long destinationByteOffset) where T : unmanaged
+    {
+        long bytes = (long)source.Length * sizeof(T);
+        if (destinationByteOffset < 0 || bytes > destination.ByteLength - destinationByteOffset)
+            throw new ShapeException("CopyFromHost", $"bytes [{destinationByteOffset}, {destinationByteOffset + bytes}) are outside a storage of {destination.ByteLength}");
+        fixed (T* p = source) Buffer.MemoryCopy(p, (byte*)P(destination) + destinationByteOffset, bytes, bytes);
+    }
+
+    /// <inheritdoc/>
+    public void CopyToHost<T>(Storage source, long sourceByteOffset, Span<T> destination) where T : unmanaged
+    {
+        long bytes = (long)destination.Length * sizeof(T);
+        if (sourceByteOffset < 0 || bytes > source.ByteLength - sourceByteOffset)
+            throw new ShapeException("CopyToHost", $"bytes [{sourceByteOffset}, {sourceByteOffset + bytes}) are outside a storage of {source.ByteLength}");
+        fixed (T* p = destination) Buffer.MemoryCopy((byte*)P(source) + sourceByteOffset, p, bytes, bytes);
+    }
+
+    /// <inheritdoc/>
     public void Synchronize() { }
 
     /// <inheritdoc/>

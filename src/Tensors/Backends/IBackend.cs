@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Engine.Ops;
 
 namespace Engine.Backends;
@@ -42,6 +43,64 @@ public interface IBackend
 
     /// <summary>Copies the whole storage into host memory of the same element type. Synchronizes.</summary>
     void CopyToHost<T>(Storage source, Span<T> destination) where T : unmanaged;
+
+    /// <summary>
+    /// Copies host data into a storage from byte <paramref name="destinationByteOffset"/> on, so that a buffer larger
+    /// than a span (2 GiB) can be filled in chunks. The offset and the length must be whole elements of the storage.
+    /// The default stages the chunk in a temporary storage and places it with <see cref="Copy"/>; a backend with
+    /// addressable memory overrides it with a direct copy.
+    /// </summary>
+    void CopyFromHost<T>(ReadOnlySpan<T> source, Storage destination, long destinationByteOffset) where T : unmanaged
+    {
+        long bytes = (long)source.Length * Unsafe.SizeOf<T>();
+        var range = CheckedRange("CopyFromHost", destination, destinationByteOffset, bytes);
+        if (bytes == 0) return;
+        if (range is null) { CopyFromHost(source, destination); return; }
+        var staging = Allocate(destination.Device, destination.DType, range.Numel);
+        staging.AddRef();
+        try
+        {
+            CopyFromHost(source, staging);
+            Copy(staging, Layout.Contiguous(range.Shape), destination, range);
+        }
+        finally { staging.Release(); }
+    }
+
+    /// <summary>
+    /// Copies <c>destination.Length</c> elements' worth of bytes from byte <paramref name="sourceByteOffset"/> of a
+    /// storage into host memory, the chunked counterpart of <see cref="CopyToHost{T}(Storage, Span{T})"/>. The same
+    /// rules and default as the chunked <c>CopyFromHost</c>. Synchronizes.
+    /// </summary>
+    void CopyToHost<T>(Storage source, long sourceByteOffset, Span<T> destination) where T : unmanaged
+    {
+        long bytes = (long)destination.Length * Unsafe.SizeOf<T>();
+        var range = CheckedRange("CopyToHost", source, sourceByteOffset, bytes);
+        if (bytes == 0) return;
+        if (range is null) { CopyToHost(source, destination); return; }
+        var staging = Allocate(source.Device, source.DType, range.Numel);
+        staging.AddRef();
+        try
+        {
+            Copy(source, range, staging, Layout.Contiguous(range.Shape));
+            CopyToHost(staging, destination);
+        }
+        finally { staging.Release(); }
+    }
+
+    /// <summary>
+    /// The 1-d layout of a byte range of a storage, or null when the range is the whole storage; throws when it is
+    /// out of bounds or not made of whole elements.
+    /// </summary>
+    private static Layout? CheckedRange(string op, Storage storage, long byteOffset, long bytes)
+    {
+        int size = storage.DType.ElementSize();
+        if (byteOffset < 0 || bytes > storage.ByteLength - byteOffset)
+            throw new ShapeException(op, $"bytes [{byteOffset}, {byteOffset + bytes}) are outside a storage of {storage.ByteLength}");
+        if (byteOffset % size != 0 || bytes % size != 0 || bytes / size > int.MaxValue)
+            throw new ShapeException(op, $"bytes [{byteOffset}, {byteOffset + bytes}) are not at most {int.MaxValue} whole {storage.DType.Name()} elements");
+        if (byteOffset == 0 && bytes == storage.ByteLength) return null;
+        return new Layout([(int)(bytes / size)], [1], byteOffset / size);
+    }
 
     /// <summary>y[i] = convert(x[i]) over two layouts of one shape, converting dtype as needed.</summary>
     void Copy(Storage x, Layout xLayout, Storage y, Layout yLayout);
