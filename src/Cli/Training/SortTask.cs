@@ -77,7 +77,7 @@ sealed class SortTask(int length, int digits) : ITask
             {
                 using var scope = Tensor.NewScope();
                 int len = seqs[0].Count;
-                var ids = Tensor.FromArray(seqs.SelectMany(s => s).ToArray(), [n, len]);
+                var ids = Tensor.FromArray(seqs.SelectMany(s => s).ToArray(), [n, len], ModelDevice(model));
                 var logits = model.Forward(ids).Select(1, len - 1).ArgMax(-1).ToArray<long>();
                 for (int i = 0; i < n; i++) seqs[i].Add(logits[i]);
             }
@@ -85,6 +85,9 @@ sealed class SortTask(int length, int digits) : ITask
         }
         finally { model.Train(training); }
     }
+
+    /// <summary>The device of a model's parameters: evaluation inputs go there.</summary>
+    internal static Device ModelDevice(Gpt model) => model.Parameters().First().Device;
 
     public IEnumerable<string> Samples(Gpt model, int count, ulong seed)
     {

@@ -92,7 +92,7 @@ sealed class TextTask : ITask
         {
             using var _ = GradMode.NoGrad();
             using var scope = Tensor.NewScope();
-            var pred = model.Forward(Tensor.FromArray(x, [n, t])).ArgMax(-1).ToArray<long>();
+            var pred = model.Forward(Tensor.FromArray(x, [n, t], SortTask.ModelDevice(model))).ArgMax(-1).ToArray<long>();
             return pred.Zip(y).Count(p => p.First == p.Second) / (double)pred.Length;
         }
         finally { model.Train(training); }
@@ -103,7 +103,7 @@ sealed class TextTask : ITask
         for (int i = 0; i < count; i++)
         {
             var prompt = _text.Length > 8 ? _text.Substring(new Random((int)seed + i).Next(0, _text.Length - 8), 8) : _chars[0].ToString();
-            using var p = Tensor.FromArray(Encode(prompt), [1, prompt.Length]);
+            using var p = Tensor.FromArray(Encode(prompt), [1, prompt.Length], SortTask.ModelDevice(model));
             using var outp = model.Generate(p, 60, 0.8, 10, seed + (ulong)i);
             yield return (prompt + "|" + Decode(outp.ToArray<long>().Skip(prompt.Length))).Replace("\n", "⏎");
         }
