@@ -43,6 +43,9 @@ public static class EngineCli
                 .WithDescription("CUDA-vs-CPU parity sweep (--emulate: on ILGPU's CPU accelerator, no GPU needed).")
                 .WithExample("check", "--emulate", "--size", "64");
             c.AddCommand<InfoCommand>("info").WithDescription("Devices, CPU SIMD features and versions.");
+            c.AddCommand<PtxCommand>("ptx")
+                .WithDescription("Write the PTX of every CUDA kernel (sm_90, no GPU needed) with an index; --sass: assemble each with ptxas and print registers, spills, stack, shared memory and occupancy.")
+                .WithExample("ptx", "--arch", "sm_90", "--out", "out/ptx", "--sass");
         });
         if (args.Length == 0)
         {

@@ -1,5 +1,4 @@
 using System.Reflection;
-using Engine.Ops;
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
@@ -9,59 +8,58 @@ using ILGPU.Runtime.Cuda;
 namespace Engine.Backends.Cuda;
 
 /// <summary>
-/// Compiles the backend's kernels to PTX without a GPU, with the same ILGPU context (and so the same intrinsic
-/// mappings) a CUDA accelerator uses. ILGPU's CPU accelerator runs kernels as .NET code and does not see what the PTX
-/// backend rejects (BitConverter's bit casts, for one), so the tests compile every kernel instantiation here.
+/// The PTX the CUDA backend runs, generated without a GPU: the one way tests and <c>engine ptx</c> compile kernels.
+/// It compiles in the backend's own ILGPU context (<see cref="CudaBackend"/>'s shared context: O2 and ILGPU.Algorithms,
+/// so the same intrinsic mappings and the same optimization passes), for an sm_90 device (the H200) with the
+/// capabilities a CUDA accelerator for such a device reports, through the same <see cref="PTXBackend"/> compile call
+/// an accelerator's <c>LoadStreamKernel</c> makes, with the same empty kernel specialization. ILGPU's CPU accelerator
+/// runs kernels as .NET code and sees nothing of what the PTX backend rejects or what ptxas makes of it, so the
+/// registry (<see cref="KernelRegistry"/>) is compiled here and assembled by NVIDIA's ptxas in the tests.
 /// </summary>
-static class PtxCompiler
+public static class PtxCompiler
 {
-    static PTXBackend? s_backend;
-    static readonly Lock s_lock = new();
-
-    /// <summary>The PTX of one explicitly grouped kernel, for sm_90 (the H200) and PTX ISA 8.3.</summary>
-    public static string Compile(MethodInfo kernel)
-    {
-        lock (s_lock)
-        {
-            s_backend ??= new PTXBackend(CudaBackend.SharedContextForTools, new CudaCapabilityContext(CudaArchitecture.SM_90),
-                CudaArchitecture.SM_90, CudaInstructionSet.ISA_83, null);
-            var compiled = (PTXCompiledKernel)s_backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization());
-            return compiled.PTXAssembly;
-        }
-    }
+    /// <summary>The device architecture compiled for: sm_90 (Hopper, the H200).</summary>
+    public static CudaArchitecture Architecture => CudaArchitecture.SM_90;
 
     /// <summary>
-    /// Every kernel instantiation the backend can launch: the fixed kernels, the unary and binary kernels for each op
-    /// struct of Engine.Ops (the unary gradients included), and the three reductions.
+    /// The PTX ISA version written. At run time a CUDA accelerator uses the newest ISA its installed driver supports
+    /// (8.8 under driver 13.0 on the H200), so the text would change with the machine that generates it; pinning 8.3
+    /// makes the output reproducible everywhere and readable by CUDA 12.4's ptxas (which takes ISA 8.4 at most), the
+    /// one CI installs (scripts/ci-deps.sh). ILGPU 1.5.3 uses the instruction set for the <c>.version</c> line only, so
+    /// the rest of the text is what a GPU loads.
     /// </summary>
-    public static IEnumerable<(string Name, MethodInfo Kernel)> Kernels()
+    public static CudaInstructionSet InstructionSet => CudaInstructionSet.ISA_83;
+
+    static PTXBackend? s_backend;
+    static readonly Dictionary<MethodInfo, string> s_compiled = [];
+    static readonly Lock s_lock = new();
+
+    /// <summary>
+    /// The PTX of one explicitly grouped kernel (static, generic arguments bound), as a GPU would load it. Each kernel
+    /// is compiled once per process (the whole registry is about 7 MB of PTX and 40 s of compiling on two cores,
+    /// which several test fixtures would otherwise repeat).
+    /// </summary>
+    public static string Compile(MethodInfo kernel)
     {
-        var flags = BindingFlags.Public | BindingFlags.Static;
-        var ew = typeof(ElementwiseKernels);
-        yield return ("Copy", ew.GetMethod(nameof(ElementwiseKernels.Copy), flags)!);
-        yield return ("Fill", ew.GetMethod(nameof(ElementwiseKernels.Fill), flags)!);
-        yield return ("Where", ew.GetMethod(nameof(ElementwiseKernels.Where), flags)!);
-        var ops = typeof(IUnaryOp).Assembly.GetTypes().Where(t => t.IsValueType && !t.IsGenericTypeDefinition).ToList();
-        var unary = ew.GetMethod(nameof(ElementwiseKernels.Unary), flags)!;
-        var binary = ew.GetMethod(nameof(ElementwiseKernels.Binary), flags)!;
-        foreach (var w in new[] { typeof(Narrow), typeof(Wide) })
+        ArgumentNullException.ThrowIfNull(kernel);
+        lock (s_lock)
         {
-            foreach (var t in ops.Where(t => typeof(IUnaryOp).IsAssignableFrom(t)).OrderBy(t => t.Name))
-                yield return ($"Unary<{t.Name}, {w.Name}>", unary.MakeGenericMethod(t, w));
-            var binaryOps = ops.Where(t => typeof(IBinaryOp).IsAssignableFrom(t)).Append(typeof(PropagatingMaximumOp)).Append(typeof(PropagatingMinimumOp));
-            foreach (var t in binaryOps.OrderBy(t => t.Name))
-                yield return ($"Binary<{t.Name}, {w.Name}>", binary.MakeGenericMethod(t, w));
-            foreach (var t in ops.Where(t => typeof(IDifferentiableUnaryOp).IsAssignableFrom(t)).OrderBy(t => t.Name))
-                yield return ($"Binary<UnaryGradOp<{t.Name}>, {w.Name}>", binary.MakeGenericMethod(typeof(UnaryGradOp<>).MakeGenericType(t), w));
+            if (s_compiled.TryGetValue(kernel, out var cached)) return cached;
+            // What CudaAccelerator's constructor builds for an sm_90 device: its capability context, its architecture,
+            // and (pinned, see InstructionSet) its instruction set; no NVVM (the context configures none).
+            s_backend ??= new PTXBackend(CudaBackend.SharedContextForTools, new CudaCapabilityContext(Architecture), Architecture, InstructionSet, null);
+            var compiled = (PTXCompiledKernel)s_backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
+            return s_compiled[kernel] = compiled.PTXAssembly;
         }
-        var reduce = typeof(ReduceKernels).GetMethod(nameof(ReduceKernels.Run), flags)!;
-        yield return ("Reduce<float>", reduce.MakeGenericMethod(typeof(float), typeof(FloatMath)));
-        yield return ("Reduce<double>", reduce.MakeGenericMethod(typeof(double), typeof(DoubleMath)));
-        yield return ("Reduce<long>", reduce.MakeGenericMethod(typeof(long), typeof(LongMath)));
-        yield return ("Random", typeof(RandomKernels).GetMethod(nameof(RandomKernels.Fill), flags)!);
-        foreach (var name in new[] { nameof(OptimizerKernels.AdamPrepare), nameof(OptimizerKernels.Adam), nameof(OptimizerKernels.Sgd) })
-            yield return (name, typeof(OptimizerKernels).GetMethod(name, flags)!);
-        foreach (var name in new[] { nameof(AmpKernels.Unscale), nameof(AmpKernels.UpdateScale) })
-            yield return (name, typeof(AmpKernels).GetMethod(name, flags)!);
     }
+
+    /// <summary>The PTX of a registry entry.</summary>
+    public static string Compile(KernelEntry entry)
+    {
+        ArgumentNullException.ThrowIfNull(entry);
+        return Compile(entry.Method);
+    }
+
+    /// <summary>The optimization level of the context kernels compile in (O2: a test pins it, since ptxas's results depend on it).</summary>
+    public static OptimizationLevel OptimizationLevel => CudaBackend.SharedContextForTools.Properties.OptimizationLevel;
 }

@@ -114,28 +114,38 @@ public class CudaBackendTests
         var failures = new List<string>();
         var sw = Stopwatch.StartNew();
         int count = 0;
-        foreach (var (name, kernel) in PtxCompiler.Kernels())
+        foreach (var entry in KernelRegistry.All)
         {
             count++;
             try
             {
-                var ptx = PtxCompiler.Compile(kernel);
-                if (!ptx.Contains(".entry")) failures.Add($"{name}: no entry point");
+                var ptx = PtxCompiler.Compile(entry);
+                if (!ptx.Contains(".entry")) failures.Add($"{entry.Name}: no entry point");
             }
             catch (Exception e)
             {
-                failures.Add($"{name}: {e.GetType().Name}: {e.Message.Split('\n')[0]} {e.InnerException?.Message}");
+                failures.Add($"{entry.Name}: {e.GetType().Name}: {e.Message.Split('\n')[0]} {e.InnerException?.Message}");
             }
         }
         TestContext.Out.WriteLine($"{count} kernels compiled to PTX in {sw.Elapsed.TotalSeconds:F1} s");
         Assert.That(failures, Is.Empty);
     }
 
+    /// <summary>The PTX tests check what runs: the backend's own context (O2), sm_90, the pinned ISA 8.3.</summary>
+    [Test]
+    public void PtxCompiler_UsesTheRunTimeContext()
+    {
+        Assert.That(PtxCompiler.OptimizationLevel, Is.EqualTo(ILGPU.OptimizationLevel.O2));
+        Assert.That(PtxCompiler.Architecture, Is.EqualTo(ILGPU.Runtime.Cuda.CudaArchitecture.SM_90));
+        var ptx = PtxCompiler.Compile(KernelRegistry.Named("Copy"));
+        Assert.That(ptx, Does.Contain(".version 8.3"));
+        Assert.That(ptx, Does.Contain(".entry"));
+    }
+
     [Test]
     public void DenseFloat32Path_UsesVectorLoadsAndStores()
     {
-        var (_, kernel) = PtxCompiler.Kernels().First(k => k.Name == "Binary<AddOp, Narrow>");
-        var ptx = PtxCompiler.Compile(kernel);
+        var ptx = PtxCompiler.Compile(KernelRegistry.Named("Binary<AddOp, Narrow>"));
         Assert.That(ptx, Does.Contain("ld.global.v4.f32"));
         Assert.That(ptx, Does.Contain("st.global.v4.f32"));
     }

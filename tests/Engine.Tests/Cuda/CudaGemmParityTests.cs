@@ -396,7 +396,7 @@ public class CudaGemmParityTests
         var p = GemmPlans.Named(plan);
         if (p.Family != GemmFamily.Half)
         {
-            string ptx = GemmPlans.CompilePtx(p.Gpu);
+            string ptx = PtxCompiler.Compile(p.Gpu.Method);
             Assert.That(ptx, Does.Contain(".entry"));
             Assert.That(ptx, Does.Not.Contain("ld.local"), "the register tile spilled to local memory");
             Assert.That(ptx, Does.Not.Contain("mma.sync"));
@@ -404,7 +404,7 @@ public class CudaGemmParityTests
         }
         foreach (var (kernel, mma, other) in new[] { (p.Gpu, WarpMma.MmaBf16Ptx, WarpMma.MmaF16Ptx), (p.GpuFloat16!, WarpMma.MmaF16Ptx, WarpMma.MmaBf16Ptx) })
         {
-            string ptx = GemmPlans.CompilePtx(kernel);
+            string ptx = PtxCompiler.Compile(kernel.Method);
             Assert.That(ptx, Does.Contain(mma.Split(' ')[0]));
             Assert.That(ptx, Does.Not.Contain(other.Split(' ')[0]));
             Assert.That(ptx, Does.Contain("ldmatrix.sync.aligned.m8n8.x4.shared.b16"));

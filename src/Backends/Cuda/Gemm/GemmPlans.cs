@@ -1,9 +1,6 @@
 using System.Reflection;
 using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 
 namespace Engine.Backends.Cuda.Gemm;
 
@@ -51,7 +48,7 @@ sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<b
     public MethodInfo Method => Kernel.Method;
 }
 
-/// <summary>The GEMM tilings, the choice among them, and a PTX compile of any of them (no GPU needed) for tests.</summary>
+/// <summary>The GEMM tilings and the choice among them (their GPU kernels are in <see cref="KernelRegistry"/>).</summary>
 static class GemmPlans
 {
     static GemmPlan Simt<T, TMath, TTile, TMicro>(string name, GemmFamily family)
@@ -118,17 +115,5 @@ static class GemmPlans
         if (small) return emulated;
         long tiles = (long)((m + 127) / 128) * ((n + 127) / 128) * batch;
         return tiles >= multiprocessors ? large : fallback;
-    }
-
-    /// <summary>
-    /// The PTX ILGPU generates for a kernel for sm_90, compiled without a device: what a GPU would run, for tests
-    /// that check the inline PTX and shared-memory naming on machines without one.
-    /// </summary>
-    public static string CompilePtx(GemmKernel kernel)
-    {
-        using var context = Context.Create(b => b.Cuda());
-        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);
-        var compiled = backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel.Method), new KernelSpecialization());
-        return ((PTXCompiledKernel)compiled).PTXAssembly;
     }
 }

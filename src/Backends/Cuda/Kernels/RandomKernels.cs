@@ -21,7 +21,8 @@ public sealed partial class CudaBackend
         long n = y.Count;
         if (n == 0) return;
         long counters = (n + 3) / 4;
-        Kernel("Random", null, k => k.LoadStreamKernel<ArrayView<byte>, int, long, ulong, ulong, int, double, double, int>(RandomKernels.Fill))
+        Kernel("Random", WidthOf(y.DType), k => k.LoadStreamKernel<ArrayView<byte>, int, long, ulong, ulong, int, double, double, int>(
+                y.DType == DType.Float64 ? RandomKernels.Fill<Wide> : RandomKernels.Fill<Narrow>))
             (Grid(counters), V(y), (int)y.DType, n, seed, offset, normal ? 1 : 0, a, b, bits);
     }
 }
@@ -33,11 +34,12 @@ public sealed partial class CudaBackend
 /// </summary>
 static class RandomKernels
 {
-    public static void Fill(ArrayView<byte> y, int t, long n, ulong seed, ulong offset, int normal, double a, double b, int bits)
+    public static void Fill<TW>(ArrayView<byte> y, int t, long n, ulong seed, ulong offset, int normal, double a, double b, int bits)
+        where TW : struct, IComputeWidth
     {
         long counters = (n + 3) / 4;
         long stride = (long)Grid.DimX * Group.DimX;
-        bool wide = t == F64;
+        bool wide = TW.Wide; // Float64: float64 Box-Muller; the float32 instantiation carries none of its math
         for (long c = Grid.GlobalIndex.X; c < counters; c += stride)
         {
             Philox.Block(offset + (ulong)c, seed, out uint r0, out uint r1, out uint r2, out uint r3);

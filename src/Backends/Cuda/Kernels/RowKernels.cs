@@ -12,6 +12,13 @@ public sealed partial class CudaBackend
     // per-row-block partial column sums and a second pass adding the blocks in order (no float atomics).
 
     /// <summary>
+    /// The instantiation of a row kernel (or the random fill) for a dtype: Float64 computes in float64, the others in
+    /// float32. One kernel per width, as for the elementwise kernels, so the float32 one carries none of the float64
+    /// math (on PTX, software exp and log with calls, a 64-byte stack frame and more registers).
+    /// </summary>
+    static Type WidthOf(DType t) => t == DType.Float64 ? typeof(Wide) : typeof(Narrow);
+
+    /// <summary>
     /// Threads per group of the row kernels; 0 (the default) picks one from the row length. A multiple of the warp
     /// size (32) up to the device's limit: tests set it to run one-warp and multi-warp groups on short rows.
     /// </summary>
@@ -52,7 +59,7 @@ public sealed partial class CudaBackend
         CheckRowFloat(log ? "LogSoftmax" : "Softmax", x.DType);
         if (rows <= 0 || cols <= 0) return;
         var a = new RowArgs { Rows = rows, Cols = cols, Type = (int)x.DType, Flags = log ? RowKernels.Log : 0 };
-        Kernel("Softmax", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, RowArgs>(RowKernels.Softmax))
+        Kernel("Softmax", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.Softmax<Wide> : RowKernels.Softmax<Narrow>))
             (RowLaunch(rows, cols), V(x), V(y), a);
     }
 
@@ -62,7 +69,7 @@ public sealed partial class CudaBackend
         CheckRowFloat(log ? "LogSoftmaxBackward" : "SoftmaxBackward", y.DType);
         if (rows <= 0 || cols <= 0) return;
         var a = new RowArgs { Rows = rows, Cols = cols, Type = (int)y.DType, Flags = log ? RowKernels.Log : 0 };
-        Kernel("SoftmaxBackward", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(RowKernels.SoftmaxBackward))
+        Kernel("SoftmaxBackward", WidthOf(y.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(y.DType == DType.Float64 ? RowKernels.SoftmaxBackward<Wide> : RowKernels.SoftmaxBackward<Narrow>))
             (RowLaunch(rows, cols), V(y), V(dy), V(dx), a);
     }
 
@@ -77,7 +84,7 @@ public sealed partial class CudaBackend
             Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight) | (bias is null || rms ? 0 : RowKernels.HasBias),
         };
         var xv = V(x);
-        Kernel("LayerNorm", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(RowKernels.LayerNorm))
+        Kernel("LayerNorm", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNorm<Wide> : RowKernels.LayerNorm<Narrow>))
             (RowLaunch(rows, cols), xv, weight is null ? xv : V(weight), bias is null ? xv : V(bias), V(y), V(mean), V(rstd), a);
     }
 
@@ -93,7 +100,7 @@ public sealed partial class CudaBackend
                 Rows = rows, Cols = cols, Type = (int)x.DType,
                 Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight),
             };
-            Kernel("LayerNormBackward", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(RowKernels.LayerNormBackward))
+            Kernel("LayerNormBackward", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNormBackward<Wide> : RowKernels.LayerNormBackward<Narrow>))
                 (RowLaunch(rows, cols), xv, weight is null ? xv : V(weight), V(mean), V(rstd), V(dy), V(dx), a);
         }
         if (dWeight is null && dBias is null || cols <= 0) return;
@@ -114,7 +121,7 @@ public sealed partial class CudaBackend
         };
         var dwv = dWeight is null ? xv : V(dWeight);
         var dbv = dBias is null ? xv : V(dBias);
-        var partials = Kernel("LayerNormColumns", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ColumnArgs>(RowKernels.LayerNormColumns));
+        var partials = Kernel("LayerNormColumns", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ColumnArgs>(x.DType == DType.Float64 ? RowKernels.LayerNormColumns<Wide> : RowKernels.LayerNormColumns<Narrow>));
         if (blocks == 1)
         {
             partials(Grid(cols), xv, V(mean), V(rstd), V(dy), xv, dwv, dbv, c);
@@ -125,7 +132,7 @@ public sealed partial class CudaBackend
         try
         {
             partials(Grid((long)blocks * cols), xv, V(mean), V(rstd), V(dy), V(scratch), dwv, dbv, c);
-            Kernel("ColumnFinish", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ColumnArgs>(RowKernels.ColumnFinish))
+            Kernel("ColumnFinish", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ColumnArgs>(x.DType == DType.Float64 ? RowKernels.ColumnFinish<Wide> : RowKernels.ColumnFinish<Narrow>))
                 (Grid(cols), V(scratch), dwv, dbv, c);
         }
         finally
@@ -153,7 +160,7 @@ public sealed partial class CudaBackend
             Flags = loss.DType == DType.Float64 ? RowKernels.WideLoss : 0,
         };
         var errors = DeviceErrors();
-        Kernel("CrossEntropy", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<long>, RowArgs>(RowKernels.CrossEntropy))
+        Kernel("CrossEntropy", WidthOf(logits.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<long>, RowArgs>(logits.DType == DType.Float64 ? RowKernels.CrossEntropy<Wide> : RowKernels.CrossEntropy<Narrow>))
             (RowLaunch(rows, cols), V(logits), V(targets), V(loss), errors, a);
     }
 
@@ -172,7 +179,7 @@ public sealed partial class CudaBackend
             Flags = dloss.DType == DType.Float64 ? RowKernels.WideLoss : 0,
         };
         var errors = DeviceErrors();
-        Kernel("CrossEntropyBackward", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<long>, RowArgs>(RowKernels.CrossEntropyBackward))
+        Kernel("CrossEntropyBackward", WidthOf(logits.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<long>, RowArgs>(logits.DType == DType.Float64 ? RowKernels.CrossEntropyBackward<Wide> : RowKernels.CrossEntropyBackward<Narrow>))
             (RowLaunch(rows, cols), V(logits), V(targets), V(dloss), V(dlogits), errors, a);
     }
 
@@ -254,7 +261,8 @@ public struct ColumnArgs
 
 /// <summary>
 /// The row kernels on the device. Each group owns a row at a time; threads stride over its columns. Float32 and the
-/// half types compute in float32 (row sums too), rounding once on store; Float64 computes in float64. Group
+/// half types compute in float32 (row sums too), rounding once on store, in the <see cref="Narrow"/> instantiation;
+/// Float64 computes in float64 in the <see cref="Wide"/> one. Group
 /// reductions (<see cref="Reduce{T, TR}"/>) combine within warps by shuffles, then the warps' results in warp order,
 /// so a row's result depends only on the group size, which depends only on the row length. The CPU references are in
 /// src/Backends/Cpu/Kernels/RowKernels.cs; both follow the same formulas step by step.
@@ -319,7 +327,7 @@ static class RowKernels
 
     // Stable: exp(x − max) ≤ 1; log-softmax is (x − max) − log Σ. Three passes over the row (max, Σ, store), the
     // later ones mostly from cache.
-    public static void Softmax(ArrayView<byte> x, ArrayView<byte> y, RowArgs a)
+    public static void Softmax<TW>(ArrayView<byte> x, ArrayView<byte> y, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
@@ -328,7 +336,7 @@ static class RowKernels
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
             long o = (long)r * cols;
-            if (t == F64)
+            if (TW.Wide)
             {
                 double m = double.NegativeInfinity;
                 for (int c = tid; c < cols; c += step) m = new MaxD().Apply(m, LoadDouble(x, t, o + c));
@@ -362,7 +370,7 @@ static class RowKernels
     }
 
     // softmax: dx = y·(dy − Σ dy·y); log-softmax: dx = dy − eʸ·Σ dy.
-    public static void SoftmaxBackward(ArrayView<byte> y, ArrayView<byte> dy, ArrayView<byte> dx, RowArgs a)
+    public static void SoftmaxBackward<TW>(ArrayView<byte> y, ArrayView<byte> dy, ArrayView<byte> dx, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
@@ -371,7 +379,7 @@ static class RowKernels
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
             long o = (long)r * cols;
-            if (t == F64)
+            if (TW.Wide)
             {
                 double s = 0;
                 for (int c = tid; c < cols; c += step) s += log ? LoadDouble(dy, t, o + c) : LoadDouble(dy, t, o + c) * LoadDouble(y, t, o + c);
@@ -400,7 +408,7 @@ static class RowKernels
 
     // Two passes for the statistics (mean, then Σ (x − mean)², so no cancellation); the normalization uses the stored
     // (rounded) mean and rstd, exactly as the backward will. rstd = 1/√(var + eps) is formed in float64 once per row.
-    public static void LayerNorm(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> mean, ArrayView<byte> rstd, RowArgs a)
+    public static void LayerNorm<TW>(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> mean, ArrayView<byte> rstd, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
@@ -409,7 +417,7 @@ static class RowKernels
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
             long o = (long)r * cols;
-            if (t == F64)
+            if (TW.Wide)
             {
                 double mu = 0;
                 if (!rms)
@@ -455,7 +463,7 @@ static class RowKernels
     }
 
     // With x̂ = (x − mean)·rstd and g = dy·w: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (RMSNorm drops mean(g)).
-    public static void LayerNormBackward(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy, ArrayView<byte> dx, RowArgs a)
+    public static void LayerNormBackward<TW>(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy, ArrayView<byte> dx, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
@@ -464,7 +472,7 @@ static class RowKernels
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
             long o = (long)r * cols;
-            if (t == F64)
+            if (TW.Wide)
             {
                 double mu = mean.Cast<double>()[r], rs = rstd.Cast<double>()[r];
                 double s1 = 0, s2 = 0;
@@ -508,8 +516,8 @@ static class RowKernels
     // One thread per (block of rows, column): Σ dy·x̂ and Σ dy over the block's rows in order. With one block the sums
     // are the results (rounded once); otherwise they go to partials [2, blocks, cols] for ColumnFinish. Adjacent
     // threads read adjacent columns, so the loads coalesce.
-    public static void LayerNormColumns(ArrayView<byte> x, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy,
-        ArrayView<byte> partials, ArrayView<byte> dw, ArrayView<byte> db, ColumnArgs a)
+    public static void LayerNormColumns<TW>(ArrayView<byte> x, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy,
+        ArrayView<byte> partials, ArrayView<byte> dw, ArrayView<byte> db, ColumnArgs a) where TW : struct, IComputeWidth
     {
         int t = a.Type, cols = a.Cols;
         bool wantW = (a.Flags & HasWeight) != 0, wantB = (a.Flags & HasBias) != 0, final = a.Blocks == 1;
@@ -518,7 +526,7 @@ static class RowKernels
         {
             int blk = (int)(q / cols), c = (int)(q - (long)blk * cols);
             int r0 = blk * a.PerBlock, r1 = Math.Min(a.Rows, r0 + a.PerBlock);
-            if (t == F64)
+            if (TW.Wide)
             {
                 double sw = 0, sb = 0;
                 for (int r = r0; r < r1; r++)
@@ -564,14 +572,14 @@ static class RowKernels
     }
 
     // Adds the blocks' partial column sums in block order and rounds once.
-    public static void ColumnFinish(ArrayView<byte> partials, ArrayView<byte> dw, ArrayView<byte> db, ColumnArgs a)
+    public static void ColumnFinish<TW>(ArrayView<byte> partials, ArrayView<byte> dw, ArrayView<byte> db, ColumnArgs a) where TW : struct, IComputeWidth
     {
         int t = a.Type, cols = a.Cols;
         bool wantW = (a.Flags & HasWeight) != 0, wantB = (a.Flags & HasBias) != 0;
         long n = (long)a.Blocks * cols, stride = (long)Grid.DimX * Group.DimX;
         for (long c = Grid.GlobalIndex.X; c < cols; c += stride)
         {
-            if (t == F64)
+            if (TW.Wide)
             {
                 var p = partials.Cast<double>();
                 double sw = 0, sb = 0;
@@ -594,7 +602,7 @@ static class RowKernels
 
     // With lse = max + log Σ e^(x−max) and q = (1−ε)·onehot(t) + ε/C: loss = (1−ε)(lse − x_t) + ε(lse − mean(x)),
     // the per-row scalars in float64. A target that is neither ignored nor in range gives NaN and a device report.
-    public static void CrossEntropy(ArrayView<byte> x, ArrayView<byte> targets, ArrayView<byte> loss, ArrayView<long> errors, RowArgs a)
+    public static void CrossEntropy<TW>(ArrayView<byte> x, ArrayView<byte> targets, ArrayView<byte> loss, ArrayView<long> errors, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
@@ -616,7 +624,7 @@ static class RowKernels
                 {
                     long o = (long)r * cols;
                     double lse, xt, mu = 0;
-                    if (t == F64)
+                    if (TW.Wide)
                     {
                         double m = double.NegativeInfinity, sx = 0;
                         for (int c = tid; c < cols; c += step) { double v = LoadDouble(x, t, o + c); m = new MaxD().Apply(m, v); sx += v; }
@@ -635,7 +643,9 @@ static class RowKernels
                         if (eps != 0) mu = (double)Reduce<float, SumF>(sx, sf) / cols;
                         float s = 0;
                         for (int c = tid; c < cols; c += step) s += MathF.Exp(LoadFloat(x, t, o + c) - m);
-                        lse = m + Math.Log(Reduce<float, SumF>(s, sf));
+                        // The log in float32 (the CPU's is float64): Math.Log would put float64 software math, its
+                        // calls and a stack frame into this float32 kernel; the two differ within float32 rounding.
+                        lse = m + (double)MathF.Log(Reduce<float, SumF>(s, sf));
                         xt = LoadFloat(x, t, o + target);
                     }
                     result = (1 - eps) * (lse - xt);
@@ -651,7 +661,7 @@ static class RowKernels
     }
 
     // dx = (softmax(x) − q)·dloss[r]; 0 for ignored rows, NaN (and a device report) for a target out of range.
-    public static void CrossEntropyBackward(ArrayView<byte> x, ArrayView<byte> targets, ArrayView<byte> dloss, ArrayView<byte> dx, ArrayView<long> errors, RowArgs a)
+    public static void CrossEntropyBackward<TW>(ArrayView<byte> x, ArrayView<byte> targets, ArrayView<byte> dloss, ArrayView<byte> dx, ArrayView<long> errors, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
@@ -668,13 +678,13 @@ static class RowKernels
                 if (bad && tid == 0) Report(errors, ErrorCrossEntropyBackward, r, target, cols, a.Ignore);
                 for (int c = tid; c < cols; c += step)
                 {
-                    if (t == F64) StoreDouble(dx, t, o + c, bad ? double.NaN : 0);
+                    if (TW.Wide) StoreDouble(dx, t, o + c, bad ? double.NaN : 0);
                     else StoreFloat(dx, t, o + c, bad ? float.NaN : 0);
                 }
                 continue;
             }
             double g = wideLoss ? dloss.Cast<double>()[r] : dloss.Cast<float>()[r];
-            if (t == F64)
+            if (TW.Wide)
             {
                 double m = double.NegativeInfinity;
                 for (int c = tid; c < cols; c += step) m = new MaxD().Apply(m, LoadDouble(x, t, o + c));
