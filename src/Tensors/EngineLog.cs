@@ -18,6 +18,9 @@ public static class EngineLog
         set => s_factory = value ?? NullLoggerFactory.Instance;
     }
 
+    /// <summary>True when an application set <see cref="Factory"/> (the library is otherwise silent).</summary>
+    internal static bool IsConfigured => s_factory is not NullLoggerFactory;
+
     /// <summary>A logger for a category (the engine uses its type names).</summary>
     public static ILogger For(string category) => s_factory.CreateLogger(category);
 }

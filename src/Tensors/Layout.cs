@@ -103,7 +103,10 @@ public sealed class Layout
     {
         var sh = (int[])Shape.Clone(); var st = (long[])Strides.Clone();
         sh[dim] = count;
-        st[dim] = Strides[dim] * step;
+        // With two or more elements stride·step lies within the storage; with one or none the stride is never used,
+        // and a huge step must not wrap it into nonsense.
+        Int128 stepped = (Int128)Strides[dim] * step;
+        st[dim] = stepped >= long.MinValue && stepped <= long.MaxValue ? (long)stepped : Strides[dim];
         return new Layout(sh, st, Offset + (count == 0 ? 0 : start * Strides[dim]));
     }
 

@@ -3,12 +3,83 @@ namespace Engine;
 /// <summary>Shape arithmetic shared by every op: element counts, dim normalization, broadcasting, formatting.</summary>
 public static class Shape
 {
-    /// <summary>Number of elements of a shape (1 for the 0-d shape).</summary>
+    /// <summary>
+    /// The most elements one tensor, a view included, may have: 2^62. Far above any address space (x86-64 user space
+    /// is 2^47 bytes, 2^56 with five-level paging), and low enough that the kernels' index arithmetic (an offset plus
+    /// an index times a stride, each bounded by this) cannot overflow a 64-bit integer.
+    /// </summary>
+    public const long MaxElements = 1L << 62;
+
+    /// <summary>
+    /// The most bytes one storage may take: 2^62. The allocators round requests up (to a power of two on the CPU, by
+    /// at most 25% on CUDA), which stays within a 64-bit size from here.
+    /// </summary>
+    public const long MaxBytes = 1L << 62;
+
+    /// <summary>
+    /// Number of elements of a shape (1 for the 0-d shape). Checked: a product past <see cref="long.MaxValue"/>
+    /// throws a <see cref="ShapeException"/> (a shape with a zero dim has 0 elements, however large the others).
+    /// </summary>
     public static long Numel(ReadOnlySpan<int> shape)
     {
         long n = 1;
-        foreach (var d in shape) n *= d;
+        foreach (var d in shape)
+        {
+            // The signed 128-bit product overflowed when its high half is not the sign of its low half.
+            long high = Math.BigMul(n, d, out long low);
+            if (high != low >> 63) return NumelOverflow(shape);
+            n = low;
+        }
         return n;
+    }
+
+    static long NumelOverflow(ReadOnlySpan<int> shape) => shape.Contains(0) ? 0
+        : throw new ShapeException("Numel", $"shape {Format(shape)} has {TrueProduct(shape)} elements, more than a 64-bit count can hold");
+
+    /// <summary>
+    /// Validates a shape for a tensor: no negative dim, and at most <see cref="MaxElements"/> elements counting
+    /// zero dims as 1 (so the contiguous strides of an empty tensor fit too). Returns the element count; throws a
+    /// <see cref="ShapeException"/> naming <paramref name="op"/> and the shape.
+    /// </summary>
+    public static long CheckedNumel(ReadOnlySpan<int> shape, string op)
+    {
+        long n = 1;
+        bool empty = false;
+        foreach (var d in shape)
+        {
+            if (d < 0) throw new ShapeException(op, $"negative dimension {d} in shape {Format(shape)}");
+            if (d == 0) { empty = true; continue; }
+            // The full 128-bit product: a multiply, where a limit / d test would cost a 64-bit division per dim.
+            ulong high = Math.BigMul((ulong)n, (ulong)d, out ulong low);
+            if (high != 0 || low > MaxElements)
+                throw new ShapeException(op, $"shape {Format(shape)} has {TrueProduct(shape)} elements{(shape.Contains(0) ? " (counting its zero dims as 1)" : "")}, more than the limit of {MaxElements} (2^62) for one tensor");
+            n = (long)low;
+        }
+        return empty ? 0 : n;
+    }
+
+    /// <summary>
+    /// The byte size of a contiguous tensor of <paramref name="shape"/> and <paramref name="dtype"/>: the one check
+    /// every allocation goes through. Throws a <see cref="ShapeException"/> naming <paramref name="op"/>, the shape
+    /// and the dtype when the shape is invalid or the size passes <see cref="MaxBytes"/>.
+    /// </summary>
+    public static long CheckedByteLength(ReadOnlySpan<int> shape, DType dtype, string op) => CheckedByteLength(CheckedNumel(shape, op), shape, dtype, op);
+
+    /// <summary>The bytes of <paramref name="numel"/> elements (the count of <paramref name="shape"/>), checked against <see cref="MaxBytes"/>.</summary>
+    internal static long CheckedByteLength(long numel, ReadOnlySpan<int> shape, DType dtype, string op)
+    {
+        int shift = System.Numerics.BitOperations.Log2((uint)dtype.ElementSize()); // element sizes are powers of two
+        if (numel > MaxBytes >> shift)
+            throw new ShapeException(op, $"shape {Format(shape)} of {dtype.Name()} needs {TrueProduct(shape) * dtype.ElementSize()} bytes, more than the limit of {MaxBytes} bytes (2^62) for one tensor");
+        return numel << shift;
+    }
+
+    // The exact product for error messages, whatever its size.
+    static System.Numerics.BigInteger TrueProduct(ReadOnlySpan<int> shape)
+    {
+        System.Numerics.BigInteger p = 1;
+        foreach (var d in shape) p *= d;
+        return p;
     }
 
     /// <summary>Formats a shape as PyTorch prints it: <c>[2, 3]</c>.</summary>
@@ -39,12 +110,22 @@ public static class Shape
         return r;
     }
 
-    /// <summary>Contiguous (row-major) strides for a shape.</summary>
+    /// <summary>
+    /// Contiguous (row-major) strides for a shape. Checked: strides past a 64-bit integer throw a
+    /// <see cref="ShapeException"/> (a shape that passed <see cref="CheckedNumel"/> never does).
+    /// </summary>
     public static long[] ContiguousStrides(ReadOnlySpan<int> shape)
     {
         var s = new long[shape.Length];
         long acc = 1;
-        for (int i = shape.Length - 1; i >= 0; i--) { s[i] = acc; acc *= Math.Max(shape[i], 1); }
+        try
+        {
+            for (int i = shape.Length - 1; i >= 0; i--) { s[i] = acc; acc = checked(acc * Math.Max(shape[i], 1)); }
+        }
+        catch (OverflowException)
+        {
+            throw new ShapeException("ContiguousStrides", $"the strides of shape {Format(shape)} do not fit a 64-bit integer");
+        }
         return s;
     }
 
@@ -54,6 +135,7 @@ public static class Shape
         var r = requested.ToArray();
         int infer = -1;
         long known = 1;
+        bool zero = false;
         for (int i = 0; i < r.Length; i++)
         {
             if (r[i] == -1)
@@ -62,16 +144,23 @@ public static class Shape
                 infer = i;
             }
             else if (r[i] < 0) throw new ShapeException(op, $"invalid shape dimension {r[i]} in {Format(requested)}");
-            else known *= r[i];
+            else if (r[i] == 0) zero = true;
+            // Past numel the product can only be a mismatch: saturate instead of wrapping into a false match.
+            else known = known > numel / r[i] ? long.MaxValue : known * r[i];
         }
+        if (zero) known = 0;
         if (infer >= 0)
         {
             if (known == 0 || numel % known != 0)
                 throw new ShapeException(op, $"shape {Format(requested)} is invalid for input of size {numel}");
-            r[infer] = (int)(numel / known);
+            long inferred = numel / known;
+            if (inferred > int.MaxValue)
+                throw new ShapeException(op, $"shape {Format(requested)} would infer a dim of {inferred} for input of size {numel}, more than a dim can hold ({int.MaxValue})");
+            r[infer] = (int)inferred;
         }
         else if (known != numel)
             throw new ShapeException(op, $"shape {Format(requested)} is invalid for input of size {numel}");
+        CheckedNumel(r, op); // the zero dims of an empty result still need strides that fit
         return r;
     }
 }

@@ -19,7 +19,7 @@ public sealed partial class Tensor
         var bc = b.DType == dt ? b : b.To(dt);
         try
         {
-            var y = Empty(shape, op.IsComparison ? DType.Bool : dt, a.Device);
+            var y = Empty(op.Name, shape, op.IsComparison ? DType.Bool : dt, a.Device);
             a.Backend.Binary(op, ac.Storage, ac.Layout.TryBroadcastTo(shape)!, bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
             if (op.IsComparison || !ShouldRecord(ac, bc)) return y;
             Tensor[] saved = saveA && saveB ? [ac, bc] : saveA ? [ac] : saveB ? [bc] : [];
@@ -38,7 +38,7 @@ public sealed partial class Tensor
         CheckSameDevice(op.Name, a, b);
         if (a.DType != b.DType) throw new DTypeException(op.Name, $"expected one dtype, got {a.DType.Name()} and {b.DType.Name()}");
         var shape = Engine.Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
-        var y = Empty(shape, op.IsComparison ? DType.Bool : a.DType, a.Device);
+        var y = Empty(op.Name, shape, op.IsComparison ? DType.Bool : a.DType, a.Device);
         a.Backend.Binary(op, a.Storage, a.Layout.TryBroadcastTo(shape)!, b.Storage, b.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
         return y;
     }
@@ -150,7 +150,7 @@ public sealed partial class Tensor
         var bc = b.DType == dt ? b : b.To(dt);
         try
         {
-            var y = Empty(shape, dt, a.Device);
+            var y = Empty(op, shape, dt, a.Device);
             a.Backend.Where(condition.Storage, condition.Layout.TryBroadcastTo(shape)!, ac.Storage, ac.Layout.TryBroadcastTo(shape)!,
                 bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
             return ShouldRecord(ac, bc) ? y.Record(op, [ac, bc], null, [condition]) : y;

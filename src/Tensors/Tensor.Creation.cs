@@ -21,7 +21,7 @@ public sealed partial class Tensor
         shape ??= [data.Length];
         if (Engine.Shape.Numel(shape) != data.Length)
             throw new ShapeException("FromArray", $"shape {Engine.Shape.Format(shape)} needs {Engine.Shape.Numel(shape)} elements, got {data.Length}");
-        var t = Empty(shape, DTypeOf<T>(), device);
+        var t = Empty("FromArray", shape, DTypeOf<T>(), device);
         t.Backend.CopyFromHost<T>(data, t.Storage);
         if (requiresGrad) t.RequiresGrad = true;
         return t;
@@ -31,19 +31,22 @@ public sealed partial class Tensor
     public static Tensor Scalar(double value, DType dtype = DType.Float32, Device? device = null) => Full([], value, dtype, device);
 
     /// <summary>A tensor filled with <paramref name="value"/>.</summary>
-    public static Tensor Full(int[] shape, double value, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false)
+    public static Tensor Full(int[] shape, double value, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) =>
+        Full("Full", shape, value, dtype, device, requiresGrad);
+
+    static Tensor Full(string op, int[] shape, double value, DType dtype, Device? device, bool requiresGrad)
     {
-        var t = Empty(shape, dtype, device);
+        var t = Empty(op, shape, dtype, device);
         t.Backend.Fill(t.Storage, t.Layout, value);
         if (requiresGrad) t.RequiresGrad = true;
         return t;
     }
 
     /// <summary>A tensor of zeros.</summary>
-    public static Tensor Zeros(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full(shape, 0, dtype, device, requiresGrad);
+    public static Tensor Zeros(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full("Zeros", shape, 0, dtype, device, requiresGrad);
 
     /// <summary>A tensor of ones.</summary>
-    public static Tensor Ones(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full(shape, 1, dtype, device, requiresGrad);
+    public static Tensor Ones(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full("Ones", shape, 1, dtype, device, requiresGrad);
 
     /// <summary>Zeros of this tensor's shape, dtype and device.</summary>
     public Tensor ZerosLike() => Zeros(Layout.Shape, DType, Device);
@@ -55,7 +58,7 @@ public sealed partial class Tensor
     public Tensor FullLike(double value) => Full(Layout.Shape, value, DType, Device);
 
     /// <summary>Uninitialized memory of this tensor's shape, dtype and device.</summary>
-    public Tensor EmptyLike() => Empty(Layout.Shape, DType, Device);
+    public Tensor EmptyLike() => Empty("EmptyLike", Layout.Shape, DType, Device);
 
     /// <summary>0, 1, ..., end−1 as Int64 (as <c>torch.arange(end)</c>).</summary>
     public static Tensor Arange(long end, Device? device = null) => Arange(0, end, 1, DType.Int64, device);

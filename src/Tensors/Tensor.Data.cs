@@ -4,12 +4,18 @@ namespace Engine;
 
 public sealed partial class Tensor
 {
-    /// <summary>The elements in row-major order, converted to <typeparamref name="T"/> if the dtype differs. Synchronizes.</summary>
+    /// <summary>
+    /// The elements in row-major order, converted to <typeparamref name="T"/> if the dtype differs. Synchronizes.
+    /// A tensor of more than <see cref="Array.MaxLength"/> elements throws a <see cref="ShapeException"/>: no .NET
+    /// array holds it (read it in slices).
+    /// </summary>
     public T[] ToArray<T>() where T : unmanaged
     {
         var want = DTypeOf<T>();
-        using var src = want == DType && IsContiguous && Layout.Offset == 0 && Device.Type == DeviceType.Cpu ? Alias() : CastCopy(want, Device.Cpu);
-        var r = new T[checked((int)src.Numel)];
+        if (Numel > Array.MaxLength)
+            throw new ShapeException("ToArray", $"{Describe()} has {Numel} elements, more than a .NET array can hold ({Array.MaxLength}); read it in slices (Narrow, Select)");
+        using var src = want == DType && IsContiguous && Layout.Offset == 0 && Device.Type == DeviceType.Cpu ? Alias() : CastCopy(want, Device.Cpu, "ToArray");
+        var r = new T[src.Numel];
         src.Backend.CopyToHost<T>(src.Storage, r);
         return r;
     }
@@ -28,18 +34,22 @@ public sealed partial class Tensor
     /// A contiguous copy with the given dtype on the given device, not recorded by autograd. The transfer between
     /// devices goes through host memory, byte for byte.
     /// </summary>
-    internal Tensor CastCopy(DType dtype, Device device)
+    internal Tensor CastCopy(DType dtype, Device device, string op = "To")
     {
         if (device == Device)
         {
-            var y = Empty(Layout.Shape, dtype, device);
+            var y = Empty(op, Layout.Shape, dtype, device);
             Backend.Copy(Storage, Layout, y.Storage, y.Layout);
             return y;
         }
-        using var same = CastCopy(dtype, Device); // contiguous, offset 0, storage of exactly Numel elements
+        // The transfer stages the bytes in one host array, which caps it at Array.MaxLength bytes.
+        long staged = Numel * dtype.ElementSize();
+        if (staged > Array.MaxLength)
+            throw new ShapeException(op, $"moving {Describe()} as {dtype.Name()} from {Device} to {device} needs {staged} bytes in one transfer, more than the largest host staging buffer ({Array.MaxLength} bytes); move it in slices");
+        using var same = CastCopy(dtype, Device, op); // contiguous, offset 0, storage of exactly Numel elements
         var bytes = new byte[same.Storage.ByteLength];
         same.Backend.CopyToHost<byte>(same.Storage, bytes);
-        var r = Empty(Layout.Shape, dtype, device);
+        var r = Empty(op, Layout.Shape, dtype, device);
         r.Backend.CopyFromHost<byte>(bytes, r.Storage);
         return r;
     }
@@ -70,11 +80,11 @@ public sealed partial class Tensor
     public Tensor Contiguous()
     {
         if (IsContiguous) return NewView(Layout).Record("Alias", this);
-        return CastCopy(DType, Device).Record("Alias", this);
+        return CastCopy(DType, Device, "Contiguous").Record("Alias", this);
     }
 
     /// <summary>A copy with its own storage (as <c>torch.clone</c>). Differentiable.</summary>
-    public Tensor Clone() => CastCopy(DType, Device).Record("Alias", this);
+    public Tensor Clone() => CastCopy(DType, Device, "Clone").Record("Alias", this);
 
     /// <summary>A new handle on the same data that does not require grad and has no history.</summary>
     public Tensor Detach() => NewView(Layout);

@@ -29,7 +29,7 @@ public sealed partial class Tensor
         xs[d] = xl.Shape[d];
         var xv = new Layout(xs, xl.Strides, xl.Offset);
         using var idx = IndexAsInt64(op, index);
-        var y = Empty(index.Layout.Shape, DType, Device);
+        var y = Empty(op, index.Layout.Shape, DType, Device);
         try
         {
             Backend.Gather(Storage, xv, idx.Storage, AtLeast1D(idx.Layout), y.Storage, outer, xl.Shape[d], count, inner);
@@ -67,7 +67,7 @@ public sealed partial class Tensor
                 throw new ShapeException(op, $"size does not match at dim {k}: expected index {Engine.Shape.Format(index.Layout.Shape)} to be no larger than the source {Engine.Shape.Format(source.Layout.Shape)}, and than the input {Engine.Shape.Format(Layout.Shape)} apart from dim {d}");
         var (outer, count, inner) = Split3(op, il.Shape, d);
         using var idx = IndexAsInt64(op, index);
-        var y = CastCopy(DType, Device);
+        var y = CastCopy(DType, Device, op);
         try
         {
             // The kernel adds into a dense [outer, size, inner] block: the whole result when the index spans every
@@ -81,7 +81,7 @@ public sealed partial class Tensor
                 Backend.ScatterAdd(source.Storage, sv, idx.Storage, AtLeast1D(idx.Layout), y.Storage, outer, xl.Shape[d], count, inner);
             else
             {
-                using var block = Empty(rs, DType, Device);
+                using var block = Empty(op, rs, DType, Device);
                 Backend.Copy(y.Storage, region, block.Storage, block.Layout);
                 Backend.ScatterAdd(source.Storage, sv, idx.Storage, AtLeast1D(idx.Layout), block.Storage, outer, xl.Shape[d], count, inner);
                 Backend.Copy(block.Storage, block.Layout, y.Storage, region);
@@ -114,7 +114,7 @@ public sealed partial class Tensor
         ys[d] = n;
         var (outer, _, inner) = Split3(op, ys, d);
         using var idx = IndexAsInt64(op, index);
-        var y = Empty(Rank == 0 ? [] : ys, DType, Device);
+        var y = Empty(op, Rank == 0 ? [] : ys, DType, Device);
         try
         {
             Backend.Gather(Storage, xl, idx.Storage, AlongDim(idx, ys, d), y.Storage, outer, xl.Shape[d], n, inner);
@@ -152,7 +152,7 @@ public sealed partial class Tensor
             throw new ShapeException(op, $"source {Engine.Shape.Format(source.Layout.Shape)} must be {Engine.Shape.Format(expect)}: the input {Engine.Shape.Format(Layout.Shape)} with dim {d} the index's length {n}");
         var (outer, _, inner) = Split3(op, expect, d);
         using var idx = IndexAsInt64(op, index);
-        var y = CastCopy(DType, Device);
+        var y = CastCopy(DType, Device, op);
         try
         {
             Backend.ScatterAdd(source.Storage, sl, idx.Storage, AlongDim(idx, expect, d), y.Storage, outer, xl.Shape[d], n, inner);
@@ -177,11 +177,13 @@ public sealed partial class Tensor
         CheckIndexType(op, indices);
         if (weight.Rank != 2) throw new ShapeException(op, $"the weight must be 2-D, got {weight.Describe()}");
         int v = weight.Layout.Shape[0], dm = weight.Layout.Shape[1];
-        int n = checked((int)indices.Numel);
+        if (indices.Numel > int.MaxValue)
+            throw new ShapeException(op, $"the indices {indices.Describe()} have {indices.Numel} elements, more than the {int.MaxValue} one lookup takes");
+        int n = (int)indices.Numel;
         // A flat int64 index, read by the kernel at every column of the row (stride 0 along D).
         using var flat = indices.DType == DType.Int64 && indices.IsContiguous ? indices.Alias() : indices.CastCopy(DType.Int64, indices.Device);
         using var flat1 = flat.NewView(new Layout([n], [1], flat.Layout.Offset));
-        var y = Empty([.. indices.Layout.Shape, dm], weight.DType, weight.Device);
+        var y = Empty(op, [.. indices.Layout.Shape, dm], weight.DType, weight.Device);
         try
         {
             weight.Backend.Gather(weight.Storage, weight.Layout, flat1.Storage, new Layout([n, dm], [1, 0], flat1.Layout.Offset), y.Storage, 1, v, n, dm);
@@ -234,8 +236,10 @@ public sealed partial class Tensor
             total += s[d];
         }
         var shape = (int[])refShape.Clone();
-        shape[d] = first < 0 ? 0 : checked((int)total);
-        var y = Empty(shape, dt, tensors[0].Device);
+        if (total > int.MaxValue)
+            throw new ShapeException(op, $"the concatenated dim {d} would have {total} elements, more than a dim can hold ({int.MaxValue})");
+        shape[d] = first < 0 ? 0 : (int)total;
+        var y = Empty(op, shape, dt, tensors[0].Device);
         int start = 0;
         for (int i = 0; i < tensors.Length; i++)
         {

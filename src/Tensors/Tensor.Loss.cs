@@ -29,7 +29,7 @@ public sealed partial class Tensor
         var acc = DType == DType.Float64 ? DType.Float64 : DType.Float32;
         using var xd = ClassLastDense(this);
         using var td = target.DenseRows(DType.Int64);
-        using var perRow = Empty([rows], acc, Device);
+        using var perRow = Empty(op, [rows], acc, Device);
         Backend.CrossEntropy(xd.Storage, td.Storage, perRow.Storage, rows, cols, ignoreIndex, labelSmoothing);
 
         Tensor? count = null;
@@ -87,7 +87,7 @@ public sealed partial class Tensor
         using var xd = ClassLastDense(logits);
         using var td = target.DenseRows(DType.Int64);
         using var gd = dloss.DenseRows(acc);
-        var dm = Empty(xd.Layout.Shape, logits.DType, logits.Device);
+        var dm = Empty(op, xd.Layout.Shape, logits.DType, logits.Device);
         try
         {
             logits.Backend.CrossEntropyBackward(xd.Storage, td.Storage, gd.Storage, dm.Storage, rows, cols, ignoreIndex, labelSmoothing);
@@ -158,8 +158,7 @@ public sealed partial class Tensor
     static Tensor SumAll(Tensor t)
     {
         var s = Empty([], t.DType, t.Device);
-        using var flat = t.NewView(Layout.Contiguous([checked((int)t.Numel)]));
-        t.Backend.Reduce(ReduceOp.Sum, flat.Storage, flat.Layout, 1, s.Storage, null, 0);
+        t.Backend.Reduce(ReduceOp.Sum, t.Storage, t.Layout, t.Rank, s.Storage, null, 0); // the whole layout is the block
         return s;
     }
 }

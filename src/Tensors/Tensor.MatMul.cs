@@ -47,6 +47,10 @@ public sealed partial class Tensor
         var outShape = new List<int>(batch);
         if (a.Rank > 1) outShape.Add(m);
         if (b.Rank > 1) outShape.Add(n);
+        // The GEMM contract counts batches and folded rows in 32 bits.
+        long batches = Engine.Shape.Numel(batch), rowsAll = Engine.Shape.Numel(al.Shape) / Math.Max(k, 1);
+        if (batches > int.MaxValue || bl.Rank == 2 && rowsAll > int.MaxValue)
+            throw new ShapeException("MatMul", $"shapes {Engine.Shape.Format(a.Layout.Shape)} and {Engine.Shape.Format(b.Layout.Shape)} make {(bl.Rank == 2 ? rowsAll : batches)} {(bl.Rank == 2 ? "rows" : "batches")}, more than one product takes ({int.MaxValue})");
 
         Layout a3, b3;
         int nb;
@@ -56,11 +60,11 @@ public sealed partial class Tensor
             if (bl.Rank == 2)
             {
                 // The common Linear case: fold every batch dim of a into the rows of one GEMM.
-                var folded = al.TryView([(int)Math.Max(0, Engine.Shape.Numel(al.Shape) / Math.Max(k, 1)), k]);
+                var folded = al.TryView([(int)rowsAll, k]);
                 if (k == 0 || folded is null)
                 {
                     aCopy = a.CastCopy(a.DType, a.Device);
-                    folded = Layout.Contiguous([(int)(Engine.Shape.Numel(al.Shape) / Math.Max(k, 1)), k]);
+                    folded = Layout.Contiguous([(int)rowsAll, k]);
                     folded = new Layout(folded.Shape, folded.Strides, 0);
                 }
                 int rows = folded.Shape[0];
@@ -71,12 +75,12 @@ public sealed partial class Tensor
             }
             else
             {
-                int batchCount = (int)Engine.Shape.Numel(batch);
+                int batchCount = (int)batches;
                 a3 = Batched(a, al, batch, m, k, batchCount, ref aCopy);
                 b3 = Batched(b, bl, batch, k, n, batchCount, ref bCopy);
                 nb = batchCount;
             }
-            var y = Empty([.. outShape], a.DType, a.Device);
+            var y = Empty("MatMul", [.. outShape], a.DType, a.Device);
             if (y.Numel > 0)
             {
                 if (k == 0) y.Backend.Fill(y.Storage, y.Layout, 0);

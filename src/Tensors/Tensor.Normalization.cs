@@ -57,9 +57,9 @@ public sealed partial class Tensor
         using var xd = DenseRows(DType);
         using var wd = weight?.DenseRows(DType);
         using var bd = bias?.DenseRows(DType);
-        using var mean = Empty(lead, statType, Device);
-        using var rstd = Empty(lead, statType, Device);
-        var y = Empty(Layout.Shape, DType, Device);
+        using var mean = Empty(op, lead, statType, Device);
+        using var rstd = Empty(op, lead, statType, Device);
+        var y = Empty(op, Layout.Shape, DType, Device);
         try
         {
             Backend.LayerNorm(xd.Storage, wd?.Storage, bd?.Storage, y.Storage, mean.Storage, rstd.Storage, rows, cols, e, rms);
@@ -105,9 +105,9 @@ public sealed partial class Tensor
         using var md = mean.DenseRows(statType);
         using var rd = rstd.DenseRows(statType);
         using var gd = dy.DenseRows(x.DType);
-        var dx = Empty(x.Layout.Shape, x.DType, x.Device);
-        var dw = weightGrad ? Empty(normalizedShape, x.DType, x.Device) : null;
-        var db = biasGrad ? Empty(normalizedShape, x.DType, x.Device) : null;
+        var dx = Empty(op, x.Layout.Shape, x.DType, x.Device);
+        var dw = weightGrad ? Empty(op, normalizedShape, x.DType, x.Device) : null;
+        var db = biasGrad ? Empty(op, normalizedShape, x.DType, x.Device) : null;
         try
         {
             x.Backend.LayerNormBackward(xd.Storage, wd?.Storage, md.Storage, rd.Storage, gd.Storage, dx.Storage, dw?.Storage, db?.Storage, rows, cols, rms);

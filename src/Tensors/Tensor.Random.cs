@@ -6,11 +6,7 @@ public sealed partial class Tensor
 {
     // ---- random creation: Philox4x32-10 through IBackend.Random; a draw of n elements advances the generator by ⌈n/4⌉ ----
 
-    static void CheckRandomShape(string op, int[] shape)
-    {
-        foreach (var d in shape)
-            if (d < 0) throw new ShapeException(op, $"negative dimension in shape {Engine.Shape.Format(shape)}");
-    }
+    static void CheckRandomShape(string op, int[] shape) => Engine.Shape.CheckedNumel(shape, op);
 
     static void CheckRandomDType(string op, DType dtype)
     {
@@ -34,7 +30,7 @@ public sealed partial class Tensor
     {
         CheckRandomShape(op, shape);
         CheckRandomDType(op, dtype);
-        var t = Empty(shape, dtype, device);
+        var t = Empty(op, shape, dtype, device);
         if (t.Numel > 0)
         {
             var s = (generator ?? Generator.Default).Reserve(t.Numel);

@@ -49,8 +49,8 @@ public sealed partial class Tensor
         for (int i = 0; i < Rank; i++) if (Array.IndexOf(dims, i) < 0) perm[k++] = i;
         foreach (var d in dims) perm[k++] = d;
         var shape = ReducedShape(dims, keepDim);
-        var y = Empty(shape, DType, Device);
-        var idx = indices ? Empty(shape, DType.Int64, Device) : null;
+        var y = Empty(op.ToString(), shape, DType, Device);
+        var idx = indices ? Empty(op.ToString(), shape, DType.Int64, Device) : null;
         try
         {
             // keepDim's size-1 dims do not move any element: y is contiguous over the kept dims either way.

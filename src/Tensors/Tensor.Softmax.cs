@@ -22,7 +22,7 @@ public sealed partial class Tensor
         int d = Engine.Shape.NormalizeDim(dim, Rank, op);
         using var xd = DimLastDense(this, d, DType);
         var (rows, cols) = RowsCols(op, xd);
-        var ym = Empty(xd.Layout.Shape, DType, Device);
+        var ym = Empty(op, xd.Layout.Shape, DType, Device);
         try
         {
             Backend.Softmax(xd.Storage, ym.Storage, rows, cols, log);
@@ -52,7 +52,7 @@ public sealed partial class Tensor
         using var yd = DimLastDense(y, d, y.DType);
         using var gd = DimLastDense(dy, d, y.DType);
         var (rows, cols) = RowsCols(op, yd);
-        var dxm = Empty(yd.Layout.Shape, y.DType, y.Device);
+        var dxm = Empty(op, yd.Layout.Shape, y.DType, y.Device);
         try
         {
             y.Backend.SoftmaxBackward(yd.Storage, gd.Storage, dxm.Storage, rows, cols, log);

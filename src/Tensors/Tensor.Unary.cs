@@ -23,7 +23,7 @@ public sealed partial class Tensor
             using var f = To(DType.Float32);
             return f.Apply(op);
         }
-        var y = Empty(Layout.Shape, DType, Device);
+        var y = Empty(op.Name, Layout.Shape, DType, Device);
         Backend.Unary(op, Storage, Layout, y.Storage, y.Layout);
         return y.Record(op.Name, this, new UnaryGradient<TOp>(op), [this]);
     }
@@ -31,7 +31,7 @@ public sealed partial class Tensor
     /// <summary>Applies a unary op without recording it.</summary>
     public static Tensor Map<TOp>(TOp op, Tensor x) where TOp : struct, IUnaryOp
     {
-        var y = Empty(x.Layout.Shape, x.DType, x.Device);
+        var y = Empty(op.Name, x.Layout.Shape, x.DType, x.Device);
         x.Backend.Unary(op, x.Storage, x.Layout, y.Storage, y.Layout);
         return y;
     }

@@ -187,7 +187,7 @@ public sealed partial class Tensor
         var s = Engine.Shape.Infer(shape, Numel, "Reshape");
         var l = Layout.TryView(s);
         if (l is not null) return NewView(l).Record("Reshape", this);
-        using var c = CastCopy(DType, Device);
+        using var c = CastCopy(DType, Device, "Reshape");
         return new Tensor(c.Storage, Layout.Contiguous(s)).Record("Reshape", this); // owns the copy: not a view
     }
 
@@ -199,9 +199,11 @@ public sealed partial class Tensor
         if (s > e) throw new ShapeException("Flatten", $"startDim {startDim} cannot come after endDim {endDim}");
         var shape = new List<int>();
         for (int i = 0; i < s; i++) shape.Add(Layout.Shape[i]);
-        int m = 1;
+        long m = 1;
         for (int i = s; i <= e; i++) m *= Layout.Shape[i];
-        shape.Add(m);
+        if (m > int.MaxValue)
+            throw new ShapeException("Flatten", $"merging dims {s}..{e} of {Describe()} gives a dim of {m}, more than a dim can hold ({int.MaxValue})");
+        shape.Add((int)m);
         for (int i = e + 1; i < Rank; i++) shape.Add(Layout.Shape[i]);
         return Reshape([.. shape]);
     }
@@ -218,6 +220,7 @@ public sealed partial class Tensor
                 target[i] = Layout.Shape[i - lead];
             }
             else if (target[i] < 0) throw new ShapeException("Expand", $"invalid size {target[i]} in {Engine.Shape.Format(shape)}");
+        Engine.Shape.CheckedNumel(target, "Expand"); // a view too must have a countable number of elements
         var l = Layout.TryBroadcastTo(target) ?? throw new ShapeException("Expand",
             $"the expanded size {Engine.Shape.Format(target)} must match the existing size {Engine.Shape.Format(Layout.Shape)} at non-singleton dims");
         return NewView(l).Record("Expand", this);

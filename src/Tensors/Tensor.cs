@@ -13,6 +13,8 @@ public sealed partial class Tensor : IDisposable
 {
     Storage? _storage;
     bool _requiresGrad;
+    // Where this tensor was made, kept only while EngineDiagnostics.LeakWarnings is on: the finalizer reports it.
+    readonly System.Diagnostics.StackTrace? _creation;
 
     internal Tensor(Storage storage, Layout layout)
     {
@@ -20,6 +22,7 @@ public sealed partial class Tensor : IDisposable
         _storage = storage;
         Layout = layout;
         AutocastDType = AutocastDispatch.RegionDTypeFor(storage.Device);
+        _creation = EngineDiagnostics.CaptureCreation();
         DisposeScope.Current?.Add(this);
     }
 
@@ -121,10 +124,14 @@ public sealed partial class Tensor : IDisposable
         }
     }
 
-    /// <summary>Safety net for tensors nobody disposed.</summary>
+    /// <summary>Safety net for tensors nobody disposed (reported when <see cref="EngineDiagnostics.LeakWarnings"/> was on at creation).</summary>
     ~Tensor()
     {
-        Interlocked.Exchange(ref _storage, null)?.Release();
+        var s = Interlocked.Exchange(ref _storage, null);
+        if (s is null) return;
+        if (_creation is not null)
+            EngineDiagnostics.ReportLeak($"{Engine.Shape.Format(Layout.Shape)} {s.DType.Name()} on {s.Device} ({s.ByteLength} bytes of storage)", _creation);
+        s.Release();
     }
 
     /// <summary>Opens a dispose scope: tensors created until it is disposed are disposed with it.</summary>
@@ -172,15 +179,43 @@ public sealed partial class Tensor : IDisposable
 
     // ---- construction helpers used by every op ----
 
-    /// <summary>A new contiguous tensor with unspecified contents.</summary>
-    public static Tensor Empty(int[] shape, DType dtype = DType.Float32, Device? device = null)
+    /// <summary>
+    /// A new contiguous tensor with unspecified contents. A shape past <see cref="Engine.Shape.MaxBytes"/> bytes throws a
+    /// <see cref="ShapeException"/>; memory the device cannot give throws an <see cref="EngineOutOfMemoryException"/>.
+    /// </summary>
+    public static Tensor Empty(int[] shape, DType dtype = DType.Float32, Device? device = null) => Empty("Empty", shape, dtype, device);
+
+    /// <summary>
+    /// <see cref="Empty(int[], DType, Device?)"/> on behalf of <paramref name="op"/>: every allocation of the engine
+    /// comes here, so a size that overflows or memory that runs out is reported under the name of the op the user
+    /// called, with the shape, dtype, device and bytes, and nothing stays allocated or counted.
+    /// </summary>
+    internal static Tensor Empty(string op, int[] shape, DType dtype, Device? device)
     {
-        foreach (var d in shape)
-            if (d < 0) throw new ShapeException("Empty", $"negative dimension in shape {Engine.Shape.Format(shape)}");
+        long count = Engine.Shape.CheckedNumel(shape, op);
+        long bytes = Engine.Shape.CheckedByteLength(count, shape, dtype, op);
         var dev = device ?? Device.Cpu;
-        var storage = BackendRegistry.Get(dev).Allocate(dev, dtype, Engine.Shape.Numel(shape));
+        var backend = BackendRegistry.Get(dev);
+        Storage storage;
+        try
+        {
+            storage = backend.Allocate(dev, dtype, count);
+        }
+        catch (Exception e) when (e is EngineOutOfMemoryException or OutOfMemoryException)
+        {
+            var why = e is EngineException ee && e.Message.StartsWith(ee.Op + ": ", StringComparison.Ordinal) ? e.Message[(ee.Op.Length + 2)..] : e.Message;
+            throw new EngineOutOfMemoryException(op,
+                $"out of memory for a tensor of shape {Engine.Shape.Format(shape)}, dtype {dtype.Name()} on {dev}: {bytes} bytes ({FormatBytes(bytes)}) ({why})", e);
+        }
         return new Tensor(storage, Layout.Contiguous((int[])shape.Clone()));
     }
+
+    static string FormatBytes(long bytes) =>
+        bytes >= 1L << 40 ? $"{bytes / (double)(1L << 40):0.##} TiB"
+        : bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):0.##} GiB"
+        : bytes >= 1L << 20 ? $"{bytes / (double)(1L << 20):0.##} MiB"
+        : bytes >= 1L << 10 ? $"{bytes / 1024.0:0.##} KiB"
+        : $"{bytes} bytes";
 
     internal Tensor NewView(Layout layout) => new(Storage, layout) { IsView = true };
 

@@ -2,7 +2,11 @@ using Engine.Graph;
 
 namespace Engine.Nn;
 
-/// <summary>Size of a <see cref="Gpt"/>.</summary>
+/// <summary>
+/// Size of a <see cref="Gpt"/>. Checked when made: a value that cannot build a model throws an
+/// <see cref="ArgumentException"/> naming the field and the value, instead of a division by zero deep inside the
+/// model. A <c>with</c> copy skips the constructor, so <see cref="Gpt"/> checks again through <see cref="Validate"/>.
+/// </summary>
 /// <param name="VocabSize">Tokens.</param>
 /// <param name="ContextLength">Longest sequence (learned positions).</param>
 /// <param name="Layers">Transformer blocks.</param>
@@ -10,7 +14,52 @@ namespace Engine.Nn;
 /// <param name="DModel">Width.</param>
 /// <param name="Dropout">Dropout probability (embeddings, attention, residuals).</param>
 /// <param name="TiedHead">Share the output head's weight with the token embedding.</param>
-public sealed record GptConfig(int VocabSize, int ContextLength, int Layers, int Heads, int DModel, double Dropout = 0, bool TiedHead = false);
+public sealed record GptConfig(int VocabSize, int ContextLength, int Layers, int Heads, int DModel, double Dropout = 0, bool TiedHead = false)
+{
+    /// <summary>Tokens: at least 1.</summary>
+    public int VocabSize { get; init; } = AtLeastOne(VocabSize, nameof(VocabSize));
+
+    /// <summary>Longest sequence (learned positions): at least 1.</summary>
+    public int ContextLength { get; init; } = AtLeastOne(ContextLength, nameof(ContextLength));
+
+    /// <summary>Transformer blocks: at least 1.</summary>
+    public int Layers { get; init; } = AtLeastOne(Layers, nameof(Layers));
+
+    /// <summary>Attention heads: at least 1, and a divisor of <see cref="DModel"/>.</summary>
+    public int Heads { get; init; } = AtLeastOne(Heads, nameof(Heads));
+
+    /// <summary>Width: at least 1, a multiple of <see cref="Heads"/> (each head gets DModel / Heads dims).</summary>
+    public int DModel { get; init; } = Width(DModel, Heads);
+
+    /// <summary>Dropout probability in [0, 1].</summary>
+    public double Dropout { get; init; } = Probability(Dropout);
+
+    /// <summary>Checks every field again (for a copy made with <c>with</c>) and returns this config.</summary>
+    public GptConfig Validate()
+    {
+        AtLeastOne(VocabSize, nameof(VocabSize));
+        AtLeastOne(ContextLength, nameof(ContextLength));
+        AtLeastOne(Layers, nameof(Layers));
+        AtLeastOne(Heads, nameof(Heads));
+        Width(DModel, Heads);
+        Probability(Dropout);
+        return this;
+    }
+
+    static int AtLeastOne(int value, string name) =>
+        value >= 1 ? value : throw new ArgumentException($"GptConfig.{name} must be at least 1, got {value}", name);
+
+    static int Width(int dModel, int heads)
+    {
+        AtLeastOne(dModel, nameof(DModel));
+        if (heads >= 1 && dModel % heads != 0)
+            throw new ArgumentException($"GptConfig.DModel {dModel} must be a multiple of Heads {heads} (each head takes DModel / Heads dims)", nameof(DModel));
+        return dModel;
+    }
+
+    static double Probability(double p) =>
+        p is >= 0 and <= 1 ? p : throw new ArgumentException($"GptConfig.Dropout must be a probability in [0, 1], got {p}", nameof(Dropout));
+}
 
 /// <summary>
 /// A GPT (minGPT/nanoGPT shape): token + learned position embeddings, pre-LayerNorm blocks, a final LayerNorm and a
@@ -23,7 +72,7 @@ public sealed class Gpt : Module
     /// <summary>Creates the model.</summary>
     public Gpt(GptConfig config, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
     {
-        Config = config;
+        Config = config.Validate();
         Wte = RegisterModule("wte", new Embedding(config.VocabSize, config.DModel, device, dtype, generator));
         Wpe = RegisterModule("wpe", new Embedding(config.ContextLength, config.DModel, device, dtype, generator));
         Drop = RegisterModule("drop", new Dropout(config.Dropout, generator));

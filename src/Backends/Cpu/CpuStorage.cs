@@ -3,7 +3,10 @@ using Engine.Backends;
 
 namespace Engine.Backends.Cpu;
 
-/// <summary>A 64-byte aligned native buffer from <see cref="CpuBufferPool"/>: no GC pressure, aligned for AVX-512.</summary>
+/// <summary>
+/// A 64-byte aligned native buffer from <see cref="CpuBufferPool"/>, aligned for AVX-512. Live storages are reported
+/// to the GC as memory pressure (<see cref="CpuMemoryPressure"/>), so tensors dropped without Dispose get collected.
+/// </summary>
 public sealed unsafe class CpuStorage : Storage
 {
     byte* _ptr;
@@ -11,7 +14,9 @@ public sealed unsafe class CpuStorage : Storage
 
     internal CpuStorage(Device device, DType dtype, long count) : base(device, dtype, count)
     {
-        _ptr = CpuBufferPool.Rent(ByteLength, out _capacity);
+        _ptr = CpuBufferPool.Rent(ByteLength, out _capacity, dtype, device);
+        Track();
+        CpuMemoryPressure.Update();
     }
 
     /// <summary>Start of the buffer.</summary>
@@ -20,15 +25,26 @@ public sealed unsafe class CpuStorage : Storage
     /// <summary>The buffer as elements of <typeparamref name="T"/>.</summary>
     public T* Ptr<T>() where T : unmanaged => (T*)Pointer;
 
-    /// <summary>The buffer as a span of <typeparamref name="T"/> (at most int.MaxValue elements).</summary>
-    public Span<T> AsSpan<T>() where T : unmanaged => new(Pointer, checked((int)(ByteLength / sizeof(T))));
+    /// <summary>
+    /// The buffer as a span of <typeparamref name="T"/>; a <see cref="ShapeException"/> when it holds more than
+    /// <see cref="int.MaxValue"/> of them (a span cannot: walk such a buffer through <see cref="Ptr{T}"/>).
+    /// </summary>
+    public Span<T> AsSpan<T>() where T : unmanaged
+    {
+        long n = ByteLength / sizeof(T);
+        if (n > int.MaxValue)
+            throw new ShapeException("AsSpan", $"a storage of {n} {typeof(T).Name} elements is longer than a span can be ({int.MaxValue})");
+        return new(Pointer, (int)n);
+    }
 
     /// <inheritdoc/>
     protected override void Free()
     {
         var p = _ptr;
         _ptr = null;
-        if (p != null) CpuBufferPool.Return(p, _capacity);
+        if (p == null) return;
+        CpuBufferPool.Return(p, _capacity);
+        CpuMemoryPressure.Update(); // Release has uncounted this storage already
     }
 }
 
@@ -58,7 +74,13 @@ public static unsafe class CpuBufferPool
     // Power-of-two classes from 64 bytes: at most 2x waste, O(1) lookup.
     static int ClassOf(long bytes) => bytes <= 64 ? 6 : 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)(bytes - 1));
 
-    internal static byte* Rent(long bytes, out long capacity)
+    /// <summary>
+    /// A buffer of at least <paramref name="bytes"/> bytes (at most <see cref="Shape.MaxBytes"/>). When the system
+    /// refuses one, the free lists are emptied and the allocation retried once (unless the request is larger than
+    /// the machine's memory, which no trimming can help); a second refusal throws an
+    /// <see cref="EngineOutOfMemoryException"/> and leaves the pool as it was, apart from that trim.
+    /// </summary>
+    internal static byte* Rent(long bytes, out long capacity, DType dtype, Device device)
     {
         int c = ClassOf(bytes);
         long cap = capacity = 1L << c;
@@ -66,7 +88,25 @@ public static unsafe class CpuBufferPool
         {
             if (s_free[c].TryPop(out var p)) { s_cached -= cap; return (byte*)p; }
         }
-        return (byte*)NativeMemory.AlignedAlloc((nuint)cap, 64);
+        var fresh = TryAlloc(cap);
+        if (fresh == null && CachedBytes > 0 && cap <= GC.GetGCMemoryInfo().TotalAvailableMemoryBytes)
+        {
+            Trim();
+            fresh = TryAlloc(cap);
+        }
+        if (fresh == null)
+            throw new EngineOutOfMemoryException("Allocate",
+                $"out of host memory: {bytes} bytes for {bytes / dtype.ElementSize()} elements of {dtype.Name()} on {device} " +
+                $"(a pool block of {cap} bytes) were refused; {CachedBytes} bytes are cached in the pool, " +
+                $"{Storage.LiveBytes(DeviceType.Cpu)} held by live storages");
+        return fresh;
+    }
+
+    // NativeMemory throws rather than returning null; either way the answer here is "no".
+    static byte* TryAlloc(long bytes)
+    {
+        try { return (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64); }
+        catch (OutOfMemoryException) { return null; }
     }
 
     internal static void Return(byte* p, long capacity)

@@ -3,7 +3,9 @@ namespace Engine.Backends.Cpu;
 /// <summary>
 /// Iteration over several operands laid out at one shape: dims that are contiguous in every operand are merged,
 /// size-1 dims dropped, and the innermost dim is walked by a tight loop with one stride per operand. Operand 0 is
-/// conventionally the output.
+/// conventionally the output. A merged dim never passes <see cref="int.MaxValue"/> elements, so a tensor of more
+/// elements than that is walked as several rows (every kernel loops over rows of at most that many), never as one
+/// span whose length would wrap.
 /// </summary>
 public sealed class StridedPlan
 {
@@ -31,9 +33,11 @@ public sealed class StridedPlan
         int n = layouts.Length;
         var shape = layouts[0].Shape;
         Offsets = layouts.Select(l => l.Offset).ToArray();
+        // Built innermost first, merging each dim into the one inside it while it continues it in every operand: from
+        // the inside out, the cap leaves the inner row as long as it can be.
         var dims = new List<int>();
         var strides = new List<long[]>();
-        for (int d = 0; d < shape.Length; d++)
+        for (int d = shape.Length - 1; d >= 0; d--)
         {
             if (shape[d] == 1) continue;
             var s = new long[n];
@@ -41,12 +45,13 @@ public sealed class StridedPlan
             if (dims.Count > 0)
             {
                 int last = dims.Count - 1;
-                bool merge = true;
-                for (int k = 0; k < n && merge; k++) merge = strides[last][k] == s[k] * shape[d];
-                if (merge) { dims[last] *= shape[d]; strides[last] = s; continue; }
+                bool merge = (long)dims[last] * shape[d] <= int.MaxValue;
+                for (int k = 0; k < n && merge; k++) merge = s[k] == strides[last][k] * dims[last];
+                if (merge) { dims[last] *= shape[d]; continue; }
             }
             dims.Add(shape[d]); strides.Add(s);
         }
+        dims.Reverse(); strides.Reverse();
         if (shape.Any(d => d == 0)) { dims.Clear(); dims.Add(0); strides.Clear(); strides.Add(new long[n]); }
         if (dims.Count == 0) { dims.Add(1); strides.Add(new long[n]); }
         Inner = dims[^1];

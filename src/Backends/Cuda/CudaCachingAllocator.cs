@@ -10,7 +10,8 @@ namespace Engine.Backends.Cuda;
 /// device allocation after the first step. Buffers are reused in stream order: every kernel runs on the device's one
 /// stream, so work queued before a buffer was freed finishes before work that reuses it starts.
 /// When a device allocation fails, the cache is emptied and the allocation retried once; a second failure throws an
-/// <see cref="EngineException"/> with the statistics.
+/// <see cref="EngineOutOfMemoryException"/> with the statistics, and leaves <see cref="Allocated"/>,
+/// <see cref="Peak"/> and <see cref="DeviceAllocations"/> as they were.
 /// </summary>
 public sealed class CudaCachingAllocator
 {
@@ -71,7 +72,7 @@ public sealed class CudaCachingAllocator
         return (bytes + step - 1) / step * step;
     }
 
-    internal MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes)
+    internal MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes, DType dtype)
     {
         long size = RoundSize(bytes);
         lock (_lock)
@@ -88,8 +89,8 @@ public sealed class CudaCachingAllocator
             {
                 EmptyCacheLocked();
                 buffer = TryAllocate(size)
-                    ?? throw new EngineException("Allocate",
-                        $"CUDA out of memory on {_device}: tried to allocate {Format(bytes)} (block of {Format(size)}); " +
+                    ?? throw new EngineOutOfMemoryException("Allocate",
+                        $"CUDA out of memory on {_device}: tried to allocate {Format(bytes)} for {bytes / dtype.ElementSize()} elements of {dtype.Name()} (block of {Format(size)}); " +
                         $"allocated {Format(_allocated)}, reserved {Format(_reserved)}, peak {Format(_peak)}, " +
                         $"limit {(Limit is long l ? Format(l) : Format(_accelerator.MemorySize))}");
             }

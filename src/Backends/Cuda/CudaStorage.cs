@@ -14,19 +14,23 @@ public sealed class CudaStorage : Storage
     MemoryBuffer1D<byte, Stride1D.Dense>? _buffer;
     readonly ArrayView<byte> _view;
 
-    // The block is rented while the constructor's arguments are evaluated, before the base constructor counts the
-    // storage as live: an allocation that throws leaves no half-made storage behind in the leak counters.
-    internal CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator)
-        : this(device, dtype, count, allocator, allocator.Rent(count * dtype.ElementSize()))
-    {
-    }
-
-    CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator, MemoryBuffer1D<byte, Stride1D.Dense> buffer)
-        : base(device, dtype, count)
+    // The base constructor has checked the size; the storage counts as live (Track) only once its block is rented,
+    // so an allocation that throws leaves the leak counters and the allocator's statistics as they were.
+    internal CudaStorage(Device device, DType dtype, long count, CudaCachingAllocator allocator) : base(device, dtype, count)
     {
         _allocator = allocator;
+        var buffer = allocator.Rent(ByteLength, dtype);
+        try
+        {
+            _view = buffer.View.SubView(0, ByteLength).AsContiguous();
+        }
+        catch
+        {
+            allocator.Return(buffer);
+            throw;
+        }
         _buffer = buffer;
-        _view = buffer.View.SubView(0, ByteLength).AsContiguous();
+        Track();
     }
 
     /// <summary>The storage's bytes on the device (valid until the storage is freed).</summary>

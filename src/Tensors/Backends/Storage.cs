@@ -5,20 +5,40 @@ namespace Engine.Backends;
 /// share one storage; it is reference counted by them and goes back to its backend's pool when the last one is
 /// disposed (or finalized). The version counter is shared by all views, as PyTorch's, so autograd can tell that a
 /// saved tensor was modified in place.
+/// A storage counts in <see cref="LiveCount"/> and <see cref="LiveBytes"/> only once its buffer exists: the base
+/// constructor validates the size, the derived constructor allocates and then calls <see cref="Track"/>, so an
+/// allocation that throws leaves the counters as they were.
 /// </summary>
 public abstract class Storage
 {
     int _refs;
     int _version;
+    int _tracked;
     static readonly long[] s_live = new long[2];
     static readonly long[] s_liveBytes = new long[2];
 
-    /// <summary>Creates a storage with no references yet.</summary>
+    /// <summary>
+    /// Describes a storage with no references yet, not counted as live until the derived constructor calls
+    /// <see cref="Track"/>. Throws a <see cref="ShapeException"/> for a negative count or one past
+    /// <see cref="Shape.MaxBytes"/> bytes, so <see cref="ByteLength"/> never overflows.
+    /// </summary>
     protected Storage(Device device, DType dtype, long count)
     {
+        long max = Shape.MaxBytes >> System.Numerics.BitOperations.Log2((uint)dtype.ElementSize()); // a shift: sizes are powers of two
+        if (count < 0 || count > max)
+            throw new ShapeException("Allocate", $"{count} elements of {dtype.Name()} on {device}: a storage holds 0 to {max} elements (2^62 bytes)");
         Device = device; DType = dtype; Count = count;
-        Interlocked.Increment(ref s_live[(int)device.Type]);
-        Interlocked.Add(ref s_liveBytes[(int)device.Type], ByteLength);
+    }
+
+    /// <summary>
+    /// Counts this storage as live. The derived constructor calls it last, once its buffer is allocated; the last
+    /// <see cref="Release"/> uncounts it. Idempotent.
+    /// </summary>
+    protected void Track()
+    {
+        if (Interlocked.Exchange(ref _tracked, 1) != 0) return;
+        Interlocked.Increment(ref s_live[(int)Device.Type]);
+        Interlocked.Add(ref s_liveBytes[(int)Device.Type], ByteLength);
     }
 
     /// <summary>The device holding the buffer.</summary>
@@ -46,8 +66,11 @@ public abstract class Storage
     public void Release()
     {
         if (Interlocked.Decrement(ref _refs) != 0) return;
-        Interlocked.Decrement(ref s_live[(int)Device.Type]);
-        Interlocked.Add(ref s_liveBytes[(int)Device.Type], -ByteLength);
+        if (Volatile.Read(ref _tracked) != 0)
+        {
+            Interlocked.Decrement(ref s_live[(int)Device.Type]);
+            Interlocked.Add(ref s_liveBytes[(int)Device.Type], -ByteLength);
+        }
         Free();
     }
 

@@ -661,9 +661,13 @@ public abstract class CudaParityTests
             Assert.That(alloc.Reserved, Is.LessThanOrEqualTo(alloc.Limit));
             alloc.Limit = alloc.Reserved + 1024;
             long live = Storage.LiveCount(DeviceType.Cuda);
-            var e = Assert.Throws<EngineException>(() => Tensor.Zeros([1 << 24], DType.Float32, Device).Dispose())!;
+            long liveBytes = Storage.LiveBytes(DeviceType.Cuda), allocated = alloc.Allocated, peak = alloc.Peak, mallocs = alloc.DeviceAllocations;
+            var e = Assert.Throws<EngineOutOfMemoryException>(() => Tensor.Zeros([1 << 24], DType.Float32, Device).Dispose())!;
+            Assert.That(e.Message, Does.StartWith($"Zeros: out of memory for a tensor of shape [16777216], dtype float32 on {Device}: 67108864 bytes (64 MiB)"));
             Assert.That(e.Message, Does.Contain("out of memory").And.Contain("allocated").And.Contain("reserved").And.Contain("peak"));
             Assert.That(Storage.LiveCount(DeviceType.Cuda), Is.EqualTo(live), "a failed allocation leaves no live storage");
+            Assert.That(Storage.LiveBytes(DeviceType.Cuda), Is.EqualTo(liveBytes));
+            Assert.That((alloc.Allocated, alloc.Peak, alloc.DeviceAllocations), Is.EqualTo((allocated, peak, mallocs)), "the allocator's counters");
         }
         finally
         {

@@ -8,6 +8,7 @@ namespace Engine.Backends.Cpu;
 /// </summary>
 static unsafe class ElementwiseKernels
 {
+    // Work is cut in chunks of this many elements; counts of chunks are long, since a row may be int.MaxValue long.
     const int DenseChunk = 1 << 16;
 
     public static void Unary<T, TE, TOp>(TOp op, nint x, Layout xl, nint y, Layout yl)
@@ -17,7 +18,7 @@ static unsafe class ElementwiseKernels
         if (typeof(T) == typeof(float) && plan.IsDense && op.TryApply(default, default))
         {
             float* px = (float*)x + plan.Offsets[1], py = (float*)y + plan.Offsets[0];
-            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            CpuParallel.For(((long)plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
             {
                 long a = s * DenseChunk, b = Math.Min(plan.Inner, e * DenseChunk);
                 op.TryApply(new ReadOnlySpan<float>(px + a, (int)(b - a)), new Span<float>(py + a, (int)(b - a)));
@@ -30,7 +31,7 @@ static unsafe class ElementwiseKernels
             long sx = plan.InnerStrides[1], sy = plan.InnerStrides[0];
             T* bx = (T*)x + plan.Offsets[1]; T* by = (T*)y + plan.Offsets[0];
             nint nx = (nint)bx, ny = (nint)by;
-            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            CpuParallel.For(((long)plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
             {
                 long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
                 T* px = (T*)nx, py = (T*)ny;
@@ -57,7 +58,7 @@ static unsafe class ElementwiseKernels
         if (typeof(T) == typeof(float) && typeof(TY) == typeof(float) && plan.IsDense && op.TryApply(default, default, default))
         {
             float* pa = (float*)a + plan.Offsets[1], pb = (float*)b + plan.Offsets[2], py = (float*)y + plan.Offsets[0];
-            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            CpuParallel.For(((long)plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
             {
                 long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
                 int len = (int)(i1 - i0);
@@ -69,7 +70,7 @@ static unsafe class ElementwiseKernels
         {
             long sa = plan.InnerStrides[1], sb = plan.InnerStrides[2], sy = plan.InnerStrides[0];
             nint na = (nint)((T*)a + plan.Offsets[1]), nbp = (nint)((T*)b + plan.Offsets[2]), ny = (nint)((TY*)y + plan.Offsets[0]);
-            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            CpuParallel.For(((long)plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
             {
                 long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
                 T* pa = (T*)na, pb = (T*)nbp; TY* py = (TY*)ny;
@@ -102,7 +103,7 @@ static unsafe class ElementwiseKernels
         if (typeof(TX) == typeof(float) && typeof(TY) == typeof(BFloat16) && plan.IsDense)
         {
             float* px = (float*)x + plan.Offsets[1]; BFloat16* py = (BFloat16*)y + plan.Offsets[0];
-            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            CpuParallel.For(((long)plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
             {
                 long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
                 BFloat16.ConvertFromSingle(new ReadOnlySpan<float>(px + i0, (int)(i1 - i0)), new Span<BFloat16>(py + i0, (int)(i1 - i0)));
@@ -112,7 +113,7 @@ static unsafe class ElementwiseKernels
         if (typeof(TX) == typeof(BFloat16) && typeof(TY) == typeof(float) && plan.IsDense)
         {
             BFloat16* px = (BFloat16*)x + plan.Offsets[1]; float* py = (float*)y + plan.Offsets[0];
-            CpuParallel.For((plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
+            CpuParallel.For(((long)plan.Inner + DenseChunk - 1) / DenseChunk, 1, (s, e) =>
             {
                 long i0 = s * DenseChunk, i1 = Math.Min(plan.Inner, e * DenseChunk);
                 BFloat16.ConvertToSingle(new ReadOnlySpan<BFloat16>(px + i0, (int)(i1 - i0)), new Span<float>(py + i0, (int)(i1 - i0)));
@@ -124,7 +125,9 @@ static unsafe class ElementwiseKernels
             TX* px = (TX*)x + offs[1]; TY* py = (TY*)y + offs[0];
             long sx = plan.InnerStrides[1], sy = plan.InnerStrides[0];
             int n = plan.Inner;
-            if (typeof(TX) == typeof(TY)) for (int i = 0; i < n; i++) py[i * sy] = *(TY*)(px + i * sx);
+            // A broadcast source (Expand(...).Contiguous()) materializes as a fill.
+            if (typeof(TX) == typeof(TY) && sx == 0 && sy == 1) new Span<TY>(py, n).Fill(*(TY*)px);
+            else if (typeof(TX) == typeof(TY)) for (int i = 0; i < n; i++) py[i * sy] = *(TY*)(px + i * sx);
             // One rounding: a wide source or a wide destination goes through float64, which holds every value of
             // the narrower types exactly; half-to-half goes through float32, which does too.
             else if (TEX.Wide || TEY.Wide) for (int i = 0; i < n; i++) py[i * sy] = TEY.FromDouble(TEX.ToDouble(px[i * sx]));
