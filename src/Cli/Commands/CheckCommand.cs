@@ -21,7 +21,7 @@ sealed class CheckCommand : Command<CheckCommand.Settings>
         [CommandOption("--emulate"), Description("Run the CUDA kernels on ILGPU's CPU accelerator (no GPU needed; slow, so keep --size small).")]
         public bool Emulate { get; set; }
 
-        [CommandOption("--size <N>"), Description("Inputs are [N, N] (default 256).")]
+        [CommandOption("--size <N>"), Description("Inputs are [[N, N]] (default 256).")]
         public int? Size { get; set; }
     }
 

@@ -30,6 +30,8 @@ sealed class EvalCommand : Command<EvalSettings>
         if (s.Samples is < 1 or > 1_000_000) throw new UsageException($"--samples must be in [1, 1000000], got {s.Samples}");
         var device = Devices.Parse(s.Device);
         var c = Checkpoints.Resolve(s.Checkpoint);
+        // A run directory whose latest is missing or damaged resolves to an older checkpoint: say which, as train does.
+        if (c.Note is { } note) Console.Error.WriteLine($"engine: note: {note}");
         var (model, task, _) = Training.Checkpoint.LoadModel(c, device, o => s.Text ?? o?.Text switch
         {
             null => throw new UsageException("this text model's checkpoint does not name its training file: give --text FILE"),

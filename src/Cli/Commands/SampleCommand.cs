@@ -48,6 +48,8 @@ sealed class SampleCommand : Command<SampleSettings>
         if (s.Count is < 1 or > 1000) throw new UsageException($"--count must be in [1, 1000], got {s.Count}");
         var device = Devices.Parse(s.Device);
         var c = Checkpoints.Resolve(s.Checkpoint);
+        // A run directory whose latest is missing or damaged resolves to an older checkpoint: say which, as train does.
+        if (c.Note is { } note) Console.Error.WriteLine($"engine: note: {note}");
         // Example prompts of a text model come from its text; an explicit prompt needs only the vocabulary.
         var (model, task, _) = Training.Checkpoint.LoadModel(c, device, o => s.Prompt is not null ? null : s.Text ?? (o?.Text is { } t && File.Exists(t) ? t : null));
         using (model)

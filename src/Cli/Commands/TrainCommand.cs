@@ -93,7 +93,7 @@ sealed class TrainSettings : CommandSettings
         var inv = CultureInfo.InvariantCulture;
         var d = new Dictionary<string, string>();
         void Add(string name, object? v) { if (v is not null) d[name] = Convert.ToString(v is double x ? x.ToString("R", inv) : v, inv)!; }
-        Add("text", Text); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
+        Add("text", TrainCommand.FullTextPath(Text)); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
         Add("clip", Clip); Add("layers", Layers); Add("heads", Heads); Add("dmodel", DModel); Add("context", Context);
         Add("dropout", Dropout); Add("seed", Seed); Add("sort-length", SortLength); Add("sort-digits", SortDigits);
         Add("precision", Precision); Add("device", Device);
@@ -127,7 +127,7 @@ sealed class TrainCommand : Command<TrainSettings>
         var d = new TrainOptions();
         var o = new TrainOptions
         {
-            Device = s.Device ?? d.Device, Precision = s.Precision ?? d.Precision, Text = s.Text, Steps = s.Steps ?? d.Steps,
+            Device = s.Device ?? d.Device, Precision = s.Precision ?? d.Precision, Text = FullTextPath(s.Text), Steps = s.Steps ?? d.Steps,
             Batch = s.Batch ?? d.Batch, Lr = s.Lr ?? d.Lr, Layers = s.Layers ?? d.Layers, Heads = s.Heads ?? d.Heads,
             DModel = s.DModel ?? d.DModel, Context = s.Context ?? d.Context, Dropout = s.Dropout ?? d.Dropout, Seed = s.Seed ?? d.Seed,
             SortLength = s.SortLength ?? d.SortLength, SortDigits = s.SortDigits ?? d.SortDigits,
@@ -202,6 +202,12 @@ sealed class TrainCommand : Command<TrainSettings>
         ITask task = text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(text), o.Context);
         return new Trainer(run, task, o, device, knobs, resumeFrom: c).Run();
     }
+
+    /// <summary>
+    /// The text file as the checkpoint records it: absolute, so eval, sample and resume find it from any working
+    /// directory (a relative path would be resolved against wherever they run).
+    /// </summary>
+    internal static string? FullTextPath(string? text) => text is null ? null : Path.GetFullPath(text);
 
     static void Validate(TrainOptions o)
     {
