@@ -111,15 +111,22 @@ sealed class TrainCommand : Command<TrainSettings>
     {
         Check(s.Threads is null or >= 1, "--threads must be at least 1");
         if (s.Threads is int threads) CpuParallel.MaxThreads = threads;
+        return s.Resume is null ? StartNew(s, Knobs(s, null)) : Continue(s);
+    }
+
+    /// <summary>How to carry the run out: the flags given, else the checkpoint's (a resume keeps them), else the defaults.</summary>
+    static TrainKnobs Knobs(TrainSettings s, TrainKnobs? saved)
+    {
         var knobs = new TrainKnobs(
-            SaveEvery: s.SaveEvery ?? 1000, Keep: s.Keep ?? 3, MaxBadSteps: s.MaxBadSteps ?? 100,
-            StopAt: s.StopAt, EvalSamples: s.EvalSamples ?? 500, Quiet: s.Quiet);
+            SaveEvery: s.SaveEvery ?? saved?.SaveEvery ?? 1000, Keep: s.Keep ?? saved?.Keep ?? 3,
+            MaxBadSteps: s.MaxBadSteps ?? saved?.MaxBadSteps ?? 100, StopAt: s.StopAt,
+            EvalSamples: s.EvalSamples ?? saved?.EvalSamples ?? 500, Quiet: s.Quiet);
         Check(knobs.SaveEvery >= 1, "--save-every must be at least 1");
         Check(knobs.Keep >= 1, "--keep must be at least 1");
         Check(knobs.MaxBadSteps >= 1, "--max-bad-steps must be at least 1");
         Check(knobs.EvalSamples >= 1, "--eval-samples must be at least 1");
         Check(knobs.StopAt is null or >= 1, "--stop-at must be at least 1");
-        return s.Resume is null ? StartNew(s, knobs) : Continue(s, knobs);
+        return knobs;
     }
 
     static int StartNew(TrainSettings s, TrainKnobs knobs)
@@ -152,9 +159,14 @@ sealed class TrainCommand : Command<TrainSettings>
         return new Trainer(run, task, o, device, knobs, resumeFrom: null).Run();
     }
 
-    static int Continue(TrainSettings s, TrainKnobs knobs)
+    static int Continue(TrainSettings s)
     {
         var c = Checkpoints.Resolve(s.Resume!);
+        bool fork = s.Out is not null && !SamePath(s.Out, c.RunDir);
+        // Into the run's own directory: take its lock first, so a live writer is reported as such (exit 6) and cannot
+        // prune the checkpoint while it is being verified; then resolve again under the lock.
+        using var own = fork ? null : RunDirectory.OpenForWriting(c.RunDir);
+        if (own is not null) c = Checkpoints.Resolve(s.Resume!);
         Checkpoints.Verify(c);
         var state = Checkpoint.ReadTrainer(c);
         var saved = state.Options;
@@ -179,18 +191,18 @@ sealed class TrainCommand : Command<TrainSettings>
         var device = Devices.Parse(o.Device);
         string? text = o.Text;
         if (text is not null && !File.Exists(text)) throw new UsageException($"the run trains on {text}, which is gone: restore the file to resume");
-        var outDir = s.Out ?? c.RunDir;
-        using var run = RunDirectory.OpenForWriting(outDir);
-        // Re-resolve under the lock: another process may have written a newer checkpoint since.
-        c = s.Out is null || SamePath(outDir, c.RunDir) ? Checkpoints.Resolve(s.Resume!) : c;
-        if (SamePath(outDir, c.RunDir) && c.Step is long from && run.Steps.Where(x => x > from).ToList() is { Count: > 0 } later)
+        var knobs = Knobs(s, state.Knobs);
+        var outDir = fork ? s.Out! : c.RunDir;
+        using var forked = fork ? RunDirectory.OpenForWriting(outDir) : null;
+        var run = own ?? forked!;
+        if (!fork && c.Step is long from && run.Steps.Where(x => x > from).ToList() is { Count: > 0 } later)
         {
             // Resuming from an older checkpoint of the same run abandons the later ones: say so rather than mix them.
             if (!s.Force)
                 throw new UsageException($"{c.RunDir} has checkpoints after step {from} (up to {later[^1]}): resume from its latest, fork with --out NEW_DIR, or add --force to discard steps after {from}");
             foreach (var x in later) Directory.Delete(Path.Combine(c.RunDir, RunDirectory.StepName(x)), recursive: true);
         }
-        if (!SamePath(outDir, c.RunDir))
+        if (fork)
         {
             // A fork into a new directory: it starts with the source's metrics up to the checkpoint, so its plot shows the whole run.
             var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFile).ToList();

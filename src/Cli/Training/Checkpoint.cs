@@ -9,7 +9,7 @@ namespace Engine.Cli.Training;
 
 /// <summary>Where a run is: everything besides the tensors that a resumed run needs to continue bit for bit.</summary>
 sealed record TrainerState(TrainOptions Options, long Step, long ScheduleStep, long DataPosition, ulong RngSeed, ulong RngOffset,
-    IReadOnlyDictionary<string, double>? Scaler);
+    IReadOnlyDictionary<string, double>? Scaler, TrainKnobs? Knobs = null);
 
 /// <summary>
 /// The files of one checkpoint (a step directory of a <see cref="RunDirectory"/>, or the old flat layout):
@@ -64,6 +64,16 @@ static class Checkpoint
                 foreach (var (k, v) in sc) w.WriteNumber(k, v);
                 w.WriteEndObject();
             }
+            if (state.Knobs is { } run)
+            {
+                // How the run is carried out, so a plain --resume keeps saving and guarding as it did.
+                w.WriteStartObject("run");
+                w.WriteNumber("save_every", run.SaveEvery);
+                w.WriteNumber("keep", run.Keep);
+                w.WriteNumber("max_bad_steps", run.MaxBadSteps);
+                w.WriteNumber("eval_samples", run.EvalSamples);
+                w.WriteEndObject();
+            }
             state.Options.WriteJson(w);
             w.WriteEndObject();
         }
@@ -87,7 +97,8 @@ static class Checkpoint
         if (t.Str("format") != TrainerFormat) throw t.Bad("format", $"is '{t.Str("format")}', expected '{TrainerFormat}'");
         var scaler = t.Numbers("scaler.");
         return new TrainerState(TrainOptions.Read(t, "options."), t.Long("step", 0), t.Long("schedule_step", 0), t.Long("data_position", 0),
-            t.ULong("rng.seed"), t.ULong("rng.offset"), scaler.Count > 0 ? scaler : null);
+            t.ULong("rng.seed"), t.ULong("rng.offset"), scaler.Count > 0 ? scaler : null,
+            t.Has("run.save_every") ? new TrainKnobs(t.Long("run.save_every", 1), t.Int("run.keep", 1), t.Int("run.max_bad_steps", 1), null, t.Int("run.eval_samples", 1), false) : null);
     }
 
     /// <summary>The model config in a model file's metadata.</summary>

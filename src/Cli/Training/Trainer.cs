@@ -72,7 +72,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                 return;
             }
             var state = new TrainerState(o, step, schedule.LastStep, dataPosition, generator.GetState().Seed, generator.GetState().Offset,
-                autocast is null ? null : scaler.StateDict());
+                autocast is null ? null : scaler.StateDict(), knobs);
             run.SaveCheckpoint(step, dir => Checkpoint.Write(dir, model, task, optimizer, state), knobs.Keep);
             Metrics.WritePlot(run.Path);
             lastSaved = step;
