@@ -10,9 +10,10 @@ namespace Engine.Backends.Cpu;
 /// Batched, strided matrix multiply with bfloat16 products and float32 sums: A and B are float32 or
 /// <see cref="BFloat16"/> (float32 operands are rounded to bf16, to nearest even, while they are packed, so a float32
 /// master weight needs no separate cast pass), C is float32 or bfloat16 (rounded once on store).
-/// On CPUs with AVX512_BF16 it runs a micro-kernel generated at run time around <c>vdpbf16ps</c> (two bf16 products
-/// per float32 lane, twice the FMA rate of float32); elsewhere, or with <c>ENGINE_CPU_JIT=0</c>, it widens the
-/// rounded operands to float32 and calls <see cref="Sgemm"/>. Results do not depend on the thread count.
+/// With <c>ENGINE_CPU_JIT=1</c> on a CPU with AVX512_BF16 it runs a micro-kernel generated at run time around
+/// <c>vdpbf16ps</c> (two bf16 products per float32 lane); otherwise, the default because on the CPUs measured so far
+/// vdpbf16ps has half the flop rate of float32 FMA, it widens the rounded operands to float32 and calls
+/// <see cref="Sgemm"/>. Results do not depend on the thread count.
 /// </summary>
 /// <remarks>
 /// The two paths agree exactly whenever every partial sum is exact in float32 (e.g. small integers). Otherwise they

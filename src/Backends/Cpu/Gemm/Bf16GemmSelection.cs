@@ -5,7 +5,7 @@ namespace Engine.Backends.Cpu;
 /// <summary>The two implementations behind <see cref="Bf16Gemm"/>.</summary>
 internal enum Bf16GemmPath
 {
-    /// <summary>The generated AVX512_BF16 kernel when the CPU, the OS and <c>ENGINE_CPU_JIT</c> allow it, else the fallback.</summary>
+    /// <summary><c>ENGINE_CPU_JIT</c>'s choice (default: <see cref="Bf16GemmSelection.JitByDefault"/>) where the kernel can run, else the fallback.</summary>
     Auto,
     /// <summary>The generated vdpbf16ps micro-kernel.</summary>
     Jit,
@@ -14,22 +14,39 @@ internal enum Bf16GemmPath
 }
 
 /// <summary>
-/// Chooses the bf16 GEMM path: the generated kernel is built on first use; users switch it off with
-/// <c>ENGINE_CPU_JIT=0</c>, tests force either path per thread (the way <see cref="GemmKernelSelection"/> forces
-/// float32 kernels) so one process can compare them.
+/// Chooses the bf16 GEMM path: the generated kernel is built on first use; users choose with <c>ENGINE_CPU_JIT</c>
+/// (0/1), tests force either path per thread (the way <see cref="GemmKernelSelection"/> forces float32 kernels) so
+/// one process can compare them.
 /// </summary>
 internal static class Bf16GemmSelection
 {
+    /// <summary>
+    /// Whether the generated kernel runs when <c>ENGINE_CPU_JIT</c> is unset. Off: on the CPUs measured so far
+    /// (Xeon family 6 model 0xCF, Emerald Rapids, under KVM, no AMX exposed) vdpbf16ps zmm issues about once per two
+    /// cycles against two vfmadd231ps zmm per cycle (1.0-1.3 versus 4.7-5.3 instructions/ns in one process), so 64
+    /// flops per vdpbf16ps give half the float32 FMA rate and the fallback is about twice as fast. Turn it on with
+    /// <c>ENGINE_CPU_JIT=1</c> on a CPU whose vdpbf16ps keeps pace with its FMAs (the Explicit throughput tests
+    /// measure both).
+    /// </summary>
+    public const bool JitByDefault = false;
+
     [ThreadStatic] private static Bf16GemmPath t_forced;
     private static readonly Lazy<Bf16Microkernel?> s_kernel = new(CreateKernel);
     private static string? s_unavailable;
 
-    /// <summary>False when the <c>ENGINE_CPU_JIT</c> environment variable (read once) switches code generation off.</summary>
-    public static bool EnvironmentAllows { get; } = !IsDisabledBy(Environment.GetEnvironmentVariable("ENGINE_CPU_JIT"));
+    /// <summary>The choice of the <c>ENGINE_CPU_JIT</c> environment variable (read once): on, off, or null when unset.</summary>
+    public static bool? EnvironmentChoice { get; } = ParseSwitch(Environment.GetEnvironmentVariable("ENGINE_CPU_JIT"));
 
-    /// <summary>Whether an <c>ENGINE_CPU_JIT</c> value means "off": 0, false, off or no (any case, surrounding blanks ignored).</summary>
-    public static bool IsDisabledBy(string? value) =>
-        value?.Trim().ToLowerInvariant() is "0" or "false" or "off" or "no";
+    /// <summary>
+    /// An <c>ENGINE_CPU_JIT</c> value: 0/false/off/no is false, 1/true/on/yes is true (any case, blanks ignored),
+    /// anything else (or unset) null.
+    /// </summary>
+    public static bool? ParseSwitch(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        "0" or "false" or "off" or "no" => false,
+        "1" or "true" or "on" or "yes" => true,
+        _ => null,
+    };
 
     /// <summary>The generated kernel, or null when this machine cannot run it (see <see cref="UnavailableReason"/>).</summary>
     public static Bf16Microkernel? Kernel => s_kernel.Value;
@@ -54,7 +71,7 @@ internal static class Bf16GemmSelection
     {
         Bf16GemmPath.Jit => true,
         Bf16GemmPath.Fallback => false,
-        _ => EnvironmentAllows && Kernel is not null,
+        _ => (EnvironmentChoice ?? JitByDefault) && Kernel is not null,
     };
 
     private static Bf16Microkernel? CreateKernel()

@@ -202,6 +202,12 @@ internal sealed class X64Emitter
     public void VDpBf16Ps(int dst, int src1, Mem src2, bool broadcast) =>
         EvexMem(0x52, Map0F38, PpF3, false, dst, src1, src2, broadcast, broadcast ? 4 : 64);
 
+    /// <summary>
+    /// <c>vfmadd231ps zmm1, zmm2, zmm3</c>: EVEX.512.66.0F38.W0 B8 /r (zmm1 += zmm2 * zmm3). Not used by the GEMM kernel;
+    /// it is the float32 yardstick the throughput probe measures vdpbf16ps against.
+    /// </summary>
+    public void VFmadd231Ps(int dst, int src1, int src2) => EvexReg(0xB8, Map0F38, Pp66, false, dst, src1, src2);
+
     /// <summary><c>vmovups zmm, m512</c>: EVEX.512.0F.W0 10 /r.</summary>
     public void VMovUps(int dst, Mem src) => EvexMem(0x10, Map0F, PpNone, false, dst, 0, src, false, 64);
 

@@ -22,10 +22,10 @@ public sealed unsafe partial class CpuBackend
                 (double*)P(y), DenseOffsets(batch, (long)m * n), n, accumulate: false, CpuParallel.MaxThreads);
             return;
         }
-        if (dtype == DType.BFloat16 && Bf16Gemm.IsAccelerated)
+        if (dtype == DType.BFloat16)
         {
-            // AVX512_BF16 through the generated kernel: the same float32 sums of exact bf16 products as the path
-            // below (up to float32 rounding order), rounded to bf16 once, without the widening copies.
+            // Bf16Gemm runs the generated AVX512_BF16 kernel when enabled (ENGINE_CPU_JIT=1), else exactly the
+            // widening path below (bf16 -> float32 copies, Sgemm, one rounding on store), bit for bit.
             Bf16Gemm.Gemm(batch, m, n, k,
                 (BFloat16*)P(a), BatchOffsets(aLayout, batch), aLayout.Strides[1], aLayout.Strides[2],
                 (BFloat16*)P(b), BatchOffsets(bLayout, batch), bLayout.Strides[1], bLayout.Strides[2],
