@@ -193,12 +193,26 @@ public static unsafe class Bf16Gemm
 
     private static void Widen(int rows, int cols, void* src, bool bf16, long offset, long rs, long cs, float* dst)
     {
+        // Contiguous rows take the vectorized conversions (bit-identical to the scalar casts); others go one by one.
+        BFloat16[]? staging = cs == 1 && !bf16 ? new BFloat16[cols] : null;
         for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++)
+        {
+            long at = offset + i * rs;
+            var row = new Span<float>(dst + (long)i * cols, cols);
+            if (cs == 1 && bf16)
             {
-                long at = offset + i * rs + j * cs;
-                dst[(long)i * cols + j] = bf16 ? (float)((BFloat16*)src)[at] : (float)(BFloat16)((float*)src)[at];
+                BFloat16.ConvertToSingle(new ReadOnlySpan<BFloat16>((BFloat16*)src + at, cols), row);
+                continue;
             }
+            if (staging is not null)
+            {
+                BFloat16.ConvertFromSingle(new ReadOnlySpan<float>((float*)src + at, cols), staging);
+                BFloat16.ConvertToSingle(staging, row);
+                continue;
+            }
+            for (int j = 0; j < cols; j++, at += cs)
+                row[j] = bf16 ? (float)((BFloat16*)src)[at] : (float)(BFloat16)((float*)src)[at];
+        }
     }
 
     // ------------------------------------------------------------------ the packed JIT path

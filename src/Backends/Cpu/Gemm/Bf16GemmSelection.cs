@@ -81,7 +81,8 @@ internal static class Bf16GemmSelection
             s_unavailable = "the CPU lacks AVX512_BF16 (or AVX512F/BW/VL)";
             return null;
         }
-        var kernel = Bf16Microkernel.TryCreate(Bf16Microkernel.Variant.EmbeddedBroadcast, out var error);
+        // Register broadcast: 10 instead of 28 load uops per 24 vdpbf16ps; measured 5-10% faster in L1 here (noisy).
+        var kernel = Bf16Microkernel.TryCreate(Bf16Microkernel.Variant.RegisterBroadcast, out var error);
         s_unavailable = error;
         return kernel;
     }
