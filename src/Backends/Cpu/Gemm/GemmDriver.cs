@@ -48,7 +48,7 @@ internal static unsafe class GemmDriver<T, TK>
         threads = (int)Math.Min(threads, Math.Max(1, total / MinWorkPerThread));
 
         var job = new Job { P = p, Mode = mode };
-        Partition(p.Batch, p.M, p.N, threads, direct ? 1 : TK.MR, direct ? DirectAlignN : TK.NR,
+        GemmBlocking.Partition(p.Batch, p.M, p.N, threads, direct ? 1 : TK.MR, direct ? DirectAlignN : TK.NR,
             out job.TilesM, out job.TilesN, out job.ChunkM, out job.ChunkN);
         job.Items = p.Batch * job.TilesM * job.TilesN;
         threads = Math.Min(threads, job.Items);
@@ -77,54 +77,6 @@ internal static unsafe class GemmDriver<T, TK>
             T* c = p.C + p.COffsets[b];
             for (int i = 0; i < p.M; i++) new Span<T>(c + i * p.CRowStride, p.N).Clear();
         }
-    }
-
-    /// <summary>
-    /// Splits each matrix into tilesM x tilesN chunks (aligned to alignM/alignN) so that the batch x tiles items
-    /// keep every worker busy, preferring the split that packs the least redundant data.
-    /// </summary>
-    private static void Partition(int batch, int m, int n, int threads, int alignM, int alignN,
-        out int tilesM, out int tilesN, out int chunkM, out int chunkN)
-    {
-        tilesM = tilesN = 1;
-        int blocksM = (m + alignM - 1) / alignM, blocksN = (n + alignN - 1) / alignN;
-        if (threads > 1 && batch < 4 * threads)
-        {
-            int split = threads / Gcd(batch, threads);
-            double best = double.MaxValue;
-            for (int tm = 1; tm <= split; tm++)
-            {
-                if (split % tm != 0) continue;
-                int tn = split / tm;
-                if (tm > blocksM || tn > blocksN) continue;
-                // tm chunks each pack all of B's columns, tn chunks each pack all of A's rows.
-                double cost = (double)tm * n + (double)tn * m;
-                if (cost < best) { best = cost; tilesM = tm; tilesN = tn; }
-            }
-            if (best == double.MaxValue)
-            {
-                tilesM = Math.Min(split, blocksM);
-                tilesN = Math.Min((split + tilesM - 1) / tilesM, blocksN);
-            }
-        }
-        chunkM = (blocksM + tilesM - 1) / tilesM * alignM;
-        chunkN = (blocksN + tilesN - 1) / tilesN * alignN;
-        tilesM = (m + chunkM - 1) / chunkM;
-        tilesN = (n + chunkN - 1) / chunkN;
-    }
-
-    private static int Gcd(int a, int b)
-    {
-        while (b != 0) (a, b) = (b, a % b);
-        return a;
-    }
-
-    /// <summary>Splits <paramref name="length"/> into equal blocks of at most <paramref name="max"/>, rounded up to <paramref name="align"/>.</summary>
-    private static int Balanced(int length, int max, int align)
-    {
-        int count = (length + max - 1) / max;
-        int size = (length + count - 1) / count;
-        return (size + align - 1) / align * align;
     }
 
     private sealed class Job
@@ -182,9 +134,9 @@ internal static unsafe class GemmDriver<T, TK>
     private static void PackedItem(in GemmProblem<T> p, int b, int i0, int i1, int j0, int j1)
     {
         int mr = TK.MR, nr = TK.NR;
-        int kcb = Balanced(p.K, TK.KC, 1);
-        int mcb = Balanced(i1 - i0, TK.MC, mr);
-        int ncb = Balanced(j1 - j0, TK.NC, nr);
+        int kcb = GemmBlocking.Balanced(p.K, TK.KC, 1);
+        int mcb = GemmBlocking.Balanced(i1 - i0, TK.MC, mr);
+        int ncb = GemmBlocking.Balanced(j1 - j0, TK.NC, nr);
 
         nuint aBytes = Align((nuint)(mcb * kcb * sizeof(T)));
         nuint bBytes = Align((nuint)(ncb * kcb * sizeof(T)));
@@ -247,5 +199,57 @@ internal static unsafe class GemmDriver<T, TK>
                 }
             }
         }
+    }
+}
+
+/// <summary>Thread partitioning and cache blocking shared by the GEMM drivers (float32/float64 and bf16).</summary>
+internal static class GemmBlocking
+{
+    /// <summary>
+    /// Splits each matrix into tilesM x tilesN chunks (aligned to alignM/alignN) so that the batch x tiles items
+    /// keep every worker busy, preferring the split that packs the least redundant data.
+    /// </summary>
+    public static void Partition(int batch, int m, int n, int threads, int alignM, int alignN,
+        out int tilesM, out int tilesN, out int chunkM, out int chunkN)
+    {
+        tilesM = tilesN = 1;
+        int blocksM = (m + alignM - 1) / alignM, blocksN = (n + alignN - 1) / alignN;
+        if (threads > 1 && batch < 4 * threads)
+        {
+            int split = threads / Gcd(batch, threads);
+            double best = double.MaxValue;
+            for (int tm = 1; tm <= split; tm++)
+            {
+                if (split % tm != 0) continue;
+                int tn = split / tm;
+                if (tm > blocksM || tn > blocksN) continue;
+                // tm chunks each pack all of B's columns, tn chunks each pack all of A's rows.
+                double cost = (double)tm * n + (double)tn * m;
+                if (cost < best) { best = cost; tilesM = tm; tilesN = tn; }
+            }
+            if (best == double.MaxValue)
+            {
+                tilesM = Math.Min(split, blocksM);
+                tilesN = Math.Min((split + tilesM - 1) / tilesM, blocksN);
+            }
+        }
+        chunkM = (blocksM + tilesM - 1) / tilesM * alignM;
+        chunkN = (blocksN + tilesN - 1) / tilesN * alignN;
+        tilesM = (m + chunkM - 1) / chunkM;
+        tilesN = (n + chunkN - 1) / chunkN;
+    }
+
+    private static int Gcd(int a, int b)
+    {
+        while (b != 0) (a, b) = (b, a % b);
+        return a;
+    }
+
+    /// <summary>Splits <paramref name="length"/> into equal blocks of at most <paramref name="max"/>, rounded up to <paramref name="align"/>.</summary>
+    public static int Balanced(int length, int max, int align)
+    {
+        int count = (length + max - 1) / max;
+        int size = (length + count - 1) / count;
+        return (size + align - 1) / align * align;
     }
 }

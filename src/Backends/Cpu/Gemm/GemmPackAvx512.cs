@@ -121,9 +121,9 @@ internal static unsafe class GemmPackAvx512
             for (int r = 0; r < 6; r++) dst[p * 6 + r] = src[r * stride + p];
     }
 
-    /// <summary>Transposes a 16x16 float block: row r (16 values at s + r*stride) becomes column r of d (row pitch 32).</summary>
+    /// <summary>Transposes a 16x16 float block: row r (16 values at s + r*stride) becomes column r of d (row pitch <paramref name="pitch"/>, 32 for Interleave32).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose16(float* s, long stride, float* d)
+    internal static void Transpose16(float* s, long stride, float* d, int pitch = 32)
     {
         var r0 = Vector512.Load(s); var r1 = Vector512.Load(s + stride);
         var r2 = Vector512.Load(s + 2 * stride); var r3 = Vector512.Load(s + 3 * stride);
@@ -161,21 +161,21 @@ internal static unsafe class GemmPackAvx512
         var v11 = Avx512F.Shuffle4x128(u11, u15, 0x88); var v15 = Avx512F.Shuffle4x128(u11, u15, 0xDD);
 
         Vector512.Store(Avx512F.Shuffle4x128(v0, v8, 0x88), d);
-        Vector512.Store(Avx512F.Shuffle4x128(v1, v9, 0x88), d + 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v2, v10, 0x88), d + 2 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v3, v11, 0x88), d + 3 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v4, v12, 0x88), d + 4 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v5, v13, 0x88), d + 5 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v6, v14, 0x88), d + 6 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v7, v15, 0x88), d + 7 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v0, v8, 0xDD), d + 8 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v1, v9, 0xDD), d + 9 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v2, v10, 0xDD), d + 10 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v3, v11, 0xDD), d + 11 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v4, v12, 0xDD), d + 12 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v5, v13, 0xDD), d + 13 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v6, v14, 0xDD), d + 14 * 32);
-        Vector512.Store(Avx512F.Shuffle4x128(v7, v15, 0xDD), d + 15 * 32);
+        Vector512.Store(Avx512F.Shuffle4x128(v1, v9, 0x88), d + pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v2, v10, 0x88), d + 2 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v3, v11, 0x88), d + 3 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v4, v12, 0x88), d + 4 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v5, v13, 0x88), d + 5 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v6, v14, 0x88), d + 6 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v7, v15, 0x88), d + 7 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v0, v8, 0xDD), d + 8 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v1, v9, 0xDD), d + 9 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v2, v10, 0xDD), d + 10 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v3, v11, 0xDD), d + 11 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v4, v12, 0xDD), d + 12 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v5, v13, 0xDD), d + 13 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v6, v14, 0xDD), d + 14 * pitch);
+        Vector512.Store(Avx512F.Shuffle4x128(v7, v15, 0xDD), d + 15 * pitch);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

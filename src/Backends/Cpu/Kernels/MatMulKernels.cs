@@ -22,6 +22,16 @@ public sealed unsafe partial class CpuBackend
                 (double*)P(y), DenseOffsets(batch, (long)m * n), n, accumulate: false, CpuParallel.MaxThreads);
             return;
         }
+        if (dtype == DType.BFloat16)
+        {
+            // Bf16Gemm runs the generated AVX512_BF16 kernel when enabled (ENGINE_CPU_JIT=1), else exactly the
+            // widening path below (bf16 -> float32 copies, Sgemm, one rounding on store), bit for bit.
+            Bf16Gemm.Gemm(batch, m, n, k,
+                (BFloat16*)P(a), BatchOffsets(aLayout, batch), aLayout.Strides[1], aLayout.Strides[2],
+                (BFloat16*)P(b), BatchOffsets(bLayout, batch), bLayout.Strides[1], bLayout.Strides[2],
+                (BFloat16*)P(y), DenseOffsets(batch, (long)m * n), n, accumulate: false, CpuParallel.MaxThreads);
+            return;
+        }
         // Half types multiply in float32 (exact products, float32 sums) and round once on store; integer types go
         // through float64, exact while the sums stay below 2^53.
         var wide = dtype.IsFloatingPoint() ? DType.Float32 : DType.Float64;
