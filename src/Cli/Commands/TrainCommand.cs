@@ -163,6 +163,19 @@ sealed class TrainCommand : Command<TrainSettings>
     {
         var c = Checkpoints.Resolve(s.Resume!);
         bool fork = s.Out is not null && !SamePath(s.Out, c.RunDir);
+        // A first, read-only pass: a finished run is reported, and a refused resume refused, without taking the lock or
+        // touching any file. Trouble reading the checkpoint here is left to the checks under the lock below.
+        if (TryRead(c) is { } first)
+        {
+            CheckResume(s, first);
+            Validate(Merge(s, first.Options));
+            Knobs(s, first.Knobs);
+            if (s.Steps is null && first.Step >= first.Options.Steps)
+            {
+                Console.Out.WriteLine($"the run in {c.RunDir} finished at step {first.Step} of {first.Options.Steps}: nothing to do (give --steps N above {first.Step} to train further)");
+                return ExitCodes.Ok;
+            }
+        }
         // Into the run's own directory: take its lock first, so a live writer is reported as such (exit 6) and cannot
         // prune the checkpoint while it is being verified; then resolve again under the lock.
         using var own = fork ? null : RunDirectory.OpenForWriting(c.RunDir);
@@ -170,23 +183,13 @@ sealed class TrainCommand : Command<TrainSettings>
         Checkpoints.Verify(c);
         var state = Checkpoint.ReadTrainer(c);
         var saved = state.Options;
-        var given = s.Given();
-        var had = saved.ByName();
-        foreach (var (name, value) in given)
-            if (!TrainOptions.Resumable.Contains(name) && had[name] != value)
-                throw new UsageException($"--{name} cannot change on resume (the run has {(had[name].Length == 0 ? "none" : had[name])}, got {value}); a resumed run may change --{string.Join(", --", TrainOptions.Resumable.Order())}");
-        if (s.Steps is long steps && steps <= state.Step)
-            throw new UsageException($"--steps {steps} is not beyond the checkpoint's step {state.Step}: give a larger --steps to train further");
+        CheckResume(s, state);
         if (s.Steps is null && state.Step >= saved.Steps)
         {
             Console.Out.WriteLine($"the run in {c.RunDir} finished at step {state.Step} of {saved.Steps}: nothing to do (give --steps N above {state.Step} to train further)");
             return ExitCodes.Ok;
         }
-        var o = saved with
-        {
-            Steps = s.Steps ?? saved.Steps, Lr = s.Lr ?? saved.Lr, Batch = s.Batch ?? saved.Batch,
-            ClipNorm = s.Clip ?? saved.ClipNorm, Device = s.Device ?? saved.Device,
-        };
+        var o = Merge(s, saved);
         Validate(o);
         var device = Devices.Parse(o.Device);
         string? text = o.Text;
@@ -195,7 +198,11 @@ sealed class TrainCommand : Command<TrainSettings>
         var outDir = fork ? s.Out! : c.RunDir;
         using var forked = fork ? RunDirectory.OpenForWriting(outDir) : null;
         var run = own ?? forked!;
-        if (!fork && c.Step is long from && run.Steps.Where(x => x > from).ToList() is { Count: > 0 } later)
+        // Resuming from an explicitly named older step of the same run would mix its future with the later checkpoints.
+        // (Through the run directory, a complete checkpoint newer than `latest` is only a crash's leftover between its
+        // rename and the update of `latest`; it is replaced when the run saves that step again.)
+        bool namedStep = SamePath(s.Resume!, c.StepDir) && !c.Legacy;
+        if (!fork && namedStep && c.Step is long from && run.Steps.Where(x => x > from).ToList() is { Count: > 0 } later)
         {
             // Resuming from an older checkpoint of the same run abandons the later ones: say so rather than mix them.
             if (!s.Force)
@@ -213,6 +220,34 @@ sealed class TrainCommand : Command<TrainSettings>
         }
         ITask task = text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(text), o.Context);
         return new Trainer(run, task, o, device, knobs, resumeFrom: c).Run();
+    }
+
+    static TrainerState? TryRead(ResolvedCheckpoint c)
+    {
+        try
+        {
+            Checkpoints.Verify(c);
+            return Checkpoint.ReadTrainer(c);
+        }
+        catch (Exception e) when (e is CheckpointException or IOException) { return null; }
+    }
+
+    /// <summary>The checkpoint's options with the resumable ones this invocation gives.</summary>
+    static TrainOptions Merge(TrainSettings s, TrainOptions saved) => saved with
+    {
+        Steps = s.Steps ?? saved.Steps, Lr = s.Lr ?? saved.Lr, Batch = s.Batch ?? saved.Batch,
+        ClipNorm = s.Clip ?? saved.ClipNorm, Device = s.Device ?? saved.Device,
+    };
+
+    /// <summary>What a resume may not do: change a non-resumable option, or ask for no more steps than are done.</summary>
+    static void CheckResume(TrainSettings s, TrainerState state)
+    {
+        var had = state.Options.ByName();
+        foreach (var (name, value) in s.Given())
+            if (!TrainOptions.Resumable.Contains(name) && had[name] != value)
+                throw new UsageException($"--{name} cannot change on resume (the run has {(had[name].Length == 0 ? "none" : had[name])}, got {value}); a resumed run may change --{string.Join(", --", TrainOptions.Resumable.Order())}");
+        if (s.Steps is long steps && steps <= state.Step)
+            throw new UsageException($"--steps {steps} is not beyond the checkpoint's step {state.Step}: give a larger --steps to train further");
     }
 
     /// <summary>
