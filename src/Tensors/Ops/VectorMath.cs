@@ -1,0 +1,307 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+[assembly: InternalsVisibleTo("Engine.Tests")]
+
+namespace Engine.Ops;
+
+/// <summary>
+/// The engine's own vectorized transcendental functions over spans, whose result bits depend only on the input value:
+/// not on the JIT tier (tier-0, ReadyToRun or tier-1 code), the vector width the machine offers (Vector512, Vector256,
+/// Vector128 or none), nor an element's position in the span. Each function is one algorithm — range reduction and a
+/// polynomial, written with fused multiply-adds — implemented once, generically over the lane type
+/// (<c>VectorLanes.cs</c>), so every width executes the same IEEE operations in the same order; the remainder of a
+/// span runs through the same vector code on a zero-padded copy. <c>TensorPrimitives</c> gives no such guarantee: its
+/// kernels use <c>MultiplyAddEstimate</c> (fused or not, by hardware and by compilation) and width-specific code paths.
+/// </summary>
+/// <remarks>
+/// Accuracy, measured against float64 <c>Math</c> functions (float32) or glibc (float64) over stratified samples of
+/// the whole range, is within 2 ulp; see <c>VectorMathTests</c>. The source <c>x</c> and destination <c>y</c> of every
+/// function may be the same span (in place) but must not otherwise overlap; <c>y</c> must be at least as long as <c>x</c>.
+/// </remarks>
+public static unsafe class VectorMath
+{
+    /// <summary>
+    /// The widest vector the kernels may use (512, 256, 128, or 0 for the scalar lanes): a test switch that shows every
+    /// width gives the same bits. Results never depend on it.
+    /// </summary>
+    internal static int MaxVectorBits = 512;
+
+    /// <summary>eˣ elementwise in float32: exp(−∞) = 0, exp(+∞) = +∞, overflow to +∞ above 88.72, gradual underflow
+    /// through the subnormals to 0 below −103.97, NaN stays NaN.</summary>
+    public static void Exp(ReadOnlySpan<float> x, Span<float> y) => MapFloat<ExpFloat>(x, y, "VectorMath.Exp");
+
+    /// <summary>eˣ elementwise in float64, with the same special values as the float32 overload (overflow above
+    /// 709.78, underflow below −745.13).</summary>
+    public static void Exp(ReadOnlySpan<double> x, Span<double> y) => MapDouble<ExpDouble>(x, y, "VectorMath.Exp");
+
+    /// <summary>Natural logarithm elementwise in float32 (computed in float64): log(±0) = −∞, log(x &lt; 0) = NaN,
+    /// log(+∞) = +∞; subnormal inputs are exact.</summary>
+    public static void Log(ReadOnlySpan<float> x, Span<float> y) => MapWidened<LogDouble>(x, y, "VectorMath.Log");
+
+    /// <summary>Natural logarithm elementwise in float64, with the same special values as the float32 overload.</summary>
+    public static void Log(ReadOnlySpan<double> x, Span<double> y) => MapDouble<LogDouble>(x, y, "VectorMath.Log");
+
+    /// <summary>tanh x elementwise in float32 (computed in float64): odd, so tanh(−0) = −0; ±1 for large |x|; relative
+    /// accuracy near 0.</summary>
+    public static void Tanh(ReadOnlySpan<float> x, Span<float> y) => MapWidened<TanhForFloat>(x, y, "VectorMath.Tanh");
+
+    /// <summary>The logistic function 1/(1 + e⁻ˣ) elementwise in float32 (computed in float64): relative accuracy in
+    /// the lower tail, down to the subnormal results below x ≈ −87.3; 1 for large x.</summary>
+    public static void Sigmoid(ReadOnlySpan<float> x, Span<float> y) => MapWidened<SigmoidForFloat>(x, y, "VectorMath.Sigmoid");
+
+    // ---------------- the kernels ----------------
+
+    interface IFloatKernel
+    {
+        static abstract TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>;
+    }
+
+    interface IDoubleKernel
+    {
+        static abstract TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>;
+    }
+
+    // float32 eˣ in float32 arithmetic. x = n·ln2 + r with n = round(x/ln2), |r| ≤ ln2/2 (+ a rounding sliver);
+    // eˣ = 2ⁿ·(1 + p(r)), p(r) = r + r²·q(r) the degree-6 minimax fit of eʳ − 1 on [−0.3467, 0.3467]
+    // (error 3.1e-9, 0.05 ulp). Error budget: r's last rounding ≤ 2⁻²⁶, p's ≤ 2⁻²⁶, the final fused (1 + p)·2ⁿ¹ half an
+    // ulp; under 1.1 ulp in all, so at most 2 from the correctly rounded result. No tables, no branches.
+    readonly struct ExpFloat : IFloatKernel
+    {
+        const float Log2E = 1.44269502f, Shift = 12582912f; // 1.5·2²³: adding it rounds to an integer, kept in the low bits
+        const float Ln2Hi = 0.693147182f, Ln2Lo = -1.90465421e-09f; // float(ln2) and float(ln2 − float(ln2))
+        const float C2 = 0.5f, C3 = 0.166665182f, C4 = 0.0416662060f, C5 = 0.00836890843f, C6 = 0.00139505242f;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>
+        {
+            // Beyond [−105, 89] the result is 0 or +∞ either way; the clamp keeps n within [−152, 129].
+            var xc = TL.Min(TL.Max(x, TL.Splat(-105f)), TL.Splat(89f));
+            var z = TL.Fma(xc, TL.Splat(Log2E), TL.Splat(Shift));
+            var n = z - TL.Splat(Shift);
+            // Exact: n·Ln2Hi is exact inside the FMA, and x − n·Ln2Hi is a multiple of 2⁻²⁵ below 1/2 in magnitude.
+            var r = TL.Fma(n, TL.Splat(-Ln2Hi), xc);
+            r = TL.Fma(n, TL.Splat(-Ln2Lo), r);
+            var q = TL.Fma(TL.Splat(C6), r, TL.Splat(C5));
+            q = TL.Fma(q, r, TL.Splat(C4));
+            q = TL.Fma(q, r, TL.Splat(C3));
+            q = TL.Fma(q, r, TL.Splat(C2));
+            var p = TL.Fma(q, r * r, r);
+            // z and Shift share a binade, so their bit patterns differ by exactly n. 2ⁿ as two normal factors 2ⁿ¹·2ⁿ²:
+            // (1 + p)·2ⁿ¹ is rounded once, in the normal range; the product with 2ⁿ² is exact unless it overflows or
+            // is subnormal, and then it rounds once more, to the correctly rounded ∞, subnormal or 0.
+            var ni = TL.SubInt(z, TL.Splat(Shift));
+            var n1 = TL.ShiftRightArithmeticInt(ni, 1);
+            var n2 = TL.SubInt(ni, n1);
+            var s1 = TL.ShiftLeftInt(TL.AddInt(n1, TL.SplatInt(127)), 23);
+            var s2 = TL.ShiftLeftInt(TL.AddInt(n2, TL.SplatInt(127)), 23);
+            var y = TL.Fma(p, s1, s1) * s2;
+            return TL.Select(TL.IsNaN(x), x, y);
+        }
+    }
+
+    // float64 eˣ: the float32 scheme with a degree-12 minimax fit of eʳ − 1 (error 5.4e-20, far below an ulp). The
+    // roundings of r and p contribute at most 2⁻⁵⁵ each, the final fused step half an ulp.
+    readonly struct ExpDouble : IDoubleKernel
+    {
+        const double Log2E = 1.4426950408889634, Shift = 6755399441055744.0; // 1.5·2⁵²
+        const double Ln2Hi = 0.6931471805599453, Ln2Lo = 2.3190468138462996e-17;
+        const double C2 = 0.5, C3 = 0.16666666666666685, C4 = 0.04166666666666673, C5 = 0.008333333333316702,
+            C6 = 0.0013888888888858484, C7 = 0.00019841269897149225, C8 = 2.4801587373659905e-05,
+            C9 = 2.7557234145299404e-06, C10 = 2.7557233427416743e-07, C11 = 2.511227215985542e-08,
+            C12 = 2.092692303361767e-09;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>
+        {
+            var xc = TL.Min(TL.Max(x, TL.Splat(-746.0)), TL.Splat(710.0)); // n within [−1077, 1025]
+            var z = TL.Fma(xc, TL.Splat(Log2E), TL.Splat(Shift));
+            var n = z - TL.Splat(Shift);
+            var r = TL.Fma(n, TL.Splat(-Ln2Hi), xc); // exact, as in float32
+            r = TL.Fma(n, TL.Splat(-Ln2Lo), r);
+            var q = TL.Fma(TL.Splat(C12), r, TL.Splat(C11));
+            q = TL.Fma(q, r, TL.Splat(C10));
+            q = TL.Fma(q, r, TL.Splat(C9));
+            q = TL.Fma(q, r, TL.Splat(C8));
+            q = TL.Fma(q, r, TL.Splat(C7));
+            q = TL.Fma(q, r, TL.Splat(C6));
+            q = TL.Fma(q, r, TL.Splat(C5));
+            q = TL.Fma(q, r, TL.Splat(C4));
+            q = TL.Fma(q, r, TL.Splat(C3));
+            q = TL.Fma(q, r, TL.Splat(C2));
+            var p = TL.Fma(q, r * r, r);
+            var ni = TL.SubLong(z, TL.Splat(Shift));
+            // n >> 1 without a 64-bit arithmetic shift (which AVX2 lacks): bias n to be non-negative first.
+            var n1 = TL.SubLong(TL.ShiftRightLogicalLong(TL.AddLong(ni, TL.SplatLong(2048)), 1), TL.SplatLong(1024));
+            var n2 = TL.SubLong(ni, n1);
+            var s1 = TL.ShiftLeftLong(TL.AddLong(n1, TL.SplatLong(1023)), 52);
+            var s2 = TL.ShiftLeftLong(TL.AddLong(n2, TL.SplatLong(1023)), 52);
+            var y = TL.Fma(p, s1, s1) * s2;
+            return TL.Select(TL.IsNaN(x), x, y);
+        }
+    }
+
+    // float64 log, fdlibm's scheme (e_log.c, error < 1 ulp): x = 2ᵏ·m with m in [√½, √2), f = m − 1 (exact),
+    // s = f/(2 + f), log(1 + f) = 2·atanh(s) = f − s·f + s·R(s²), written as f − (hfsq − s·(hfsq + R)) with hfsq = f²/2,
+    // which keeps the large terms exact-ish and the small ones last. ln2 is split so that k·Ln2Hi is exact (k ≤ 11 bits).
+    readonly struct LogDouble : IDoubleKernel
+    {
+        const double Ln2Hi = 6.93147180369123816490e-01, Ln2Lo = 1.90821492927058770002e-10;
+        const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01, Lg3 = 2.857142874366239149e-01,
+            Lg4 = 2.222219843214978396e-01, Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+            Lg7 = 1.479819860511658591e-01;
+        const double TwoP52 = 4503599627370496.0, MinNormal = 2.2250738585072014e-308;
+        const long SqrtHalfBits = 0x3FE6A09E667F3BCD, OneBits = 0x3FF0000000000000, TwoP52Bits = 0x4330000000000000;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>
+        {
+            // Subnormals: scale by 2⁵² into the normal range and take 52 off k.
+            var sub = TL.LessThan(x, TL.Splat(MinNormal));
+            var xs = TL.Select(sub, x * TL.Splat(TwoP52), x);
+            // Subtracting the bits of √½ moves the binade boundary there: the exponent field of the difference is k
+            // (biased by 1023 after adding the bits of 1, which keeps it non-negative for a logical shift).
+            var kb = TL.ShiftRightLogicalLong(TL.AddLong(TL.SubLong(xs, TL.SplatLong(SqrtHalfBits)), TL.SplatLong(OneBits)), 52);
+            var m = TL.SubLong(xs, TL.ShiftLeftLong(TL.SubLong(kb, TL.SplatLong(1023)), 52));
+            // k as a double without an int64 conversion: 2⁵² + kb has kb as its low mantissa bits.
+            var k = (kb | TL.SplatLong(TwoP52Bits)) - TL.Splat(TwoP52 + 1023) - TL.Select(sub, TL.Splat(52.0), TL.Splat(0.0));
+            var f = m - TL.Splat(1.0);
+            var hfsq = TL.Splat(0.5) * f * f;
+            var s = f / (TL.Splat(2.0) + f);
+            var z = s * s;
+            var w = z * z;
+            var t1 = w * TL.Fma(w, TL.Fma(w, TL.Splat(Lg6), TL.Splat(Lg4)), TL.Splat(Lg2));
+            var t2 = z * TL.Fma(w, TL.Fma(w, TL.Fma(w, TL.Splat(Lg7), TL.Splat(Lg5)), TL.Splat(Lg3)), TL.Splat(Lg1));
+            var rr = t2 + t1;
+            var y = k * TL.Splat(Ln2Hi) - ((hfsq - TL.Fma(s, hfsq + rr, k * TL.Splat(Ln2Lo))) - f);
+            y = TL.Select(TL.Equal(x, TL.Splat(double.PositiveInfinity)), x, y);
+            y = TL.Select(TL.Equal(x, TL.Splat(0.0)), TL.Splat(double.NegativeInfinity), y);
+            y = TL.Select(TL.LessThan(x, TL.Splat(0.0)), TL.Splat(double.NaN), y);
+            return TL.Select(TL.IsNaN(x), x, y);
+        }
+    }
+
+    // tanh for float32 results, in float64: tanh a = 1 − 2/(e²ᵃ + 1) for a = |x| ≥ 2⁻¹², whose cancellation costs
+    // at most 2⁻⁴⁰ relative there (ample for float32, not for a float64 tanh); a − a³/3 below, where the next term is
+    // 2⁻⁴⁸ relative. The sign is put back with a bit OR, so tanh(−0) = −0.
+    readonly struct TanhForFloat : IDoubleKernel
+    {
+        const long SignBit = long.MinValue;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>
+        {
+            var sign = x & TL.SplatLong(SignBit);
+            var a = x & TL.SplatLong(long.MaxValue);
+            var one = TL.Splat(1.0);
+            var big = one - TL.Splat(2.0) / (ExpDouble.Apply(a + a) + one);
+            var small = TL.Fma(a * a * TL.Splat(-1.0 / 3), a, a);
+            var t = TL.Select(TL.LessThan(a, TL.Splat(1.0 / 4096)), small, big) | sign;
+            return TL.Select(TL.IsNaN(x), x, t);
+        }
+    }
+
+    // σ(x) = 1/(1 + e⁻ˣ) for float32 results, in float64: e⁻ˣ neither overflows nor loses relative accuracy for any
+    // float32 x whose σ is representable, so one formula serves both tails.
+    readonly struct SigmoidForFloat : IDoubleKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>
+        {
+            var one = TL.Splat(1.0);
+            var s = one / (one + ExpDouble.Apply(TL.Splat(0.0) - x));
+            return TL.Select(TL.IsNaN(x), x, s);
+        }
+    }
+
+    // ---------------- drivers: width dispatch, full vectors, the padded remainder ----------------
+
+    static void Check(int n, int yLength, bool overlapsElsewhere, string op)
+    {
+        if (yLength < n) throw new ShapeException(op, $"destination length {yLength} is shorter than the source length {n}");
+        if (overlapsElsewhere) throw new EngineException(op, "source and destination overlap without being the same span");
+    }
+
+    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IFloatKernel
+    {
+        Check(x.Length, y.Length, x.Overlaps(y, out int off) && off != 0, op);
+        if (x.IsEmpty) return;
+        int bits = MaxVectorBits;
+        fixed (float* px = x, py = y)
+        {
+            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunFloat<TK, F512>(px, py, x.Length);
+            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunFloat<TK, F256>(px, py, x.Length);
+            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunFloat<TK, F128>(px, py, x.Length);
+            else RunFloat<TK, F1>(px, py, x.Length);
+        }
+    }
+
+    static void MapDouble<TK>(ReadOnlySpan<double> x, Span<double> y, string op) where TK : struct, IDoubleKernel
+    {
+        Check(x.Length, y.Length, x.Overlaps(y, out int off) && off != 0, op);
+        if (x.IsEmpty) return;
+        int bits = MaxVectorBits;
+        fixed (double* px = x, py = y)
+        {
+            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunDouble<TK, D512>(px, py, x.Length);
+            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunDouble<TK, D256>(px, py, x.Length);
+            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunDouble<TK, D128>(px, py, x.Length);
+            else RunDouble<TK, D1>(px, py, x.Length);
+        }
+    }
+
+    static void MapWidened<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IDoubleKernel
+    {
+        Check(x.Length, y.Length, x.Overlaps(y, out int off) && off != 0, op);
+        if (x.IsEmpty) return;
+        int bits = MaxVectorBits;
+        fixed (float* px = x, py = y)
+        {
+            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunWidened<TK, D512>(px, py, x.Length);
+            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunWidened<TK, D256>(px, py, x.Length);
+            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunWidened<TK, D128>(px, py, x.Length);
+            else RunWidened<TK, D1>(px, py, x.Length);
+        }
+    }
+
+    // Each vector is loaded before its lanes are stored, so x == y is safe. The remainder (fewer than Count elements)
+    // goes through the same vector code on a zero-padded copy rather than an overlapping last vector, which in place
+    // would re-read outputs already written.
+    const int MaxLanes = 16;
+
+    static void RunFloat<TK, TL>(float* x, float* y, int n) where TK : struct, IFloatKernel where TL : unmanaged, IFloatLanes<TL>
+    {
+        int i = 0;
+        for (; i <= n - TL.Count; i += TL.Count) TL.Store(TK.Apply(TL.Load(x + i)), y + i);
+        if (i == n) return;
+        float* buf = stackalloc float[MaxLanes];
+        new Span<float>(buf, MaxLanes).Clear();
+        new ReadOnlySpan<float>(x + i, n - i).CopyTo(new Span<float>(buf, MaxLanes));
+        TL.Store(TK.Apply(TL.Load(buf)), buf);
+        new ReadOnlySpan<float>(buf, n - i).CopyTo(new Span<float>(y + i, n - i));
+    }
+
+    static void RunDouble<TK, TL>(double* x, double* y, int n) where TK : struct, IDoubleKernel where TL : unmanaged, IDoubleLanes<TL>
+    {
+        int i = 0;
+        for (; i <= n - TL.Count; i += TL.Count) TL.Store(TK.Apply(TL.Load(x + i)), y + i);
+        if (i == n) return;
+        double* buf = stackalloc double[MaxLanes];
+        new Span<double>(buf, MaxLanes).Clear();
+        new ReadOnlySpan<double>(x + i, n - i).CopyTo(new Span<double>(buf, MaxLanes));
+        TL.Store(TK.Apply(TL.Load(buf)), buf);
+        new ReadOnlySpan<double>(buf, n - i).CopyTo(new Span<double>(y + i, n - i));
+    }
+
+    static void RunWidened<TK, TL>(float* x, float* y, int n) where TK : struct, IDoubleKernel where TL : unmanaged, IDoubleLanes<TL>
+    {
+        int i = 0;
+        for (; i <= n - TL.Count; i += TL.Count) TL.StoreNarrow(TK.Apply(TL.LoadWiden(x + i)), y + i);
+        if (i == n) return;
+        float* buf = stackalloc float[MaxLanes];
+        new Span<float>(buf, MaxLanes).Clear();
+        new ReadOnlySpan<float>(x + i, n - i).CopyTo(new Span<float>(buf, MaxLanes));
+        TL.StoreNarrow(TK.Apply(TL.LoadWiden(buf)), buf);
+        new ReadOnlySpan<float>(buf, n - i).CopyTo(new Span<float>(y + i, n - i));
+    }
+}
