@@ -12,11 +12,12 @@ namespace Engine.Ops;
 /// polynomial, written with fused multiply-adds — implemented once, generically over the lane type
 /// (<c>VectorLanes.cs</c>), so every width executes the same IEEE operations in the same order; the remainder of a
 /// span runs through the same vector code on a zero-padded copy. <c>TensorPrimitives</c> gives no such guarantee: its
-/// kernels use <c>MultiplyAddEstimate</c> (fused or not, by hardware and by compilation) and width-specific code paths.
+/// float64 <c>Exp</c> was seen to round differently in tier-0 and tier-1 code of one process, and its results change with
+/// the machine's FMA support (see <c>TierDeterminismTests</c>).
 /// </summary>
 /// <remarks>
 /// Accuracy, measured against float64 <c>Math</c> functions (float32) or glibc (float64) over stratified samples of
-/// the whole range, is within 2 ulp; see <c>VectorMathTests</c>. The source <c>x</c> and destination <c>y</c> of every
+/// the whole range, is within 2 ulp (1 ulp is the largest error seen); see <c>VectorMathTests</c>. The source <c>x</c> and destination <c>y</c> of every
 /// function may be the same span (in place) but must not otherwise overlap; <c>y</c> must be at least as long as <c>x</c>.
 /// </remarks>
 public static unsafe class VectorMath
@@ -35,20 +36,20 @@ public static unsafe class VectorMath
     /// 709.78, underflow below −745.13).</summary>
     public static void Exp(ReadOnlySpan<double> x, Span<double> y) => MapDouble<ExpDouble>(x, y, "VectorMath.Exp");
 
-    /// <summary>Natural logarithm elementwise in float32 (computed in float64): log(±0) = −∞, log(x &lt; 0) = NaN,
-    /// log(+∞) = +∞; subnormal inputs are exact.</summary>
-    public static void Log(ReadOnlySpan<float> x, Span<float> y) => MapWidened<LogDouble>(x, y, "VectorMath.Log");
+    /// <summary>Natural logarithm elementwise in float32: log(±0) = −∞, log(x &lt; 0) = NaN, log(+∞) = +∞,
+    /// subnormal inputs accurate (scaled into the normal range first).</summary>
+    public static void Log(ReadOnlySpan<float> x, Span<float> y) => MapFloat<LogFloat>(x, y, "VectorMath.Log");
 
     /// <summary>Natural logarithm elementwise in float64, with the same special values as the float32 overload.</summary>
     public static void Log(ReadOnlySpan<double> x, Span<double> y) => MapDouble<LogDouble>(x, y, "VectorMath.Log");
 
-    /// <summary>tanh x elementwise in float32 (computed in float64): odd, so tanh(−0) = −0; ±1 for large |x|; relative
-    /// accuracy near 0.</summary>
-    public static void Tanh(ReadOnlySpan<float> x, Span<float> y) => MapWidened<TanhForFloat>(x, y, "VectorMath.Tanh");
+    /// <summary>tanh x elementwise in float32: odd, so tanh(−0) = −0; ±1 for large |x|; relative accuracy near 0
+    /// (an odd polynomial there, not 1 − 2/(e²ˣ + 1)).</summary>
+    public static void Tanh(ReadOnlySpan<float> x, Span<float> y) => MapFloat<TanhFloat>(x, y, "VectorMath.Tanh");
 
-    /// <summary>The logistic function 1/(1 + e⁻ˣ) elementwise in float32 (computed in float64): relative accuracy in
-    /// the lower tail, down to the subnormal results below x ≈ −87.3; 1 for large x.</summary>
-    public static void Sigmoid(ReadOnlySpan<float> x, Span<float> y) => MapWidened<SigmoidForFloat>(x, y, "VectorMath.Sigmoid");
+    /// <summary>The logistic function 1/(1 + e⁻ˣ) elementwise in float32, from e^−|x| so nothing overflows: relative
+    /// accuracy in the lower tail, down to the subnormal results below x ≈ −87.3; 1 for large x.</summary>
+    public static void Sigmoid(ReadOnlySpan<float> x, Span<float> y) => MapFloat<SigmoidFloat>(x, y, "VectorMath.Sigmoid");
 
     // ---------------- the kernels ----------------
 
@@ -63,9 +64,10 @@ public static unsafe class VectorMath
     }
 
     // float32 eˣ in float32 arithmetic. x = n·ln2 + r with n = round(x/ln2), |r| ≤ ln2/2 (+ a rounding sliver);
-    // eˣ = 2ⁿ·(1 + p(r)), p(r) = r + r²·q(r) the degree-6 minimax fit of eʳ − 1 on [−0.3467, 0.3467]
-    // (error 3.1e-9, 0.05 ulp). Error budget: r's last rounding ≤ 2⁻²⁶, p's ≤ 2⁻²⁶, the final fused (1 + p)·2ⁿ¹ half an
-    // ulp; under 1.1 ulp in all, so at most 2 from the correctly rounded result. No tables, no branches.
+    // eˣ = 2ⁿ·(1 + r + r²·q(r)), q the degree-4 part of the degree-6 minimax fit of eʳ − 1 on [−0.3467, 0.3467]
+    // (error 3.1e-9, 0.05 ulp). r is kept as an exact high part rhi and a small low part rlo, and 1 + rhi as an exact
+    // pair, so the only rounding of a quantity of size 1 is the last fused multiply-add: about 0.65 ulp from the true
+    // value in all. No tables; the only branch picks between two multiplies that give the same bits.
     readonly struct ExpFloat : IFloatKernel
     {
         const float Log2E = 1.44269502f, Shift = 12582912f; // 1.5·2²³: adding it rounds to an integer, kept in the low bits
@@ -80,28 +82,36 @@ public static unsafe class VectorMath
             var z = TL.Fma(xc, TL.Splat(Log2E), TL.Splat(Shift));
             var n = z - TL.Splat(Shift);
             // Exact: n·Ln2Hi is exact inside the FMA, and x − n·Ln2Hi is a multiple of 2⁻²⁵ below 1/2 in magnitude.
-            var r = TL.Fma(n, TL.Splat(-Ln2Hi), xc);
-            r = TL.Fma(n, TL.Splat(-Ln2Lo), r);
+            var rhi = TL.Fma(n, TL.Splat(-Ln2Hi), xc);
+            var rlo = n * TL.Splat(-Ln2Lo);
+            var r = rhi + rlo; // only the polynomial's argument, where its rounding is damped by r²
             var q = TL.Fma(TL.Splat(C6), r, TL.Splat(C5));
             q = TL.Fma(q, r, TL.Splat(C4));
             q = TL.Fma(q, r, TL.Splat(C3));
             q = TL.Fma(q, r, TL.Splat(C2));
-            var p = TL.Fma(q, r * r, r);
+            var a = TL.Fma(r * r, q, rlo);
+            // 1 + rhi = hi + lo exactly (Fast2Sum, as |rhi| < 1).
+            var one = TL.Splat(1f);
+            var hi = one + rhi;
+            var lo = (one - hi) + rhi;
             // z and Shift share a binade, so their bit patterns differ by exactly n. 2ⁿ as two normal factors 2ⁿ¹·2ⁿ²:
-            // (1 + p)·2ⁿ¹ is rounded once, in the normal range; the product with 2ⁿ² is exact unless it overflows or
-            // is subnormal, and then it rounds once more, to the correctly rounded ∞, subnormal or 0.
+            // (hi + lo + a)·2ⁿ¹ is rounded once, in the normal range (hi·2ⁿ¹ is exact); the product with 2ⁿ² is exact
+            // unless it overflows or is subnormal, and then it rounds once more, to the correctly rounded ∞, subnormal or 0.
             var ni = TL.SubInt(z, TL.Splat(Shift));
             var n1 = TL.ShiftRightArithmeticInt(ni, 1);
             var n2 = TL.SubInt(ni, n1);
             var s1 = TL.ShiftLeftInt(TL.AddInt(n1, TL.SplatInt(127)), 23);
             var s2 = TL.ShiftLeftInt(TL.AddInt(n2, TL.SplatInt(127)), 23);
-            var y = TL.Fma(p, s1, s1) * s2;
+            var t = TL.Fma(hi, s1, (lo + a) * s1);
+            // Underflowing lanes (n < −126) take the assist-free multiply, which gives the same bits.
+            var y = TL.AnyIntLessThan(ni, -126) ? TL.MultiplyInDouble(t, s2) : t * s2;
             return TL.Select(TL.IsNaN(x), x, y);
         }
     }
 
-    // float64 eˣ: the float32 scheme with a degree-12 minimax fit of eʳ − 1 (error 5.4e-20, far below an ulp). The
-    // roundings of r and p contribute at most 2⁻⁵⁵ each, the final fused step half an ulp.
+    // float64 eˣ: the float32 range reduction and scaling with a degree-12 minimax fit p(r) of eʳ − 1 (error 5.4e-20,
+    // far below an ulp), in the plainer form 2ⁿ·(1 + p): the roundings of r and p contribute at most 2⁻⁵⁵ each, the
+    // final fused step half an ulp, so about 1 ulp in all.
     readonly struct ExpDouble : IDoubleKernel
     {
         const double Log2E = 1.4426950408889634, Shift = 6755399441055744.0; // 1.5·2⁵²
@@ -138,6 +148,81 @@ public static unsafe class VectorMath
             var s2 = TL.ShiftLeftLong(TL.AddLong(n2, TL.SplatLong(1023)), 52);
             var y = TL.Fma(p, s1, s1) * s2;
             return TL.Select(TL.IsNaN(x), x, y);
+        }
+    }
+
+    // float32 log in float32 arithmetic, FreeBSD's e_logf.c scheme (error < 1 ulp there): as the float64 kernel below,
+    // with R(s²) of degree 4 in s² (error 2⁻³⁴·²⁴) and a k·ln2 split whose high part has 16 significant bits.
+    readonly struct LogFloat : IFloatKernel
+    {
+        const float Ln2Hi = 6.9313812256e-01f, Ln2Lo = 9.0580006145e-06f;
+        const float Lg1 = 0.666666627f, Lg2 = 0.400009722f, Lg3 = 0.284987867f, Lg4 = 0.242790788f; // 0xaaaaaa.0p-24 …
+        const float TwoP25 = 33554432f, MinNormal = 1.17549435e-38f;
+        const int SqrtHalfBits = 0x3F3504F3, OneBits = 0x3F800000, TwoP23Bits = 0x4B000000;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>
+        {
+            var sub = TL.LessThan(x, TL.Splat(MinNormal));
+            var xs = TL.Select(sub, x * TL.Splat(TwoP25), x);
+            var kb = TL.ShiftRightLogicalInt(TL.AddInt(TL.SubInt(xs, TL.SplatInt(SqrtHalfBits)), TL.SplatInt(OneBits)), 23);
+            var m = TL.SubInt(xs, TL.ShiftLeftInt(TL.SubInt(kb, TL.SplatInt(127)), 23));
+            var k = (kb | TL.SplatInt(TwoP23Bits)) - TL.Splat(8388608f + 127) - TL.Select(sub, TL.Splat(25f), TL.Splat(0f));
+            var f = m - TL.Splat(1f);
+            var hfsq = TL.Splat(0.5f) * f * f;
+            var s = f / (TL.Splat(2f) + f);
+            var z = s * s;
+            var w = z * z;
+            var rr = z * TL.Fma(w, TL.Splat(Lg3), TL.Splat(Lg1)) + w * TL.Fma(w, TL.Splat(Lg4), TL.Splat(Lg2));
+            var y = k * TL.Splat(Ln2Hi) - ((hfsq - TL.Fma(s, hfsq + rr, k * TL.Splat(Ln2Lo))) - f);
+            y = TL.Select(TL.Equal(x, TL.Splat(float.PositiveInfinity)), x, y);
+            y = TL.Select(TL.Equal(x, TL.Splat(0f)), TL.Splat(float.NegativeInfinity), y);
+            y = TL.Select(TL.LessThan(x, TL.Splat(0f)), TL.Splat(float.NaN), y);
+            return TL.Select(TL.IsNaN(x), x, y);
+        }
+    }
+
+    // σ(x) from e = e^−|x| ≤ 1 (float32 arithmetic), which never overflows: 1/(1 + e) for x ≥ 0, e/(1 + e) for x < 0,
+    // so the lower tail keeps its relative accuracy down to the subnormals. The sum and quotient are taken in float64:
+    // in float32 their two roundings add up to 1 ulp more where σ falls just below a power of 2 (2 ulp in all, seen at
+    // x ≈ −1.1); this way e's error (≤ 0.75 ulp of σ) and one final rounding remain.
+    readonly struct SigmoidFloat : IFloatKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>
+        {
+            var one = TL.Splat(1f);
+            var negative = TL.LessThan(x, TL.Splat(0f));
+            var e = ExpFloat.Apply(TL.Select(negative, x, TL.Splat(0f) - x));
+            var s = TL.RatioOfSumsInDouble(TL.Select(negative, e, one), TL.Splat(0f), one, e);
+            return TL.Select(TL.IsNaN(x), x, s);
+        }
+    }
+
+    // tanh in float32 arithmetic, for a = |x|: below 9/16 the odd polynomial a + a³·P(a²) (P of degree 4, a
+    // least-squares fit on Chebyshev nodes, 0.10 ulp relative), so small arguments lose nothing to cancellation;
+    // above, (1 − e)/(1 + e) with e = e^−2a ≤ 0.325 (ExpFloat), the sums and quotient in float64 so that only e's error
+    // (≤ 0.4 ulp of the result) and one rounding remain. The sign goes back with a bit OR, so tanh(−0) = −0.
+    readonly struct TanhFloat : IFloatKernel
+    {
+        const float P0 = -0.333333164f, P1 = 0.133324876f, P2 = -0.0538405478f, P3 = 0.0210184548f, P4 = -0.00619339151f;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>
+        {
+            var sign = x & TL.SplatInt(int.MinValue);
+            var a = x & TL.SplatInt(int.MaxValue);
+            var a2 = a * a;
+            var p = TL.Fma(TL.Splat(P4), a2, TL.Splat(P3));
+            p = TL.Fma(p, a2, TL.Splat(P2));
+            p = TL.Fma(p, a2, TL.Splat(P1));
+            p = TL.Fma(p, a2, TL.Splat(P0));
+            var small = TL.Fma(a * a2, p, a);
+            var e = ExpFloat.Apply(a * TL.Splat(-2f));
+            var one = TL.Splat(1f);
+            var big = TL.RatioOfSumsInDouble(one, TL.Splat(0f) - e, one, e);
+            var t = TL.Select(TL.LessThan(a, TL.Splat(0.5625f)), small, big) | sign;
+            return TL.Select(TL.IsNaN(x), x, t);
         }
     }
 
@@ -181,39 +266,6 @@ public static unsafe class VectorMath
         }
     }
 
-    // tanh for float32 results, in float64: tanh a = 1 − 2/(e²ᵃ + 1) for a = |x| ≥ 2⁻¹², whose cancellation costs
-    // at most 2⁻⁴⁰ relative there (ample for float32, not for a float64 tanh); a − a³/3 below, where the next term is
-    // 2⁻⁴⁸ relative. The sign is put back with a bit OR, so tanh(−0) = −0.
-    readonly struct TanhForFloat : IDoubleKernel
-    {
-        const long SignBit = long.MinValue;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>
-        {
-            var sign = x & TL.SplatLong(SignBit);
-            var a = x & TL.SplatLong(long.MaxValue);
-            var one = TL.Splat(1.0);
-            var big = one - TL.Splat(2.0) / (ExpDouble.Apply(a + a) + one);
-            var small = TL.Fma(a * a * TL.Splat(-1.0 / 3), a, a);
-            var t = TL.Select(TL.LessThan(a, TL.Splat(1.0 / 4096)), small, big) | sign;
-            return TL.Select(TL.IsNaN(x), x, t);
-        }
-    }
-
-    // σ(x) = 1/(1 + e⁻ˣ) for float32 results, in float64: e⁻ˣ neither overflows nor loses relative accuracy for any
-    // float32 x whose σ is representable, so one formula serves both tails.
-    readonly struct SigmoidForFloat : IDoubleKernel
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>
-        {
-            var one = TL.Splat(1.0);
-            var s = one / (one + ExpDouble.Apply(TL.Splat(0.0) - x));
-            return TL.Select(TL.IsNaN(x), x, s);
-        }
-    }
-
     // ---------------- drivers: width dispatch, full vectors, the padded remainder ----------------
 
     static void Check(int n, int yLength, bool overlapsElsewhere, string op)
@@ -250,20 +302,6 @@ public static unsafe class VectorMath
         }
     }
 
-    static void MapWidened<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IDoubleKernel
-    {
-        Check(x.Length, y.Length, x.Overlaps(y, out int off) && off != 0, op);
-        if (x.IsEmpty) return;
-        int bits = MaxVectorBits;
-        fixed (float* px = x, py = y)
-        {
-            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunWidened<TK, D512>(px, py, x.Length);
-            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunWidened<TK, D256>(px, py, x.Length);
-            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunWidened<TK, D128>(px, py, x.Length);
-            else RunWidened<TK, D1>(px, py, x.Length);
-        }
-    }
-
     // Each vector is loaded before its lanes are stored, so x == y is safe. The remainder (fewer than Count elements)
     // goes through the same vector code on a zero-padded copy rather than an overlapping last vector, which in place
     // would re-read outputs already written.
@@ -291,17 +329,5 @@ public static unsafe class VectorMath
         new ReadOnlySpan<double>(x + i, n - i).CopyTo(new Span<double>(buf, MaxLanes));
         TL.Store(TK.Apply(TL.Load(buf)), buf);
         new ReadOnlySpan<double>(buf, n - i).CopyTo(new Span<double>(y + i, n - i));
-    }
-
-    static void RunWidened<TK, TL>(float* x, float* y, int n) where TK : struct, IDoubleKernel where TL : unmanaged, IDoubleLanes<TL>
-    {
-        int i = 0;
-        for (; i <= n - TL.Count; i += TL.Count) TL.StoreNarrow(TK.Apply(TL.LoadWiden(x + i)), y + i);
-        if (i == n) return;
-        float* buf = stackalloc float[MaxLanes];
-        new Span<float>(buf, MaxLanes).Clear();
-        new ReadOnlySpan<float>(x + i, n - i).CopyTo(new Span<float>(buf, MaxLanes));
-        TL.StoreNarrow(TK.Apply(TL.LoadWiden(buf)), buf);
-        new ReadOnlySpan<float>(buf, n - i).CopyTo(new Span<float>(y + i, n - i));
     }
 }
