@@ -12,8 +12,8 @@ namespace Engine.Ops;
 /// polynomial, written with fused multiply-adds — implemented once, generically over the lane type
 /// (<c>VectorLanes.cs</c>), so every width executes the same IEEE operations in the same order; the remainder of a
 /// span runs through the same vector code on a zero-padded copy. <c>TensorPrimitives</c> gives no such guarantee: its
-/// float64 <c>Exp</c> was seen to round differently in tier-0 and tier-1 code of one process, and its results change with
-/// the machine's FMA support (see <c>TierDeterminismTests</c>).
+/// float64 <c>Exp</c> was seen to round differently in tier-0 and tier-1 code of one process (see
+/// <c>TierDeterminismTests</c>), and several of its functions change bits when the process runs without AVX2/FMA.
 /// </summary>
 /// <remarks>
 /// Accuracy, measured against float64 <c>Math</c> functions (float32) or glibc (float64) over stratified samples of
