@@ -14,7 +14,11 @@ public interface IUnaryOp
     float Apply(float x);
     /// <summary>The function in float64.</summary>
     double Apply(double x);
-    /// <summary>Contiguous float32 fast path (typically a <c>TensorPrimitives</c> routine); false if the op has none.</summary>
+    /// <summary>
+    /// Contiguous float32 fast path (a <see cref="VectorMath"/> kernel, or a <c>TensorPrimitives</c> routine where each
+    /// element is one exact IEEE operation); false if the op has none. Its bits must not depend on the span's length,
+    /// position or the JIT tier, so that a result is reproducible.
+    /// </summary>
     bool TryApply(ReadOnlySpan<float> x, Span<float> y);
 }
 

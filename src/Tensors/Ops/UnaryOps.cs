@@ -2,8 +2,11 @@ using System.Numerics.Tensors;
 
 namespace Engine.Ops;
 
-// Each unary op once: float math, double math, derivative, and the TensorPrimitives routine that is its contiguous
-// float32 fast path where one exists. Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp.
+// Each unary op once: float math, double math, derivative, and the routine that is its contiguous float32 fast path
+// where one exists. Transcendental fast paths are VectorMath's, whose bits do not depend on JIT tier or vector width;
+// TensorPrimitives stays only where each element is one IEEE operation (negate, abs, sqrt, add, multiply), whose
+// result is the same on every code path.
+// Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp.
 
 /// <summary>−x.</summary>
 public readonly struct NegOp : IDifferentiableUnaryOp
@@ -53,7 +56,7 @@ public readonly struct ExpOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) => Math.Exp(x);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Exp(x, y); return true; }
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Exp(x, y); return true; }
 }
 
 /// <summary>Natural logarithm.</summary>
@@ -70,7 +73,7 @@ public readonly struct LogOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) => 1.0 / x;
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Log(x, y); return true; }
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Log(x, y); return true; }
 }
 
 /// <summary>√x.</summary>
@@ -121,7 +124,9 @@ public readonly struct SinOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) => Math.Cos(x);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sin(x, y); return true; }
+    /// <remarks>No fast path: TensorPrimitives.Sin's bits are not guaranteed across JIT tiers (its float64 overload was
+    /// seen to change after re-jitting), and sin/cos are rare in training, so MathF.Sin serves every layout.</remarks>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
 }
 
 /// <summary>cos x.</summary>
@@ -138,7 +143,9 @@ public readonly struct CosOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) => -Math.Sin(x);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Cos(x, y); return true; }
+    /// <remarks>No fast path: TensorPrimitives.Cos's bits are not guaranteed across JIT tiers (its float64 overload was
+    /// seen to change after re-jitting), and sin/cos are rare in training, so MathF.Cos serves every layout.</remarks>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
 }
 
 /// <summary>tanh x.</summary>
@@ -155,7 +162,7 @@ public readonly struct TanhOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) { double t = Math.Tanh(x); return 1.0 - t * t; }
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Tanh(x, y); return true; }
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Tanh(x, y); return true; }
 }
 
 /// <summary>1/(1+e⁻ˣ), written so that neither tail overflows.</summary>
@@ -174,8 +181,7 @@ public readonly struct SigmoidOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y)
     {
-        // Unlike the other TensorPrimitives routines, Sigmoid throws on empty spans, and kernels probe with empty ones.
-        if (!x.IsEmpty) TensorPrimitives.Sigmoid(x, y);
+        VectorMath.Sigmoid(x, y);
         return true;
     }
 }

@@ -4,7 +4,8 @@ namespace Engine.Backends.Cpu;
 
 /// <summary>
 /// The strided loops of the elementwise families. One generic loop per family serves every op struct and dtype;
-/// a dense float32 operand set takes the op's <c>TryApply</c> (TensorPrimitives) fast path in parallel chunks.
+/// a dense float32 operand set takes the op's <c>TryApply</c> fast path (VectorMath or an exact TensorPrimitives routine)
+/// in parallel chunks. float64 always takes the op's scalar <c>Math</c> functions, which are deterministic.
 /// </summary>
 static unsafe class ElementwiseKernels
 {

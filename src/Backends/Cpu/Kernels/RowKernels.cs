@@ -1,4 +1,9 @@
 using System.Numerics.Tensors;
+using Engine.Ops;
+
+// The exponentials of softmax, log-softmax and cross entropy are VectorMath's, whose bits depend on neither the JIT tier
+// nor the vector width, so a forward pass is bit-reproducible; TensorPrimitives remains for Max, Subtract and Multiply,
+// which are exact per element (Max is order-independent, NaN included).
 
 namespace Engine.Backends.Cpu;
 
@@ -202,7 +207,7 @@ static unsafe class RowKernels
                     var ys = new Span<double>((double*)y + r * cols, cols);
                     double max = TensorPrimitives.Max(xs);
                     TensorPrimitives.Subtract(xs, max, e);
-                    TensorPrimitives.Exp(e, e);
+                    VectorMath.Exp(e, e);
                     double sum = SumD(e);
                     if (log)
                     {
@@ -222,7 +227,7 @@ static unsafe class RowKernels
                 var ys = typeof(T) == typeof(float) ? new Span<float>((float*)y + r * cols, cols) : xf.AsSpan();
                 float max = TensorPrimitives.Max(xs);
                 TensorPrimitives.Subtract(xs, max, ef);
-                TensorPrimitives.Exp(ef, ef);
+                VectorMath.Exp(ef, ef);
                 double sum = SumD(ef);
                 if (log)
                 {
@@ -471,7 +476,7 @@ static unsafe class RowKernels
                         var xs = new ReadOnlySpan<double>((double*)x + r * cols, cols);
                         double max = TensorPrimitives.Max(xs);
                         TensorPrimitives.Subtract(xs, max, ed);
-                        TensorPrimitives.Exp(ed, ed);
+                        VectorMath.Exp(ed, ed);
                         lse = max + Math.Log(SumD(ed));
                         xt = xs[(int)target];
                         if (eps != 0) mean = SumD(xs) / cols;
@@ -481,7 +486,7 @@ static unsafe class RowKernels
                         var xs = LoadF<T, TE>(x + r * cols, xf, cols);
                         float max = TensorPrimitives.Max(xs);
                         TensorPrimitives.Subtract(xs, max, ef);
-                        TensorPrimitives.Exp(ef, ef);
+                        VectorMath.Exp(ef, ef);
                         lse = max + Math.Log(SumD(ef));
                         xt = xs[(int)target];
                         if (eps != 0) mean = SumD(xs) / cols;
@@ -522,7 +527,7 @@ static unsafe class RowKernels
                     var xs = new ReadOnlySpan<double>((double*)x + r * cols, cols);
                     double max = TensorPrimitives.Max(xs);
                     TensorPrimitives.Subtract(xs, max, ed);
-                    TensorPrimitives.Exp(ed, ed);
+                    VectorMath.Exp(ed, ed);
                     double inv = 1 / SumD(ed), off = eps / cols;
                     for (int i = 0; i < cols; i++)
                         dr[i] = TE.FromDouble((ed[i] * inv - off - (i == target ? 1 - eps : 0)) * g);
@@ -532,7 +537,7 @@ static unsafe class RowKernels
                     var xs = LoadF<T, TE>(x + r * cols, xf, cols);
                     float max = TensorPrimitives.Max(xs);
                     TensorPrimitives.Subtract(xs, max, ef);
-                    TensorPrimitives.Exp(ef, ef);
+                    VectorMath.Exp(ef, ef);
                     float inv = (float)(1 / SumD(ef)), off = (float)(eps / cols), hit = (float)(1 - eps), gf = (float)g;
                     for (int i = 0; i < cols; i++)
                         dr[i] = TE.FromFloat((ef[i] * inv - off - (i == target ? hit : 0)) * gf);
