@@ -413,22 +413,6 @@ public class AmpTests
 
     // ================================================================ scaler: misuse, state, policy
 
-    sealed class CaptureLogs : ILoggerFactory, ILoggerProvider
-    {
-        public readonly List<(string Category, LogLevel Level, string Message)> Entries = [];
-        public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
-        public void AddProvider(ILoggerProvider provider) { }
-        public void Dispose() { }
-        sealed class Logger(CaptureLogs owner, string category) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-            public bool IsEnabled(LogLevel logLevel) => true;
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                lock (owner.Entries) owner.Entries.Add((category, logLevel, formatter(state, exception)));
-            }
-        }
-    }
 
     // A small classifier and a fixed data set: inputs [n, 8], labels from a random linear teacher.
     static (Tensor X, Tensor Y) TeacherData(int n, int seed)

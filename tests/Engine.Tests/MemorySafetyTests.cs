@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Nn;
+using Engine.Tests.Support;
 using Microsoft.Extensions.Logging;
 using NUnit.Framework;
 
@@ -229,22 +230,6 @@ public unsafe class MemorySafetyTests
 
     // ================================================================ leak warnings
 
-    sealed class CaptureLogs : ILoggerFactory, ILoggerProvider
-    {
-        public readonly List<(string Category, LogLevel Level, string Message)> Entries = [];
-        public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
-        public void AddProvider(ILoggerProvider provider) { }
-        public void Dispose() { }
-        sealed class Logger(CaptureLogs owner, string category) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-            public bool IsEnabled(LogLevel logLevel) => true;
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                lock (owner.Entries) owner.Entries.Add((category, logLevel, formatter(state, exception)));
-            }
-        }
-    }
 
     // Not inlined, so nothing of the tensors stays reachable from the test's frame.
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -172,8 +172,7 @@ sealed class TrainCommand : Command<TrainSettings>
             Knobs(s, first.Knobs);
             if (s.Steps is null && first.Step >= first.Options.Steps)
             {
-                Console.Out.WriteLine($"the run in {c.RunDir} finished at step {first.Step} of {first.Options.Steps}: nothing to do (give --steps N above {first.Step} to train further)");
-                return ExitCodes.Ok;
+                return Finished(c, first);
             }
         }
         // Into the run's own directory: take its lock first, so a live writer is reported as such (exit 6) and cannot
@@ -186,8 +185,7 @@ sealed class TrainCommand : Command<TrainSettings>
         CheckResume(s, state);
         if (s.Steps is null && state.Step >= saved.Steps)
         {
-            Console.Out.WriteLine($"the run in {c.RunDir} finished at step {state.Step} of {saved.Steps}: nothing to do (give --steps N above {state.Step} to train further)");
-            return ExitCodes.Ok;
+            return Finished(c, state);
         }
         var o = Merge(s, saved);
         Validate(o);
@@ -220,6 +218,12 @@ sealed class TrainCommand : Command<TrainSettings>
         }
         ITask task = text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(text), o.Context);
         return new Trainer(run, task, o, device, knobs, resumeFrom: c).Run();
+    }
+
+    static int Finished(ResolvedCheckpoint c, TrainerState state)
+    {
+        Console.Out.WriteLine($"the run in {c.RunDir} finished at step {state.Step} of {state.Options.Steps}: nothing to do (give --steps N above {state.Step} to train further)");
+        return ExitCodes.Ok;
     }
 
     static TrainerState? TryRead(ResolvedCheckpoint c)

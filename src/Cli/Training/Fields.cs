@@ -48,7 +48,7 @@ sealed class Fields(IReadOnlyDictionary<string, string> values, string file)
     /// <summary>Reads a JSON file whose top level is an object, flattening nested objects to dotted keys.</summary>
     public static Fields ReadJson(string path)
     {
-        var name = DisplayName(path);
+        var name = path;
         if (!System.IO.File.Exists(path)) throw new CheckpointException("Checkpoint", $"{name}: file not found");
         var flat = new Dictionary<string, string>();
         try
@@ -77,7 +77,4 @@ sealed class Fields(IReadOnlyDictionary<string, string> values, string file)
             }
         }
     }
-
-    /// <summary>How messages name a file: the path as the user's directory argument led to it.</summary>
-    public static string DisplayName(string path) => path;
 }

@@ -37,15 +37,16 @@ sealed class Progress
         int.TryParse(Environment.GetEnvironmentVariable("COLUMNS"), NumberStyles.None, CultureInfo.InvariantCulture, out int c) && c > 0
             ? c : Math.Max(20, AnsiConsole.Profile.Width);
 
+    int BarWidth => Math.Clamp(_width / 5, 8, 30);
+
     /// <summary>Runs the training loop inside the display (a live bar on a terminal).</summary>
     public void Run(long start, Action body)
     {
         if (!_live) { body(); return; }
-        int bar = Math.Clamp(_width / 5, 8, 30);
         AnsiConsole.Progress()
             .AutoClear(false)
             .HideCompleted(false)
-            .Columns(new ProgressBarColumn { Width = bar }, new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
+            .Columns(new ProgressBarColumn { Width = BarWidth }, new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
             .Start(ctx =>
             {
                 _ctx = ctx;
@@ -76,8 +77,7 @@ sealed class Progress
         };
         if (_live)
         {
-            int bar = Math.Clamp(_width / 5, 8, 30);
-            _task!.Description = Markup.Escape(Fit(fields, _width - bar - 8));
+            _task!.Description = Markup.Escape(Fit(fields, _width - BarWidth - 8));
             _task.Value = step;
             _ctx!.Refresh();
         }
