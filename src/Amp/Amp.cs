@@ -83,7 +83,7 @@ internal sealed class AutocastHook : IAutocastHook
 {
     public static readonly AutocastHook Instance = new();
 
-    public DType? TargetDType(string op, Device device) =>
+    public DType? TargetDType(Type op, Device device) =>
         Amp.State?.For(device.Type) is { Enabled: true } s ? AutocastPolicy.TargetDType(op, s.DType) : null;
 
     public DType? RegionDType(Device device) => Amp.State?.For(device.Type) is { Enabled: true } s ? s.DType : null;
@@ -123,12 +123,12 @@ internal sealed class CastCache : IDisposable
             return c?.To(dtype); // an "Alias" record on the shared cast: the caller owns (and disposes) its handle
         }
         // Linear multiplies by weight.T: a transpose view of a parameter is served as the transpose of the cached cast.
-        if (t.GradFn is { Op: "Transpose", Attributes: ValueTuple<int, int> dims } n && n.Edges.Length == 1
+        if (t.GradFn is { Function: Tensor.TransposeBackward tr } n && n.Edges.Length == 1
             && n.Edges[0].Tensor is { IsLeaf: true, RequiresGrad: true, IsDisposed: false } leaf
             && leaf.DType == DType.Float32 && ReferenceEquals(leaf.Storage, t.Storage))
         {
             var c = Get(leaf, dtype);
-            return c?.Transpose(dims.Item1, dims.Item2);
+            return c?.Transpose(tr.Dims.Dim0, tr.Dims.Dim1);
         }
         return null;
     }

@@ -9,7 +9,7 @@ namespace Engine.Autograd;
 public sealed class FunctionContext
 {
     Tensor[] _toSave = [];
-    GradNode? _node;
+    CustomBackward? _node;
 
     internal FunctionContext(CustomFunction function, Tensor[] inputs)
     {
@@ -21,7 +21,7 @@ public sealed class FunctionContext
 
     internal Tensor[] ToSave => _toSave;
 
-    internal GradNode Node { set => _node = value; }
+    internal CustomBackward Node { set => _node = value; }
 
     /// <summary>Saves tensors (inputs or outputs or intermediates) for <c>Backward</c>; call once in <c>Forward</c>.</summary>
     public void SaveForBackward(params Tensor[] tensors) => _toSave = [.. tensors];
@@ -35,9 +35,7 @@ public sealed class FunctionContext
         get
         {
             if (_node is null) throw new EngineException("SavedTensors", "saved tensors can be read in Backward only");
-            var r = new Tensor[_node.SavedCount];
-            for (int i = 0; i < r.Length; i++) r[i] = _node.Saved(i);
-            return r;
+            return _node.SavedTensors;
         }
     }
 
@@ -71,9 +69,6 @@ public sealed class FunctionContext
 /// </code></example>
 public abstract class CustomFunction
 {
-    static readonly HashSet<string> s_registered = [];
-    static readonly Lock s_lock = new();
-
     /// <summary>The op name in the graph (<c>GradFn</c> prints it with "Backward"); the class name by default.</summary>
     public virtual string Name => GetType().Name;
 
@@ -89,57 +84,42 @@ public abstract class CustomFunction
     /// <summary>Runs the function and, when an input requires grad, records it so <c>Backward</c> runs on the way back.</summary>
     public Tensor Apply(params Tensor[] inputs)
     {
-        var name = Name;
-        Register(name);
         var ctx = new FunctionContext(this, inputs);
-        using var scope = Tensor.NewScope();
         Tensor y;
-        using (GradMode.NoGrad())
+        using (var scope = Tensor.NewScope())
         {
-            var r = Forward(ctx, inputs) ?? throw new EngineException(name, "Forward returned null");
-            y = GraphExecutor.Share(r); // a fresh tensor to carry the record, even when Forward returned an input
+            using (GradMode.NoGrad())
+            {
+                var r = Forward(ctx, inputs) ?? throw new EngineException(Name, "Forward returned null");
+                y = GraphExecutor.Share(r); // a fresh tensor to carry the record, even when Forward returned an input
+            }
+            y.MoveToOuterScope();
+            if (Tensor.ShouldRecord(inputs))
+                return y.RecordCustom(new CustomBackward(ctx), inputs); // saves while the scope keeps the values alive
         }
-        y.MoveToOuterScope();
-        return y.RecordCustom(name, inputs, ctx, ctx.ToSave);
+        return y;
     }
 
-    static void Register(string name)
+    internal Tensor?[] RunBackward(FunctionContext ctx, Tensor grad) =>
+        Backward(ctx, grad) ?? throw new EngineException(Name + "Backward", "Backward returned null");
+}
+
+/// <summary>The graph record of a <see cref="CustomFunction"/> call: the context's saved tensors and the user's backward.</summary>
+internal sealed class CustomBackward : GradFunction
+{
+    readonly FunctionContext _ctx;
+    readonly SavedTensor[] _saved;
+
+    internal CustomBackward(FunctionContext ctx)
     {
-        lock (s_lock)
-        {
-            if (s_registered.Contains(name)) return;
-            if (BackwardRules.Has(name))
-                throw new EngineException(name, $"the name {name} is taken by a built-in op; override CustomFunction.Name");
-            BackwardRules.Register(name, Rule);
-            s_registered.Add(name);
-        }
+        _ctx = ctx;
+        _saved = [.. ctx.ToSave.Select(Save)];
+        ctx.Node = this;
     }
 
-    // One rule for every custom function: the node carries the context, which knows its function.
-    static Tensor?[] Rule(GradNode node, Tensor grad)
-    {
-        var ctx = (FunctionContext)node.Attributes!;
-        ctx.Node = node;
-        return ctx.Function.RunBackward(ctx, node, grad);
-    }
+    public override string Name => _ctx.Function.Name;
 
-    Tensor?[] RunBackward(FunctionContext ctx, GradNode node, Tensor grad)
-    {
-        using var scope = Tensor.NewScope();
-        var r = Backward(ctx, grad) ?? throw new EngineException(Name + "Backward", "Backward returned null");
-        if (r.Length != node.Inputs.Length)
-            throw new EngineException(Name + "Backward", $"Backward returned {r.Length} gradients for {node.Inputs.Length} inputs");
-        var owned = new Tensor?[r.Length];
-        for (int i = 0; i < r.Length; i++)
-        {
-            if (r[i] is not { } x || !node.Edges[i].IsLive) continue;
-            var info = node.Inputs[i];
-            if (!x.Layout.Shape.AsSpan().SequenceEqual(info.Shape))
-                throw new ShapeException(Name + "Backward", $"Backward returned a gradient of shape {Shape.Format(x.Layout.Shape)} for input {i} of shape {Shape.Format(info.Shape)}");
-            // A handle of our own, taken out of the scope that frees the function's temporaries.
-            var h = x.DType == info.DType && x.Device == info.Device ? GraphExecutor.Share(x) : x.To(info.Device, info.DType);
-            owned[i] = scope.Detach(h);
-        }
-        return owned;
-    }
+    internal IReadOnlyList<Tensor> SavedTensors => [.. _saved.Select(s => s.Value)];
+
+    protected internal override Tensor?[] Backward(Tensor grad) => _ctx.Function.RunBackward(_ctx, grad);
 }

@@ -10,10 +10,9 @@ namespace Engine.Autograd;
 /// (<see cref="Gradients.Grad"/>).
 /// </summary>
 /// <remarks>
-/// Ownership: every gradient in flight is a handle this pass owns and disposes once consumed. A rule's results are
-/// taken over (a result that is the incoming gradient itself, or repeated, gets a second handle), so a rule returns
-/// either <c>grad</c> or tensors it created, never a saved value or another tensor it does not own. A hook's
-/// replacement stays owned by whoever made it (the pass takes its own handle).
+/// Ownership: every gradient in flight is a handle this pass owns and disposes once consumed. A backward runs in a
+/// dispose scope and the pass takes its own handle on each result, so a backward may return <c>grad</c>, a saved
+/// value or any temporary. A hook's replacement stays owned by whoever made it (the pass takes its own handle).
 /// The pass runs with grad mode off: no graph is recorded for gradients (no higher-order derivatives).
 /// </remarks>
 internal sealed class GraphExecutor
@@ -222,36 +221,24 @@ internal sealed class GraphExecutor
         if (!_retainGraph && (_accumulate || run)) node.FreeSaved();
     }
 
-    // Runs a node's rule and takes over its results: one distinct, validated handle per live input.
+    // Runs a node's backward inside a dispose scope (its temporaries die with it) and turns each result into a
+    // gradient of exactly its input: summed down or broadcast up to the input's shape, converted to its dtype and
+    // device, as a handle of the pass's own (taken out of the scope). Inputs that need none get null.
     static Tensor?[] CallRule(GradNode node, Tensor g)
     {
-        var rule = BackwardRules.Get(node.Op);
-        var raw = rule(node, g);
         var n = node.Edges.Length;
-        var owned = new Tensor?[raw.Length];
-        for (int i = 0; i < raw.Length; i++)
-        {
-            var x = raw[i];
-            if (x is null) continue;
-            bool shared = ReferenceEquals(x, g);
-            for (int j = 0; j < i && !shared; j++) shared = ReferenceEquals(x, raw[j]);
-            owned[i] = shared ? Share(x) : x;
-        }
+        var owned = new Tensor?[n];
+        var scope = Tensor.NewScope();
         try
         {
+            var raw = node.Function.Backward(g)
+                ?? throw new EngineException(node.ToString(), $"the backward of {node.Op} returned null");
             if (raw.Length != n)
-                throw new EngineException(node.ToString(), $"the backward rule of {node.Op} returned {raw.Length} gradients for {n} inputs (rule bug)");
+                throw new EngineException(node.ToString(), $"the backward of {node.Op} returned {raw.Length} gradients for {n} inputs");
             for (int i = 0; i < n; i++)
             {
-                if (owned[i] is not { } x) continue;
-                if (!node.Edges[i].IsLive) { x.Dispose(); owned[i] = null; continue; }
-                var info = node.Inputs[i];
-                if (!x.Layout.Shape.AsSpan().SequenceEqual(info.Shape))
-                    throw new EngineException(node.ToString(),
-                        $"the backward rule of {node.Op} returned a gradient of shape {Shape.Format(x.Layout.Shape)} for input {i} of shape {Shape.Format(info.Shape)} (rule bug)");
-                if (x.DType != info.DType || x.Device != info.Device)
-                    throw new EngineException(node.ToString(),
-                        $"the backward rule of {node.Op} returned a gradient of {x.DType.Name()} on {x.Device} for input {i} of {info.DType.Name()} on {info.Device} (rule bug)");
+                if (raw[i] is not { } x || !node.Edges[i].IsLive) continue;
+                owned[i] = scope.Detach(ToInput(node, i, x));
             }
             return owned;
         }
@@ -260,6 +247,24 @@ internal sealed class GraphExecutor
             foreach (var x in owned) x?.Dispose();
             throw;
         }
+        finally { scope.Dispose(); }
+    }
+
+    // A new handle (in the current scope) on gradient x of input i, at the input's shape, dtype and device.
+    static Tensor ToInput(GradNode node, int i, Tensor x)
+    {
+        var info = node.Inputs[i];
+        var shape = x.Layout.Shape;
+        if (!shape.AsSpan().SequenceEqual(info.Shape))
+        {
+            if (Shape.IsExpandable(info.Shape, shape)) x = x.SumToSize(info.Shape);          // a gradient at a broadcast shape
+            else if (Shape.IsExpandable(shape, info.Shape)) x = x.Expand(info.Shape);       // a reduction's kept-dims gradient
+            else
+                throw new ShapeException(node.ToString(),
+                    $"the backward of {node.Op} returned a gradient of shape {Shape.Format(shape)} for input {i} of shape {Shape.Format(info.Shape)}, which neither broadcasts to it nor from it");
+        }
+        if (x.DType != info.DType || x.Device != info.Device) return x.To(info.Device, info.DType);
+        return Share(x);
     }
 
     // Fan-out: gradients reaching one node or leaf along several edges are summed.

@@ -94,6 +94,19 @@ public static class Shape
         return dim < 0 ? dim + r : dim;
     }
 
+    /// <summary>
+    /// True when a tensor of shape <paramref name="from"/> broadcasts to <paramref name="to"/> (as PyTorch's
+    /// <c>is_expandable_to</c>): no more dims, and each trailing dim equal or 1.
+    /// </summary>
+    public static bool IsExpandable(ReadOnlySpan<int> from, ReadOnlySpan<int> to)
+    {
+        int lead = to.Length - from.Length;
+        if (lead < 0) return false;
+        for (int i = 0; i < from.Length; i++)
+            if (from[i] != to[lead + i] && from[i] != 1) return false;
+        return true;
+    }
+
     /// <summary>The broadcast shape of two shapes (NumPy rules), or throws naming <paramref name="op"/>.</summary>
     public static int[] Broadcast(ReadOnlySpan<int> a, ReadOnlySpan<int> b, string op)
     {

@@ -1,3 +1,4 @@
+using Engine.Graph;
 using Engine.Ops;
 
 namespace Engine;
@@ -6,9 +7,10 @@ public sealed partial class Tensor
 {
     /// <summary>
     /// Applies a binary op with broadcasting and type promotion (a 0-d operand counts as a scalar, as
-    /// <c>torch.result_type</c>), recording it for autograd with the operands the backward rule needs.
+    /// <c>torch.result_type</c>), recording it for autograd with the definition <paramref name="backward"/> builds
+    /// from the promoted operands (null: not differentiable, as the comparisons).
     /// </summary>
-    internal static Tensor BinaryOp<TOp>(TOp op, Tensor a, Tensor b, bool saveA, bool saveB, bool trueDivision = false)
+    internal static Tensor BinaryOp<TOp>(TOp op, Tensor a, Tensor b, Func<Tensor, Tensor, GradFunction>? backward, bool trueDivision = false)
         where TOp : struct, IBinaryOp
     {
         CheckSameDevice(op.Name, a, b);
@@ -21,9 +23,8 @@ public sealed partial class Tensor
         {
             var y = Empty(op.Name, shape, op.IsComparison ? DType.Bool : dt, a.Device);
             a.Backend.Binary(op, ac.Storage, ac.Layout.TryBroadcastTo(shape)!, bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
-            if (op.IsComparison || !ShouldRecord(ac, bc)) return y;
-            Tensor[] saved = saveA && saveB ? [ac, bc] : saveA ? [ac] : saveB ? [bc] : [];
-            return y.Record(op.Name, [ac, bc], null, saved);
+            if (backward is null || !ShouldRecord(ac, bc)) return y;
+            return y.Record(backward(ac, bc), ac, bc);
         }
         finally
         {
@@ -63,7 +64,7 @@ public sealed partial class Tensor
     static bool IsIntegral(double v) => v == Math.Floor(v) && !double.IsInfinity(v);
 
     /// <summary>a + b, broadcast.</summary>
-    public Tensor Add(Tensor other) => BinaryOp(new AddOp(), this, other, false, false);
+    public Tensor Add(Tensor other) => BinaryOp(new AddOp(), this, other, AddBackward.Create);
     /// <summary>a + alpha·b (as <c>torch.add(a, b, alpha=...)</c>).</summary>
     public Tensor Add(Tensor other, double alpha)
     {
@@ -72,21 +73,21 @@ public sealed partial class Tensor
         return Add(s);
     }
     /// <summary>a − b, broadcast.</summary>
-    public Tensor Sub(Tensor other) => BinaryOp(new SubOp(), this, other, false, false);
+    public Tensor Sub(Tensor other) => BinaryOp(new SubOp(), this, other, SubBackward.Create);
     /// <summary>a · b, broadcast.</summary>
-    public Tensor Mul(Tensor other) => BinaryOp(new MulOp(), this, other, true, true);
+    public Tensor Mul(Tensor other) => BinaryOp(new MulOp(), this, other, MulBackward.Create);
     /// <summary>a / b, broadcast (true division: integer operands give float32).</summary>
-    public Tensor Div(Tensor other) => BinaryOp(new DivOp(), this, other, true, true, trueDivision: true);
+    public Tensor Div(Tensor other) => BinaryOp(new DivOp(), this, other, DivBackward.Create, trueDivision: true);
     /// <summary>aᵇ, broadcast.</summary>
     public Tensor Pow(Tensor exponent)
     {
-        if (AutocastDispatch.TryAutocast("Pow", this, exponent, out var ac)) using (ac) return ac[0].Pow(ac[1]);
-        return BinaryOp(new PowOp(), this, exponent, true, true);
+        if (AutocastDispatch.TryAutocast(typeof(PowBackward), this, exponent, out var ac)) using (ac) return ac[0].Pow(ac[1]);
+        return BinaryOp(new PowOp(), this, exponent, PowBackward.Create);
     }
     /// <summary>Elementwise maximum (NaN propagates).</summary>
-    public Tensor Maximum(Tensor other) => BinaryOp(new MaximumOp(), this, other, true, true);
+    public Tensor Maximum(Tensor other) => BinaryOp(new MaximumOp(), this, other, MaximumBackward.Create);
     /// <summary>Elementwise minimum (NaN propagates).</summary>
-    public Tensor Minimum(Tensor other) => BinaryOp(new MinimumOp(), this, other, true, true);
+    public Tensor Minimum(Tensor other) => BinaryOp(new MinimumOp(), this, other, MinimumBackward.Create);
 
     /// <summary>x + s.</summary>
     public Tensor Add(double s) => AffineScalar(1, s);
@@ -107,22 +108,22 @@ public sealed partial class Tensor
     }
 
     /// <summary>x == y elementwise (Bool).</summary>
-    public Tensor Eq(Tensor other) => BinaryOp(new CompareOp(Comparison.Eq), this, other, false, false);
+    public Tensor Eq(Tensor other) => BinaryOp(new CompareOp(Comparison.Eq), this, other, null);
     /// <summary>x != y elementwise (Bool).</summary>
-    public Tensor Ne(Tensor other) => BinaryOp(new CompareOp(Comparison.Ne), this, other, false, false);
+    public Tensor Ne(Tensor other) => BinaryOp(new CompareOp(Comparison.Ne), this, other, null);
     /// <summary>x &lt; y elementwise (Bool).</summary>
-    public Tensor Lt(Tensor other) => BinaryOp(new CompareOp(Comparison.Lt), this, other, false, false);
+    public Tensor Lt(Tensor other) => BinaryOp(new CompareOp(Comparison.Lt), this, other, null);
     /// <summary>x &lt;= y elementwise (Bool).</summary>
-    public Tensor Le(Tensor other) => BinaryOp(new CompareOp(Comparison.Le), this, other, false, false);
+    public Tensor Le(Tensor other) => BinaryOp(new CompareOp(Comparison.Le), this, other, null);
     /// <summary>x &gt; y elementwise (Bool).</summary>
-    public Tensor Gt(Tensor other) => BinaryOp(new CompareOp(Comparison.Gt), this, other, false, false);
+    public Tensor Gt(Tensor other) => BinaryOp(new CompareOp(Comparison.Gt), this, other, null);
     /// <summary>x &gt;= y elementwise (Bool).</summary>
-    public Tensor Ge(Tensor other) => BinaryOp(new CompareOp(Comparison.Ge), this, other, false, false);
+    public Tensor Ge(Tensor other) => BinaryOp(new CompareOp(Comparison.Ge), this, other, null);
 
     Tensor CompareScalar(Comparison c, double s)
     {
         using var t = ScalarLike(s);
-        return BinaryOp(new CompareOp(c), this, t, false, false);
+        return BinaryOp(new CompareOp(c), this, t, null);
     }
 
     /// <summary>x == s (Bool).</summary>
@@ -153,7 +154,7 @@ public sealed partial class Tensor
             var y = Empty(op, shape, dt, a.Device);
             a.Backend.Where(condition.Storage, condition.Layout.TryBroadcastTo(shape)!, ac.Storage, ac.Layout.TryBroadcastTo(shape)!,
                 bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
-            return ShouldRecord(ac, bc) ? y.Record(op, [ac, bc], null, [condition]) : y;
+            return ShouldRecord(ac, bc) ? y.Record(new WhereBackward(condition), ac, bc) : y;
         }
         finally
         {
@@ -170,6 +171,105 @@ public sealed partial class Tensor
             throw new ShapeException("MaskedFill", $"mask {Engine.Shape.Format(mask.Layout.Shape)} must broadcast to the tensor's shape {Engine.Shape.Format(Layout.Shape)}");
         using var v = Scalar(value, DType, Device);
         return Where(mask, v, this);
+    }
+
+    // Autograd definitions of the binary ops, recorded on the operands after type promotion (one dtype). A backward
+    // returns gradients at the broadcast output shape; the executor sums each back to its operand's shape. Saved
+    // operands are read only when the other operand needs a gradient, so an in-place update of an operand that is
+    // not needed does not trip the saved-tensor version check.
+
+    internal sealed class AddBackward : GradFunction
+    {
+        internal static GradFunction Create(Tensor a, Tensor b) => new AddBackward();
+        protected internal override Tensor?[] Backward(Tensor g) => [g, g];
+    }
+
+    internal sealed class SubBackward : GradFunction
+    {
+        internal static GradFunction Create(Tensor a, Tensor b) => new SubBackward();
+        protected internal override Tensor?[] Backward(Tensor g) => [g, NeedsGrad(1) ? -g : null];
+    }
+
+    internal sealed class MulBackward : GradFunction
+    {
+        readonly SavedTensor _a, _b;
+        MulBackward(Tensor a, Tensor b) { _a = Save(a); _b = Save(b); }
+        internal static GradFunction Create(Tensor a, Tensor b) => new MulBackward(a, b);
+        protected internal override Tensor?[] Backward(Tensor g) =>
+            [NeedsGrad(0) ? g * _b.Value : null, NeedsGrad(1) ? g * _a.Value : null];
+    }
+
+    // d(a/b)/da = 1/b, d(a/b)/db = −a/b².
+    internal sealed class DivBackward : GradFunction
+    {
+        readonly SavedTensor _a, _b;
+        DivBackward(Tensor a, Tensor b) { _a = Save(a); _b = Save(b); }
+        internal static GradFunction Create(Tensor a, Tensor b) => new DivBackward(a, b);
+        protected internal override Tensor?[] Backward(Tensor g)
+        {
+            var b = _b.Value;
+            var gb = g / b;
+            return [gb, NeedsGrad(1) ? -(gb * _a.Value / b) : null];
+        }
+    }
+
+    // d(aᵇ)/da = b·aᵇ⁻¹ (0 where b = 0, as PyTorch, so 0⁰ does not give NaN); d(aᵇ)/db = aᵇ·ln a (0 where a = 0 and
+    // b ≥ 0, as PyTorch, where the limit is finite).
+    internal sealed class PowBackward : GradFunction
+    {
+        readonly SavedTensor _a, _b;
+        PowBackward(Tensor a, Tensor b) { _a = Save(a); _b = Save(b); }
+        internal static GradFunction Create(Tensor a, Tensor b) => new PowBackward(a, b);
+        protected internal override Tensor?[] Backward(Tensor g)
+        {
+            var (a, b) = (_a.Value, _b.Value);
+            var zero = Scalar(0, g.DType, g.Device);
+            Tensor? da = null, db = null;
+            if (NeedsGrad(0)) da = Where(b.Eq(0.0), zero, a.Pow(b - 1.0) * b * g);
+            if (NeedsGrad(1))
+            {
+                var t = a.Pow(b) * a.Log() * g;
+                db = Where(a.Eq(0.0), Where(b.Ge(0.0), zero, t), t);
+            }
+            return [da, db];
+        }
+    }
+
+    // The gradient goes to the larger (smaller) operand; ties split it half and half, as PyTorch.
+    internal sealed class MaximumBackward : GradFunction
+    {
+        readonly SavedTensor _a, _b;
+        MaximumBackward(Tensor a, Tensor b) { _a = Save(a); _b = Save(b); }
+        internal static GradFunction Create(Tensor a, Tensor b) => new MaximumBackward(a, b);
+        protected internal override Tensor?[] Backward(Tensor g) => ExtremumGradients(_a.Value, _b.Value, g, max: true);
+    }
+
+    internal sealed class MinimumBackward : GradFunction
+    {
+        readonly SavedTensor _a, _b;
+        MinimumBackward(Tensor a, Tensor b) { _a = Save(a); _b = Save(b); }
+        internal static GradFunction Create(Tensor a, Tensor b) => new MinimumBackward(a, b);
+        protected internal override Tensor?[] Backward(Tensor g) => ExtremumGradients(_a.Value, _b.Value, g, max: false);
+    }
+
+    static Tensor?[] ExtremumGradients(Tensor a, Tensor b, Tensor g, bool max)
+    {
+        var zero = Scalar(0, g.DType, g.Device);
+        var shared = Where(a.Eq(b), g * 0.5, g);
+        return [Where(max ? a.Lt(b) : a.Gt(b), zero, shared), Where(max ? b.Lt(a) : b.Gt(a), zero, shared)];
+    }
+
+    // Inputs [a, b]; the condition is saved.
+    internal sealed class WhereBackward : GradFunction
+    {
+        readonly SavedTensor _condition;
+        internal WhereBackward(Tensor condition) { _condition = Save(condition); }
+        protected internal override Tensor?[] Backward(Tensor g)
+        {
+            var zero = Scalar(0, g.DType, g.Device);
+            var c = _condition.Value;
+            return [NeedsGrad(0) ? Where(c, g, zero) : null, NeedsGrad(1) ? Where(c, zero, g) : null];
+        }
     }
 
 #pragma warning disable CS1591 // operators mirror the methods above

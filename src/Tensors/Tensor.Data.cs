@@ -57,15 +57,15 @@ public sealed partial class Tensor
     /// <summary>This tensor as <paramref name="dtype"/>: a new handle on the same data when the dtype already matches, a converted copy otherwise. Differentiable.</summary>
     public Tensor To(DType dtype)
     {
-        if (dtype == DType) return NewView(Layout).Record("Alias", this);
-        return CastCopy(dtype, Device).Record("Cast", this);
+        if (dtype == DType) return NewView(Layout).RecordIdentity(this);
+        return CastCopy(dtype, Device).RecordCast(this);
     }
 
     /// <summary>This tensor on <paramref name="device"/> (a new handle when already there). Differentiable.</summary>
     public Tensor To(Device device)
     {
-        if (device == Device) return NewView(Layout).Record("Alias", this);
-        return CastCopy(DType, device).Record("Cast", this);
+        if (device == Device) return NewView(Layout).RecordIdentity(this);
+        return CastCopy(DType, device).RecordCast(this);
     }
 
     /// <summary>This tensor on <paramref name="device"/> as <paramref name="dtype"/>.</summary>
@@ -73,18 +73,18 @@ public sealed partial class Tensor
     {
         if (device == Device) return To(dtype);
         if (dtype == DType) return To(device);
-        return CastCopy(dtype, device).Record("Cast", this);
+        return CastCopy(dtype, device).RecordCast(this);
     }
 
     /// <summary>A dense row-major tensor with the same values: a new handle when already contiguous, a copy otherwise.</summary>
     public Tensor Contiguous()
     {
-        if (IsContiguous) return NewView(Layout).Record("Alias", this);
-        return CastCopy(DType, Device, "Contiguous").Record("Alias", this);
+        if (IsContiguous) return NewView(Layout).RecordIdentity(this);
+        return CastCopy(DType, Device, "Contiguous").RecordIdentity(this);
     }
 
     /// <summary>A copy with its own storage (as <c>torch.clone</c>). Differentiable.</summary>
-    public Tensor Clone() => CastCopy(DType, Device, "Clone").Record("Alias", this);
+    public Tensor Clone() => CastCopy(DType, Device, "Clone").RecordIdentity(this);
 
     /// <summary>A new handle on the same data that does not require grad and has no history.</summary>
     public Tensor Detach() => NewView(Layout);

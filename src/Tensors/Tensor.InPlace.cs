@@ -36,7 +36,7 @@ public sealed partial class Tensor
         return this;
     }
 
-    Tensor BinaryInPlace<TOp>(TOp op, Tensor other) where TOp : struct, IBinaryOp
+    Tensor BinaryInPlace<TOp>(TOp op, Tensor other, Func<Tensor, Tensor, GradFunction> backward) where TOp : struct, IBinaryOp
     {
         CheckSameDevice(op.Name + "InPlace", this, other);
         var rt = DTypes.ResultType(DType, Rank == 0, other.DType, other.Rank == 0);
@@ -56,7 +56,7 @@ public sealed partial class Tensor
         // which would drop its requires-grad) goes in, so its gradient edge is recorded.
         using var self = Clone();
         var o = other.DType != DType ? other.To(DType) : ReferenceEquals(other.Storage, Storage) ? other.Clone() : other;
-        try { return CommitInPlace(BinaryOp(op, self, o, true, true)); }
+        try { return CommitInPlace(BinaryOp(op, self, o, backward)); }
         finally { if (!ReferenceEquals(o, other)) o.Dispose(); }
     }
 
@@ -70,7 +70,7 @@ public sealed partial class Tensor
     }
 
     /// <summary>x += other (broadcast into x). Returns this.</summary>
-    public Tensor AddInPlace(Tensor other) => BinaryInPlace(new AddOp(), other);
+    public Tensor AddInPlace(Tensor other) => BinaryInPlace(new AddOp(), other, AddBackward.Create);
     /// <summary>x += alpha·other. Returns this.</summary>
     public Tensor AddInPlace(Tensor other, double alpha)
     {
@@ -79,14 +79,14 @@ public sealed partial class Tensor
         return AddInPlace(s);
     }
     /// <summary>x −= other. Returns this.</summary>
-    public Tensor SubInPlace(Tensor other) => BinaryInPlace(new SubOp(), other);
+    public Tensor SubInPlace(Tensor other) => BinaryInPlace(new SubOp(), other, SubBackward.Create);
     /// <summary>x ·= other. Returns this.</summary>
-    public Tensor MulInPlace(Tensor other) => BinaryInPlace(new MulOp(), other);
+    public Tensor MulInPlace(Tensor other) => BinaryInPlace(new MulOp(), other, MulBackward.Create);
     /// <summary>x /= other. Returns this.</summary>
     public Tensor DivInPlace(Tensor other)
     {
         if (!DType.IsFloatingPoint()) throw new DTypeException("DivInPlace", $"result type float32 can't be cast to the desired output type {DType.Name()}");
-        return BinaryInPlace(new DivOp(), other);
+        return BinaryInPlace(new DivOp(), other, DivBackward.Create);
     }
 
     Tensor UnaryInPlace<TOp>(string name, TOp op, DType resultType) where TOp : struct, IDifferentiableUnaryOp
@@ -132,7 +132,7 @@ public sealed partial class Tensor
         if (RequiresGrad && GradMode.IsEnabled)
         {
             using var v = Full(Layout.Shape, value, DType, Device);
-            return CommitInPlace(v.Alias().Record("Fill", this, null));
+            return CommitInPlace(v.Alias().Record(new FillBackward(), this));
         }
         Backend.Fill(Storage, Layout, value);
         Storage.BumpVersion();
@@ -166,9 +166,15 @@ public sealed partial class Tensor
     {
         CheckWritable("MaskedFillInPlace", DType);
         using var r = MaskedFill(mask, value);
-        if (RequiresGrad && GradMode.IsEnabled) return CommitInPlace(r.Alias().Record("Alias", r));
+        if (RequiresGrad && GradMode.IsEnabled) return CommitInPlace(r.Alias().RecordIdentity(r));
         Backend.Copy(r.Storage, r.Layout, Storage, Layout);
         Storage.BumpVersion();
         return this;
+    }
+
+    /// <summary>FillInPlace on a tensor in the graph: the old values no longer matter.</summary>
+    internal sealed class FillBackward : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad.ZerosLike()];
     }
 }

@@ -1,3 +1,5 @@
+using Engine.Graph;
+
 namespace Engine;
 
 public sealed partial class Tensor
@@ -39,7 +41,7 @@ public sealed partial class Tensor
             y.Dispose();
             throw Rename(op, e, d);
         }
-        return y.Record(op, this, d, [idx]);
+        return ShouldRecord(this) ? y.Record(new GatherBackward(d, idx), this) : y;
     }
 
     /// <summary>
@@ -92,7 +94,7 @@ public sealed partial class Tensor
             y.Dispose();
             throw Rename(op, e, d);
         }
-        return y.Record(op, [this, source], d, [idx]);
+        return ShouldRecord(this, source) ? y.Record(new ScatterAddBackward(d, idx), this, source) : y;
     }
 
     /// <summary>
@@ -124,7 +126,7 @@ public sealed partial class Tensor
             y.Dispose();
             throw Rename(op, e, d);
         }
-        return y.Record(op, this, d, [idx]);
+        return ShouldRecord(this) ? y.Record(new IndexSelectBackward(d, idx), this) : y;
     }
 
     /// <summary>
@@ -162,21 +164,27 @@ public sealed partial class Tensor
             y.Dispose();
             throw Rename(op, e, d);
         }
-        return y.Record(op, [this, source], d, [idx]);
+        return ShouldRecord(this, source) ? y.Record(new IndexAddBackward(d, idx), this, source) : y;
     }
 
     /// <summary>
     /// Looks up rows of a 2-D <paramref name="weight"/> [V, D] by integer <paramref name="indices"/> of any shape, as
-    /// <c>torch.nn.functional.embedding</c>; the result has shape indices.shape + [D]. Its gradient adds each output
-    /// row's gradient into its weight row (no padding index, no max norm). Negative indices count from the end.
+    /// <c>torch.nn.functional.embedding(input, weight, padding_idx)</c>; the result has shape indices.shape + [D]. Its
+    /// gradient adds each output row's gradient into its weight row, except for the row
+    /// <paramref name="paddingIdx"/> (negative counts from the end), which gets none (no max norm).
     /// </summary>
-    public static Tensor Embedding(Tensor weight, Tensor indices)
+    public static Tensor Embedding(Tensor indices, Tensor weight, int? paddingIdx = null)
     {
         const string op = "Embedding";
         CheckSameDevice(op, weight, indices);
         CheckIndexType(op, indices);
         if (weight.Rank != 2) throw new ShapeException(op, $"the weight must be 2-D, got {weight.Describe()}");
         int v = weight.Layout.Shape[0], dm = weight.Layout.Shape[1];
+        if (paddingIdx is int p)
+        {
+            if (p < -v || p >= v) throw new ShapeException(op, $"paddingIdx {p} must be within the {v} rows of the weight {weight.Describe()}");
+            paddingIdx = p < 0 ? p + v : p;
+        }
         if (indices.Numel > int.MaxValue)
             throw new ShapeException(op, $"the indices {indices.Describe()} have {indices.Numel} elements, more than the {int.MaxValue} one lookup takes");
         int n = (int)indices.Numel;
@@ -193,7 +201,7 @@ public sealed partial class Tensor
             y.Dispose();
             throw RenameFor(op, e, 0, weight.Describe());
         }
-        return y.Record(op, weight, null, [flat1]);
+        return ShouldRecord(weight) ? y.Record(new EmbeddingBackward(paddingIdx, flat1), weight) : y;
     }
 
     // ---- joining and splitting ----
@@ -248,7 +256,7 @@ public sealed partial class Tensor
             tensors[i].CopyInto(part);
             start += sizes[i];
         }
-        return y.Record(op, tensors, (d, sizes));
+        return ShouldRecord(tensors) ? y.Record(new CatBackward(d, sizes), tensors) : y;
     }
 
     static bool IsSkippedInCat(Tensor t) => t.Rank == 1 && t.Layout.Shape[0] == 0;
@@ -424,5 +432,91 @@ public sealed partial class Tensor
     {
         var body = e.Message.StartsWith(e.Op + ": ", StringComparison.Ordinal) ? e.Message[(e.Op.Length + 2)..] : e.Message;
         return new ShapeException(op, $"{body}, in dim {d} of the input {what}");
+    }
+
+    // Autograd definitions of the indexing and joining ops, written with tensor ops: a gather's adjoint is a
+    // scatter-add into zeros and the other way round, a concatenation's a slice per input. The indices are saved as
+    // the int64 copies the kernels read.
+
+    internal sealed class GatherBackward : GradFunction
+    {
+        readonly int _dim;
+        readonly SavedTensor _index;
+        internal GatherBackward(int dim, Tensor index) { _dim = dim; _index = Save(index); }
+        protected internal override Tensor?[] Backward(Tensor grad) =>
+            [Zeros(Input(0).Shape, grad.DType, grad.Device).ScatterAdd(_dim, _index.Value, grad)];
+    }
+
+    // The source may be larger than the index: its elements the index does not reach get zeros.
+    internal sealed class ScatterAddBackward : GradFunction
+    {
+        readonly int _dim;
+        readonly SavedTensor _index;
+        internal ScatterAddBackward(int dim, Tensor index) { _dim = dim; _index = Save(index); }
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            if (!NeedsGrad(1)) return [grad, null];
+            var source = Input(1).Shape;
+            var g = grad.Gather(_dim, _index.Value);
+            for (int d = 0; d < source.Length; d++)
+            {
+                int have = g.Layout.Shape[d];
+                if (have == source[d]) continue;
+                var padShape = g.Shape;
+                padShape[d] = source[d] - have;
+                g = Cat([g, Zeros(padShape, g.DType, g.Device)], d);
+            }
+            return [grad, g];
+        }
+    }
+
+    internal sealed class IndexSelectBackward : GradFunction
+    {
+        readonly int _dim;
+        readonly SavedTensor _index;
+        internal IndexSelectBackward(int dim, Tensor index) { _dim = dim; _index = Save(index); }
+        protected internal override Tensor?[] Backward(Tensor grad) =>
+            [Zeros(Input(0).Shape, grad.DType, grad.Device).IndexAdd(_dim, _index.Value, grad)];
+    }
+
+    internal sealed class IndexAddBackward : GradFunction
+    {
+        readonly int _dim;
+        readonly SavedTensor _index;
+        internal IndexAddBackward(int dim, Tensor index) { _dim = dim; _index = Save(index); }
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad, NeedsGrad(1) ? grad.IndexSelect(_dim, _index.Value) : null];
+    }
+
+    // Each output row's gradient added into its weight row; the padding row's gradients are dropped first.
+    internal sealed class EmbeddingBackward : GradFunction
+    {
+        readonly int? _paddingIdx;
+        readonly SavedTensor _index;
+        internal EmbeddingBackward(int? paddingIdx, Tensor flatIndex) { _paddingIdx = paddingIdx; _index = Save(flatIndex); }
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var weight = Input(0);
+            var index = _index.Value;
+            var rows = grad.Reshape((int)index.Numel, weight.Shape[1]);
+            if (_paddingIdx is int p) rows = rows.MaskedFill(index.Eq(p).Unsqueeze(1), 0);
+            return [Zeros(weight.Shape, weight.DType, weight.Device).IndexAdd(0, index, rows)];
+        }
+    }
+
+    // sizes[i] is input i's extent along dim, −1 for a skipped 1-D empty input.
+    internal sealed class CatBackward(int dim, int[] sizes) : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var r = new Tensor?[sizes.Length];
+            int start = 0;
+            for (int i = 0; i < sizes.Length; i++)
+            {
+                if (sizes[i] < 0) { r[i] = NeedsGrad(i) ? Zeros(Input(i).Shape, grad.DType, grad.Device) : null; continue; }
+                if (NeedsGrad(i)) r[i] = grad.Narrow(dim, start, sizes[i]);
+                start += sizes[i];
+            }
+            return r;
+        }
     }
 }

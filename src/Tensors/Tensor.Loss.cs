@@ -1,15 +1,7 @@
 using Engine.Backends;
+using Engine.Graph;
 
 namespace Engine;
-
-/// <summary>
-/// What a "CrossEntropy" graph record carries. The record's input is [logits]; its saved values are [logits, target]
-/// and, for <see cref="Reduction.Mean"/>, the number of non-ignored targets as a 0-d float32 (float64) tensor.
-/// </summary>
-/// <param name="Reduction">How the per-sample losses were reduced.</param>
-/// <param name="IgnoreIndex">The target value that contributes nothing.</param>
-/// <param name="LabelSmoothing">The label smoothing ε.</param>
-public sealed record CrossEntropyAttributes(Reduction Reduction, long IgnoreIndex, double LabelSmoothing);
 
 public sealed partial class Tensor
 {
@@ -19,12 +11,12 @@ public sealed partial class Tensor
     /// Int64. Per sample: −Σ_c q_c·log_softmax(x)_c with q = (1−ε)·onehot + ε/C; samples whose target is
     /// <paramref name="ignoreIndex"/> give 0. <see cref="Reduction.Mean"/> divides by the number of non-ignored
     /// samples (NaN when all are ignored). The loss has the logits' dtype (computed in float32, or float64 for
-    /// float64 logits). Class-probability targets and per-class weights are not supported. Recorded as "CrossEntropy".
+    /// float64 logits). Class-probability targets and per-class weights are not supported. Recorded as <see cref="CrossEntropyBackward"/>.
     /// </summary>
     public Tensor CrossEntropy(Tensor target, Reduction reduction = Reduction.Mean, long ignoreIndex = -100, double labelSmoothing = 0.0)
     {
         const string op = "CrossEntropy";
-        if (AutocastDispatch.TryAutocast(op, this, target, out var ac)) using (ac) return ac[0].CrossEntropy(ac[1], reduction, ignoreIndex, labelSmoothing);
+        if (AutocastDispatch.TryAutocast(typeof(CrossEntropyBackward), this, target, out var ac)) using (ac) return ac[0].CrossEntropy(ac[1], reduction, ignoreIndex, labelSmoothing);
         var (rows, cols) = CheckCrossEntropy(op, this, target, labelSmoothing);
         var acc = DType == DType.Float64 ? DType.Float64 : DType.Float32;
         using var xd = ClassLastDense(this);
@@ -62,12 +54,39 @@ public sealed partial class Tensor
                 }
             }
             if (!ShouldRecord(this)) return y;
-            Tensor[] saved = count is null ? [this, target] : [this, target, count];
-            return y.Record(op, [this], new CrossEntropyAttributes(reduction, ignoreIndex, labelSmoothing), saved);
+            return y.Record(new CrossEntropyBackward(reduction, ignoreIndex, labelSmoothing, this, target, count), this);
         }
         finally
         {
             count?.Dispose();
+        }
+    }
+
+    // The gradient of the reduced loss becomes a per-sample dloss (broadcast for Sum, divided by the count of
+    // non-ignored samples for Mean), then one fused kernel gives dlogits. Input [logits]; saved logits, target and,
+    // for Mean, the count as a 0-d float32 (float64) tensor.
+    internal sealed class CrossEntropyBackward : GradFunction
+    {
+        readonly Reduction _reduction;
+        readonly long _ignoreIndex;
+        readonly double _labelSmoothing;
+        readonly SavedTensor _logits, _target;
+        readonly SavedTensor? _count;
+        internal CrossEntropyBackward(Reduction reduction, long ignoreIndex, double labelSmoothing, Tensor logits, Tensor target, Tensor? count)
+        {
+            _reduction = reduction; _ignoreIndex = ignoreIndex; _labelSmoothing = labelSmoothing;
+            _logits = Save(logits); _target = Save(target); _count = count is null ? null : Save(count);
+        }
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var target = _target.Value;
+            var perSample = _reduction switch
+            {
+                Reduction.None => grad,
+                Reduction.Sum => grad.Expand(target.Layout.Shape),
+                _ => (grad / _count!.Value).Expand(target.Layout.Shape),
+            };
+            return [CrossEntropyGradient(_logits.Value, target, perSample, _ignoreIndex, _labelSmoothing)];
         }
     }
 
@@ -76,7 +95,7 @@ public sealed partial class Tensor
     /// <paramref name="dloss"/> has the target's shape (0 for ignored samples). Logits and target shapes as for the
     /// forward. One fused kernel; not recorded (no double backward).
     /// </summary>
-    public static Tensor CrossEntropyBackward(Tensor logits, Tensor target, Tensor dloss, long ignoreIndex = -100, double labelSmoothing = 0.0)
+    public static Tensor CrossEntropyGradient(Tensor logits, Tensor target, Tensor dloss, long ignoreIndex = -100, double labelSmoothing = 0.0)
     {
         const string op = "CrossEntropyBackward";
         var (rows, cols) = CheckCrossEntropy(op, logits, target, labelSmoothing);
@@ -114,7 +133,7 @@ public sealed partial class Tensor
     public Tensor MseLoss(Tensor target, Reduction reduction = Reduction.Mean)
     {
         const string op = "MseLoss";
-        if (AutocastDispatch.TryAutocast(op, this, target, out var ac)) using (ac) return ac[0].MseLoss(ac[1], reduction);
+        if (AutocastDispatch.TryAutocast(typeof(MseLossOp), this, target, out var ac)) using (ac) return ac[0].MseLoss(ac[1], reduction);
         if (!Layout.Shape.AsSpan().SequenceEqual(target.Layout.Shape))
             throw new ShapeException(op, $"input {Describe()} and target {target.Describe()} must have one shape");
         CheckSameDevice(op, this, target);
@@ -123,6 +142,41 @@ public sealed partial class Tensor
         if (reduction == Reduction.None) return sq;
         using (sq) return reduction == Reduction.Sum ? sq.Sum() : sq.Mean();
     }
+
+    /// <summary>
+    /// Negative log likelihood of log-probabilities against Int64 class indices, as <c>F.nll_loss</c>: input [N, C]
+    /// with target [N], [C] with a 0-d target, or [N, C, d1, ...] with target [N, d1, ...]; per sample
+    /// −input[n, target[n], ...]. Targets equal to <paramref name="ignoreIndex"/> give 0 and are left out of the
+    /// mean (NaN when all are ignored, as PyTorch); any other target outside [0, C) throws. Composed of recorded ops.
+    /// </summary>
+    public Tensor NllLoss(Tensor target, Reduction reduction = Reduction.Mean, long ignoreIndex = -100)
+    {
+        const string op = "NllLoss";
+        if (AutocastDispatch.TryAutocast(typeof(NllLossOp), this, target, out var ac)) using (ac) return ac[0].NllLoss(ac[1], reduction, ignoreIndex);
+        var (_, classes) = CheckCrossEntropy(op, this, target, 0);
+        int cd = Rank == 1 ? 0 : 1;
+        using var scope = NewScope();
+        var keep = target.Ne(ignoreIndex);
+        var zero = Scalar(0, DType.Int64, target.Device);
+        var safe = Where(keep, target, zero);
+        Tensor picked;
+        try { picked = Gather(cd, safe.Unsqueeze(cd)).Squeeze(cd).Neg(); }
+        catch (ShapeException e) { throw RenameFor(op, e, cd, $"{Describe()} (target {target.Describe()})"); }
+        var masked = Where(keep, picked, Scalar(0, picked.DType, picked.Device));
+        var result = reduction switch
+        {
+            Reduction.None => masked,
+            Reduction.Sum => masked.Sum(),
+            _ => masked.Sum() / keep.Sum().To(masked.DType),
+        };
+        return result.MoveToOuterScope();
+    }
+
+    /// <summary>The autocast key of <see cref="NllLoss"/>, which is composed of recorded ops and has no definition of its own.</summary>
+    internal sealed class NllLossOp { NllLossOp() { } }
+
+    /// <summary>The autocast key of <see cref="MseLoss"/>, which is composed of recorded ops and has no definition of its own.</summary>
+    internal sealed class MseLossOp { MseLossOp() { } }
 
     // Validates dtypes, devices and shapes; returns the kernel's [rows, cols].
     static (int Rows, int Cols) CheckCrossEntropy(string op, Tensor logits, Tensor target, double labelSmoothing)

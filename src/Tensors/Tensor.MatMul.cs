@@ -1,3 +1,5 @@
+using Engine.Graph;
+
 namespace Engine;
 
 public sealed partial class Tensor
@@ -10,7 +12,7 @@ public sealed partial class Tensor
     public Tensor MatMul(Tensor other)
     {
         const string op = "MatMul";
-        if (AutocastDispatch.TryAutocast(op, this, other, out var ac)) using (ac) return ac[0].MatMul(ac[1]);
+        if (AutocastDispatch.TryAutocast(typeof(MatMulBackward), this, other, out var ac)) using (ac) return ac[0].MatMul(ac[1]);
         CheckSameDevice(op, this, other);
         if (Rank == 0 || other.Rank == 0)
             throw new ShapeException(op, $"both arguments to MatMul need to be at least 1-D, got {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)}");
@@ -25,12 +27,51 @@ public sealed partial class Tensor
         try
         {
             var y = Multiply(a, b);
-            return ShouldRecord(a, b) ? y.Record(op, [a, b], null, [a, b]) : y;
+            return ShouldRecord(a, b) ? y.Record(new MatMulBackward(a, b), a, b) : y;
         }
         finally
         {
             if (!ReferenceEquals(a, this)) a.Dispose();
             if (!ReferenceEquals(b, other)) b.Dispose();
+        }
+    }
+
+    // For C = A·B: dA = dC·Bᵀ and dB = Aᵀ·dC, with a 1-D operand treated as a row (a) or column (b) vector as in the
+    // forward; the executor sums broadcast batch dims back. The transposes are views: the GEMM reads any strides.
+    internal sealed class MatMulBackward : GradFunction
+    {
+        readonly SavedTensor _a, _b;
+        internal MatMulBackward(Tensor a, Tensor b) { _a = Save(a); _b = Save(b); }
+
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var (a, b) = (_a.Value, _b.Value);
+            if (a.Rank == 1 && b.Rank == 1)
+                return [NeedsGrad(0) ? grad * b : null, NeedsGrad(1) ? grad * a : null];   // a dot product; grad is 0-d
+            var a2 = a.Rank == 1 ? a.Unsqueeze(0) : a;                                        // [.., m, k]
+            var b2 = b.Rank == 1 ? b.Unsqueeze(1) : b;                                        // [.., k, n]
+            var g2 = a.Rank == 1 ? grad.Unsqueeze(-2) : b.Rank == 1 ? grad.Unsqueeze(-1) : grad; // [.., m, n]
+            Tensor? da = null, db = null;
+            if (NeedsGrad(0))
+            {
+                da = g2.MatMul(b2.Transpose(-1, -2));                                        // [batch.., m, k]
+                if (a.Rank == 1) da = da.Squeeze(-2);
+            }
+            if (NeedsGrad(1))
+            {
+                if (b.Rank == 2 && a2.Rank > 2)
+                {
+                    // The Linear case: fold a's batch dims into rows, one GEMM straight to [k, n].
+                    int k = a2.Layout.Shape[^1], n = g2.Layout.Shape[^1];
+                    db = a2.Reshape(-1, k).Transpose(0, 1).MatMul(g2.Reshape(-1, n));
+                }
+                else
+                {
+                    db = a2.Transpose(-1, -2).MatMul(g2);                                    // [batch.., k, n]
+                    if (b.Rank == 1) db = db.Squeeze(-1);
+                }
+            }
+            return [da, db];
         }
     }
 

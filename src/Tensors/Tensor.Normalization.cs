@@ -1,16 +1,6 @@
-namespace Engine;
+using Engine.Graph;
 
-/// <summary>
-/// What a "LayerNorm" or "RmsNorm" graph record carries. The record's inputs are [x, weight?, bias?] (only those
-/// given) and its saved values [x, weight?, mean, rstd], where x and weight are dense copies (or aliases) and mean and
-/// rstd hold one value per normalized row.
-/// </summary>
-/// <param name="NormalizedShape">The trailing dims normalized over.</param>
-/// <param name="HasWeight">Whether a weight was given.</param>
-/// <param name="HasBias">Whether a bias was given (never for RMSNorm).</param>
-/// <param name="Eps">The epsilon added to the variance (or mean square).</param>
-/// <param name="Rms">True for RMSNorm.</param>
-public sealed record NormAttributes(int[] NormalizedShape, bool HasWeight, bool HasBias, double Eps, bool Rms);
+namespace Engine;
 
 public sealed partial class Tensor
 {
@@ -18,7 +8,7 @@ public sealed partial class Tensor
     /// Layer normalization over the trailing dims <paramref name="normalizedShape"/>, as <c>F.layer_norm</c>:
     /// y = (x − mean)/√(var + eps)·weight + bias with the biased variance; weight and bias (optional) have shape
     /// <paramref name="normalizedShape"/> and this tensor's dtype. One fused kernel; statistics in float64.
-    /// Recorded as "LayerNorm".
+    /// Recorded as <see cref="LayerNormBackward"/>.
     /// </summary>
     public Tensor LayerNorm(int[] normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5) =>
         NormForward("LayerNorm", normalizedShape, weight, bias, eps, rms: false);
@@ -26,7 +16,7 @@ public sealed partial class Tensor
     /// <summary>
     /// RMS normalization over the trailing dims <paramref name="normalizedShape"/>, as <c>torch.nn.functional.rms_norm</c>:
     /// y = x/√(mean(x²) + eps)·weight. A null <paramref name="eps"/> is the machine epsilon of the dtype, as
-    /// PyTorch's (2⁻²³ for float32, 2⁻⁵² for float64, 2⁻¹⁰ for float16, 2⁻⁷ for bfloat16). Recorded as "RmsNorm".
+    /// PyTorch's (2⁻²³ for float32, 2⁻⁵² for float64, 2⁻¹⁰ for float16, 2⁻⁷ for bfloat16). Recorded as <see cref="RmsNormBackward"/>.
     /// </summary>
     public Tensor RmsNorm(int[] normalizedShape, Tensor? weight = null, double? eps = null) =>
         NormForward("RmsNorm", normalizedShape, weight, null, eps, rms: true);
@@ -43,7 +33,7 @@ public sealed partial class Tensor
 
     Tensor NormForward(string op, int[] normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms)
     {
-        if (AutocastDispatch.TryAutocast(op, this, weight, bias, out var ac))
+        if (AutocastDispatch.TryAutocast(rms ? typeof(RmsNormBackward) : typeof(LayerNormBackward), this, weight, bias, out var ac))
             using (ac) return ac[0].NormForward(op, normalizedShape, ac.Optional(1), ac.Optional(2), eps, rms);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point input, got {Describe()}");
         int k = CheckNormalizedShape(op, normalizedShape);
@@ -71,9 +61,52 @@ public sealed partial class Tensor
         }
         Tensor[] inputs = [this, .. weight is null ? Array.Empty<Tensor>() : [weight], .. bias is null ? Array.Empty<Tensor>() : [bias]];
         if (!ShouldRecord(inputs)) return y;
-        Tensor[] saved = [xd, .. wd is null ? Array.Empty<Tensor>() : [wd], mean, rstd];
-        var attributes = new NormAttributes((int[])normalizedShape.Clone(), weight is not null, bias is not null, e, rms);
-        return y.Record(op, inputs, attributes, saved);
+        GradFunction fn = rms ? new RmsNormBackward(k, xd, wd, mean, rstd) : new LayerNormBackward(k, xd, wd, bias is not null, mean, rstd);
+        return y.Record(fn, inputs);
+    }
+
+    // Inputs [x, weight?, bias?] (only those given); saved x and weight as dense copies (or aliases) and the per-row
+    // mean and rstd. One fused kernel gives dx, dWeight and dBias.
+    internal sealed class LayerNormBackward : GradFunction
+    {
+        readonly int _dims;
+        readonly bool _hasBias;
+        readonly SavedTensor _x, _mean, _rstd;
+        readonly SavedTensor? _weight;
+        internal LayerNormBackward(int dims, Tensor x, Tensor? weight, bool hasBias, Tensor mean, Tensor rstd)
+        {
+            _dims = dims; _hasBias = hasBias;
+            _x = Save(x); _weight = weight is null ? null : Save(weight); _mean = Save(mean); _rstd = Save(rstd);
+        }
+        protected internal override Tensor?[] Backward(Tensor grad) => NormGradients(this, grad, _dims, _x, _weight, _hasBias, _mean, _rstd, rms: false);
+        internal bool Needs(int i) => NeedsGrad(i);
+    }
+
+    internal sealed class RmsNormBackward : GradFunction
+    {
+        readonly int _dims;
+        readonly SavedTensor _x, _mean, _rstd;
+        readonly SavedTensor? _weight;
+        internal RmsNormBackward(int dims, Tensor x, Tensor? weight, Tensor mean, Tensor rstd)
+        {
+            _dims = dims; _x = Save(x); _weight = weight is null ? null : Save(weight); _mean = Save(mean); _rstd = Save(rstd);
+        }
+        protected internal override Tensor?[] Backward(Tensor grad) => NormGradients(this, grad, _dims, _x, _weight, false, _mean, _rstd, rms: true);
+        internal bool Needs(int i) => NeedsGrad(i);
+    }
+
+    static Tensor?[] NormGradients(GradFunction f, Tensor grad, int dims, SavedTensor x, SavedTensor? weight, bool hasBias,
+        SavedTensor mean, SavedTensor rstd, bool rms)
+    {
+        Func<int, bool> needs = f is LayerNormBackward l ? l.Needs : ((RmsNormBackward)f).Needs;
+        int wi = weight is null ? -1 : 1, bi = hasBias ? (weight is null ? 1 : 2) : -1;
+        var (dx, dw, db) = LayerNormGradient(x.Value, weight?.Value, mean.Value, rstd.Value, grad, dims, rms,
+            wi > 0 && needs(wi), bi > 0 && needs(bi));
+        var r = new Tensor?[1 + (wi > 0 ? 1 : 0) + (bi > 0 ? 1 : 0)];
+        r[0] = dx;
+        if (wi > 0) r[wi] = dw;
+        if (bi > 0) r[bi] = db;
+        return r;
     }
 
     /// <summary>
@@ -83,7 +116,7 @@ public sealed partial class Tensor
     /// <paramref name="dy"/>: dx always; dWeight = Σ dy·x̂ and dBias = Σ dy over the rows when asked for. One fused
     /// kernel; column sums are deterministic. Not recorded (no double backward).
     /// </summary>
-    public static (Tensor Dx, Tensor? DWeight, Tensor? DBias) LayerNormBackward(Tensor x, Tensor? weight, Tensor mean, Tensor rstd, Tensor dy,
+    public static (Tensor Dx, Tensor? DWeight, Tensor? DBias) LayerNormGradient(Tensor x, Tensor? weight, Tensor mean, Tensor rstd, Tensor dy,
         int normalizedDims, bool rms, bool weightGrad, bool biasGrad)
     {
         string op = rms ? "RmsNormBackward" : "LayerNormBackward";

@@ -102,7 +102,7 @@ public sealed partial class Tensor
         // A view (strided, offset, or part of a larger storage): draw densely, then copy into the layout, so the
         // numbers are those a contiguous tensor of this shape would get.
         using var r = RandomTensor(op, Layout.Shape, DType, Device, generator, normal, a, b, false);
-        if (record) return CommitInPlace(r.Alias().Record("Fill", this));
+        if (record) return CommitInPlace(r.Alias().Record(new FillBackward(), this));
         Backend.Copy(r.Storage, r.Layout, Storage, Layout);
         Storage.BumpVersion();
         return this;

@@ -1,23 +1,25 @@
+using Engine.Graph;
+
 namespace Engine;
 
 public sealed partial class Tensor
 {
     /// <summary>
     /// e^x / Σ e^x along <paramref name="dim"/>, computed stably (the row max is subtracted first) by one fused kernel.
-    /// Float types only. Recorded as "Softmax" (saving the output).
+    /// Float types only. Recorded as <see cref="SoftmaxBackward"/> (saving the output).
     /// </summary>
     public Tensor Softmax(int dim) => SoftmaxForward(dim, log: false);
 
     /// <summary>
     /// log softmax along <paramref name="dim"/>, computed as x − max − log Σ e^(x−max), so large values neither
-    /// overflow nor lose precision. Float types only. Recorded as "LogSoftmax" (saving the output).
+    /// overflow nor lose precision. Float types only. Recorded as <see cref="LogSoftmaxBackward"/> (saving the output).
     /// </summary>
     public Tensor LogSoftmax(int dim) => SoftmaxForward(dim, log: true);
 
     Tensor SoftmaxForward(int dim, bool log)
     {
         string op = log ? "LogSoftmax" : "Softmax";
-        if (AutocastDispatch.TryAutocast(op, this, out var ac)) using (ac) return ac[0].SoftmaxForward(dim, log);
+        if (AutocastDispatch.TryAutocast(log ? typeof(LogSoftmaxBackward) : typeof(SoftmaxBackward), this, out var ac)) using (ac) return ac[0].SoftmaxForward(dim, log);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {Describe()}");
         int d = Engine.Shape.NormalizeDim(dim, Rank, op);
         using var xd = DimLastDense(this, d, DType);
@@ -33,7 +35,25 @@ public sealed partial class Tensor
             throw;
         }
         var y = MoveDimBack(ym, d);
-        return y.Record(op, this, d, [y]);
+        if (!ShouldRecord(this)) return y;
+        return y.Record(log ? new LogSoftmaxBackward(d, y) : new SoftmaxBackward(d, y), this);
+    }
+
+    // dx = y·(dy − Σ dy·y) (softmax) or dy − eʸ·Σ dy (log-softmax), one fused kernel from the saved output.
+    internal sealed class SoftmaxBackward : GradFunction
+    {
+        readonly int _dim;
+        readonly SavedTensor _y;
+        internal SoftmaxBackward(int dim, Tensor y) { _dim = dim; _y = Save(y); }
+        protected internal override Tensor?[] Backward(Tensor grad) => [SoftmaxGradient(_y.Value, grad, _dim, log: false)];
+    }
+
+    internal sealed class LogSoftmaxBackward : GradFunction
+    {
+        readonly int _dim;
+        readonly SavedTensor _y;
+        internal LogSoftmaxBackward(int dim, Tensor y) { _dim = dim; _y = Save(y); }
+        protected internal override Tensor?[] Backward(Tensor grad) => [SoftmaxGradient(_y.Value, grad, _dim, log: true)];
     }
 
     /// <summary>
@@ -41,7 +61,7 @@ public sealed partial class Tensor
     /// <paramref name="dim"/> from its output <paramref name="y"/> and the output gradient <paramref name="dy"/>:
     /// y·(dy − Σ dy·y), or dy − eʸ·Σ dy. One fused kernel; not recorded (no double backward).
     /// </summary>
-    public static Tensor SoftmaxBackward(Tensor y, Tensor dy, int dim, bool log)
+    public static Tensor SoftmaxGradient(Tensor y, Tensor dy, int dim, bool log)
     {
         string op = log ? "LogSoftmaxBackward" : "SoftmaxBackward";
         y.CheckFloating(op);

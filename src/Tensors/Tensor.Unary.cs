@@ -1,3 +1,4 @@
+using Engine.Graph;
 using Engine.Ops;
 
 namespace Engine;
@@ -11,7 +12,7 @@ public sealed partial class Tensor
     /// </summary>
     public Tensor Apply<TOp>(TOp op, bool floatResult = true) where TOp : struct, IDifferentiableUnaryOp
     {
-        if (AutocastDispatch.TryAutocast(op.Name, this, out var ac)) using (ac) return ac[0].Apply(op, floatResult);
+        if (AutocastDispatch.TryAutocast(typeof(TOp), this, out var ac)) using (ac) return ac[0].Apply(op, floatResult);
         return ApplyCore(op, floatResult);
     }
 
@@ -25,7 +26,32 @@ public sealed partial class Tensor
         }
         var y = Empty(op.Name, Layout.Shape, DType, Device);
         Backend.Unary(op, Storage, Layout, y.Storage, y.Layout);
-        return y.Record(op.Name, this, new UnaryGradient<TOp>(op), [this]);
+        if (!ShouldRecord(this)) return y;
+        // a·x + b needs only a, not x: saving x would make the in-place forms (x += 1, x *= 2 on a tensor in the
+        // graph, which overwrite x) fail the saved-tensor version check for nothing.
+        if (typeof(TOp) == typeof(AffineOp)) return y.Record(new AffineBackward(((AffineOp)(object)op).Scale), this);
+        return y.Record(new UnaryBackward<TOp>(op, this), this);
+    }
+
+    /// <summary>
+    /// The backward of every elementwise unary op: dx = dy · f'(x), one generic kernel (<see cref="UnaryGradOp{TOp}"/>)
+    /// from the op struct's <c>Derivative</c> (src/Tensors/Ops/UnaryOps.cs). The autocast policy keys unary ops by
+    /// their op struct.
+    /// </summary>
+    internal sealed class UnaryBackward<TOp> : GradFunction where TOp : struct, IDifferentiableUnaryOp
+    {
+        readonly TOp _op;
+        readonly SavedTensor _x;
+        public UnaryBackward(TOp op, Tensor x) { _op = op; _x = Save(x); }
+        public override string Name => _op.Name;
+        protected internal override Tensor?[] Backward(Tensor grad) => [Map(new UnaryGradOp<TOp>(_op), _x.Value, grad)];
+    }
+
+    /// <summary>d(a·x + b)/dx = a.</summary>
+    internal sealed class AffineBackward(double scale) : GradFunction
+    {
+        public override string Name => "Affine";
+        protected internal override Tensor?[] Backward(Tensor grad) => [scale == 1 ? grad : Map(new AffineOp(scale, 0), grad)];
     }
 
     /// <summary>Applies a unary op without recording it.</summary>

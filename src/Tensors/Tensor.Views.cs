@@ -1,3 +1,4 @@
+using Engine.Graph;
 namespace Engine;
 
 /// <summary>One index of the tensor indexer: an integer (removes the dim), a range (keeps it), <see cref="All"/> or <see cref="NewAxis"/>.</summary>
@@ -39,7 +40,7 @@ public sealed partial class Tensor
     {
         get
         {
-            var t = NewView(Layout).Record("Alias", this);
+            var t = NewView(Layout).RecordIdentity(this);
             int dim = 0;
             try
             {
@@ -96,12 +97,13 @@ public sealed partial class Tensor
     public Tensor Transpose(int dim0, int dim1)
     {
         int a = Engine.Shape.NormalizeDim(dim0, Rank, "Transpose"), b = Engine.Shape.NormalizeDim(dim1, Rank, "Transpose");
-        if (Rank == 0) return NewView(Layout).Record("Alias", this);
-        return NewView(Layout.Transpose(a, b)).Record("Transpose", this, (a, b));
+        if (Rank == 0) return NewView(Layout).RecordIdentity(this);
+        var v = NewView(Layout.Transpose(a, b));
+        return ShouldRecord(this) ? v.Record(new TransposeBackward(a, b), this) : v;
     }
 
     /// <summary>The transpose of a matrix (a view); for other ranks, the dims reversed, as PyTorch's <c>.T</c>.</summary>
-    public Tensor T => Rank <= 2 ? (Rank < 2 ? NewView(Layout).Record("Alias", this) : Transpose(0, 1)) : Permute(Enumerable.Range(0, Rank).Reverse().ToArray());
+    public Tensor T => Rank <= 2 ? (Rank < 2 ? NewView(Layout).RecordIdentity(this) : Transpose(0, 1)) : Permute(Enumerable.Range(0, Rank).Reverse().ToArray());
 
     /// <summary>Reorders dims (a view): result dim i is input dim <paramref name="dims"/>[i].</summary>
     public Tensor Permute(params int[] dims)
@@ -115,7 +117,8 @@ public sealed partial class Tensor
             if (seen[perm[i]]) throw new ShapeException("Permute", $"repeated dim in [{string.Join(", ", dims)}]");
             seen[perm[i]] = true;
         }
-        return NewView(Layout.Permute(perm)).Record("Permute", this, perm);
+        var v = NewView(Layout.Permute(perm));
+        return ShouldRecord(this) ? v.Record(new PermuteBackward(perm), this) : v;
     }
 
     /// <summary>Elements [start, start+length) of a dim (a view), as <c>torch.narrow</c>.</summary>
@@ -126,7 +129,8 @@ public sealed partial class Tensor
         if (start < 0) start += size;
         if (start < 0 || length < 0 || start + length > size)
             throw new ShapeException("Narrow", $"start {start} and length {length} are out of range for dim {d} of size {size} ({Describe()})");
-        return NewView(Layout.Narrow(d, start, length)).Record("Slice", this, (d, start, length, 1));
+        var v = NewView(Layout.Narrow(d, start, length));
+        return ShouldRecord(this) ? v.Record(new SliceBackward(d, start, length, 1), this) : v;
     }
 
     /// <summary>Elements start, start+step, ... below end of a dim (a view), as Python's <c>x[start:end:step]</c>; bounds are clamped.</summary>
@@ -139,7 +143,8 @@ public sealed partial class Tensor
         if (end < 0) end += size;
         start = Math.Clamp(start, 0, size); end = Math.Clamp(end, start, size);
         int count = (end - start + step - 1) / step;
-        return NewView(Layout.Slice(d, start, count, step)).Record("Slice", this, (d, start, count, step));
+        var v = NewView(Layout.Slice(d, start, count, step));
+        return ShouldRecord(this) ? v.Record(new SliceBackward(d, start, count, step), this) : v;
     }
 
     /// <summary>Fixes one dim at an index, removing it (a view), as <c>torch.select</c>.</summary>
@@ -151,25 +156,26 @@ public sealed partial class Tensor
         if (index < -size || index >= size)
             throw new ShapeException("Select", $"index {index} is out of bounds for dim {d} with size {size} ({Describe()})");
         if (index < 0) index += size;
-        return NewView(Layout.Select(d, index)).Record("Select", this, (d, index));
+        var v = NewView(Layout.Select(d, index));
+        return ShouldRecord(this) ? v.Record(new SelectBackward(d, index), this) : v;
     }
 
     /// <summary>Inserts a size-1 dim at <paramref name="dim"/> (a view; dim may equal the rank).</summary>
     public Tensor Unsqueeze(int dim)
     {
         int d = Engine.Shape.NormalizeDim(dim, Rank + 1, "Unsqueeze");
-        return NewView(Layout.Unsqueeze(d)).Record("Reshape", this);
+        return NewView(Layout.Unsqueeze(d)).RecordReshape(this);
     }
 
     /// <summary>Removes every size-1 dim (a view).</summary>
-    public Tensor Squeeze() => NewView(Layout.Squeeze(Enumerable.Range(0, Rank).ToArray())).Record("Reshape", this);
+    public Tensor Squeeze() => NewView(Layout.Squeeze(Enumerable.Range(0, Rank).ToArray())).RecordReshape(this);
 
     /// <summary>Removes <paramref name="dim"/> if its size is 1 (a view).</summary>
     public Tensor Squeeze(int dim)
     {
-        if (Rank == 0) return NewView(Layout).Record("Alias", this);
+        if (Rank == 0) return NewView(Layout).RecordIdentity(this);
         int d = Engine.Shape.NormalizeDim(dim, Rank, "Squeeze");
-        return NewView(Layout.Squeeze([d])).Record("Reshape", this);
+        return NewView(Layout.Squeeze([d])).RecordReshape(this);
     }
 
     /// <summary>The same elements under a new shape, without copying; one dim may be −1. Throws when the strides do not allow a view (use <see cref="Reshape"/>).</summary>
@@ -178,7 +184,7 @@ public sealed partial class Tensor
         var s = Engine.Shape.Infer(shape, Numel, "View");
         var l = Layout.TryView(s) ?? throw new ShapeException("View",
             $"view size {Engine.Shape.Format(s)} is not compatible with input tensor's size and stride ({Layout}); use Reshape instead");
-        return NewView(l).Record("Reshape", this);
+        return NewView(l).RecordReshape(this);
     }
 
     /// <summary>The same elements under a new shape: a view when possible, a copy otherwise (as <c>torch.reshape</c>).</summary>
@@ -186,9 +192,9 @@ public sealed partial class Tensor
     {
         var s = Engine.Shape.Infer(shape, Numel, "Reshape");
         var l = Layout.TryView(s);
-        if (l is not null) return NewView(l).Record("Reshape", this);
+        if (l is not null) return NewView(l).RecordReshape(this);
         using var c = CastCopy(DType, Device, "Reshape");
-        return new Tensor(c.Storage, Layout.Contiguous(s)).Record("Reshape", this); // owns the copy: not a view
+        return new Tensor(c.Storage, Layout.Contiguous(s)).RecordReshape(this); // owns the copy: not a view
     }
 
     /// <summary>Merges dims <paramref name="startDim"/>..<paramref name="endDim"/> into one.</summary>
@@ -223,9 +229,66 @@ public sealed partial class Tensor
         Engine.Shape.CheckedNumel(target, "Expand"); // a view too must have a countable number of elements
         var l = Layout.TryBroadcastTo(target) ?? throw new ShapeException("Expand",
             $"the expanded size {Engine.Shape.Format(target)} must match the existing size {Engine.Shape.Format(Layout.Shape)} at non-singleton dims");
-        return NewView(l).Record("Expand", this);
+        var v = NewView(l);
+        return ShouldRecord(this) ? v.Record(new ExpandBackward(), this) : v;
     }
 
     /// <summary>Expands to another tensor's shape.</summary>
     public Tensor ExpandAs(Tensor other) => Expand(other.Layout.Shape);
+
+    /// <summary>Records a view or copy under another shape (View, Reshape, Flatten, Unsqueeze, Squeeze).</summary>
+    Tensor RecordReshape(Tensor input) => ShouldRecord(input) ? Record(new ReshapeBackward(), input) : this;
+
+    // Autograd definitions of the views: the gradient of a view is the inverse view of the gradient (no copy) or,
+    // for views that drop elements (Slice, Select), the gradient written into zeros of the input's shape.
+
+    internal sealed class TransposeBackward(int dim0, int dim1) : GradFunction
+    {
+        internal (int Dim0, int Dim1) Dims => (dim0, dim1);
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad.Transpose(dim0, dim1)];
+    }
+
+    // Result dim i is input dim perm[i], so input dim perm[i] is gradient dim i.
+    internal sealed class PermuteBackward(int[] perm) : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var inverse = new int[perm.Length];
+            for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
+            return [grad.Permute(inverse)];
+        }
+    }
+
+    // Also recorded by Narrow (step 1) and the indexer's ranges.
+    internal sealed class SliceBackward(int dim, int start, int count, int step) : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var z = Zeros(Input(0).Shape, grad.DType, grad.Device);
+            if (count > 0) z.Slice(dim, start, start + (count - 1) * step + 1, step).CopyInPlace(grad);
+            return [z];
+        }
+    }
+
+    internal sealed class SelectBackward(int dim, int index) : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad)
+        {
+            var z = Zeros(Input(0).Shape, grad.DType, grad.Device);
+            z.Select(dim, index).CopyInPlace(grad);
+            return [z];
+        }
+    }
+
+    // A copy only when the gradient's strides do not allow a view.
+    internal sealed class ReshapeBackward : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad.Reshape(Input(0).Shape)];
+    }
+
+    // Broadcasting without copying: the executor sums the gradient over the broadcast dims.
+    internal sealed class ExpandBackward : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad];
+    }
 }

@@ -361,7 +361,7 @@ public class IndexOpsTests
                 var iv = RandomIndex(rng, 2 * 3, v);
                 using var tw = Layouts.Make(w, [v, dm], dt, Layouts.Kind.Transposed);
                 using var ti = Layouts.Make(iv, [2, 3], idxType, Layouts.Kind.Transposed);
-                using var y = Tensor.Embedding(tw, ti);
+                using var y = Tensor.Embedding(ti, tw);
                 Assert.That(y.Shape, Is.EqualTo(new[] { 2, 3, dm }));
                 var exp = new double[2 * 3 * dm];
                 for (int k = 0; k < 6; k++)
@@ -370,10 +370,10 @@ public class IndexOpsTests
             }
         using var w0 = Tensor.Ones([4, 3], DType.Float32);
         using var none = Tensor.Zeros([0], DType.Int64);
-        using var e = Tensor.Embedding(w0, none);
+        using var e = Tensor.Embedding(none, w0);
         Assert.That(e.Shape, Is.EqualTo(new[] { 0, 3 }));
         using var sc = Tensor.FromArray(new long[] { 2 }, []);
-        using var e0 = Tensor.Embedding(w0, sc);
+        using var e0 = Tensor.Embedding(sc, w0);
         Assert.That(e0.Shape, Is.EqualTo(new[] { 3 }));
     }
 
@@ -382,13 +382,13 @@ public class IndexOpsTests
     {
         using var w = Tensor.Ones([4, 3], DType.Float32);
         using var bad = Tensor.FromArray(new long[] { 1, 4 });
-        var ex = Assert.Throws<ShapeException>(() => Tensor.Embedding(w, bad))!;
+        var ex = Assert.Throws<ShapeException>(() => Tensor.Embedding(bad, w))!;
         Assert.That(ex.Message, Does.StartWith("Embedding:").And.Contain("index 4").And.Contain("size 4"));
         using var w3 = Tensor.Ones([4, 3, 2], DType.Float32);
         using var ok = Tensor.FromArray(new long[] { 1 });
-        Assert.That(() => Tensor.Embedding(w3, ok), Throws.TypeOf<ShapeException>().With.Message.Contains("Embedding"));
+        Assert.That(() => Tensor.Embedding(ok, w3), Throws.TypeOf<ShapeException>().With.Message.Contains("Embedding"));
         using var fi = Tensor.Ones([2], DType.Float32);
-        Assert.That(() => Tensor.Embedding(w, fi), Throws.TypeOf<DTypeException>().With.Message.Contains("Embedding"));
+        Assert.That(() => Tensor.Embedding(fi, w), Throws.TypeOf<DTypeException>().With.Message.Contains("Embedding"));
     }
 
     // ---- Cat, Stack ----
@@ -664,7 +664,7 @@ public class IndexOpsTests
 
         using var w = Leaf(rng, [5, 3]);
         using var tokens = LongIndex([0, 4, 4, 2, -1, 0], [2, 3]);
-        GradCheck.Check(t => Tensor.Embedding(t[0], tokens), [w]);
+        GradCheck.Check(t => Tensor.Embedding(tokens, t[0]), [w]);
     }
 
     [Test]

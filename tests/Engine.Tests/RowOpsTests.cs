@@ -279,7 +279,7 @@ public class RowOpsTests
                     using var xt = Layouts.Make(x, shape, dt, Layouts.Kind.Transposed);
                     using var y = log ? xt.LogSoftmax(dim) : xt.Softmax(dim);
                     using var gt = Layouts.Make(g, shape, dt, Layouts.Kind.Strided);
-                    using var dx = Tensor.SoftmaxBackward(y, gt, dim, log);
+                    using var dx = Tensor.SoftmaxGradient(y, gt, dim, log);
                     var exp = RefSoftmaxBackward(y.ToArray<double>(), g, shape, dim, log);
                     Ref.AssertClose(dx.ToArray<double>(), exp, dt, $"{(log ? "log" : "")}softmax backward {dt} dim {dim}", scale: 2);
                 }
@@ -451,7 +451,7 @@ public class RowOpsTests
                 using var wt = Tensor.FromArray(w, [cols]).To(dt);
                 using var mt = Tensor.FromArray(mean, [rows]).To(stat);
                 using var rt = Tensor.FromArray(rstd, [rows]).To(stat);
-                var (dx, dw, db) = Tensor.LayerNormBackward(xt, wt, mt, rt, gt, 1, rms, weightGrad: true, biasGrad: true);
+                var (dx, dw, db) = Tensor.LayerNormGradient(xt, wt, mt, rt, gt, 1, rms, weightGrad: true, biasGrad: true);
                 using (dx) using (dw) using (db)
                 {
                     var (edx, edw, edb) = RefNormBackward(x, g, rows, cols, w, 1e-5, rms);
@@ -463,7 +463,7 @@ public class RowOpsTests
                     try
                     {
                         CpuParallel.MaxThreads = 1;
-                        var (dx1, dw1, db1) = Tensor.LayerNormBackward(xt, wt, mt, rt, gt, 1, rms, true, true);
+                        var (dx1, dw1, db1) = Tensor.LayerNormGradient(xt, wt, mt, rt, gt, 1, rms, true, true);
                         using (dx1) using (dw1) using (db1)
                         {
                             Assert.That(dx1.ToArray<double>().SequenceEqual(dx.ToArray<double>()), Is.True, "dx must not depend on the thread count");

@@ -56,7 +56,7 @@ public sealed class Embedding : Module
     public Tensor Weight { get; }
 
     /// <summary>Looks up integer indices of any shape: result indices.shape + [dim].</summary>
-    public override Tensor Forward(Tensor input) => Tensor.Embedding(Weight, input);
+    public override Tensor Forward(Tensor input) => Tensor.Embedding(input, Weight);
 }
 
 /// <summary>Layer normalization over the trailing <c>normalizedShape</c>, with affine weight (ones) and bias (zeros).</summary>

@@ -2,7 +2,8 @@ namespace Engine;
 
 /// <summary>
 /// What an autocast implementation (the <c>Engine.Amp</c> package) plugs into op dispatch. Tensors knows nothing of
-/// the policy: an op passes its name and its inputs, and the hook says which dtype the floating inputs should have.
+/// the policy: an op passes its identity (the type of its autograd definition, or of its op struct for the
+/// elementwise unary ops) and its inputs, and the hook says which dtype the floating inputs should have.
 /// </summary>
 public interface IAutocastHook
 {
@@ -10,7 +11,7 @@ public interface IAutocastHook
     /// The dtype the floating inputs of <paramref name="op"/> should be cast to on <paramref name="device"/>, or null
     /// to run the op on its inputs as they are (no active region for that device, or an op the policy leaves alone).
     /// </summary>
-    DType? TargetDType(string op, Device device);
+    DType? TargetDType(Type op, Device device);
 
     /// <summary>
     /// <paramref name="t"/> cast to <paramref name="dtype"/>, differentiably (gradients flow back to
@@ -73,13 +74,13 @@ public static class AutocastDispatch
     /// null); the caller re-enters the op with them (they no longer differ, so it terminates) and disposes
     /// <paramref name="casts"/>. Integer, Bool and Float64 inputs are never cast.
     /// </summary>
-    internal static bool TryAutocast(string op, Tensor a, out AutocastCasts casts) => TryAutocast(op, a, null, null, out casts);
+    internal static bool TryAutocast(Type op, Tensor a, out AutocastCasts casts) => TryAutocast(op, a, null, null, out casts);
 
-    /// <summary>Two-input form of <see cref="TryAutocast(string, Tensor, out AutocastCasts)"/>.</summary>
-    internal static bool TryAutocast(string op, Tensor a, Tensor? b, out AutocastCasts casts) => TryAutocast(op, a, b, null, out casts);
+    /// <summary>Two-input form of <see cref="TryAutocast(Type, Tensor, out AutocastCasts)"/>.</summary>
+    internal static bool TryAutocast(Type op, Tensor a, Tensor? b, out AutocastCasts casts) => TryAutocast(op, a, b, null, out casts);
 
-    /// <summary>Three-input form of <see cref="TryAutocast(string, Tensor, out AutocastCasts)"/>.</summary>
-    internal static bool TryAutocast(string op, Tensor a, Tensor? b, Tensor? c, out AutocastCasts casts)
+    /// <summary>Three-input form of <see cref="TryAutocast(Type, Tensor, out AutocastCasts)"/>.</summary>
+    internal static bool TryAutocast(Type op, Tensor a, Tensor? b, Tensor? c, out AutocastCasts casts)
     {
         casts = default;
         var h = s_hook;
@@ -89,7 +90,7 @@ public static class AutocastDispatch
     static bool NeedsCast(Tensor? t, DType target) =>
         t is not null && t.DType != target && t.DType.IsFloatingPoint() && t.DType != DType.Float64;
 
-    static bool Slow(IAutocastHook h, string op, Tensor a, Tensor? b, Tensor? c, out AutocastCasts casts)
+    static bool Slow(IAutocastHook h, Type op, Tensor a, Tensor? b, Tensor? c, out AutocastCasts casts)
     {
         casts = default;
         if (h.TargetDType(op, a.Device) is not DType target || s_suspended.Value) return false;

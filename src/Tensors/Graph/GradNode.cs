@@ -23,13 +23,13 @@ public sealed class SavedTensor
 {
     Tensor? _alias;
     readonly int _version;
-    readonly string _op;
+    readonly GradFunction _owner;
 
-    internal SavedTensor(Tensor t, string op)
+    internal SavedTensor(Tensor t, GradFunction owner)
     {
         _alias = t.Alias();
         _version = t.Storage.Version;
-        _op = op;
+        _owner = owner;
     }
 
     /// <summary>The saved value; throws if it was modified in place since, or if the graph was freed.</summary>
@@ -37,11 +37,11 @@ public sealed class SavedTensor
     {
         get
         {
-            var a = _alias ?? throw new EngineException(_op + "Backward",
+            var a = _alias ?? throw new EngineException(_owner.Name + "Backward",
                 "trying to backward through the graph a second time (or directly access saved tensors after they have already been freed); " +
                 "saved intermediate values of the graph are freed when you call Backward(). Specify retainGraph: true if you need to backward a second time");
             if (a.Storage.Version != _version)
-                throw new EngineException(_op + "Backward",
+                throw new EngineException(_owner.Name + "Backward",
                     $"one of the variables needed for gradient computation has been modified by an in-place operation: {Shape.Format(a.Layout.Shape)} {a.DType.Name()} is at version {a.Storage.Version}; expected version {_version} instead");
             return a;
         }
@@ -51,23 +51,24 @@ public sealed class SavedTensor
 }
 
 /// <summary>
-/// The record of one op in the autograd graph: its name, its inputs' edges and descriptions, the values it saved and
-/// its attributes (a dim, an op struct, an epsilon...). Created only when an input requires grad, so inference builds
-/// nothing. The rules that turn a record into input gradients live in src/Autograd, in the file named after the op
-/// family.
+/// The record of one op in the autograd graph: its inputs' edges and descriptions and its typed definition
+/// (<see cref="GradFunction"/>: attributes, saved values, backward). Created only when an input requires grad, so
+/// inference builds nothing.
 /// </summary>
 public sealed class GradNode
 {
-    SavedTensor[] _saved;
-
-    internal GradNode(string op, Edge[] edges, InputInfo[] inputs, SavedTensor[] saved, object? attributes, int[] outputShape, DType outputDType)
+    internal GradNode(GradFunction function, Edge[] edges, InputInfo[] inputs, int[] outputShape, DType outputDType)
     {
-        Op = op; Edges = edges; Inputs = inputs; _saved = saved; Attributes = attributes;
+        Function = function; Edges = edges; Inputs = inputs;
         OutputShape = outputShape; OutputDType = outputDType;
+        function.Attach(this);
     }
 
-    /// <summary>The forward op's name; the rule is looked up by it.</summary>
-    public string Op { get; }
+    /// <summary>The op's definition: what it saved and its backward.</summary>
+    public GradFunction Function { get; }
+
+    /// <summary>The op's name (<see cref="GradFunction.Name"/>).</summary>
+    public string Op => Function.Name;
 
     /// <summary>One edge per input, in the forward call's order.</summary>
     public Edge[] Edges { get; }
@@ -75,32 +76,29 @@ public sealed class GradNode
     /// <summary>Shape, dtype and device of each input.</summary>
     public InputInfo[] Inputs { get; }
 
-    /// <summary>Op-specific attributes.</summary>
-    public object? Attributes { get; }
-
     /// <summary>Shape of the op's output.</summary>
     public int[] OutputShape { get; }
 
     /// <summary>Dtype of the op's output.</summary>
     public DType OutputDType { get; }
 
-    /// <summary>The i-th saved value (see <see cref="SavedTensor.Value"/> for the checks).</summary>
-    public Tensor Saved(int i) => _saved[i].Value;
+    /// <summary>The i-th saved value, in the order the definition saved them (see <see cref="SavedTensor.Value"/> for the checks).</summary>
+    public Tensor Saved(int i) => Function.SavedValues[i].Value;
 
     /// <summary>Number of saved values.</summary>
-    public int SavedCount => _saved.Length;
+    public int SavedCount => Function.SavedValues.Count;
 
     /// <summary>True once <see cref="FreeSaved"/> ran.</summary>
     public bool IsFreed { get; private set; }
 
-    /// <summary>Hooks called with the gradient of this node's output before the rule runs.</summary>
+    /// <summary>Hooks called with the gradient of this node's output before the backward runs.</summary>
     public List<Func<Tensor, Tensor?>>? Hooks { get; set; }
 
     /// <summary>Frees the saved values (after a backward pass without retainGraph).</summary>
     public void FreeSaved()
     {
         IsFreed = true;
-        foreach (var s in _saved) s.Free();
+        foreach (var s in Function.SavedValues) s.Free();
     }
 
     /// <summary>Debug name, as PyTorch's <c>grad_fn</c> (<c>MulBackward</c>).</summary>

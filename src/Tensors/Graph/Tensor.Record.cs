@@ -17,12 +17,11 @@ public sealed partial class Tensor
     }
 
     /// <summary>
-    /// Attaches the record of the op that produced this tensor when any input requires grad (and grad mode is on);
-    /// otherwise does nothing, so inference pays one check. Returns this.
+    /// Attaches the record of the op that produced this tensor. Callers build <paramref name="function"/> only when
+    /// <see cref="ShouldRecord(ReadOnlySpan{Tensor})"/> says so (its constructor saves tensors). Returns this.
     /// </summary>
-    internal Tensor Record(string op, ReadOnlySpan<Tensor> inputs, object? attributes = null, ReadOnlySpan<Tensor> saved = default)
+    internal Tensor Record(GradFunction function, params ReadOnlySpan<Tensor> inputs)
     {
-        if (!ShouldRecord(inputs)) return this;
         var edges = new Edge[inputs.Length];
         var infos = new InputInfo[inputs.Length];
         for (int i = 0; i < inputs.Length; i++)
@@ -31,25 +30,39 @@ public sealed partial class Tensor
             infos[i] = new InputInfo(x.Layout.Shape, x.DType, x.Device);
             if (x.RequiresGrad) edges[i] = new Edge(x.GradFn, x);
         }
-        var savedValues = new SavedTensor[saved.Length];
-        for (int i = 0; i < saved.Length; i++) savedValues[i] = new SavedTensor(saved[i], op);
-        GradFn = new GradNode(op, edges, infos, savedValues, attributes, Layout.Shape, DType);
+        GradFn = new GradNode(function, edges, infos, Layout.Shape, DType);
         return this;
     }
 
     /// <summary>
-    /// Attaches a graph record to this freshly computed tensor, for ops defined outside this assembly (custom
-    /// autograd functions): <paramref name="op"/> names the backward rule (register it with
-    /// <c>Engine.Autograd.BackwardRules.Register</c>), <paramref name="saved"/> are checked for in-place
-    /// modification when backward reads them. Does nothing when no input requires grad or grad mode is off. Returns this.
+    /// Attaches a graph record to this freshly computed tensor, for ops defined outside this assembly: subclass
+    /// <see cref="GradFunction"/> (or use <c>Engine.Autograd.CustomFunction</c>, which does it for you). Does nothing
+    /// when no input requires grad or grad mode is off. Returns this.
     /// </summary>
-    public Tensor RecordCustom(string op, Tensor[] inputs, object? attributes, Tensor[] saved)
+    public Tensor RecordCustom(GradFunction function, params Tensor[] inputs)
     {
-        if (GradFn is not null) throw new EngineException(op, "the tensor already has a grad_fn; record a custom op on a fresh output tensor");
-        return Record(op, inputs, attributes, saved);
+        ArgumentNullException.ThrowIfNull(function);
+        if (GradFn is not null) throw new EngineException(function.Name, "the tensor already has a grad_fn; record a custom op on a fresh output tensor");
+        return ShouldRecord(inputs) ? Record(function, inputs) : this;
     }
 
-    /// <summary>Records an op with one input.</summary>
-    internal Tensor Record(string op, Tensor input, object? attributes = null, ReadOnlySpan<Tensor> saved = default) =>
-        ShouldRecord(input) ? Record(op, [input], attributes, saved) : this;
+    /// <summary>Records a view or copy whose gradient passes through unchanged (Alias, Contiguous, Clone, To).</summary>
+    internal Tensor RecordIdentity(Tensor input) => ShouldRecord(input) ? Record(new IdentityBackward(), input) : this;
+
+    /// <summary>Records a dtype or device conversion.</summary>
+    internal Tensor RecordCast(Tensor input) => ShouldRecord(input) ? Record(new CastBackward(), input) : this;
+
+    /// <summary>The backward of views and copies that keep every element (Alias, Contiguous, Clone): the identity.</summary>
+    internal sealed class IdentityBackward : GradFunction
+    {
+        public override string Name => "Alias";
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad];
+    }
+
+    /// <summary>The backward of a dtype or device conversion: the gradient as it is; the executor converts it back
+    /// to the input's dtype and device.</summary>
+    internal sealed class CastBackward : GradFunction
+    {
+        protected internal override Tensor?[] Backward(Tensor grad) => [grad];
+    }
 }

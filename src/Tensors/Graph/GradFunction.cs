@@ -1,0 +1,73 @@
+namespace Engine.Graph;
+
+/// <summary>
+/// The autograd definition of one op: its forward attributes (constructor parameters), the tensors it saves
+/// (<see cref="Save"/>, in the constructor) and its <see cref="Backward"/>, side by side in one class placed next to
+/// the op's forward method. The op's forward creates it only when the graph is recorded
+/// (<c>y.Record(new SumBackward(dims, keepDim), x)</c>), so inference allocates nothing. The type is the op's
+/// identity: the autocast policy is keyed by it, and the compiler checks the seam between forward and backward.
+/// </summary>
+/// <remarks>
+/// <para>A backward holds derivatives only. The executor (src/Autograd/GraphExecutor.cs) runs it with grad mode and
+/// autocast off inside a dispose scope, so temporaries need no <c>using</c>; it then sums each returned gradient back
+/// to its input's shape (a gradient at a shape the input broadcasts to is reduced as <see cref="Tensor.SumToSize"/>),
+/// converts it to the input's dtype and device, and drops gradients of inputs that need none.</para>
+/// <para>Return one gradient per input, in the forward call's order, or null for an input that gets none (check
+/// <see cref="NeedsGrad"/> to skip work). A returned tensor may be <c>grad</c> itself or a saved value: the executor
+/// takes its own handle.</para>
+/// </remarks>
+public abstract class GradFunction
+{
+    List<SavedTensor>? _saved;
+    GradNode? _node;
+
+    /// <summary>
+    /// The op's name in the graph (<see cref="GradNode.ToString"/> adds "Backward", as PyTorch's <c>grad_fn</c>):
+    /// the class name without its "Backward" suffix by default.
+    /// </summary>
+    public virtual string Name
+    {
+        get
+        {
+            var n = GetType().Name;
+            int tick = n.IndexOf('`');
+            if (tick >= 0) n = n[..tick];
+            return n.EndsWith("Backward", StringComparison.Ordinal) && n.Length > 8 ? n[..^8] : n;
+        }
+    }
+
+    /// <summary>
+    /// Saves a tensor for <see cref="Backward"/>: a private alias (it keeps the data alive when the caller disposes
+    /// the tensor) checked against in-place modification when read. Call from the constructor.
+    /// </summary>
+    protected SavedTensor Save(Tensor t)
+    {
+        if (_node is not null) throw new InvalidOperationException("tensors are saved when the op is recorded, not after");
+        var s = new SavedTensor(t, this);
+        (_saved ??= []).Add(s);
+        return s;
+    }
+
+    /// <summary>The record this definition belongs to (set when the op is recorded).</summary>
+    protected GradNode Node => _node ?? throw new InvalidOperationException($"{Name}: the op was not recorded");
+
+    /// <summary>Shape, dtype and device of input <paramref name="i"/> when the op ran.</summary>
+    protected InputInfo Input(int i) => Node.Inputs[i];
+
+    /// <summary>Whether input <paramref name="i"/> wants a gradient (requires grad, and the pass needs it).</summary>
+    protected bool NeedsGrad(int i) => Node.Edges[i].IsLive;
+
+    /// <summary>
+    /// The gradients of the inputs given the gradient of the output: one per input, in the forward's order, or null
+    /// for one that gets none. See the class remarks for what the executor does around it.
+    /// </summary>
+    protected internal abstract Tensor?[] Backward(Tensor grad);
+
+    internal IReadOnlyList<SavedTensor> SavedValues => (IReadOnlyList<SavedTensor>?)_saved ?? [];
+
+    internal void Attach(GradNode node)
+    {
+        if (_node is not null) throw new InvalidOperationException($"{Name}: one GradFunction instance records one op");
+        _node = node;
+    }
+}
