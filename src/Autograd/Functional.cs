@@ -1,8 +1,28 @@
 namespace Engine.Autograd;
 
-/// <summary>Functional autograd: gradients returned rather than accumulated, as <c>torch.autograd.grad</c>.</summary>
+/// <summary>
+/// Autograd over several outputs at once: <see cref="Backward"/> accumulates into the leaves' <c>Grad</c>, as
+/// <c>torch.autograd.backward</c>; <see cref="Grad"/> returns the gradients instead, as <c>torch.autograd.grad</c>.
+/// </summary>
 public static class Gradients
 {
+    /// <summary>
+    /// Backpropagates from every tensor of <paramref name="tensors"/> in one pass (shared subgraphs run once, their
+    /// gradients summed) and adds the result to each leaf's <see cref="Tensor.Grad"/>, as
+    /// <c>torch.autograd.backward(tensors, grad_tensors)</c>. A tensor of one element may have a null gradient (1).
+    /// </summary>
+    /// <param name="tensors">The roots.</param>
+    /// <param name="gradTensors">One gradient per root (its shape), or null entries / null for one-element roots.</param>
+    /// <param name="retainGraph">Keep the saved values so the graph can be backpropagated again.</param>
+    public static void Backward(Tensor[] tensors, Tensor?[]? gradTensors = null, bool retainGraph = false)
+    {
+        ArgumentNullException.ThrowIfNull(tensors);
+        if (tensors.Length == 0) throw new EngineException("Backward", "no tensors given");
+        if (gradTensors is not null && gradTensors.Length != tensors.Length)
+            throw new EngineException("Backward", $"got {gradTensors.Length} gradients for {tensors.Length} tensors");
+        GraphExecutor.Backward(tensors, gradTensors, retainGraph);
+    }
+
     /// <summary>
     /// The sum over <paramref name="outputs"/> of the vector-Jacobian products with <paramref name="gradOutputs"/>,
     /// with respect to each of <paramref name="inputs"/> (leaves or intermediate tensors, all requiring grad). No

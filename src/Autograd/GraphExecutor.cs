@@ -58,20 +58,34 @@ internal sealed class GraphExecutor
         new GraphExecutor(retainGraph, null).Run([root], [g]);
     }
 
-    /// <summary>The gradients of <paramref name="roots"/> with respect to <paramref name="targets"/>, leaving every <c>Grad</c> alone.</summary>
-    internal static Tensor?[] Capture(Tensor[] roots, Tensor?[]? gradients, Tensor[] targets, bool retainGraph)
+    /// <summary>Backpropagates from several roots at once (each with its gradient) into the leaves' <c>Grad</c>.</summary>
+    internal static void Backward(Tensor[] roots, Tensor?[]? gradients, bool retainGraph)
     {
         using var _ = GradMode.NoGrad();
+        var gs = RootGradients("Backward", roots, gradients);
+        new GraphExecutor(retainGraph, null).Run(roots, gs);
+    }
+
+    static Tensor[] RootGradients(string op, Tensor[] roots, Tensor?[]? gradients)
+    {
         var gs = new Tensor[roots.Length];
         try
         {
-            for (int i = 0; i < roots.Length; i++) gs[i] = RootGradient("Grad", roots[i], i, gradients?[i]);
+            for (int i = 0; i < roots.Length; i++) gs[i] = RootGradient(op, roots[i], i, gradients?[i]);
         }
         catch
         {
             foreach (var g in gs) g?.Dispose();
             throw;
         }
+        return gs;
+    }
+
+    /// <summary>The gradients of <paramref name="roots"/> with respect to <paramref name="targets"/>, leaving every <c>Grad</c> alone.</summary>
+    internal static Tensor?[] Capture(Tensor[] roots, Tensor?[]? gradients, Tensor[] targets, bool retainGraph)
+    {
+        using var _ = GradMode.NoGrad();
+        var gs = RootGradients("Grad", roots, gradients);
         var ex = new GraphExecutor(retainGraph, targets);
         ex.Run(roots, gs);
         return ex._captured;

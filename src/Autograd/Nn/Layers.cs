@@ -43,20 +43,34 @@ public sealed class Linear : Module
     }
 }
 
-/// <summary>A lookup table of <c>num</c> vectors of size <c>dim</c>, initialized N(0, 1) as PyTorch's.</summary>
+/// <summary>
+/// A lookup table of <c>num</c> vectors of size <c>dim</c>, initialized N(0, 1) as PyTorch's; with
+/// <c>paddingIdx</c> that row starts at zero and gets no gradient (negative counts from the end).
+/// </summary>
 public sealed class Embedding : Module
 {
     /// <summary>Creates the table.</summary>
-    public Embedding(int numEmbeddings, int embeddingDim, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    public Embedding(int numEmbeddings, int embeddingDim, Device? device = null, DType dtype = DType.Float32, Generator? generator = null, int? paddingIdx = null)
     {
-        Weight = RegisterParameter("weight", Init.Normal(Tensor.Empty([numEmbeddings, embeddingDim], dtype, device), 0, 1, generator));
+        if (paddingIdx is int p)
+        {
+            if (p < -numEmbeddings || p >= numEmbeddings)
+                throw new ShapeException("Embedding", $"paddingIdx {p} must be within the {numEmbeddings} embeddings");
+            PaddingIdx = p < 0 ? p + numEmbeddings : p;
+        }
+        var w = Init.Normal(Tensor.Empty([numEmbeddings, embeddingDim], dtype, device), 0, 1, generator);
+        if (PaddingIdx is int row) using (var r = w.Select(0, row)) r.ZeroInPlace();
+        Weight = RegisterParameter("weight", w);
     }
 
     /// <summary>[num, dim].</summary>
     public Tensor Weight { get; }
 
+    /// <summary>The row that gets no gradient (normalized), or null.</summary>
+    public int? PaddingIdx { get; }
+
     /// <summary>Looks up integer indices of any shape: result indices.shape + [dim].</summary>
-    public override Tensor Forward(Tensor input) => Tensor.Embedding(input, Weight);
+    public override Tensor Forward(Tensor input) => Tensor.Embedding(input, Weight, PaddingIdx);
 }
 
 /// <summary>Layer normalization over the trailing <c>normalizedShape</c>, with affine weight (ones) and bias (zeros).</summary>
