@@ -15,7 +15,7 @@ namespace Engine.Tests;
 /// the gradient scaler's algorithm (PyTorch's semantics, bit-exact skips, the bfloat16 pass-through), and training
 /// runs under float16 and bfloat16 reaching the float32 run's accuracy.
 /// </summary>
-[NonParallelizable] // swaps the process-wide log factory and counts process-wide kernel launches
+[NonParallelizable] // swaps the process-wide log factory
 public class AmpTests
 {
     [SetUp]
@@ -55,9 +55,9 @@ public class AmpTests
             var grads = shapes.Select((s, i) => F(data[i], s, dtype)).ToArray();
             using var found = Tensor.Zeros([]);
             using var invT = Tensor.Scalar(inv);
-            long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+            using var calls = KernelCounter.Begin();
             Tensor.NonFiniteCheckAndUnscale(grads, found, invT);
-            Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls - calls, Is.EqualTo(1), "one fused launch for all gradients");
+            Assert.That(calls.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.EqualTo(1), "one fused launch for all gradients");
             Assert.That(Float(found), Is.Zero, "finite gradients leave found-inf at 0");
             for (int i = 0; i < grads.Length; i++)
             {
@@ -113,9 +113,9 @@ public class AmpTests
         Assert.Throws<EngineException>(() => Tensor.NonFiniteCheckAndUnscale([g, alias], found, inv));
         Assert.That(Values(g), Is.All.EqualTo(1.0), "a failed call leaves the gradients untouched");
 
-        long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+        using var calls = KernelCounter.Begin();
         Tensor.NonFiniteCheckAndUnscale([], found, inv);
-        Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls, Is.EqualTo(calls), "no gradients, no launch");
+        Assert.That(calls.Launches, Is.Zero, "no gradients, no launch");
     }
 
     // PyTorch's _amp_update_scale_, written plainly.
@@ -137,7 +137,7 @@ public class AmpTests
         float s = 1024; int t = 0;
         // clean ×5, inf, clean ×3, NaN as found-inf (nonzero counts), clean: interval 3, growth 2, backoff 0.3 (rounding).
         double[] flags = [0, 0, 0, 0, 0, 1, 0, 0, 0, double.NaN, 0];
-        long calls = AmpKernelCounters.UpdateScaleCalls;
+        using var calls = KernelCounter.Begin();
         foreach (var f in flags)
         {
             found.FillInPlace(f);
@@ -146,7 +146,7 @@ public class AmpTests
             Assert.That(Float(scale), Is.EqualTo(s), $"scale after found-inf {f}");
             Assert.That(tracker.Item<int>(), Is.EqualTo(t), $"tracker after found-inf {f}");
         }
-        Assert.That(AmpKernelCounters.UpdateScaleCalls - calls, Is.EqualTo(flags.Length));
+        Assert.That(calls.Count(nameof(IBackend.UpdateScale)), Is.EqualTo(flags.Length));
 
         // Growth never takes the scale to Inf.
         scale.FillInPlace(3e38);
@@ -549,7 +549,7 @@ public class AmpTests
 
         // Disabled: a plain step, no kernel, scale 1, an empty state.
         using var off = new GradScaler(enabled: false);
-        long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+        using var calls = KernelCounter.Begin();
         using var reference = SmallMlp();
         using var refOpt = new Sgd(reference.Parameters(), lr: 0.05);
         using var model2 = SmallMlp();
@@ -557,7 +557,7 @@ public class AmpTests
         Iteration(reference, refOpt, null, null, x, y);
         Iteration(model2, opt2, off, null, x, y);
         Assert.That(model2.Parameters().SelectMany(Bits), Is.EqualTo(reference.Parameters().SelectMany(Bits)));
-        Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls, Is.EqualTo(calls));
+        Assert.That(calls.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.Zero);
         Assert.That(off.GetScale(), Is.EqualTo(1));
         Assert.That(off.StateDict(), Is.Empty);
         Assert.That(off.LastStepTaken!.Item<bool>(), Is.True);
@@ -583,7 +583,7 @@ public class AmpTests
             using var scaled = SmallMlp(DType.BFloat16);
             using var scaledOpt = new Adam(scaled.Parameters(), lr: 1e-2);
             using var scaler = new GradScaler();
-            long unscale0 = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls, update0 = AmpKernelCounters.UpdateScaleCalls;
+            using var amp = KernelCounter.Begin();
             var losses = new List<double>();
             for (int step = 0; step < 50; step++)
             {
@@ -591,8 +591,8 @@ public class AmpTests
                 losses.Add(Iteration(scaled, scaledOpt, scaler, null, x, y));
                 Assert.That(scaler.LastStepTaken!.Item<bool>(), Is.True, $"step {step} taken");
             }
-            Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls, Is.EqualTo(unscale0), "the unscale kernel never ran");
-            Assert.That(AmpKernelCounters.UpdateScaleCalls, Is.EqualTo(update0), "the update kernel never ran");
+            Assert.That(amp.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.Zero, "the unscale kernel never ran");
+            Assert.That(amp.Count(nameof(IBackend.UpdateScale)), Is.Zero, "the update kernel never ran");
             Assert.That(scaled.Parameters().SelectMany(Bits), Is.EqualTo(plain.Parameters().SelectMany(Bits)), "parameters bit for bit");
             Assert.That(scaledOpt.StateDict().Tensors.Values.SelectMany(Bits), Is.EqualTo(plainOpt.StateDict().Tensors.Values.SelectMany(Bits)), "optimizer state bit for bit");
             Assert.That(losses.TakeLast(5).Average(), Is.LessThan(0.5 * losses.Take(5).Average()), "the loss falls");
@@ -619,8 +619,8 @@ public class AmpTests
                 seen.Add(s);
             }
             Assert.That(fp16.IsBFloat16PassThrough, Is.False);
-            Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls - unscale0, Is.EqualTo(30), "one unscale launch per step");
-            Assert.That(AmpKernelCounters.UpdateScaleCalls - update0, Is.EqualTo(30), "one update launch per step");
+            Assert.That(amp.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.EqualTo(30), "one unscale launch per step");
+            Assert.That(amp.Count(nameof(IBackend.UpdateScale)), Is.EqualTo(30), "one update launch per step");
             Assert.That(seen.Distinct().Count(), Is.GreaterThan(1), "the scale moved");
             Assert.That(logs.Entries.Count(e => e.Category == "Engine.Amp.GradScaler"), Is.EqualTo(1), "no pass-through note for float16");
             TestContext.Out.WriteLine($"fp16 scales: {string.Join(", ", seen.Distinct())}; {sw.Elapsed.TotalSeconds:F1} s");
@@ -640,12 +640,12 @@ public class AmpTests
         using (var scope = Tensor.NewScope()) reference.Forward(xb).CrossEntropy(y).Backward();
         using var opt = new Adam(model.Parameters(), lr: 1e-2);
         using var scaler = new GradScaler(forceForBFloat16: true);
-        long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+        using var calls = KernelCounter.Begin();
         using (var scope = Tensor.NewScope()) scaler.Scale(model.Forward(xb).CrossEntropy(y)).Backward();
         Assert.That(scaler.IsBFloat16PassThrough, Is.False);
         var scaledGrads = model.Parameters().Select(p => Values(p.Grad!)).ToList();
         scaler.Unscale(opt);
-        Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls - calls, Is.EqualTo(1));
+        Assert.That(calls.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.EqualTo(1));
         var ps = model.Parameters().ToList();
         var rs = reference.Parameters().ToList();
         for (int i = 0; i < ps.Count; i++)
@@ -678,14 +678,14 @@ public class AmpTests
         using var _y = y;
         using var opt = new Adam(a.Parameters().Concat(b.Parameters()), lr: 1e-3);
         using var scaler = new GradScaler();
-        long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+        using var calls = KernelCounter.Begin();
         var h = a.Forward(x.To(DType.Float16)).Relu().To(DType.BFloat16);
         var loss = b.Forward(h).CrossEntropy(y);                      // a bfloat16 loss over float16 and bfloat16 parameters
         scaler.Scale(loss).Backward();
         Assert.That(scaler.IsBFloat16PassThrough, Is.False, "float16 parameters: full algorithm");
         scaler.Step(opt);
         scaler.Update();
-        Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls - calls, Is.EqualTo(1));
+        Assert.That(calls.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.EqualTo(1));
         Assert.That(scaler.GetScale(), Is.EqualTo(65536));
         Assert.That(scaler.LastStepTaken!.Item<bool>(), Is.True);
         opt.ZeroGrad();
@@ -829,10 +829,10 @@ public class AmpTests
         using var _x = x;
         using var _y = y;
         var unscaled = Grads(DType.Float32, DType.Float16, null, x, y, micro: 4);
-        long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+        using var calls = KernelCounter.Begin();
         using var scaler = new GradScaler();
         var scaled = Grads(DType.Float32, DType.Float16, scaler, x, y, micro: 4);
-        Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls - calls, Is.EqualTo(1), "one unscale after the accumulation");
+        Assert.That(calls.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.EqualTo(1), "one unscale after the accumulation");
         AssertGradsClose(scaled, unscaled, "4 micro-batches, float16 autocast");
         AssertGradsClose(scaled, Grads(DType.Float32, null, null, x, y, micro: 4), "against float32");
     }
@@ -898,10 +898,10 @@ public class AmpTests
     {
         double fp32 = TrainSpirals(null, false, out var l32);
         TestContext.Out.WriteLine(l32);
-        long calls = AmpKernelCounters.NonFiniteCheckAndUnscaleCalls;
+        using var calls = KernelCounter.Begin();
         double bf16 = TrainSpirals(DType.BFloat16, true, out var lbf);
         TestContext.Out.WriteLine(lbf);
-        Assert.That(AmpKernelCounters.NonFiniteCheckAndUnscaleCalls, Is.EqualTo(calls), "bfloat16 autocast: the scaler passes through");
+        Assert.That(calls.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.Zero, "bfloat16 autocast: the scaler passes through");
         double fp16 = TrainSpirals(DType.Float16, true, out var l16);
         TestContext.Out.WriteLine(l16);
         Assert.That(fp32, Is.GreaterThanOrEqualTo(0.9), "the float32 run learns");

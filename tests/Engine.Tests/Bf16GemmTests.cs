@@ -138,8 +138,7 @@ public unsafe class Bf16GemmTests
     private static float[] Run(Case t, Data d, Bf16GemmPath path, int threads)
     {
         var c = (float[])d.C0.Clone();
-        Bf16GemmSelection.Forced = path;
-        try
+        using (CpuBackend.UseOptions(CpuBackend.Options with { Bf16Gemm = path }))
         {
             fixed (float* af = d.A, bf = d.B, cp = c)
             fixed (BFloat16* ah = d.ABf, bh = d.BBf)
@@ -150,7 +149,6 @@ public unsafe class Bf16GemmTests
                 else Bf16Gemm.Gemm(t.Batch, t.M, t.N, t.K, af, d.AOff, d.Ars, d.Acs, bf, d.BOff, d.Brs, d.Bcs, cp, d.COff, d.Crs, t.Accumulate, threads);
             }
         }
-        finally { Bf16GemmSelection.Forced = Bf16GemmPath.Auto; }
         return c;
     }
 
@@ -324,14 +322,12 @@ public unsafe class Bf16GemmTests
             for (int x = 0; x < d.C0.Length; x++) d.C0[x] = (float)(BFloat16)d.C0[x];
             var wide = Run(t, d, path, 2);
             var narrow = Array.ConvertAll(d.C0, x => (BFloat16)x);
-            Bf16GemmSelection.Forced = path;
-            try
+            using (CpuBackend.UseOptions(CpuBackend.Options with { Bf16Gemm = path }))
             {
                 fixed (BFloat16* ah = d.ABf, cp = narrow)
                 fixed (float* bf = d.B)
                     Bf16Gemm.Gemm(t.Batch, t.M, t.N, t.K, ah, d.AOff, d.Ars, d.Acs, bf, d.BOff, d.Brs, d.Bcs, cp, d.COff, d.Crs, true, 2);
             }
-            finally { Bf16GemmSelection.Forced = Bf16GemmPath.Auto; }
             Assert.That(Array.ConvertAll(narrow, x => x.Bits), Is.EqualTo(Array.ConvertAll(wide, x => ((BFloat16)x).Bits)), path.ToString());
         }
     }
@@ -346,9 +342,11 @@ public unsafe class Bf16GemmTests
         Assert.That(Bf16GemmSelection.ParseSwitch("Yes"), Is.True);
         Assert.That(Bf16GemmSelection.ParseSwitch(null), Is.Null);
         Assert.That(Bf16GemmSelection.ParseSwitch("maybe"), Is.Null);
-        Bf16GemmSelection.Forced = Bf16GemmPath.Fallback;
-        try { Assert.That(Bf16Gemm.IsAccelerated, Is.False); }
-        finally { Bf16GemmSelection.Forced = Bf16GemmPath.Auto; }
+        using (CpuBackend.UseOptions(CpuBackend.Options with { Bf16Gemm = Bf16GemmPath.Fallback }))
+            Assert.That(Bf16Gemm.IsAccelerated, Is.False);
+        Assert.That(CpuBackend.DefaultOptions.Bf16Gemm, Is.EqualTo(CpuBackendOptions.FromEnvironment().Bf16Gemm), "the environment sets the default");
+        if (Bf16GemmSelection.Kernel is null)
+            Assert.Throws<NotSupportedException>(() => _ = CpuBackend.Options with { Bf16Gemm = Bf16GemmPath.Jit });
         bool expected = (Bf16GemmSelection.EnvironmentChoice ?? Bf16GemmSelection.JitByDefault) && Bf16GemmSelection.Kernel is not null;
         Assert.That(Bf16Gemm.IsAccelerated, Is.EqualTo(expected));
         if (File.Exists("/proc/cpuinfo") && File.ReadAllText("/proc/cpuinfo").Contains(" avx512_bf16 ") && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported)
@@ -405,8 +403,7 @@ public unsafe class Bf16GemmTests
         foreach (var path in new[] { Bf16GemmPath.Jit, Bf16GemmPath.Fallback })
         {
             if (path == Bf16GemmPath.Jit && Bf16GemmSelection.Kernel is null) continue;
-            Bf16GemmSelection.Forced = path;
-            try
+            using (CpuBackend.UseOptions(CpuBackend.Options with { Bf16Gemm = path }))
             {
                 using var ta = Tensor.FromArray(a, [batch, m, k]);
                 using var tb = Tensor.FromArray(b, [k, n]);
@@ -443,7 +440,6 @@ public unsafe class Bf16GemmTests
                     Assert.That(Array.ConvertAll(got, v => v.Bits), Is.EqualTo(Array.ConvertAll(old.ToArray<BFloat16>(), v => v.Bits)));
                 }
             }
-            finally { Bf16GemmSelection.Forced = Bf16GemmPath.Auto; }
         }
         if (results.Count == 1) Assert.Ignore("only the fallback could run here");
     }
@@ -463,7 +459,7 @@ public unsafe class Bf16GemmTests
         var c = new float[(long)n * n];
         long[] zero = [0];
         double flops = 2.0 * n * n * n;
-        Bf16GemmSelection.Forced = Bf16GemmPath.Jit;
+        using var jit = CpuBackend.UseOptions(CpuBackend.Options with { Bf16Gemm = Bf16GemmPath.Jit });
         fixed (float* a32 = af, b32 = bf, cp = c)
         fixed (BFloat16* a16 = ah, b16 = bh)
         {
@@ -474,15 +470,13 @@ public unsafe class Bf16GemmTests
                 double bg = Median(() => Bf16Gemm.Gemm(1, n, n, n, a16p, zero, n, 1, b16p, zero, n, 1, cpp, zero, n, false, threads));
                 double bt = Median(() => Bf16Gemm.Gemm(1, n, n, n, a16p, zero, n, 1, b16p, zero, 1, n, cpp, zero, n, false, threads));
                 double mixed = Median(() => Bf16Gemm.Gemm(1, n, n, n, a32p, zero, n, 1, b32p, zero, 1, n, cpp, zero, n, false, threads));
-                Bf16GemmSelection.Forced = Bf16GemmPath.Fallback;
                 double fb;
-                try { fb = Median(() => Bf16Gemm.Gemm(1, n, n, n, a16p, zero, n, 1, b16p, zero, n, 1, cpp, zero, n, false, threads)); }
-                finally { Bf16GemmSelection.Forced = Bf16GemmPath.Jit; }
+                using (CpuBackend.UseOptions(CpuBackend.Options with { Bf16Gemm = Bf16GemmPath.Fallback }))
+                    fb = Median(() => Bf16Gemm.Gemm(1, n, n, n, a16p, zero, n, 1, b16p, zero, n, 1, cpp, zero, n, false, threads));
                 TestContext.Out.WriteLine($"threads {threads}: sgemm {flops / sg / 1e9:F0} GFLOP/s, bf16 JIT NN {flops / bg / 1e9:F0}, " +
                     $"JIT NT {flops / bt / 1e9:F0}, JIT f32->bf16 NT {flops / mixed / 1e9:F0}, fallback NN {flops / fb / 1e9:F0}  (JIT/sgemm {sg / bg:F2}x)");
             }
         }
-        Bf16GemmSelection.Forced = Bf16GemmPath.Auto;
     }
 
     [Test, Explicit("timing; run alone on a quiet machine")]

@@ -159,16 +159,11 @@ public class ElementwiseTests
             using var d = tt.Sigmoid(); using var e = t + t;
             return [.. a.ToArray<float>(), .. b.ToArray<float>(), .. c.ToArray<float>(), .. d.ToArray<float>(), .. e.ToArray<float>()];
         }
-        int saved = CpuParallel.MaxThreads;
-        try
-        {
-            CpuParallel.MaxThreads = 1;
-            var one = Run();
-            CpuParallel.MaxThreads = 8;
-            var many = Run();
-            Assert.That(many, Is.EqualTo(one));
-        }
-        finally { CpuParallel.MaxThreads = saved; }
+        using var threads1 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = 1 });
+        var one = Run();
+        using var threads2 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = 8 });
+        var many = Run();
+        Assert.That(many, Is.EqualTo(one));
     }
 
     // ---- special values ----

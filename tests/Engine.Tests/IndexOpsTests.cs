@@ -221,36 +221,31 @@ public class IndexOpsTests
     public void ScatterAddIsBitIdenticalAcrossThreadCounts()
     {
         var rng = new Random(22);
-        int saved = CpuParallel.MaxThreads;
-        try
+        foreach (var dt in new[] { DType.Float32, DType.BFloat16, DType.Float64 })
         {
-            foreach (var dt in new[] { DType.Float32, DType.BFloat16, DType.Float64 })
+            // Heavy collisions (80 updates into 7 rows per column) on rows wide enough that the work splits
+            // differently for each thread count; the source is a transposed view.
+            const int outer = 2, size = 7, count = 80, inner = 512;
+            var self = Ref.Random(rng, outer * size * inner, DType.Float64);
+            var src = Ref.Random(rng, outer * count * inner, DType.Float64, -1000, 1000);
+            var idx = new long[outer * count * inner];
+            for (int i = 0; i < idx.Length; i++) idx[i] = rng.Next(-size, size);
+            using var ts64 = Tensor.FromArray(self, [outer, size, inner]);
+            using var ts = ts64.To(dt);
+            using var src64 = Tensor.FromArray(src, [outer, inner, count]);
+            using var srcD = src64.To(dt);
+            using var tsrc = srcD.Transpose(1, 2);
+            using var ti = Tensor.FromArray(idx, [outer, count, inner]);
+            var results = new List<double[]>();
+            foreach (var threads in new[] { 1, 2, 3 })
             {
-                // Heavy collisions (80 updates into 7 rows per column) on rows wide enough that the work splits
-                // differently for each thread count; the source is a transposed view.
-                const int outer = 2, size = 7, count = 80, inner = 512;
-                var self = Ref.Random(rng, outer * size * inner, DType.Float64);
-                var src = Ref.Random(rng, outer * count * inner, DType.Float64, -1000, 1000);
-                var idx = new long[outer * count * inner];
-                for (int i = 0; i < idx.Length; i++) idx[i] = rng.Next(-size, size);
-                using var ts64 = Tensor.FromArray(self, [outer, size, inner]);
-                using var ts = ts64.To(dt);
-                using var src64 = Tensor.FromArray(src, [outer, inner, count]);
-                using var srcD = src64.To(dt);
-                using var tsrc = srcD.Transpose(1, 2);
-                using var ti = Tensor.FromArray(idx, [outer, count, inner]);
-                var results = new List<double[]>();
-                foreach (var threads in new[] { 1, 2, 3 })
-                {
-                    CpuParallel.MaxThreads = threads;
-                    using var y = ts.ScatterAdd(1, ti, tsrc);
-                    results.Add(y.ToArray<double>());
-                }
-                Assert.That(results[1], Is.EqualTo(results[0]), $"{dt}: 2 threads vs 1");
-                Assert.That(results[2], Is.EqualTo(results[0]), $"{dt}: 3 threads vs 1");
+                using var threads1 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = threads });
+                using var y = ts.ScatterAdd(1, ti, tsrc);
+                results.Add(y.ToArray<double>());
             }
+            Assert.That(results[1], Is.EqualTo(results[0]), $"{dt}: 2 threads vs 1");
+            Assert.That(results[2], Is.EqualTo(results[0]), $"{dt}: 3 threads vs 1");
         }
-        finally { CpuParallel.MaxThreads = saved; }
     }
 
     [Test]

@@ -145,25 +145,20 @@ public class RandomTests
     [Test]
     public void NumbersDoNotDependOnThreadCount()
     {
-        int saved = CpuParallel.MaxThreads;
-        try
-        {
-            foreach (var dt in Floats)
-                foreach (bool normal in new[] { false, true })
+        foreach (var dt in Floats)
+            foreach (bool normal in new[] { false, true })
+            {
+                var results = new List<double[]>();
+                foreach (int threads in new[] { 1, 2 })
                 {
-                    var results = new List<double[]>();
-                    foreach (int threads in new[] { 1, 2 })
-                    {
-                        CpuParallel.MaxThreads = threads;
-                        var g = new Generator(11);
-                        // 10,001 counters: three chunks of the kernel's 4096-counter grain.
-                        using var t = normal ? Tensor.Randn([40_003], dt, generator: g) : Tensor.Rand([40_003], dt, generator: g);
-                        results.Add(t.ToArray<double>());
-                    }
-                    Assert.That(results[1].SequenceEqual(results[0]), Is.True, $"{dt} normal={normal}");
+                    using var threads1 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = threads });
+                    var g = new Generator(11);
+                    // 10,001 counters: three chunks of the kernel's 4096-counter grain.
+                    using var t = normal ? Tensor.Randn([40_003], dt, generator: g) : Tensor.Rand([40_003], dt, generator: g);
+                    results.Add(t.ToArray<double>());
                 }
-        }
-        finally { CpuParallel.MaxThreads = saved; }
+                Assert.That(results[1].SequenceEqual(results[0]), Is.True, $"{dt} normal={normal}");
+            }
     }
 
     // Largest gap between the empirical CDF on bins and the model CDF.

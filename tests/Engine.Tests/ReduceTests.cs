@@ -405,45 +405,37 @@ public class ReduceTests
         var x = new float[40000 * 8];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 4 - 2);
         var xh = x.Select(v => (double)v).ToArray();
-        int saved = CpuParallel.MaxThreads;
-        try
+        double[][] Run()
         {
-            double[][] Run()
-            {
-                using var t = Tensor.FromArray(x);
-                using var m = Tensor.FromArray(x, [80, 4000]);
-                using var h = Tensor.FromArray(xh, [400, 800]);
-                using var hh = h.To(DType.BFloat16);
-                using var a = t.Sum();
-                using var b = m.Sum(1);
-                using var c = m.Sum(0);
-                using var d = m.Var();
-                using var e = hh.Mean(0);
-                using var f = m.LogSumExp([0, 1]);
-                using var g = m.Norm(3, [1]);
-                using var cols = Tensor.FromArray(x, [40000, 8]);
-                using var k = cols.Sum(0);   // column walk over chunked blocks
-                var (lv, l) = cols.Max(0);
-                using var _lv = lv; using var _l = l;
-                using var q = cols.Var(0);
-                return [a.ToArray<double>(), b.ToArray<double>(), c.ToArray<double>(), d.ToArray<double>(), e.ToArray<double>(), f.ToArray<double>(), g.ToArray<double>(),
-                    k.ToArray<double>(), l.ToArray<double>(), q.ToArray<double>()];
-            }
-            CpuParallel.MaxThreads = 1;
-            var one = Run();
-            CpuParallel.MaxThreads = 2;
-            var two = Run();
-            CpuParallel.MaxThreads = 3;
-            var three = Run();
-            for (int k = 0; k < one.Length; k++)
-            {
-                Assert.That(two[k], Is.EqualTo(one[k]), $"result {k}, 2 threads vs 1");
-                Assert.That(three[k], Is.EqualTo(one[k]), $"result {k}, 3 threads vs 1");
-            }
+            using var t = Tensor.FromArray(x);
+            using var m = Tensor.FromArray(x, [80, 4000]);
+            using var h = Tensor.FromArray(xh, [400, 800]);
+            using var hh = h.To(DType.BFloat16);
+            using var a = t.Sum();
+            using var b = m.Sum(1);
+            using var c = m.Sum(0);
+            using var d = m.Var();
+            using var e = hh.Mean(0);
+            using var f = m.LogSumExp([0, 1]);
+            using var g = m.Norm(3, [1]);
+            using var cols = Tensor.FromArray(x, [40000, 8]);
+            using var k = cols.Sum(0);   // column walk over chunked blocks
+            var (lv, l) = cols.Max(0);
+            using var _lv = lv; using var _l = l;
+            using var q = cols.Var(0);
+            return [a.ToArray<double>(), b.ToArray<double>(), c.ToArray<double>(), d.ToArray<double>(), e.ToArray<double>(), f.ToArray<double>(), g.ToArray<double>(),
+                k.ToArray<double>(), l.ToArray<double>(), q.ToArray<double>()];
         }
-        finally
+        using var threads1 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = 1 });
+        var one = Run();
+        using var threads2 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = 2 });
+        var two = Run();
+        using var threads3 = CpuBackend.UseOptions(CpuBackend.Options with { Threads = 3 });
+        var three = Run();
+        for (int k = 0; k < one.Length; k++)
         {
-            CpuParallel.MaxThreads = saved;
+            Assert.That(two[k], Is.EqualTo(one[k]), $"result {k}, 2 threads vs 1");
+            Assert.That(three[k], Is.EqualTo(one[k]), $"result {k}, 3 threads vs 1");
         }
     }
 

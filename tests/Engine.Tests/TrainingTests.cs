@@ -224,23 +224,18 @@ public class TrainingTests
         // Wide enough that the kernels split their work across threads.
         double Run(int threads)
         {
-            int saved = CpuParallel.MaxThreads;
-            CpuParallel.MaxThreads = threads;
-            try
-            {
-                var (train, _) = SortData(test: 0, seed: 11);
-                using var model = SortModel(dModel: 64);
-                using var opt = SortOptimizer(model, 5e-3);
-                var rng = new Random(5);
-                double loss = double.NaN;
-                for (int step = 0; step < 4; step++) loss = SortStep(model, opt, Sample(train, 256, rng));
-                using var scope = Tensor.NewScope();
-                var (xs, ys) = SortBatch(Sample(train, 256, rng));
-                using var _ = GradMode.NoGrad();
-                var final = model.Forward(Tensor.FromArray(xs, [256, SortT])).Reshape(256 * SortT, SortVocab).CrossEntropy(Tensor.FromArray(ys, [256 * SortT]));
-                return final.Item();
-            }
-            finally { CpuParallel.MaxThreads = saved; }
+            using var _threads = CpuBackend.UseOptions(CpuBackend.Options with { Threads = threads });
+            var (train, _) = SortData(test: 0, seed: 11);
+            using var model = SortModel(dModel: 64);
+            using var opt = SortOptimizer(model, 5e-3);
+            var rng = new Random(5);
+            double loss = double.NaN;
+            for (int step = 0; step < 4; step++) loss = SortStep(model, opt, Sample(train, 256, rng));
+            using var scope = Tensor.NewScope();
+            var (xs, ys) = SortBatch(Sample(train, 256, rng));
+            using var _ = GradMode.NoGrad();
+            var final = model.Forward(Tensor.FromArray(xs, [256, SortT])).Reshape(256 * SortT, SortVocab).CrossEntropy(Tensor.FromArray(ys, [256 * SortT]));
+            return final.Item();
         }
         var sw = new Timer();
         double one = Run(1), two = Run(2);

@@ -4,8 +4,10 @@ using Engine.Ops;
 namespace Engine.Backends.Cpu;
 
 /// <summary>
-/// The reference backend: every kernel of <see cref="IBackend"/> on host memory, any strides, every dtype. Kernels
-/// live in Kernels/, one file per family; this file binds the contract to them with one dtype switch per family.
+/// The reference backend: every kernel of <see cref="IBackend"/> on host memory, any strides, every dtype, the fused
+/// capabilities included. Kernels live in Kernels/, one file per family; this file binds the contract to them with
+/// one dtype switch per family and counts each launch in <see cref="KernelCounter"/>. Threads and the bf16 GEMM path
+/// are chosen by <see cref="Options"/> (<see cref="CpuBackendOptions"/>).
 /// </summary>
 public sealed unsafe partial class CpuBackend : IBackend
 {
@@ -19,6 +21,49 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     /// <inheritdoc/>
     public DeviceType Type => DeviceType.Cpu;
+
+    // ---- options: process-wide defaults, scoped overrides ----
+
+    static volatile CpuBackendOptions s_defaultOptions = CpuBackendOptions.FromEnvironment();
+    static readonly AsyncLocal<CpuBackendOptions?> s_scopedOptions = new();
+
+    /// <summary>
+    /// The options for the whole process (initially <see cref="CpuBackendOptions.FromEnvironment"/>); set it to change
+    /// them everywhere no <see cref="UseOptions"/> scope overrides them, e.g.
+    /// <c>CpuBackend.DefaultOptions = CpuBackend.DefaultOptions with { Threads = 4 }</c>.
+    /// </summary>
+    public static CpuBackendOptions DefaultOptions
+    {
+        get => s_defaultOptions;
+        set => s_defaultOptions = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>The options in effect here: the innermost <see cref="UseOptions"/> scope's, else <see cref="DefaultOptions"/>.</summary>
+    public static CpuBackendOptions Options => s_scopedOptions.Value ?? s_defaultOptions;
+
+    /// <summary>
+    /// Puts <paramref name="options"/> in effect for this code and the tasks it starts until the returned scope is
+    /// disposed (scopes nest and flow with async code, like the no-grad scope), e.g.
+    /// <c>using (CpuBackend.UseOptions(CpuBackend.Options with { Threads = 1 })) { ... }</c>. Other threads keep theirs.
+    /// </summary>
+    public static IDisposable UseOptions(CpuBackendOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var previous = s_scopedOptions.Value;
+        s_scopedOptions.Value = options;
+        return new OptionsScope(previous);
+    }
+
+    sealed class OptionsScope(CpuBackendOptions? previous) : IDisposable
+    {
+        bool _disposed;
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            s_scopedOptions.Value = previous;
+        }
+    }
 
     /// <inheritdoc/>
     public Storage Allocate(Device device, DType dtype, long count)
@@ -68,6 +113,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Copy(Storage x, Layout xLayout, Storage y, Layout yLayout)
     {
+        KernelCounter.Record(nameof(IBackend.Copy));
         var v = new CopyOuter { X = P(x), XL = xLayout, Y = P(y), YL = yLayout, YType = y.DType };
         DTypeDispatch.Visit(x.DType, ref v);
     }
@@ -92,6 +138,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Fill(Storage y, Layout yLayout, double value)
     {
+        KernelCounter.Record(nameof(IBackend.Fill));
         var v = new FillVisitor { Y = P(y), YL = yLayout, Value = value };
         DTypeDispatch.Visit(y.DType, ref v);
     }
@@ -105,6 +152,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Unary<TOp>(TOp op, Storage x, Layout xLayout, Storage y, Layout yLayout) where TOp : struct, IUnaryOp
     {
+        KernelCounter.Record(nameof(IBackend.Unary));
         var v = new UnaryVisitor<TOp> { Op = op, X = P(x), XL = xLayout, Y = P(y), YL = yLayout };
         DTypeDispatch.Visit(x.DType, ref v);
     }
@@ -118,6 +166,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Binary<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout) where TOp : struct, IBinaryOp
     {
+        KernelCounter.Record(nameof(IBackend.Binary));
         var v = new BinaryVisitor<TOp> { Op = op, A = P(a), AL = aLayout, B = P(b), BL = bLayout, Y = P(y), YL = yLayout, ToBool = y.DType == DType.Bool && a.DType != DType.Bool };
         DTypeDispatch.Visit(a.DType, ref v);
     }
@@ -135,6 +184,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc/>
     public void Where(Storage cond, Layout condLayout, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout)
     {
+        KernelCounter.Record(nameof(IBackend.Where));
         switch (a.DType.ElementSize())
         {
             case 8: ElementwiseKernels.Where<long>(P(cond), condLayout, P(a), aLayout, P(b), bLayout, P(y), yLayout); break;
@@ -143,4 +193,55 @@ public sealed unsafe partial class CpuBackend : IBackend
             default: ElementwiseKernels.Where<byte>(P(cond), condLayout, P(a), aLayout, P(b), bLayout, P(y), yLayout); break;
         }
     }
+
+    // ---- the kernels that live in Kernels/, bound to the contract and counted ----
+    // Explicit implementations, so that every call through IBackend counts one launch while the kernel files keep
+    // their public entry points unchanged.
+
+    void IBackend.Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument)
+    { KernelCounter.Record(nameof(IBackend.Reduce)); Reduce(op, x, xLayout, reducedDims, y, indices, argument); }
+
+    void IBackend.MatMul(Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k)
+    { KernelCounter.Record(nameof(IBackend.MatMul)); MatMul(a, aLayout, b, bLayout, y, batch, m, n, k); }
+
+    void IBackend.Gather(Storage x, Layout xLayout, Storage index, Layout indexLayout, Storage y, int outer, int size, int count, int inner)
+    { KernelCounter.Record(nameof(IBackend.Gather)); Gather(x, xLayout, index, indexLayout, y, outer, size, count, inner); }
+
+    void IBackend.ScatterAdd(Storage dy, Layout dyLayout, Storage index, Layout indexLayout, Storage dx, int outer, int size, int count, int inner)
+    { KernelCounter.Record(nameof(IBackend.ScatterAdd)); ScatterAdd(dy, dyLayout, index, indexLayout, dx, outer, size, count, inner); }
+
+    void IBackend.Random(Storage y, ulong seed, ulong offset, bool normal, double a, double b)
+    { KernelCounter.Record(nameof(IBackend.Random)); Random(y, seed, offset, normal, a, b); }
+
+    // The fused capabilities (IBackend.Fused.cs), overriding their composite defaults.
+
+    void IBackend.Softmax(Storage x, Storage y, int rows, int cols, bool log)
+    { KernelCounter.Record(nameof(IBackend.Softmax)); Softmax(x, y, rows, cols, log); }
+
+    void IBackend.SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log)
+    { KernelCounter.Record(nameof(IBackend.SoftmaxBackward)); SoftmaxBackward(y, dy, dx, rows, cols, log); }
+
+    void IBackend.LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
+    { KernelCounter.Record(nameof(IBackend.LayerNorm)); LayerNorm(x, weight, bias, y, mean, rstd, rows, cols, eps, rms); }
+
+    void IBackend.LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
+    { KernelCounter.Record(nameof(IBackend.LayerNormBackward)); LayerNormBackward(x, weight, mean, rstd, dy, dx, dWeight, dBias, rows, cols, rms); }
+
+    void IBackend.CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing)
+    { KernelCounter.Record(nameof(IBackend.CrossEntropy)); CrossEntropy(logits, targets, loss, rows, cols, ignoreIndex, labelSmoothing); }
+
+    void IBackend.CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing)
+    { KernelCounter.Record(nameof(IBackend.CrossEntropyBackward)); CrossEntropyBackward(logits, targets, dloss, dlogits, rows, cols, ignoreIndex, labelSmoothing); }
+
+    void IBackend.AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf)
+    { KernelCounter.Record(nameof(IBackend.AdamStep)); AdamStep(param, grad, expAvg, expAvgSq, step, config, invScale, foundInf); }
+
+    void IBackend.SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf)
+    { KernelCounter.Record(nameof(IBackend.SgdStep)); SgdStep(param, grad, momentum, momentumInitialized, config, invScale, foundInf); }
+
+    void IBackend.NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale)
+    { KernelCounter.Record(nameof(IBackend.NonFiniteCheckAndUnscale)); NonFiniteCheckAndUnscale(grads, foundInf, invScale); }
+
+    void IBackend.UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval)
+    { KernelCounter.Record(nameof(IBackend.UpdateScale)); UpdateScale(scale, growthTracker, foundInf, growthFactor, backoffFactor, growthInterval); }
 }

@@ -6,21 +6,11 @@ namespace Engine.Backends.Cpu;
 /// </summary>
 public static class CpuParallel
 {
-    static int s_maxThreads = DefaultThreads();
-
     /// <summary>
-    /// Threads the kernels may use: by default <c>ENGINE_NUM_THREADS</c> when it is a positive integer, else all cores.
-    /// A value below 1 restores that default. Results do not depend on it; only speed does.
+    /// Threads the kernels may use here: <see cref="CpuBackendOptions.Threads"/> of <see cref="CpuBackend.Options"/>.
+    /// Results do not depend on it; only speed does.
     /// </summary>
-    public static int MaxThreads
-    {
-        get => s_maxThreads;
-        set => s_maxThreads = value < 1 ? DefaultThreads() : value;
-    }
-
-    static int DefaultThreads() =>
-        int.TryParse(Environment.GetEnvironmentVariable("ENGINE_NUM_THREADS"), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int n) && n > 0
-            ? n : Environment.ProcessorCount;
+    public static int MaxThreads => CpuBackend.Options.Threads;
 
     /// <summary>
     /// Runs <paramref name="body"/>(start, end) over [0, count) in chunks of at least <paramref name="grain"/> items,

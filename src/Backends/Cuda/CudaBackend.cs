@@ -11,12 +11,13 @@ using ILGPU.Runtime.Cuda;
 namespace Engine.Backends.Cuda;
 
 /// <summary>
-/// The CUDA backend: the kernels of <see cref="IBackend"/> as ILGPU kernels on one device, launched asynchronously on
-/// the device's default stream; the host waits only in <see cref="CopyToHost{T}"/>, <see cref="CopyFromHost{T}"/> and
-/// <see cref="Synchronize"/>. Buffers come from a per-device <see cref="CudaCachingAllocator"/>. Without a GPU, tests
-/// (or <c>ENGINE_CUDA_EMULATION=1</c>) run the same kernels on ILGPU's CPU accelerator configured with NVIDIA's 32-lane
-/// warps (<see cref="EnableEmulation"/>). Kernels live in Kernels/, one file per family; this file holds the device,
-/// memory and launch plumbing.
+/// The CUDA backend: the kernels of <see cref="IBackend"/>, the fused capabilities included, as ILGPU kernels on one
+/// device, launched asynchronously on the device's default stream; the host waits only in <see cref="CopyToHost{T}"/>,
+/// <see cref="CopyFromHost{T}"/> and <see cref="Synchronize"/>. Buffers come from a per-device
+/// <see cref="CudaCachingAllocator"/>. Without a GPU, tests (or <c>ENGINE_CUDA_EMULATION=1</c>) run the same kernels
+/// on ILGPU's CPU accelerator configured with NVIDIA's 32-lane warps (<see cref="CudaBackendOptions.Emulation"/>).
+/// Kernels live in Kernels/, one file per family; this file holds the device, memory and launch plumbing and binds
+/// the contract to the kernels, counting each launch in <see cref="KernelCounter"/>.
 /// </summary>
 public sealed partial class CudaBackend : IBackend, IDisposable
 {
@@ -24,7 +25,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
 
     static readonly Lock s_lock = new();
     static Context? s_context;
-    static volatile bool s_emulation = Environment.GetEnvironmentVariable("ENGINE_CUDA_EMULATION") == "1";
+    static volatile CudaBackendOptions s_options = CudaBackendOptions.FromEnvironment();
     static long s_hostSynchronizations;
 
     /// <summary>
@@ -37,7 +38,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
 
 #pragma warning disable CA2255 // registering a plug-in backend is what module initializers are for
     [ModuleInitializer]
-    internal static void Register() => BackendRegistry.Register(DeviceType.Cuda, d => Create(d.Index, s_emulation));
+    internal static void Register() => BackendRegistry.Register(DeviceType.Cuda, d => Create(d.Index, Options.Emulation));
 #pragma warning restore CA2255
 
     static Context SharedContext
@@ -61,13 +62,20 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     public static int RealDeviceCount => SharedContext.GetCudaDevices().Count;
 
     /// <summary>
-    /// Lets CUDA device indices past the real devices run on ILGPU's CPU accelerator (process-wide, irreversible):
-    /// what tests call, and what <c>ENGINE_CUDA_EMULATION=1</c> does at startup.
+    /// The options for the whole process (initially <see cref="CudaBackendOptions.FromEnvironment"/>), read when a
+    /// device is first opened.
     /// </summary>
-    public static void EnableEmulation() => s_emulation = true;
+    public static CudaBackendOptions Options
+    {
+        get => s_options;
+        set => s_options = value ?? throw new ArgumentNullException(nameof(value));
+    }
 
-    /// <summary>True once <see cref="EnableEmulation"/> was called or the environment variable set.</summary>
-    public static bool EmulationEnabled => s_emulation;
+    /// <summary>
+    /// Shorthand for <c>Options = Options with { Emulation = true }</c>: lets the first CUDA device index past the real
+    /// devices run on ILGPU's CPU accelerator, what tests call on a machine without a GPU.
+    /// </summary>
+    public static void EnableEmulation() => Options = Options with { Emulation = true };
 
     /// <summary>The device served by the emulator once emulation is enabled: the first index past the real devices.</summary>
     public static Device EmulatedDevice => Device.Cuda(RealDeviceCount);
@@ -106,14 +114,15 @@ public sealed partial class CudaBackend : IBackend, IDisposable
 
     CudaBackend(Device device, Accelerator accelerator, bool emulated)
     {
+        var options = Options;
         Device = device;
         _accelerator = accelerator;
         IsEmulated = emulated;
         Allocator = new CudaCachingAllocator(accelerator, device.ToString(), Bind);
-        GroupSize = Math.Min(256, accelerator.MaxNumThreadsPerGroup);
+        GroupSize = Math.Min(options.MaxGroupSize, accelerator.MaxNumThreadsPerGroup);
         // Grid-stride loops over 8 groups of 256 per multiprocessor measured best on the H200 (see shared/gpu/README.md);
         // the emulator gains nothing from more than one group per worker.
-        MaxGroups = emulated ? 2 : accelerator.NumMultiprocessors * 8;
+        MaxGroups = emulated ? 2 : accelerator.NumMultiprocessors * options.GroupsPerMultiprocessor;
     }
 
     /// <summary>The device served.</summary>
@@ -231,4 +240,68 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         _accelerator.Bind();
         t_bound = _accelerator;
     }
+
+    // ---- the contract, bound to the kernels in Kernels/ and counted ----
+    // Explicit implementations, so that every call through IBackend counts one launch while the kernel files keep
+    // their public entry points unchanged. A fused kernel counts once however many device launches it makes.
+
+    void IBackend.Copy(Storage x, Layout xLayout, Storage y, Layout yLayout)
+    { KernelCounter.Record(nameof(IBackend.Copy)); Copy(x, xLayout, y, yLayout); }
+
+    void IBackend.Fill(Storage y, Layout yLayout, double value)
+    { KernelCounter.Record(nameof(IBackend.Fill)); Fill(y, yLayout, value); }
+
+    void IBackend.Unary<TOp>(TOp op, Storage x, Layout xLayout, Storage y, Layout yLayout)
+    { KernelCounter.Record(nameof(IBackend.Unary)); Unary(op, x, xLayout, y, yLayout); }
+
+    void IBackend.Binary<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout)
+    { KernelCounter.Record(nameof(IBackend.Binary)); Binary(op, a, aLayout, b, bLayout, y, yLayout); }
+
+    void IBackend.Where(Storage cond, Layout condLayout, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout)
+    { KernelCounter.Record(nameof(IBackend.Where)); Where(cond, condLayout, a, aLayout, b, bLayout, y, yLayout); }
+
+    void IBackend.Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument)
+    { KernelCounter.Record(nameof(IBackend.Reduce)); Reduce(op, x, xLayout, reducedDims, y, indices, argument); }
+
+    void IBackend.MatMul(Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k)
+    { KernelCounter.Record(nameof(IBackend.MatMul)); MatMul(a, aLayout, b, bLayout, y, batch, m, n, k); }
+
+    void IBackend.Gather(Storage x, Layout xLayout, Storage index, Layout indexLayout, Storage y, int outer, int size, int count, int inner)
+    { KernelCounter.Record(nameof(IBackend.Gather)); Gather(x, xLayout, index, indexLayout, y, outer, size, count, inner); }
+
+    void IBackend.ScatterAdd(Storage dy, Layout dyLayout, Storage index, Layout indexLayout, Storage dx, int outer, int size, int count, int inner)
+    { KernelCounter.Record(nameof(IBackend.ScatterAdd)); ScatterAdd(dy, dyLayout, index, indexLayout, dx, outer, size, count, inner); }
+
+    void IBackend.Random(Storage y, ulong seed, ulong offset, bool normal, double a, double b)
+    { KernelCounter.Record(nameof(IBackend.Random)); Random(y, seed, offset, normal, a, b); }
+
+    void IBackend.Softmax(Storage x, Storage y, int rows, int cols, bool log)
+    { KernelCounter.Record(nameof(IBackend.Softmax)); Softmax(x, y, rows, cols, log); }
+
+    void IBackend.SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log)
+    { KernelCounter.Record(nameof(IBackend.SoftmaxBackward)); SoftmaxBackward(y, dy, dx, rows, cols, log); }
+
+    void IBackend.LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
+    { KernelCounter.Record(nameof(IBackend.LayerNorm)); LayerNorm(x, weight, bias, y, mean, rstd, rows, cols, eps, rms); }
+
+    void IBackend.LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
+    { KernelCounter.Record(nameof(IBackend.LayerNormBackward)); LayerNormBackward(x, weight, mean, rstd, dy, dx, dWeight, dBias, rows, cols, rms); }
+
+    void IBackend.CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing)
+    { KernelCounter.Record(nameof(IBackend.CrossEntropy)); CrossEntropy(logits, targets, loss, rows, cols, ignoreIndex, labelSmoothing); }
+
+    void IBackend.CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing)
+    { KernelCounter.Record(nameof(IBackend.CrossEntropyBackward)); CrossEntropyBackward(logits, targets, dloss, dlogits, rows, cols, ignoreIndex, labelSmoothing); }
+
+    void IBackend.AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf)
+    { KernelCounter.Record(nameof(IBackend.AdamStep)); AdamStep(param, grad, expAvg, expAvgSq, step, config, invScale, foundInf); }
+
+    void IBackend.SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf)
+    { KernelCounter.Record(nameof(IBackend.SgdStep)); SgdStep(param, grad, momentum, momentumInitialized, config, invScale, foundInf); }
+
+    void IBackend.NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale)
+    { KernelCounter.Record(nameof(IBackend.NonFiniteCheckAndUnscale)); NonFiniteCheckAndUnscale(grads, foundInf, invScale); }
+
+    void IBackend.UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval)
+    { KernelCounter.Record(nameof(IBackend.UpdateScale)); UpdateScale(scale, growthTracker, foundInf, growthFactor, backoffFactor, growthInterval); }
 }

@@ -110,7 +110,7 @@ sealed class TrainCommand : Command<TrainSettings>
     public override int Execute(CommandContext context, TrainSettings s, CancellationToken cancellationToken)
     {
         Check(s.Threads is null or >= 1, "--threads must be at least 1");
-        if (s.Threads is int threads) CpuParallel.MaxThreads = threads;
+        if (s.Threads is int threads) CpuBackend.DefaultOptions = CpuBackend.DefaultOptions with { Threads = threads };
         return s.Resume is null ? StartNew(s, Knobs(s, null)) : Continue(s);
     }
 

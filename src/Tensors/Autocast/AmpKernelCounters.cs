@@ -1,22 +1,21 @@
+using System.ComponentModel;
+
 namespace Engine;
 
 /// <summary>
-/// Process-wide counts of the AMP kernels' invocations, bumped by every backend's implementation: how tests prove that
-/// a path (the bfloat16 pass-through of the gradient scaler) launched no kernel at all.
+/// Superseded by <see cref="Backends.KernelCounter"/>, which counts every kernel of every backend: read
+/// <c>KernelCounter.Count("NonFiniteCheckAndUnscale")</c> or a <c>KernelCounter.Begin()</c> scope instead. What is left
+/// are the two calls the AMP kernel files still make; they do nothing, because the backends now count each launch
+/// where they bind the contract (CpuBackend.cs, CudaBackend.cs). Delete this class once those calls are gone.
 /// </summary>
+[EditorBrowsable(EditorBrowsableState.Never)]
 public static class AmpKernelCounters
 {
-    static long s_unscale, s_update;
+    /// <summary>No-op; the launch is counted by <see cref="Backends.KernelCounter"/>.</summary>
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public static void CountNonFiniteCheckAndUnscale() { }
 
-    /// <summary>Calls of <c>IBackend.NonFiniteCheckAndUnscale</c> so far.</summary>
-    public static long NonFiniteCheckAndUnscaleCalls => Interlocked.Read(ref s_unscale);
-
-    /// <summary>Calls of <c>IBackend.UpdateScale</c> so far.</summary>
-    public static long UpdateScaleCalls => Interlocked.Read(ref s_update);
-
-    /// <summary>Counts one <c>NonFiniteCheckAndUnscale</c> launch (called by backends).</summary>
-    public static void CountNonFiniteCheckAndUnscale() => Interlocked.Increment(ref s_unscale);
-
-    /// <summary>Counts one <c>UpdateScale</c> launch (called by backends).</summary>
-    public static void CountUpdateScale() => Interlocked.Increment(ref s_update);
+    /// <summary>No-op; the launch is counted by <see cref="Backends.KernelCounter"/>.</summary>
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public static void CountUpdateScale() { }
 }

@@ -5,11 +5,12 @@ namespace Engine.Backends;
 /// <summary>
 /// Finds the backend for a device. Tensors references no backend: a backend assembly registers itself from a module
 /// initializer, and the registry loads it by its conventional name (<c>Engine.Backends.Cpu</c>,
-/// <c>Engine.Backends.Cuda</c>) the first time a device of that type is used.
+/// <c>Engine.Backends.Cuda</c>: <c>Engine.Backends.</c> and the <see cref="DeviceType"/> name) the first time a device of
+/// that type is used, so a new backend needs only its <see cref="DeviceType"/> value and its assembly.
 /// </summary>
 public static class BackendRegistry
 {
-    static readonly Func<Device, IBackend>?[] s_factories = new Func<Device, IBackend>?[2];
+    static readonly Func<Device, IBackend>?[] s_factories = new Func<Device, IBackend>?[Enum.GetValues<DeviceType>().Length];
     static readonly Dictionary<Device, IBackend> s_backends = [];
     static readonly Lock s_lock = new();
 
@@ -28,7 +29,7 @@ public static class BackendRegistry
             var factory = s_factories[(int)device.Type];
             if (factory is null)
             {
-                var name = device.Type == DeviceType.Cpu ? "Engine.Backends.Cpu" : "Engine.Backends.Cuda";
+                var name = "Engine.Backends." + device.Type;
                 try
                 {
                     var asm = Assembly.Load(name);

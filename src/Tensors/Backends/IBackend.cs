@@ -23,14 +23,27 @@ public enum ReduceOp
 }
 
 /// <summary>
-/// The backend contract: a few dozen kernels over storages and layouts. A backend never sees a tensor or the graph;
-/// everything else (views, broadcasting, type promotion, autograd, composite ops) is built above it, once.
+/// The backend contract: kernels over storages and layouts. A backend never sees a tensor or the graph; everything
+/// else (views, broadcasting, type promotion, autograd, composite ops) is built above it, once.
+/// <para>
+/// Two kinds of member. The <b>required kernels</b>, declared in this file, are what a backend must implement:
+/// allocation, host copies, <see cref="Copy"/>, <see cref="Fill"/>, <see cref="Unary"/>, <see cref="Binary"/>,
+/// <see cref="Where"/>, <see cref="Reduce"/>, <see cref="MatMul"/>, <see cref="Gather"/>, <see cref="ScatterAdd"/>,
+/// <see cref="Random"/> and <see cref="Synchronize"/>. The <b>fused capabilities</b> (IBackend.Fused.cs: softmax,
+/// layer norm, cross entropy, the optimizer steps, the AMP scaler kernels) have a default body that composes them from
+/// the required kernels (<see cref="CompositeKernels"/>); a backend overrides one by implementing it, for speed only,
+/// and the composite is the reference its fused kernel must match. A new backend therefore starts with the required
+/// kernels and nothing else, and every op and optimizer already runs on it.
+/// </para>
+/// <para>
 /// Conventions: outputs are storages the caller allocated with <see cref="Allocate"/>; a layout argument describes
 /// where an operand's elements sit and may be strided, broadcast (stride 0) or offset; "rows" kernels take contiguous
 /// operands whose last dim is the row. Float16/BFloat16 compute in float32 and round once on store; reductions
-/// accumulate in at least float32 (float64 for Float64). Results never depend on the number of threads.
+/// accumulate in at least float32 (float64 for Float64). Results never depend on the number of threads. Each kernel
+/// launch is counted with <see cref="KernelCounter.Record"/> under the method's name.
+/// </para>
 /// </summary>
-public interface IBackend
+public partial interface IBackend
 {
     /// <summary>The device type served.</summary>
     DeviceType Type { get; }
@@ -130,31 +143,6 @@ public interface IBackend
     /// </summary>
     void MatMul(Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k);
 
-    /// <summary>Softmax (or log-softmax) of each row of a contiguous [rows, cols] x.</summary>
-    void Softmax(Storage x, Storage y, int rows, int cols, bool log);
-
-    /// <summary>dx from the softmax output y and dy: y·(dy − Σ dy·y), or for log-softmax dy − eʸ·Σ dy.</summary>
-    void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log);
-
-    /// <summary>
-    /// Layer norm of each row (rms: RMSNorm, no mean subtraction and no bias): y = (x − mean)·rstd·w + b. Writes
-    /// per-row mean and rstd (float32, or float64 for Float64 inputs) for the backward. Weight and bias may be null.
-    /// </summary>
-    void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms);
-
-    /// <summary>Gradients of <see cref="LayerNorm"/>: dx always; dWeight and dBias (summed over rows) when given.</summary>
-    void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms);
-
-    /// <summary>
-    /// Per-row cross entropy of logits [rows, cols] against Int64 targets: loss[r] = −Σ_c q_c·log_softmax(x)_c with
-    /// q the one-hot target smoothed by <paramref name="labelSmoothing"/>; rows whose target is
-    /// <paramref name="ignoreIndex"/> give 0. loss is float32 (float64 for Float64 logits). Throws on a target out of range.
-    /// </summary>
-    void CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing);
-
-    /// <summary>dlogits = (softmax(x) − q)·dloss[r] per row (0 for ignored rows); dloss has one value per row.</summary>
-    void CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing);
-
     /// <summary>
     /// Gather along the middle dim of x viewed as [outer, size, inner]: y[o, j, i] = x[o, index[o, j, i], i] with
     /// index Int64 and laid out as y ([outer, count, inner], any strides). Throws on an index out of [−size, size).
@@ -174,56 +162,6 @@ public interface IBackend
     /// </summary>
     void Random(Storage y, ulong seed, ulong offset, bool normal, double a, double b);
 
-    /// <summary>
-    /// One fused Adam/AdamW update of a contiguous parameter (see <see cref="AdamConfig"/>). <paramref name="step"/> is
-    /// a one-element Float32 storage on the device holding the step count, advanced by the kernel, so bias correction
-    /// needs no host value. When <paramref name="foundInf"/> (one Float32 element) is given and nonzero, nothing
-    /// changes (the step is skipped, the count does not advance); when <paramref name="invScale"/> is given the
-    /// gradient is multiplied by it first. The gradient may be of another float dtype than the parameter.
-    /// </summary>
-    void AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf);
-
-    /// <summary>
-    /// One fused SGD update (momentum, dampening, Nesterov, weight decay as <c>torch.optim.SGD</c>). The momentum
-    /// buffer, when given, is initialized from the gradient on the first step (<paramref name="momentumInitialized"/>
-    /// false). Skips and unscales like <see cref="AdamStep"/>.
-    /// </summary>
-    void SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf);
-
-    /// <summary>
-    /// The AMP gradient scaler's fused check: multiplies every element of every gradient (contiguous storages of any
-    /// float dtype; Float32, Float16 and BFloat16 compute in float32, Float64 in float64, rounding once) by
-    /// <paramref name="invScale"/> (one Float32 element) and sets <paramref name="foundInf"/> (one Float32 element) to
-    /// 1 when any value is Inf or NaN; it never resets it. Reads nothing back to the host. As PyTorch's
-    /// <c>_amp_foreach_non_finite_check_and_unscale_</c>; implementations count the call in <see cref="AmpKernelCounters"/>.
-    /// </summary>
-    void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale);
-
-    /// <summary>
-    /// The AMP scale update, as PyTorch's <c>_amp_update_scale_</c>, on the device: when <paramref name="foundInf"/> is
-    /// nonzero, scale ← scale·backoff and the tracker (one Int32 element) ← 0; otherwise the tracker counts the clean
-    /// step and, on reaching <paramref name="growthInterval"/>, scale ← scale·growth (only if that is finite) and the
-    /// tracker ← 0. scale and foundInf are one Float32 element each. Implementations count the call.
-    /// </summary>
-    void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval);
-
     /// <summary>Blocks until all queued work is done (a no-op on the CPU).</summary>
     void Synchronize();
 }
-
-/// <summary>Hyper-parameters of one Adam/AdamW update.</summary>
-/// <param name="Lr">Learning rate.</param>
-/// <param name="Beta1">First-moment decay.</param>
-/// <param name="Beta2">Second-moment decay.</param>
-/// <param name="Eps">Added to the denominator.</param>
-/// <param name="WeightDecay">L2 penalty (Adam) or decoupled decay (AdamW).</param>
-/// <param name="Decoupled">True for AdamW: p ← p·(1 − lr·wd) before the Adam step.</param>
-public readonly record struct AdamConfig(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, bool Decoupled);
-
-/// <summary>Hyper-parameters of one SGD update.</summary>
-/// <param name="Lr">Learning rate.</param>
-/// <param name="Momentum">Momentum factor (0 for none).</param>
-/// <param name="Dampening">Dampening of the momentum.</param>
-/// <param name="WeightDecay">L2 penalty.</param>
-/// <param name="Nesterov">Nesterov momentum.</param>
-public readonly record struct SgdConfig(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov);

@@ -14,8 +14,8 @@ public abstract class Storage
     int _refs;
     int _version;
     int _tracked;
-    static readonly long[] s_live = new long[2];
-    static readonly long[] s_liveBytes = new long[2];
+    static readonly long[] s_live = new long[Enum.GetValues<DeviceType>().Length];
+    static readonly long[] s_liveBytes = new long[Enum.GetValues<DeviceType>().Length];
 
     /// <summary>
     /// Describes a storage with no references yet, not counted as live until the derived constructor calls

@@ -2,10 +2,10 @@ using Engine.Backends.Cpu.Jit;
 
 namespace Engine.Backends.Cpu;
 
-/// <summary>The two implementations behind <see cref="Bf16Gemm"/>.</summary>
-internal enum Bf16GemmPath
+/// <summary>The two implementations behind the CPU's bf16 GEMM (<see cref="CpuBackendOptions.Bf16Gemm"/>); both give the same bits.</summary>
+public enum Bf16GemmPath
 {
-    /// <summary><c>ENGINE_CPU_JIT</c>'s choice (default: <see cref="Bf16GemmSelection.JitByDefault"/>) where the kernel can run, else the fallback.</summary>
+    /// <summary>The generated kernel where this CPU can run it, else the fallback.</summary>
     Auto,
     /// <summary>The generated vdpbf16ps micro-kernel.</summary>
     Jit,
@@ -14,9 +14,9 @@ internal enum Bf16GemmPath
 }
 
 /// <summary>
-/// Chooses the bf16 GEMM path: the generated kernel is built on first use; users choose with <c>ENGINE_CPU_JIT</c>
-/// (0/1), tests force either path per thread (the way <see cref="GemmKernelSelection"/> forces float32 kernels) so
-/// one process can compare them.
+/// Chooses the bf16 GEMM path from <see cref="CpuBackendOptions.Bf16Gemm"/> (whose default <c>ENGINE_CPU_JIT</c>
+/// sets); the generated kernel is built on first use. Tests choose a path per region with
+/// <see cref="CpuBackend.UseOptions"/>, so one process can compare them.
 /// </summary>
 internal static class Bf16GemmSelection
 {
@@ -30,7 +30,6 @@ internal static class Bf16GemmSelection
     /// </summary>
     public const bool JitByDefault = false;
 
-    [ThreadStatic] private static Bf16GemmPath t_forced;
     private static readonly Lazy<Bf16Microkernel?> s_kernel = new(CreateKernel);
     private static string? s_unavailable;
 
@@ -54,24 +53,12 @@ internal static class Bf16GemmSelection
     /// <summary>Why <see cref="Kernel"/> is null; null when it is available.</summary>
     public static string? UnavailableReason => Kernel is null ? s_unavailable : null;
 
-    /// <summary>The path forced for calls from the current thread (Auto = the default choice); meant for tests.</summary>
-    public static Bf16GemmPath Forced
-    {
-        get => t_forced;
-        set
-        {
-            if (value == Bf16GemmPath.Jit && Kernel is null)
-                throw new NotSupportedException($"bf16 GEMM: the generated kernel is unavailable: {UnavailableReason}.");
-            t_forced = value;
-        }
-    }
-
-    /// <summary>Whether the next call from this thread runs the generated kernel.</summary>
-    public static bool UseJit => t_forced switch
+    /// <summary>Whether the next call from this code runs the generated kernel (per <see cref="CpuBackend.Options"/>).</summary>
+    public static bool UseJit => CpuBackend.Options.Bf16Gemm switch
     {
         Bf16GemmPath.Jit => true,
         Bf16GemmPath.Fallback => false,
-        _ => (EnvironmentChoice ?? JitByDefault) && Kernel is not null,
+        _ => Kernel is not null,
     };
 
     private static Bf16Microkernel? CreateKernel()

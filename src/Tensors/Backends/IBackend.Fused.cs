@@ -1,0 +1,109 @@
+namespace Engine.Backends;
+
+// The fused capabilities: each has a default body built from the required kernels (CompositeKernels), so a backend
+// implements one only to make it faster. The CPU and CUDA backends implement all of them with fused kernels; the
+// composite is the reference those kernels must match (tests/Engine.Tests/Backends/CompositeKernelsTests.cs).
+public partial interface IBackend
+{
+    /// <summary>
+    /// Softmax (or log-softmax) of each row of a contiguous [rows, cols] x. Default:
+    /// <see cref="CompositeKernels.Softmax"/> (max-reduce, subtract, exp, sum-reduce, divide).
+    /// </summary>
+    void Softmax(Storage x, Storage y, int rows, int cols, bool log) =>
+        CompositeKernels.Softmax(this, x, y, rows, cols, log);
+
+    /// <summary>
+    /// dx from the softmax output y and dy: y·(dy − Σ dy·y), or for log-softmax dy − eʸ·Σ dy. Default:
+    /// <see cref="CompositeKernels.SoftmaxBackward"/>.
+    /// </summary>
+    void SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log) =>
+        CompositeKernels.SoftmaxBackward(this, y, dy, dx, rows, cols, log);
+
+    /// <summary>
+    /// Layer norm of each row (rms: RMSNorm, no mean subtraction and no bias): y = (x − mean)·rstd·w + b. Writes
+    /// per-row mean and rstd (float32, or float64 for Float64 inputs) for the backward. Weight and bias may be null.
+    /// Default: <see cref="CompositeKernels.LayerNorm"/>.
+    /// </summary>
+    void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms) =>
+        CompositeKernels.LayerNorm(this, x, weight, bias, y, mean, rstd, rows, cols, eps, rms);
+
+    /// <summary>
+    /// Gradients of <see cref="LayerNorm"/>: dx always; dWeight and dBias (summed over rows) when given. Default:
+    /// <see cref="CompositeKernels.LayerNormBackward"/>.
+    /// </summary>
+    void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms) =>
+        CompositeKernels.LayerNormBackward(this, x, weight, mean, rstd, dy, dx, dWeight, dBias, rows, cols, rms);
+
+    /// <summary>
+    /// Per-row cross entropy of logits [rows, cols] against Int64 targets: loss[r] = −Σ_c q_c·log_softmax(x)_c with
+    /// q the one-hot target smoothed by <paramref name="labelSmoothing"/>; rows whose target is
+    /// <paramref name="ignoreIndex"/> give 0. loss is float32 (float64 for Float64 logits). Throws on a target out of
+    /// range. Default: <see cref="CompositeKernels.CrossEntropy"/>.
+    /// </summary>
+    void CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing) =>
+        CompositeKernels.CrossEntropy(this, logits, targets, loss, rows, cols, ignoreIndex, labelSmoothing);
+
+    /// <summary>
+    /// dlogits = (softmax(x) − q)·dloss[r] per row (0 for ignored rows); dloss has one value per row. Default:
+    /// <see cref="CompositeKernels.CrossEntropyBackward"/>.
+    /// </summary>
+    void CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing) =>
+        CompositeKernels.CrossEntropyBackward(this, logits, targets, dloss, dlogits, rows, cols, ignoreIndex, labelSmoothing);
+
+    /// <summary>
+    /// One fused Adam/AdamW update of a contiguous parameter (see <see cref="AdamConfig"/>). <paramref name="step"/> is
+    /// a one-element Float32 storage on the device holding the step count, advanced by the kernel, so bias correction
+    /// needs no host value. When <paramref name="foundInf"/> (one Float32 element) is given and nonzero, nothing
+    /// changes (the step is skipped, the count does not advance); when <paramref name="invScale"/> is given the
+    /// gradient is multiplied by it first. The gradient may be of another float dtype than the parameter. Computed in
+    /// float64 from the stored values, each result rounded once on store. Default:
+    /// <see cref="CompositeKernels.AdamStep"/>.
+    /// </summary>
+    void AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf) =>
+        CompositeKernels.AdamStep(this, param, grad, expAvg, expAvgSq, step, config, invScale, foundInf);
+
+    /// <summary>
+    /// One fused SGD update (momentum, dampening, Nesterov, weight decay as <c>torch.optim.SGD</c>). The momentum
+    /// buffer, when given, is initialized from the gradient on the first step (<paramref name="momentumInitialized"/>
+    /// false). Skips and unscales like <see cref="AdamStep"/>. Default: <see cref="CompositeKernels.SgdStep"/>.
+    /// </summary>
+    void SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf) =>
+        CompositeKernels.SgdStep(this, param, grad, momentum, momentumInitialized, config, invScale, foundInf);
+
+    /// <summary>
+    /// The AMP gradient scaler's fused check: multiplies every element of every gradient (contiguous storages of any
+    /// float dtype; Float32, Float16 and BFloat16 compute in float32, Float64 in float64, rounding once) by
+    /// <paramref name="invScale"/> (one Float32 element) and sets <paramref name="foundInf"/> (one Float32 element) to
+    /// 1 when any value is Inf or NaN; it never resets it. Reads nothing back to the host. As PyTorch's
+    /// <c>_amp_foreach_non_finite_check_and_unscale_</c>; a fused implementation counts one launch for all gradients.
+    /// Default: <see cref="CompositeKernels.NonFiniteCheckAndUnscale"/>.
+    /// </summary>
+    void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale) =>
+        CompositeKernels.NonFiniteCheckAndUnscale(this, grads, foundInf, invScale);
+
+    /// <summary>
+    /// The AMP scale update, as PyTorch's <c>_amp_update_scale_</c>, on the device: when <paramref name="foundInf"/> is
+    /// nonzero, scale ← scale·backoff and the tracker (one Int32 element) ← 0; otherwise the tracker counts the clean
+    /// step and, on reaching <paramref name="growthInterval"/>, scale ← scale·growth (only if that is finite) and the
+    /// tracker ← 0. scale and foundInf are one Float32 element each. Default: <see cref="CompositeKernels.UpdateScale"/>.
+    /// </summary>
+    void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval) =>
+        CompositeKernels.UpdateScale(this, scale, growthTracker, foundInf, growthFactor, backoffFactor, growthInterval);
+}
+
+/// <summary>Hyper-parameters of one Adam/AdamW update.</summary>
+/// <param name="Lr">Learning rate.</param>
+/// <param name="Beta1">First-moment decay.</param>
+/// <param name="Beta2">Second-moment decay.</param>
+/// <param name="Eps">Added to the denominator.</param>
+/// <param name="WeightDecay">L2 penalty (Adam) or decoupled decay (AdamW).</param>
+/// <param name="Decoupled">True for AdamW: p ← p·(1 − lr·wd) before the Adam step.</param>
+public readonly record struct AdamConfig(double Lr, double Beta1, double Beta2, double Eps, double WeightDecay, bool Decoupled);
+
+/// <summary>Hyper-parameters of one SGD update.</summary>
+/// <param name="Lr">Learning rate.</param>
+/// <param name="Momentum">Momentum factor (0 for none).</param>
+/// <param name="Dampening">Dampening of the momentum.</param>
+/// <param name="WeightDecay">L2 penalty.</param>
+/// <param name="Nesterov">Nesterov momentum.</param>
+public readonly record struct SgdConfig(double Lr, double Momentum, double Dampening, double WeightDecay, bool Nesterov);
