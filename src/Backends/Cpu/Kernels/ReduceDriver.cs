@@ -12,9 +12,8 @@ public sealed unsafe partial class CpuBackend
         if (indices is not null && indices.DType != DType.Int64)
             throw new DTypeException(op.ToString(), $"indices must be int64, got {indices.DType.Name()}");
         var plan = new ReducePlan(xLayout, reducedDims);
-        bool needsElement = op is ReduceOp.Max or ReduceOp.Min || op == ReduceOp.Norm && double.IsInfinity(argument);
-        if (needsElement && plan.BlockSize == 0)
-            throw new ShapeException(op.ToString(), $"expected a non-empty reduced block, got shape {Shape.Format(xLayout.Shape)} reduced over its last {reducedDims} dims (the op has no identity)");
+        // An empty block for max, min or an ∞-norm (no identity) is rejected by the front end (Tensor.CheckNonEmpty)
+        // before any call; the guards above stay because the kernels read raw pointers.
         var v = new ReduceVisitor { Op = op, X = P(x), Plan = plan, Y = P(y), Indices = indices is null ? 0 : P(indices), Argument = argument };
         DTypeDispatch.Visit(x.DType, ref v);
     }
