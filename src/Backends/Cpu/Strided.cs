@@ -1,15 +1,15 @@
 namespace Engine.Backends.Cpu;
 
 /// <summary>
-/// Iteration over several operands laid out at one shape: dims that are contiguous in every operand are merged,
-/// size-1 dims dropped, and the innermost dim is walked by a tight loop with one stride per operand. Operand 0 is
+/// Iteration over several operands laid out at one shape, as rows: the shared <see cref="StridePlan"/> merges and
+/// drops dims, and the innermost merged dim is walked by a tight loop with one stride per operand. Operand 0 is
 /// conventionally the output. A merged dim never passes <see cref="int.MaxValue"/> elements, so a tensor of more
 /// elements than that is walked as several rows (every kernel loops over rows of at most that many), never as one
 /// span whose length would wrap.
 /// </summary>
 public sealed class StridedPlan
 {
-    readonly int[] _outerShape;
+    readonly long[] _outerShape;
     readonly long[][] _outerStrides;
 
     /// <summary>Base offset of each operand.</summary>
@@ -30,37 +30,24 @@ public sealed class StridedPlan
     /// <summary>Plans the walk; every layout must have the shape of the first.</summary>
     public StridedPlan(params Layout[] layouts)
     {
+        var plan = StridePlan.Of(layouts, int.MaxValue);
         int n = layouts.Length;
-        var shape = layouts[0].Shape;
-        Offsets = layouts.Select(l => l.Offset).ToArray();
-        // Built innermost first, merging each dim into the one inside it while it continues it in every operand: from
-        // the inside out, the cap leaves the inner row as long as it can be.
-        var dims = new List<int>();
-        var strides = new List<long[]>();
-        for (int d = shape.Length - 1; d >= 0; d--)
+        Offsets = plan.Offsets;
+        if (plan.Rank == 0)
         {
-            if (shape[d] == 1) continue;
-            var s = new long[n];
-            for (int k = 0; k < n; k++) s[k] = layouts[k].Strides[d];
-            if (dims.Count > 0)
-            {
-                int last = dims.Count - 1;
-                bool merge = (long)dims[last] * shape[d] <= int.MaxValue;
-                for (int k = 0; k < n && merge; k++) merge = s[k] == strides[last][k] * dims[last];
-                if (merge) { dims[last] *= shape[d]; continue; }
-            }
-            dims.Add(shape[d]); strides.Add(s);
+            // One element (a row of one) or none (no rows).
+            Inner = plan.Count == 0 ? 0 : 1;
+            InnerStrides = new long[n];
+            _outerShape = [];
+            _outerStrides = [];
+            Outer = plan.Count == 0 ? 0 : 1;
+            return;
         }
-        dims.Reverse(); strides.Reverse();
-        if (shape.Any(d => d == 0)) { dims.Clear(); dims.Add(0); strides.Clear(); strides.Add(new long[n]); }
-        if (dims.Count == 0) { dims.Add(1); strides.Add(new long[n]); }
-        Inner = dims[^1];
-        InnerStrides = strides[^1];
-        _outerShape = dims.Take(dims.Count - 1).ToArray();
-        _outerStrides = strides.Take(strides.Count - 1).ToArray();
-        long outer = 1;
-        foreach (var d in _outerShape) outer *= d;
-        Outer = Inner == 0 ? 0 : outer;
+        Inner = (int)plan.Dims[^1];
+        InnerStrides = plan.Strides[^1];
+        _outerShape = plan.Dims[..^1];
+        _outerStrides = plan.Strides[..^1];
+        Outer = plan.Count / Inner;
     }
 
     /// <summary>Writes each operand's element offset at the start of inner row <paramref name="row"/>.</summary>

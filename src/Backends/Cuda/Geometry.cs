@@ -2,9 +2,9 @@ namespace Engine.Backends.Cuda;
 
 /// <summary>
 /// The shape walked by an elementwise kernel and the element strides and offsets of up to four operands (Y, A, B, C;
-/// Y is the output by convention), passed by value as a kernel parameter. Dims contiguous in every operand are merged
-/// and size-1 dims dropped on the host (as the CPU's StridedPlan does), so most launches have rank 1 or 2 and need one
-/// 64-bit division or none per element. Dims are stored innermost first (D0 is the fastest-varying).
+/// Y is the output by convention), passed by value as a kernel parameter. The host plans it with the shared
+/// <see cref="StridePlan"/> (dims contiguous in every operand merged, size-1 dims dropped), so most launches have rank
+/// 1 or 2 and need one 64-bit division or none per element. Dims are stored innermost first (D0 is the fastest-varying).
 /// Public because ILGPU's launchers must see kernel parameter types.
 /// </summary>
 public struct Geometry
@@ -58,48 +58,28 @@ public struct Geometry
     }
 
     /// <summary>
-    /// Plans the walk over layouts of one shape (the first is Y; missing operands get zero strides). Throws when more
-    /// than <see cref="MaxRank"/> dims remain after merging.
+    /// The walk over layouts of one shape as the shared <see cref="StridePlan"/> plans it (the first is Y; missing
+    /// operands get zero strides). Throws when more than <see cref="MaxRank"/> dims remain after merging.
     /// </summary>
     public static Geometry Of(string op, Layout y, Layout? a = null, Layout? b = null, Layout? c = null)
     {
-        var shape = y.Shape;
-        var layouts = new[] { y, a, b, c };
-        var dims = new List<long>();
-        var strides = new List<long[]>();
-        long count = 1;
-        foreach (var d in shape) count *= d;
-        // Walk outermost to innermost, merging a dim into the previous when it continues it in every operand.
-        for (int d = 0; d < shape.Length; d++)
-        {
-            if (shape[d] == 1) continue;
-            var s = new long[4];
-            for (int k = 0; k < 4; k++) s[k] = layouts[k]?.Strides[d] ?? 0;
-            if (dims.Count > 0)
-            {
-                int last = dims.Count - 1;
-                bool merge = true;
-                for (int k = 0; k < 4 && merge; k++) merge = strides[last][k] == s[k] * shape[d];
-                if (merge) { dims[last] *= shape[d]; strides[last] = s; continue; }
-            }
-            dims.Add(shape[d]); strides.Add(s);
-        }
-        if (count == 0) { dims.Clear(); strides.Clear(); }
-        if (dims.Count > MaxRank)
-            throw new ShapeException(op, $"the CUDA backend walks at most {MaxRank} non-mergeable dims, got {dims.Count} for {y}");
+        // No cap on a merged dim: kernels index in 64 bits.
+        Layout still = new(y.Shape, new long[y.Rank], 0);
+        var plan = StridePlan.Of([y, a ?? still, b ?? still, c ?? still]);
+        if (plan.Rank > MaxRank)
+            throw new ShapeException(op, $"the CUDA backend walks at most {MaxRank} non-mergeable dims, got {plan.Rank} for {y}");
         var g = new Geometry
         {
-            Rank = dims.Count,
-            Count = count,
+            Rank = plan.Rank,
+            Count = plan.Count,
             OffY = y.Offset, OffA = a?.Offset ?? 0, OffB = b?.Offset ?? 0, OffC = c?.Offset ?? 0,
         };
-        // A dense operand set whose only dim has unit strides also covers the one-element case (Rank 0).
-        if (count == 1) g.Rank = 0;
         for (int r = 0; r < g.Rank; r++)
         {
-            int src = dims.Count - 1 - r; // innermost first
-            g.SetDim(r, dims[src], strides[src]);
+            int src = plan.Rank - 1 - r; // innermost first
+            g.SetDim(r, plan.Dims[src], plan.Strides[src]);
         }
+        // Rank 0 (one element or none) reads as dense with unit strides.
         if (g.Rank == 0) { g.Y0 = g.A0 = g.B0 = g.C0 = 1; }
         return g;
     }

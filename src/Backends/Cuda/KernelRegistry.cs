@@ -89,9 +89,7 @@ public static class KernelRegistry
         var ops = typeof(IUnaryOp).Assembly.GetTypes()
             .Where(t => t.IsValueType && t.IsPublic && !t.IsGenericTypeDefinition).OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         var unaryOps = ops.Where(t => typeof(IUnaryOp).IsAssignableFrom(t)).ToList();
-        // CudaBackend.Binary runs MaximumOp and MinimumOp as their NaN-propagating twins: only the twins are launched.
-        var binaryOps = ops.Where(t => typeof(IBinaryOp).IsAssignableFrom(t) && t != typeof(MaximumOp) && t != typeof(MinimumOp))
-            .Append(typeof(PropagatingMaximumOp)).Append(typeof(PropagatingMinimumOp)).OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
+        var binaryOps = ops.Where(t => typeof(IBinaryOp).IsAssignableFrom(t)).ToList();
         var gradOps = ops.Where(t => typeof(IDifferentiableUnaryOp).IsAssignableFrom(t)).ToList();
         var unary = M(ew, nameof(ElementwiseKernels.Unary));
         var binary = M(ew, nameof(ElementwiseKernels.Binary));

@@ -80,32 +80,32 @@ public readonly struct PowOp : IBinaryOp
     public bool IsComparison => false;
 }
 
-/// <summary>max(a, b), propagating NaN as PyTorch's maximum.</summary>
+/// <summary>max(a, b), propagating NaN as PyTorch's maximum (<see cref="NaNMath.Maximum(float, float)"/>: +0 beats −0).</summary>
 public readonly struct MaximumOp : IBinaryOp
 {
     /// <inheritdoc/>
     public string Name => "Maximum";
     /// <inheritdoc/>
-    public float Apply(float a, float b) => MathF.Max(a, b);
+    public float Apply(float a, float b) => NaNMath.Maximum(a, b);
     /// <inheritdoc/>
-    public double Apply(double a, double b) => Math.Max(a, b);
+    public double Apply(double a, double b) => NaNMath.Maximum(a, b);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) { TensorPrimitives.Max(a, b, y); return true; }
+    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) { TensorPrimitives.Max(a, b, y); return true; } // IEEE maximum, as Apply
     /// <inheritdoc/>
     public bool IsComparison => false;
 }
 
-/// <summary>min(a, b), propagating NaN as PyTorch's minimum.</summary>
+/// <summary>min(a, b), propagating NaN as PyTorch's minimum (<see cref="NaNMath.Minimum(float, float)"/>: −0 beats +0).</summary>
 public readonly struct MinimumOp : IBinaryOp
 {
     /// <inheritdoc/>
     public string Name => "Minimum";
     /// <inheritdoc/>
-    public float Apply(float a, float b) => MathF.Min(a, b);
+    public float Apply(float a, float b) => NaNMath.Minimum(a, b);
     /// <inheritdoc/>
-    public double Apply(double a, double b) => Math.Min(a, b);
+    public double Apply(double a, double b) => NaNMath.Minimum(a, b);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) { TensorPrimitives.Min(a, b, y); return true; }
+    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) { TensorPrimitives.Min(a, b, y); return true; } // IEEE minimum, as Apply
     /// <inheritdoc/>
     public bool IsComparison => false;
 }

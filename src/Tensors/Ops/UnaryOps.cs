@@ -286,7 +286,8 @@ public readonly struct PowScalarOp(double exponent) : IDifferentiableUnaryOp
 }
 
 /// <summary>
-/// min(max(x, lo), hi); NaN stays NaN. The derivative is 1 inside [lo, hi] and 0 outside, as PyTorch's.
+/// min(max(x, lo), hi) with <see cref="NaNMath.Clamp(float, float, float)"/>: NaN in x or in a bound gives NaN, and
+/// lo &gt; hi gives hi, as PyTorch's. The derivative is 1 inside [lo, hi] and 0 outside (and for a NaN bound), as PyTorch's.
 /// </summary>
 public readonly struct ClampOp(double min, double max) : IDifferentiableUnaryOp
 {
@@ -297,9 +298,9 @@ public readonly struct ClampOp(double min, double max) : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public string Name => "Clamp";
     /// <inheritdoc/>
-    public float Apply(float x) => float.IsNaN(x) ? x : MathF.Min(MathF.Max(x, (float)Min), (float)Max);
+    public float Apply(float x) => NaNMath.Clamp(x, (float)Min, (float)Max);
     /// <inheritdoc/>
-    public double Apply(double x) => double.IsNaN(x) ? x : Math.Min(Math.Max(x, Min), Max);
+    public double Apply(double x) => NaNMath.Clamp(x, Min, Max);
     /// <inheritdoc/>
     public float Derivative(float x) => x >= Min && x <= Max ? 1f : 0f;
     /// <inheritdoc/>

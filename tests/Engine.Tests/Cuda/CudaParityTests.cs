@@ -360,6 +360,32 @@ public abstract class CudaParityTests
     }
 
     [Test]
+    public void MaximumMinimumClamp_WithNaNAndSignedZeros_AreBitIdenticalToCpu()
+    {
+        // The shared NaNMath rules: maximum/minimum propagate NaN and order −0 below +0; clamp propagates a NaN in x or
+        // in a bound. PTX's own max/min would return the non-NaN operand, so these fail on a GPU if a kernel used them.
+        double[] a = [double.NaN, 1, double.NaN, -0.0, 0.0, double.NegativeInfinity, 2, -1];
+        double[] b = [1, double.NaN, double.NaN, 0.0, -0.0, 3, double.PositiveInfinity, -1];
+        foreach (var dtype in Floats)
+            foreach (var kind in new[] { Kind.Contiguous, Kind.Strided, Kind.Offset })
+            {
+                var (ac, ad) = Pair(a, [2, 4], dtype, kind);
+                var (bc, bd) = Pair(b, [2, 4], dtype, kind == Kind.Contiguous ? Kind.Contiguous : Kind.Transposed);
+                using (ac) using (ad) using (bc) using (bd)
+                {
+                    string at = $"{dtype.Name()} {kind}";
+                    using (var c = ac.Maximum(bc)) using (var d = ad.Maximum(bd)) AssertIdentical(c, d, "Maximum " + at);
+                    using (var c = ac.Minimum(bc)) using (var d = ad.Minimum(bd)) AssertIdentical(c, d, "Minimum " + at);
+                    using (var c = ac.Clamp(-0.5, 1.5)) using (var d = ad.Clamp(-0.5, 1.5)) AssertIdentical(c, d, "Clamp " + at);
+                    using (var c = ac.Clamp(double.NaN, 1)) using (var d = ad.Clamp(double.NaN, 1)) AssertIdentical(c, d, "Clamp(NaN, 1) " + at);
+                    using (var c = ac.Clamp(0, double.NaN)) using (var d = ad.Clamp(0, double.NaN)) AssertIdentical(c, d, "Clamp(0, NaN) " + at);
+                    using var cpuNaN = ac.Clamp(max: double.NaN);
+                    Assert.That(Read(cpuNaN).All(double.IsNaN), "a NaN bound makes every element NaN, as PyTorch's clamp");
+                }
+            }
+    }
+
+    [Test]
     public void Pow_MatchesCpu()
     {
         var rng = new Random(5);

@@ -1,10 +1,12 @@
+using Engine.Ops;
+
 namespace Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    // Optimizer updates computed in double for every dtype from the stored values (parameter, gradient, moments),
-    // each result rounded once on store; moments are stored in the parameter's dtype. Each element is independent,
-    // so chunks run in parallel without changing results.
+    // Optimizer updates: the per-element math is the shared AdamMath/SgdMath (src/Tensors/Ops), computed in double for
+    // every dtype from the stored values (parameter, gradient, moments), each result rounded once on store; moments
+    // are stored in the parameter's dtype. Each element is independent, so chunks run in parallel without changing results.
 
     /// <inheritdoc/>
     public void AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf)
@@ -34,22 +36,16 @@ public sealed unsafe partial class CpuBackend
         public void Visit<TG, TEG>() where TG : unmanaged where TEG : struct, IElement<TG>
         {
             var o = Outer;
-            double bc1 = 1 - Math.Pow(o.C.Beta1, o.Step), bc2 = 1 - Math.Pow(o.C.Beta2, o.Step);
-            double lr = o.C.Lr, b1 = o.C.Beta1, b2 = o.C.Beta2, eps = o.C.Eps, wd = o.C.WeightDecay, inv = o.Inv;
-            bool decoupled = o.C.Decoupled;
-            double stepSize = lr / bc1, sqrtBc2 = Math.Sqrt(bc2);
+            var math = new AdamMath(o.C.Lr, o.C.Beta1, o.C.Beta2, o.C.Eps, o.C.WeightDecay, o.C.Decoupled,
+                AdamMath.StepSize(o.C.Lr, o.C.Beta1, o.Step), AdamMath.SqrtBias2(o.C.Beta2, o.Step), o.Inv);
             nint pp = o.P, pg = o.G, pm = o.M, pv = o.V;
             CpuParallel.For(o.N, 1 << 14, (s, e) =>
             {
                 T* p = (T*)pp; TG* g = (TG*)pg; T* m = (T*)pm; T* v = (T*)pv;
                 for (long i = s; i < e; i++)
                 {
-                    // Same order of operations as torch.optim.Adam(W)'s single-tensor path.
-                    double x = TE.ToDouble(p[i]), gi = TEG.ToDouble(g[i]) * inv;
-                    if (wd != 0) { if (decoupled) x *= 1 - lr * wd; else gi += wd * x; }
-                    double mi = b1 * TE.ToDouble(m[i]) + (1 - b1) * gi;
-                    double vi = b2 * TE.ToDouble(v[i]) + (1 - b2) * gi * gi;
-                    x -= stepSize * mi / (Math.Sqrt(vi) / sqrtBc2 + eps);
+                    double x = TE.ToDouble(p[i]), mi = TE.ToDouble(m[i]), vi = TE.ToDouble(v[i]);
+                    math.Update(ref x, TEG.ToDouble(g[i]), ref mi, ref vi);
                     m[i] = TE.FromDouble(mi); v[i] = TE.FromDouble(vi); p[i] = TE.FromDouble(x);
                 }
             });
@@ -81,23 +77,17 @@ public sealed unsafe partial class CpuBackend
         public void Visit<TG, TEG>() where TG : unmanaged where TEG : struct, IElement<TG>
         {
             var o = Outer;
-            double lr = o.C.Lr, mu = o.C.Momentum, damp = o.C.Dampening, wd = o.C.WeightDecay, inv = o.Inv;
-            bool nesterov = o.C.Nesterov, init = o.Init;
+            var math = new SgdMath(o.C.Lr, o.C.Momentum, o.C.Dampening, o.C.WeightDecay, o.C.Nesterov, o.B != 0, o.Init, o.Inv);
             nint pp = o.P, pg = o.G, pb = o.B;
             CpuParallel.For(o.N, 1 << 14, (s, e) =>
             {
                 T* p = (T*)pp; TG* g = (TG*)pg; T* b = (T*)pb;
                 for (long i = s; i < e; i++)
                 {
-                    double x = TE.ToDouble(p[i]), d = TEG.ToDouble(g[i]) * inv;
-                    if (wd != 0) d += wd * x;
-                    if (mu != 0)
-                    {
-                        double buf = init ? mu * TE.ToDouble(b[i]) + (1 - damp) * d : d;
-                        b[i] = TE.FromDouble(buf);
-                        d = nesterov ? d + mu * buf : buf;
-                    }
-                    p[i] = TE.FromDouble(x - lr * d);
+                    double x = TE.ToDouble(p[i]), buf = math.ReadsBuffer ? TE.ToDouble(b[i]) : 0;
+                    math.Update(ref x, TEG.ToDouble(g[i]), ref buf);
+                    if (math.UsesBuffer) b[i] = TE.FromDouble(buf);
+                    p[i] = TE.FromDouble(x);
                 }
             });
         }

@@ -77,15 +77,6 @@ public sealed partial class CudaBackend
     /// <inheritdoc/>
     public void Binary<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout) where TOp : struct, IBinaryOp
     {
-        // PTX's max.f32/min.f32 (what ILGPU makes of MathF.Max/Min) return the non-NaN operand; PyTorch's maximum and
-        // minimum propagate NaN, as .NET's MathF.Max does on the CPU. These two ops run as NaN-propagating twins.
-        if (typeof(TOp) == typeof(MaximumOp)) { BinaryCore(new PropagatingMaximumOp(), a, aLayout, b, bLayout, y, yLayout); return; }
-        if (typeof(TOp) == typeof(MinimumOp)) { BinaryCore(new PropagatingMinimumOp(), a, aLayout, b, bLayout, y, yLayout); return; }
-        BinaryCore(op, a, aLayout, b, bLayout, y, yLayout);
-    }
-
-    void BinaryCore<TOp>(TOp op, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, Layout yLayout) where TOp : struct, IBinaryOp
-    {
         var g = Geometry.Of(op.Name, yLayout, aLayout, bLayout);
         if (g.Count == 0) return;
         var av = V(a); var bv = V(b); var yv = V(y);
@@ -112,36 +103,6 @@ public sealed partial class CudaBackend
         Kernel("Where", null, k => k.LoadStreamKernel<Geometry, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int>(ElementwiseKernels.Where))
             (Grid(g.Count), g, V(cond), V(a), V(b), V(y), a.DType.ElementSize());
     }
-}
-
-/// <summary>max(a, b) with .NET's MathF.Max semantics (NaN propagates, +0 beats −0), spelled out for PTX.</summary>
-public readonly struct PropagatingMaximumOp : IBinaryOp
-{
-    /// <inheritdoc/>
-    public string Name => "Maximum";
-    /// <inheritdoc/>
-    public float Apply(float a, float b) => a != b ? (float.IsNaN(a) ? a : b < a ? a : b) : (Interop.FloatAsInt(b) >> 31 != 0 ? a : b);
-    /// <inheritdoc/>
-    public double Apply(double a, double b) => a != b ? (double.IsNaN(a) ? a : b < a ? a : b) : (Interop.FloatAsInt(b) >> 63 != 0 ? a : b);
-    /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => false;
-    /// <inheritdoc/>
-    public bool IsComparison => false;
-}
-
-/// <summary>min(a, b) with .NET's MathF.Min semantics (NaN propagates, −0 beats +0), spelled out for PTX.</summary>
-public readonly struct PropagatingMinimumOp : IBinaryOp
-{
-    /// <inheritdoc/>
-    public string Name => "Minimum";
-    /// <inheritdoc/>
-    public float Apply(float a, float b) => a != b ? (float.IsNaN(a) ? a : a < b ? a : b) : (Interop.FloatAsInt(a) >> 31 != 0 ? a : b);
-    /// <inheritdoc/>
-    public double Apply(double a, double b) => a != b ? (double.IsNaN(a) ? a : a < b ? a : b) : (Interop.FloatAsInt(a) >> 63 != 0 ? a : b);
-    /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => false;
-    /// <inheritdoc/>
-    public bool IsComparison => false;
 }
 
 /// <summary>Which arithmetic a kernel instantiation carries: the float32 path (with the dense vector path) or the float64 one.</summary>

@@ -1,3 +1,4 @@
+using Engine.Ops;
 using ILGPU;
 using ILGPU.Runtime;
 using static Engine.Backends.Cuda.DeviceElements;
@@ -9,8 +10,9 @@ public sealed partial class CudaBackend
     // Fused optimizer updates that never read a device value on the host: the step count, the inverse scale and the
     // found-inf flag stay on the device. Adam takes two launches on the one stream: a one-thread kernel reads the
     // flag, advances the step and computes the bias corrections in float64 (once, not per element), then the update
-    // reads them; stream order makes the second see the first's writes. Updates compute in float64 for Float64
-    // parameters and float32 otherwise, rounding once on store (the CPU backend computes in float64 throughout).
+    // reads them; stream order makes the second see the first's writes. The per-element math is the shared
+    // AdamMath/SgdMath (src/Tensors/Ops), in float64 for Float64 parameters and float32 otherwise, rounding once on
+    // store (the CPU backend computes in float64 throughout).
 
     MemoryBuffer1D<byte, Stride1D.Dense>? _scratch;
 
@@ -94,10 +96,9 @@ static class OptimizerKernels
         var st = step.Cast<float>();
         float t = st[0] + 1;
         st[0] = t;
-        double bc1 = 1 - Math.Pow(beta1, t), bc2 = 1 - Math.Pow(beta2, t);
         s[0] = 0;
-        s[1] = lr / bc1;
-        s[2] = Math.Sqrt(bc2);
+        s[1] = AdamMath.StepSize(lr, beta1, t);
+        s[2] = AdamMath.SqrtBias2(beta2, t);
         s[3] = (flags & HasInvScale) != 0 ? invScale.Cast<float>()[0] : 1.0;
     }
 
@@ -105,34 +106,23 @@ static class OptimizerKernels
     {
         var s = scratch.Cast<double>();
         if (s[0] != 0) return;
-        double stepSize = s[1], sqrtBc2 = s[2], inv = s[3];
+        var math = new AdamMath(p.Lr, p.Beta1, p.Beta2, p.Eps, p.WeightDecay, (p.Flags & Decoupled) != 0, s[1], s[2], s[3]);
         long stride = (long)Grid.DimX * Group.DimX;
         int pt = p.ParamType, gt = p.GradType;
-        bool decoupled = (p.Flags & Decoupled) != 0;
         if (pt == F64)
         {
-            double lr = p.Lr, b1 = p.Beta1, b2 = p.Beta2, eps = p.Eps, wd = p.WeightDecay;
             for (long i = Grid.GlobalIndex.X; i < p.N; i += stride)
             {
-                double x = LoadDouble(param, pt, i), g = LoadDouble(grad, gt, i) * inv;
-                if (wd != 0) { if (decoupled) x *= 1 - lr * wd; else g += wd * x; }
-                double mi = b1 * LoadDouble(m, pt, i) + (1 - b1) * g;
-                double vi = b2 * LoadDouble(v, pt, i) + (1 - b2) * g * g;
-                x -= stepSize * mi / (Math.Sqrt(vi) / sqrtBc2 + eps);
+                double x = LoadDouble(param, pt, i), mi = LoadDouble(m, pt, i), vi = LoadDouble(v, pt, i);
+                math.Update(ref x, LoadDouble(grad, gt, i), ref mi, ref vi);
                 StoreDouble(m, pt, i, mi); StoreDouble(v, pt, i, vi); StoreDouble(param, pt, i, x);
             }
             return;
         }
-        float lrF = (float)p.Lr, b1F = (float)p.Beta1, b2F = (float)p.Beta2, epsF = (float)p.Eps, wdF = (float)p.WeightDecay;
-        float c1 = (float)(1 - p.Beta1), c2 = (float)(1 - p.Beta2), decay = (float)(1 - p.Lr * p.WeightDecay);
-        float stepF = (float)stepSize, sqrtF = (float)sqrtBc2, invF = (float)inv;
         for (long i = Grid.GlobalIndex.X; i < p.N; i += stride)
         {
-            float x = LoadFloat(param, pt, i), g = LoadFloat(grad, gt, i) * invF;
-            if (wdF != 0) { if (decoupled) x *= decay; else g += wdF * x; }
-            float mi = b1F * LoadFloat(m, pt, i) + c1 * g;
-            float vi = b2F * LoadFloat(v, pt, i) + c2 * g * g;
-            x -= stepF * mi / (MathF.Sqrt(vi) / sqrtF + epsF);
+            float x = LoadFloat(param, pt, i), mi = LoadFloat(m, pt, i), vi = LoadFloat(v, pt, i);
+            math.Update(ref x, LoadFloat(grad, gt, i), ref mi, ref vi);
             StoreFloat(m, pt, i, mi); StoreFloat(v, pt, i, vi); StoreFloat(param, pt, i, x);
         }
     }
@@ -141,38 +131,27 @@ static class OptimizerKernels
     {
         if ((p.Flags & HasFound) != 0 && found.Cast<float>()[0] != 0) return;
         double inv = (p.Flags & HasInvScale) != 0 ? invScale.Cast<float>()[0] : 1.0;
+        var math = new SgdMath(p.Lr, p.Beta1, p.Beta2, p.WeightDecay, (p.Flags & Nesterov) != 0, (p.Flags & HasMomentum) != 0,
+            (p.Flags & MomentumInitialized) != 0, inv);
         long stride = (long)Grid.DimX * Group.DimX;
         int pt = p.ParamType, gt = p.GradType;
-        bool hasMomentum = (p.Flags & HasMomentum) != 0 && p.Beta1 != 0, init = (p.Flags & MomentumInitialized) != 0, nesterov = (p.Flags & Nesterov) != 0;
         if (pt == F64)
         {
-            double lr = p.Lr, mu = p.Beta1, damp = p.Beta2, wd = p.WeightDecay;
             for (long i = Grid.GlobalIndex.X; i < p.N; i += stride)
             {
-                double x = LoadDouble(param, pt, i), d = LoadDouble(grad, gt, i) * inv;
-                if (wd != 0) d += wd * x;
-                if (hasMomentum)
-                {
-                    double b = init ? mu * LoadDouble(buf, pt, i) + (1 - damp) * d : d;
-                    StoreDouble(buf, pt, i, b);
-                    d = nesterov ? d + mu * b : b;
-                }
-                StoreDouble(param, pt, i, x - lr * d);
+                double x = LoadDouble(param, pt, i), b = math.ReadsBuffer ? LoadDouble(buf, pt, i) : 0;
+                math.Update(ref x, LoadDouble(grad, gt, i), ref b);
+                if (math.UsesBuffer) StoreDouble(buf, pt, i, b);
+                StoreDouble(param, pt, i, x);
             }
             return;
         }
-        float lrF = (float)p.Lr, muF = (float)p.Beta1, keep = (float)(1 - p.Beta2), wdF = (float)p.WeightDecay, invF = (float)inv;
         for (long i = Grid.GlobalIndex.X; i < p.N; i += stride)
         {
-            float x = LoadFloat(param, pt, i), d = LoadFloat(grad, gt, i) * invF;
-            if (wdF != 0) d += wdF * x;
-            if (hasMomentum)
-            {
-                float b = init ? muF * LoadFloat(buf, pt, i) + keep * d : d;
-                StoreFloat(buf, pt, i, b);
-                d = nesterov ? d + muF * b : b;
-            }
-            StoreFloat(param, pt, i, x - lrF * d);
+            float x = LoadFloat(param, pt, i), b = math.ReadsBuffer ? LoadFloat(buf, pt, i) : 0;
+            math.Update(ref x, LoadFloat(grad, gt, i), ref b);
+            if (math.UsesBuffer) StoreFloat(buf, pt, i, b);
+            StoreFloat(param, pt, i, x);
         }
     }
 }

@@ -32,8 +32,7 @@ public sealed partial class CudaBackend
             ReduceOp.Norm => ReduceKernels.Norm,
             _ => throw new EngineException("Reduce", $"unknown reduction {op}"),
         };
-        if (n == 0 && code is ReduceKernels.Max or ReduceKernels.Min or ReduceKernels.AbsMax or ReduceKernels.AbsMin)
-            throw new ShapeException(name, $"expected a non-empty reduced block, got shape {Shape.Format(xLayout.Shape)} reduced over its last {reducedDims} dims (the op has no identity)");
+        // An empty block for max, min or an ∞-norm (no identity) is rejected by the front end (Tensor.CheckNonEmpty).
         if (outer.Count == 0) return;
         // One group per output walks its block with all threads and combines them in a fixed tree: bit-stable from
         // run to run. Short blocks, enough outputs to fill the device, or outputs that lie closer together than the
