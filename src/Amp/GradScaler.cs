@@ -241,8 +241,8 @@ public sealed class GradScaler : IDisposable
     }
 
     /// <summary>
-    /// The current scale (synchronizes). 1 when disabled or in the bfloat16 pass-through; the initial scale before the
-    /// first scaled loss.
+    /// The current scale (synchronizes). 1 when disabled or in the bfloat16 pass-through, as PyTorch's disabled
+    /// scaler (the pass-through is one, for that iteration); the initial scale before the first scaled loss.
     /// </summary>
     public double GetScale()
     {
@@ -255,12 +255,12 @@ public sealed class GradScaler : IDisposable
 
     /// <summary>
     /// The scaler's state by PyTorch's names: <c>scale</c>, <c>growth_factor</c>, <c>backoff_factor</c>,
-    /// <c>growth_interval</c>, <c>_growth_tracker</c> (synchronizes). Empty when disabled. <c>scale</c> is the scale
-    /// the full algorithm holds (not the 1 of the bfloat16 pass-through).
+    /// <c>growth_interval</c>, <c>_growth_tracker</c> (synchronizes). Empty when disabled or in the bfloat16
+    /// pass-through, as PyTorch's disabled scaler, so that it agrees with <see cref="GetScale"/> (1: no scale).
     /// </summary>
     public Dictionary<string, double> StateDict()
     {
-        if (!IsEnabled) return [];
+        if (!IsEnabled || IsBFloat16PassThrough) return [];
         return new()
         {
             ["scale"] = _scale is null ? _initScale : _scale.Item<float>(),
@@ -271,13 +271,21 @@ public sealed class GradScaler : IDisposable
         };
     }
 
-    /// <summary>Restores a state saved by <see cref="StateDict"/> (throws on an empty one, as PyTorch). A no-op when disabled.</summary>
+    /// <summary>
+    /// Restores a state saved by <see cref="StateDict"/>. A no-op when disabled, whatever the state (as PyTorch's).
+    /// An empty state (saved by a disabled scaler or in the bfloat16 pass-through) restores nothing on a scaler that
+    /// is in the pass-through or has not run the full algorithm yet (a bfloat16 run resuming); on one that holds a
+    /// scale it throws, as PyTorch's enabled scaler.
+    /// </summary>
     public void LoadStateDict(IReadOnlyDictionary<string, double> state)
     {
         ArgumentNullException.ThrowIfNull(state);
         if (!IsEnabled) return;
         if (state.Count == 0)
-            throw new EngineException("LoadStateDict", "The source state dict is empty, possibly because it was saved from a disabled instance of GradScaler.");
+        {
+            if (IsBFloat16PassThrough || _scale is null && !_sawFloat16) return;
+            throw new EngineException("LoadStateDict", "The source state dict is empty, possibly because it was saved from a disabled instance of GradScaler (or one in the bfloat16 pass-through), and this scaler holds a scale.");
+        }
         double Get(string key) => state.TryGetValue(key, out var v) ? v
             : throw new EngineException("LoadStateDict", $"missing key '{key}' (expected scale, growth_factor, backoff_factor, growth_interval, _growth_tracker)");
         double scale = Get("scale");
@@ -371,7 +379,7 @@ public sealed class GradScaler : IDisposable
         var grads = new List<Tensor>();
         foreach (var g in optimizer.ParamGroups)
             foreach (var p in g.Params)
-                if (p.RequiresGrad && p.Grad is { } grad)
+                if (p.Grad is { } grad) // as the optimizer steps every parameter with a gradient
                 {
                     // The fused kernel takes whole contiguous buffers: a strided or offset gradient is replaced by a dense copy.
                     if (!grad.IsContiguous || grad.Layout.Offset != 0 || grad.Storage.Count != grad.Numel)

@@ -13,7 +13,30 @@ public sealed partial class Tensor
         : typeof(T) == typeof(int) ? DType.Int32
         : typeof(T) == typeof(long) ? DType.Int64
         : typeof(T) == typeof(bool) ? DType.Bool
-        : throw new DTypeException("DTypeOf", $"no dtype stores {typeof(T).Name}");
+        : throw new DTypeException("DTypeOf", $"no dtype stores {typeof(T).Name}" +
+            (typeof(T) == typeof(ushort) ? " (the raw bits of a float16 or bfloat16 tensor: Tensor.FromBits and ToArray<ushort>)" : ""));
+
+    /// <summary>
+    /// A float16 or bfloat16 tensor holding the raw 16-bit patterns <paramref name="bits"/> unchanged (NaN payloads
+    /// and subnormals included): the inverse of <c>ToArray&lt;ushort&gt;()</c>, e.g. for half-precision data written
+    /// as uint16 by another tool.
+    /// </summary>
+    public static Tensor FromBits(ushort[] bits, DType dtype, int[]? shape = null, Device? device = null, bool requiresGrad = false)
+    {
+        ArgumentNullException.ThrowIfNull(bits);
+        RawBitsDType("FromBits", dtype);
+        shape ??= [bits.Length];
+        if (Engine.Shape.Numel(shape) != bits.Length)
+            throw new ShapeException("FromBits", $"shape {Engine.Shape.Format(shape)} needs {Engine.Shape.Numel(shape)} elements, got {bits.Length}");
+        var t = Empty("FromBits", shape, dtype, device);
+        t.Backend.CopyFromHost<ushort>(bits, t.Storage);
+        if (requiresGrad) t.RequiresGrad = true;
+        return t;
+    }
+
+    // ushort stands for the raw bits of the two 16-bit float dtypes only.
+    static DType RawBitsDType(string op, DType dtype) => dtype is DType.Float16 or DType.BFloat16 ? dtype
+        : throw new DTypeException(op, $"ushort holds the raw bits of a float16 or bfloat16 tensor, got {dtype.Name()}");
 
     /// <summary>A tensor holding a copy of <paramref name="data"/> with the given shape (default: 1-D).</summary>
     public static Tensor FromArray<T>(T[] data, int[]? shape = null, Device? device = null, bool requiresGrad = false) where T : unmanaged

@@ -7,11 +7,12 @@ public sealed partial class Tensor
     /// <summary>
     /// The elements in row-major order, converted to <typeparamref name="T"/> if the dtype differs. Synchronizes.
     /// A tensor of more than <see cref="Array.MaxLength"/> elements throws a <see cref="ShapeException"/>: no .NET
-    /// array holds it (read it in slices).
+    /// array holds it (read it in slices). <c>ToArray&lt;ushort&gt;()</c> on a float16 or bfloat16 tensor reads the raw
+    /// 16-bit patterns, bit for bit (NaN payloads and subnormals included); <see cref="FromBits"/> is its inverse.
     /// </summary>
     public T[] ToArray<T>() where T : unmanaged
     {
-        var want = DTypeOf<T>();
+        var want = typeof(T) == typeof(ushort) ? RawBitsDType("ToArray", DType) : DTypeOf<T>();
         if (Numel > Array.MaxLength)
             throw new ShapeException("ToArray", $"{Describe()} has {Numel} elements, more than a .NET array can hold ({Array.MaxLength}); read it in slices (Narrow, Select)");
         using var src = want == DType && IsContiguous && Layout.Offset == 0 && Device.Type == DeviceType.Cpu ? Alias() : CastCopy(want, Device.Cpu, "ToArray");

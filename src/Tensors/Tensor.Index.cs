@@ -9,8 +9,9 @@ public sealed partial class Tensor
     /// <summary>
     /// Picks values along <paramref name="dim"/> by index, as <c>torch.gather</c>: out[..., j, ...] =
     /// x[..., index[..., j, ...], ...]. The index has the input's rank, index.Size(d) ≤ Size(d) for d ≠ dim, and the
-    /// result has the index's shape. Indices may be negative (counting from the end, unlike PyTorch); an int32 index
-    /// is accepted too. Throws <see cref="ShapeException"/> on an index out of range, before writing anything.
+    /// result has the index's shape. An int32 index is accepted too. An index outside [0, Size(dim)), negative ones
+    /// included, throws <see cref="ShapeException"/> as PyTorch's, before any kernel runs (on a device index: at the
+    /// next synchronization, by the kernel, which still wraps negative indices).
     /// </summary>
     public Tensor Gather(int dim, Tensor index)
     {
@@ -25,6 +26,7 @@ public sealed partial class Tensor
         for (int k = 0; k < xl.Rank; k++)
             if (k != d && il.Shape[k] > xl.Shape[k])
                 throw new ShapeException(op, $"size does not match at dim {k}: expected index {Engine.Shape.Format(index.Layout.Shape)} to be no larger than the input {Engine.Shape.Format(Layout.Shape)} apart from dim {d}");
+        CheckIndexRange(op, index, d, xl.Shape[d]);
         var (outer, count, inner) = Split3(op, il.Shape, d);
         // The input seen at the index's extent in every dim but dim: a view, so the kernel's [outer, size, inner] lines up.
         var xs = (int[])il.Shape.Clone();
@@ -67,6 +69,7 @@ public sealed partial class Tensor
         for (int k = 0; k < xl.Rank; k++)
             if (il.Shape[k] > sl.Shape[k] || k != d && il.Shape[k] > xl.Shape[k])
                 throw new ShapeException(op, $"size does not match at dim {k}: expected index {Engine.Shape.Format(index.Layout.Shape)} to be no larger than the source {Engine.Shape.Format(source.Layout.Shape)}, and than the input {Engine.Shape.Format(Layout.Shape)} apart from dim {d}");
+        CheckIndexRange(op, index, d, xl.Shape[d]);
         var (outer, count, inner) = Split3(op, il.Shape, d);
         using var idx = IndexAsInt64(op, index);
         var y = CastCopy(DType, Device, op);
@@ -100,7 +103,7 @@ public sealed partial class Tensor
     /// <summary>
     /// The slices of this tensor along <paramref name="dim"/> named by a 1-D int64 or int32 index, in its order, as
     /// <c>torch.index_select</c>; the result has the input's shape with Size(dim) replaced by the index's length.
-    /// Indices may be negative (counting from the end).
+    /// Indices must lie in [0, Size(dim)), as PyTorch's (negative ones throw <see cref="ShapeException"/>).
     /// </summary>
     public Tensor IndexSelect(int dim, Tensor index)
     {
@@ -112,6 +115,7 @@ public sealed partial class Tensor
         int n = checked((int)index.Numel);
         if (Rank == 0 && n != 1) throw new ShapeException(op, $"a 0-d input takes an index of one element, got {index.Describe()}");
         var xl = AtLeast1D(Layout);
+        CheckIndexRange(op, index, d, xl.Shape[d]);
         var ys = (int[])xl.Shape.Clone();
         ys[d] = n;
         var (outer, _, inner) = Split3(op, ys, d);
@@ -152,6 +156,7 @@ public sealed partial class Tensor
         expect[d] = n;
         if (!sl.Shape.AsSpan().SequenceEqual(expect))
             throw new ShapeException(op, $"source {Engine.Shape.Format(source.Layout.Shape)} must be {Engine.Shape.Format(expect)}: the input {Engine.Shape.Format(Layout.Shape)} with dim {d} the index's length {n}");
+        CheckIndexRange(op, index, d, xl.Shape[d]);
         var (outer, _, inner) = Split3(op, expect, d);
         using var idx = IndexAsInt64(op, index);
         var y = CastCopy(DType, Device, op);
@@ -172,6 +177,7 @@ public sealed partial class Tensor
     /// <c>torch.nn.functional.embedding(input, weight, padding_idx)</c>; the result has shape indices.shape + [D]. Its
     /// gradient adds each output row's gradient into its weight row, except for the row
     /// <paramref name="paddingIdx"/> (negative counts from the end), which gets none (no max norm).
+    /// Indices must lie in [0, V), as PyTorch's (negative ones throw <see cref="ShapeException"/>).
     /// </summary>
     public static Tensor Embedding(Tensor indices, Tensor weight, int? paddingIdx = null)
     {
@@ -187,6 +193,7 @@ public sealed partial class Tensor
         }
         if (indices.Numel > int.MaxValue)
             throw new ShapeException(op, $"the indices {indices.Describe()} have {indices.Numel} elements, more than the {int.MaxValue} one lookup takes");
+        CheckIndexRange(op, indices, 0, v);
         int n = (int)indices.Numel;
         // A flat int64 index, read by the kernel at every column of the row (stride 0 along D).
         using var flat = indices.DType == DType.Int64 && indices.IsContiguous ? indices.Alias() : indices.CastCopy(DType.Int64, indices.Device);
@@ -394,6 +401,19 @@ public sealed partial class Tensor
     {
         if (index.DType is not (DType.Int64 or DType.Int32))
             throw new DTypeException(op, $"expected an int64 or int32 index, got {index.Describe()}");
+    }
+
+    // PyTorch's gather, scatter_add, index_select, index_add and embedding take indices in [0, size) only; the kernels
+    // also accept [−size, 0) (counting from the end), so the front end refuses those, naming the first bad value.
+    // Checked only where the index is in host memory: reading a device index would wait for the device, which the
+    // training step must never do; there the kernel reports an index outside [−size, size) at the next synchronization.
+    static void CheckIndexRange(string op, Tensor index, int dim, int size)
+    {
+        if (index.Device.Type != DeviceType.Cpu || index.Numel == 0) return;
+        var values = index.ToArray<long>();
+        for (int i = 0; i < values.Length; i++)
+            if ((ulong)values[i] >= (ulong)size)
+                throw new ShapeException(op, $"index {values[i]} (element {i} of the index {index.Describe()}) is out of bounds for dim {dim} with size {size}: {(size == 0 ? "the dim is empty, so no index is valid" : $"valid indices are 0 to {size - 1}")}, as in PyTorch (negative indices do not count from the end)");
     }
 
     // The index as int64: a new handle when it already is, a converted copy otherwise.

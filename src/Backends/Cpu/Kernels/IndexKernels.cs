@@ -148,7 +148,7 @@ static unsafe class IndexKernels
     }
 
     /// <summary>
-    /// Checks every index lies in [−size, size) before anything is written; throws naming the first bad one in
+    /// Checks every index lies in [0, size) before anything is written (negative ones are refused, as PyTorch); throws naming the first bad one in
     /// row-major order (the same one for any thread count).
     /// </summary>
     public static void Validate(string op, long* idx, Operand ix, long outer, int count, long inner, int size)
@@ -166,16 +166,15 @@ static unsafe class IndexKernels
         if (row == long.MaxValue) return;
         long i = FirstBad(idx, ix, row / count, (int)(row % count), perRow, size);
         long v = idx[ix.Base + ix.Outer.At(row / count) + (row % count) * ix.Mid + ix.Inner.At(i)];
-        throw new ShapeException(op, $"index {v} is out of bounds for a dim of size {size} (valid indices are {-size} to {size - 1})");
+        throw new ShapeException(op, $"index {v} is out of bounds for a dim of size {size} (valid indices are 0 to {size - 1})");
     }
 
-    // The position of the first index of a row outside [−size, size), or −1.
+    // The position of the first index of a row outside [0, size), or −1.
     static long FirstBad(long* idx, Operand ix, long o, int j, long n, int size)
     {
         long* p = idx + ix.Base + ix.Outer.At(o) + j * ix.Mid;
-        ulong span = 2UL * (ulong)size;
         for (long i = 0; i < n; i++)
-            if ((ulong)(p[ix.Inner.At(i)] + size) >= span) return i; // v + size wraps for huge v: still out of range
+            if ((ulong)p[ix.Inner.At(i)] >= (ulong)size) return i; // one unsigned compare: negative or too large
         return -1;
     }
 
@@ -190,8 +189,6 @@ static unsafe class IndexKernels
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static long Wrap(long v, int size) => v < 0 ? v + size : v;
 
     /// <summary>
     /// y[o, j, i] = x[o, index[o, j, i], i]: a pure copy of elements, so every dtype is bit-exact. An index broadcast
@@ -214,15 +211,15 @@ static unsafe class IndexKernels
                 T* yo = py + ys.Base + ys.Outer.At(o) + j * ys.Mid;
                 if (rows)
                 {
-                    T* src = xo + Wrap(*io, size) * xs.Mid;
+                    T* src = xo + *io * xs.Mid;
                     if (strided && sx == 1 && sy == 1) Buffer.MemoryCopy(src, yo, inner * sizeof(T), inner * sizeof(T));
                     else if (strided) for (long i = 0; i < inner; i++) yo[i * sy] = src[i * sx];
                     else for (long i = 0; i < inner; i++) yo[ys.Inner.At(i)] = src[xs.Inner.At(i)];
                 }
                 else if (strided)
-                    for (long i = 0; i < inner; i++) yo[i * sy] = xo[Wrap(io[i * si], size) * xs.Mid + i * sx];
+                    for (long i = 0; i < inner; i++) yo[i * sy] = xo[io[i * si] * xs.Mid + i * sx];
                 else
-                    for (long i = 0; i < inner; i++) yo[ys.Inner.At(i)] = xo[Wrap(io[ix.Inner.At(i)], size) * xs.Mid + xs.Inner.At(i)];
+                    for (long i = 0; i < inner; i++) yo[ys.Inner.At(i)] = xo[io[ix.Inner.At(i)] * xs.Mid + xs.Inner.At(i)];
             }
         });
     }
@@ -250,7 +247,7 @@ static unsafe class IndexKernels
         for (long r = 0; r < n; r++)
         {
             long o = r / count; int j = (int)(r % count);
-            keys[r] = (o * size + Wrap(pi[ix.Base + ix.Outer.At(o) + j * ix.Mid], size)) * count + j;
+            keys[r] = (o * size + pi[ix.Base + ix.Outer.At(o) + j * ix.Mid]) * count + j;
         }
         Array.Sort(keys);
         var starts = new List<long>();
@@ -329,7 +326,7 @@ static unsafe class IndexKernels
                         for (int j = 0; j < count; j++)
                             for (long i = i0; i < i1; i++)
                             {
-                                long k = Wrap(io[j * ix.Mid + ix.Inner.At(i)], size);
+                                long k = io[j * ix.Mid + ix.Inner.At(i)];
                                 if (stamp![k] != gen)
                                 {
                                     stamp[k] = gen;
@@ -346,7 +343,7 @@ static unsafe class IndexKernels
                         for (int j = 0; j < count; j++)
                             for (long i = i0; i < i1; i++)
                             {
-                                ref T d = ref dxo[Wrap(io[j * ix.Mid + ix.Inner.At(i)], size) * inner + i];
+                                ref T d = ref dxo[io[j * ix.Mid + ix.Inner.At(i)] * inner + i];
                                 d = Add<T, TE>(d, dyo[j * dys.Mid + dys.Inner.At(i)]);
                             }
                     }

@@ -119,18 +119,18 @@ static class IndexKernels
     /// <summary>The destination is a float32 buffer standing in for a half-type dx.</summary>
     public const int FloatTarget = 1;
 
-    // The index at row-major position p of the index layout, or −1 after reporting it when out of [−size, size).
+    // The index at row-major position p of the index layout, or −1 after reporting it when out of [0, size): negative
+    // indices are refused, as PyTorch's gather/scatter/index_select/embedding (one unsigned compare covers both ends).
     static long Wrapped(ArrayView<byte> index, in Geometry gi, long p, int size, ArrayView<long> errors, long code)
     {
         gi.Offsets(p, out long io, out _, out _, out _);
         long k = index.Cast<long>()[io];
-        // k + size wraps for huge |k|: still out of range.
-        if ((ulong)(k + size) >= 2UL * (ulong)size)
+        if ((ulong)k >= (ulong)size)
         {
             RowKernels.Report(errors, code, p, k, size, 0);
             return -1;
         }
-        return k < 0 ? k + size : k;
+        return k;
     }
 
     public static void Gather(ArrayView<byte> x, Geometry gx, ArrayView<byte> index, Geometry gi, ArrayView<byte> y, IndexArgs a, ArrayView<long> errors)

@@ -234,7 +234,7 @@ public sealed partial class CudaBackend
                 $"target {value} (row {pos}) is out of bounds for {bound} classes (expected in [0, {bound}) or the ignore index {report[4]}); " +
                 "reported by the device at the next synchronization, the loss of that row is NaN"),
             _ => new ShapeException(report[0] == IndexKernels.ErrorGather ? "Gather" : "ScatterAdd",
-                $"index {value} is out of bounds for a dim of size {bound} (valid indices are {-bound} to {bound - 1}); " +
+                $"index {value} is out of bounds for a dim of size {bound} (valid indices are 0 to {bound - 1}); " +
                 "reported by the device at the next synchronization" +
                 (report[0] == IndexKernels.ErrorGather ? ", the element it would have read is 0" : ", its update was skipped")),
         };
