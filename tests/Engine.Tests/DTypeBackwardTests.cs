@@ -108,6 +108,11 @@ public class DTypeBackwardTests
         C("Min all", x => x[0].Min(), Dist(3, 4)),
         C("Max dim", x => x[0].Max(1).Values, Dist(3, 4)),
         C("Min dim keepdim", x => x[0].Min(0, keepDim: true).Values, Dist(3, 4)),
+        C("Amax dims", x => x[0].Amax([0, 2]), Dist(2, 3, 4)),
+        C("Amin dim keepdim", x => x[0].Amin(1, keepDim: true), Dist(3, 4)),
+        C("Max all keepdim", x => x[0].Max(keepDim: true), Dist(3, 4)),
+        C("Var correction 2", x => x[0].Var([1], correction: 2), X(3, 5)),
+        C("Std", x => x[0].Std([1]), X(3, 4)),
         C("Var all", x => x[0].Var(), X(3, 4)),
         C("Var dim biased", x => x[0].Var(1, unbiased: false), X(3, 4)),
         C("Var dims keepdim", x => x[0].Var([0, 2], keepDim: true), X(2, 3, 4)),
@@ -144,6 +149,8 @@ public class DTypeBackwardTests
         C("CrossEntropy 1-d", x => x[0].CrossEntropy(x[1]), X(5), Idx([2], [])),
         C("CrossEntropy [N,C,d]", x => x[0].CrossEntropy(x[1]), X(2, 3, 2), Idx([0, 2, 1, 1], 2, 2)),
         C("Nll", x => Losses.Nll(x[0], x[1]), X(4, 5), Idx(Targets, 4)),
+        C("NllLoss [N, C, d]", x => x[0].NllLoss(x[1]), X(2, 5, 3), Idx([3, 0, 4, 1, 2, 2], 2, 3)),
+        C("NllLoss unbatched", x => x[0].NllLoss(x[1], Reduction.Sum), X(5), Idx([2])),
         C("MseLoss mean", x => x[0].MseLoss(x[1]), X(3, 4), X(3, 4)),
         C("MseLoss sum", x => x[0].MseLoss(x[1], Reduction.Sum), X(3, 4), X(3, 4)),
         C("MseLoss none", x => x[0].MseLoss(x[1], Reduction.None), Tr(3, 4), X(3, 4)),
@@ -192,6 +199,7 @@ public class DTypeBackwardTests
         C("IndexSelect dim 1", x => x[0].IndexSelect(1, x[1]), Tr(3, 4), Idx([3, 3, 0], 3)),
         C("IndexAdd", x => x[0].IndexAdd(0, x[1], x[2]) * x[3], X(3, 4), Idx([2, 0, 2], 3), X(3, 4), X(3, 4)),
         C("Embedding", x => Tensor.Embedding(x[1], x[0]) * x[2], X(5, 3), Idx([4, 0, 4, 2, 4, 1], 2, 3), X(2, 3, 3)),
+        C("Embedding paddingIdx", x => Tensor.Embedding(x[1], x[0], paddingIdx: 4) * x[2], X(5, 3), Idx([4, 0, 4, 2, 4, 1], 2, 3), X(2, 3, 3)),
         // composites that training runs
         C("Attention-like chain", x => x[0].MatMul(x[1].Transpose(-1, -2)).Mul(0.5).Softmax(-1).MatMul(x[1]), X(2, 3, 4), X(2, 3, 4)),
     ];

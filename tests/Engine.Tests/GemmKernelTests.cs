@@ -116,9 +116,7 @@ public unsafe class GemmKernelTests
     private static T[] Compute<T>(Case t, Run<T> r, GemmKernelKind kind, int threads) where T : unmanaged
     {
         var c = (T[])r.C0.Clone();
-        GemmKernelSelection.Forced = kind;
-        try { Gemm(t, r, c, threads); }
-        finally { GemmKernelSelection.Forced = GemmKernelKind.Auto; }
+        using (CpuBackend.UseOptions(CpuBackend.Options with { Float32Gemm = kind })) Gemm(t, r, c, threads);
         return c;
     }
 

@@ -47,6 +47,23 @@ public sealed record CpuBackendOptions
         }
     }
 
+    /// <summary>
+    /// Which float32/float64 GEMM micro-kernel runs: <see cref="GemmKernelKind.Auto"/> (the widest this CPU supports,
+    /// the default) or a named one (setting one this CPU cannot run throws <see cref="NotSupportedException"/>). The
+    /// kernels give the same results up to FMA contraction order within a tile; tests use it to check each.
+    /// </summary>
+    public GemmKernelKind Float32Gemm
+    {
+        get => _float32Gemm;
+        init
+        {
+            if (!GemmKernelSelection.IsSupported(value)) throw new NotSupportedException($"GEMM kernel {value} is not supported here.");
+            _float32Gemm = value;
+        }
+    }
+
+    readonly GemmKernelKind _float32Gemm = GemmKernelKind.Auto;
+
     /// <summary>The defaults with the environment variables applied (what <see cref="CpuBackend.DefaultOptions"/> starts as).</summary>
     public static CpuBackendOptions FromEnvironment()
     {

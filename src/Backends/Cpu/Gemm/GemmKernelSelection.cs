@@ -6,8 +6,8 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Backends.Cpu;
 
-/// <summary>The micro-kernel families of the CPU GEMM.</summary>
-internal enum GemmKernelKind
+/// <summary>The micro-kernel families of the CPU float32/float64 GEMM (<see cref="CpuBackendOptions.Float32Gemm"/>).</summary>
+public enum GemmKernelKind
 {
     /// <summary>The best kernel the hardware supports.</summary>
     Auto,
@@ -19,11 +19,9 @@ internal enum GemmKernelKind
     Scalar,
 }
 
-/// <summary>Chooses the GEMM micro-kernel; tests may force a (supported) one.</summary>
+/// <summary>Chooses the GEMM micro-kernel: the options' (<see cref="CpuBackendOptions.Float32Gemm"/>) or the best the hardware has.</summary>
 internal static class GemmKernelSelection
 {
-    [ThreadStatic] private static GemmKernelKind t_forced;
-
     /// <summary>Whether <paramref name="kind"/> runs natively on this machine.</summary>
     public static bool IsSupported(GemmKernelKind kind) => kind switch
     {
@@ -33,25 +31,12 @@ internal static class GemmKernelSelection
         _ => false,
     };
 
-    /// <summary>
-    /// The kernel forced for calls made from the current thread (Auto = hardware choice); meant for tests.
-    /// </summary>
-    public static GemmKernelKind Forced
-    {
-        get => t_forced;
-        set
-        {
-            if (!IsSupported(value)) throw new NotSupportedException($"GEMM kernel {value} is not supported here.");
-            t_forced = value;
-        }
-    }
-
     /// <summary>The kernel the next call uses.</summary>
     public static GemmKernelKind Current
     {
         get
         {
-            var forced = t_forced;
+            var forced = CpuBackend.Options.Float32Gemm;
             if (forced != GemmKernelKind.Auto) return forced;
             if (IsSupported(GemmKernelKind.Vector512)) return GemmKernelKind.Vector512;
             if (IsSupported(GemmKernelKind.Vector256)) return GemmKernelKind.Vector256;
