@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 [assembly: InternalsVisibleTo("Engine.Tests")]
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>The micro-kernel families of the CPU GEMM.</summary>
 internal enum GemmKernelKind
