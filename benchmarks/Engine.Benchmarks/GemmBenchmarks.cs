@@ -4,6 +4,7 @@ using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
+using Engine.Backends.Cpu.Gemm;
 using Engine.Backends.Cpu;
 
 namespace Engine.Benchmarks;
@@ -43,7 +44,7 @@ public unsafe class GemmBenchmarks
     }
 
     [Benchmark]
-    public void Sgemm() => Engine.Backends.Cpu.Sgemm.Gemm(1, N, N, N, _a, Zero, N, 1, _b, Zero, N, 1, _c, Zero, N, false, 0);
+    public void Sgemm() => Engine.Backends.Cpu.Gemm.Sgemm.Gemm(1, N, N, N, _a, Zero, N, 1, _b, Zero, N, 1, _c, Zero, N, false, 0);
 }
 
 /// <summary>

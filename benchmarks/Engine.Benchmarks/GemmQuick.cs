@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using Engine.Backends.Cpu.Gemm;
 using Engine.Backends.Cpu;
 
 namespace Engine.Benchmarks;

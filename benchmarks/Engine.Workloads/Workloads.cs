@@ -1,6 +1,7 @@
+using Engine.Amp;
 using Engine.Graph;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 
 namespace Engine.Workloads;
 
@@ -176,7 +177,7 @@ public static class WorkloadCatalog
             using var scope = Tensor.NewScope();
             _opt.ZeroGrad();
             Tensor loss;
-            using (_autocast is { } dt ? Amp.Autocast(dt, _deviceType) : null)
+            using (_autocast is { } dt ? AutocastMode.Autocast(dt, _deviceType) : null)
                 loss = _model.Forward(_x).View(-1, 64).CrossEntropy(_y);
             loss.Backward();
             _opt.Step();

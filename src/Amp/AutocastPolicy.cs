@@ -1,6 +1,6 @@
 using Engine.Ops;
 
-namespace Engine;
+namespace Engine.Amp;
 
 /// <summary>What autocast does with an op's floating inputs (PyTorch's op lists of <c>torch.amp</c>).</summary>
 public enum AutocastCategory

@@ -1,8 +1,8 @@
 using Engine.Graph;
-using Engine.Optim;
+using Engine.Autograd.Optim;
 using Microsoft.Extensions.Logging;
 
-namespace Engine;
+namespace Engine.Amp;
 
 /// <summary>
 /// Dynamic loss scaling for float16 training, as <c>torch.amp.GradScaler</c>, with the same defaults and semantics:

@@ -1,3 +1,4 @@
+using Engine.Autocast;
 using Engine.Graph;
 
 namespace Engine.Autograd;

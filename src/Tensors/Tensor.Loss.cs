@@ -1,3 +1,4 @@
+using Engine.Autocast;
 using Engine.Backends;
 using Engine.Graph;
 

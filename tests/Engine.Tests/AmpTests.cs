@@ -1,9 +1,11 @@
 using System.Diagnostics;
+using Engine.Amp;
+using Engine.Autocast;
 using Engine.Backends;
 using Engine.Graph;
-using Engine.Nn;
+using Engine.Autograd.Nn;
 using Engine.Ops;
-using Engine.Optim;
+using Engine.Autograd.Optim;
 using Engine.Tests.Support;
 using Microsoft.Extensions.Logging;
 using NUnit.Framework;
@@ -22,7 +24,7 @@ public class AmpTests
     public void NoScopeOrRegionOpen()
     {
         Assert.That(DisposeScope.Current, Is.Null, "a test left a scope open");
-        Assert.That(Amp.IsEnabled(DeviceType.Cpu), Is.False, "a test left an autocast region open");
+        Assert.That(AutocastMode.IsEnabled(DeviceType.Cpu), Is.False, "a test left an autocast region open");
     }
 
     static double[] Values(Tensor t) => t.ToArray<double>();
@@ -178,9 +180,9 @@ public class AmpTests
         var x64 = x.To(DType.Float64);
         var ints = Tensor.FromArray(new long[] { 1, 2, 3 }, [3]);
 
-        using (Amp.Autocast(region))
+        using (AutocastMode.Autocast(region))
         {
-            Assert.That(Amp.RegionDType(DeviceType.Cpu), Is.EqualTo(region));
+            Assert.That(AutocastMode.RegionDType(DeviceType.Cpu), Is.EqualTo(region));
             // Lower precision.
             Assert.That(x.MatMul(w).DType, Is.EqualTo(region), "MatMul");
             using (var lin = new Linear(6, 3, generator: new Generator(1)))
@@ -236,7 +238,7 @@ public class AmpTests
             Assert.That(graphInPlace.DType, Is.EqualTo(region), "ExpInPlace in a graph keeps the dtype");
             Assert.That(graphInPlace.GradFn!.OutputDType, Is.EqualTo(region), "and records an op of that dtype");
         }
-        Assert.That(Amp.IsEnabled(DeviceType.Cpu), Is.False);
+        Assert.That(AutocastMode.IsEnabled(DeviceType.Cpu), Is.False);
         Assert.That(x.MatMul(w).DType, Is.EqualTo(DType.Float32), "outside the region nothing is cast");
         Assert.That(h.Exp().DType, Is.EqualTo(region), "outside the region nothing is cast");
     }
@@ -248,35 +250,35 @@ public class AmpTests
         var a = Tensor.Ones([2, 2]);
         DType Mm() { using var y = a.MatMul(a); return y.DType; }
         Assert.That(Mm(), Is.EqualTo(DType.Float32));
-        using (Amp.Autocast(DType.BFloat16))
+        using (AutocastMode.Autocast(DType.BFloat16))
         {
             Assert.That(Mm(), Is.EqualTo(DType.BFloat16));
-            using (Amp.Autocast(DType.Float16)) Assert.That(Mm(), Is.EqualTo(DType.Float16), "inner region wins");
+            using (AutocastMode.Autocast(DType.Float16)) Assert.That(Mm(), Is.EqualTo(DType.Float16), "inner region wins");
             Assert.That(Mm(), Is.EqualTo(DType.BFloat16), "outer state restored");
-            using (Amp.Autocast(DType.BFloat16, enabled: false))
+            using (AutocastMode.Autocast(DType.BFloat16, enabled: false))
             {
-                Assert.That(Amp.IsEnabled(DeviceType.Cpu), Is.False);
+                Assert.That(AutocastMode.IsEnabled(DeviceType.Cpu), Is.False);
                 Assert.That(Mm(), Is.EqualTo(DType.Float32), "disabled inside");
-                using (Amp.Autocast(DType.Float16)) Assert.That(Mm(), Is.EqualTo(DType.Float16), "re-enabled in a disabled region");
+                using (AutocastMode.Autocast(DType.Float16)) Assert.That(Mm(), Is.EqualTo(DType.Float16), "re-enabled in a disabled region");
                 Assert.That(Mm(), Is.EqualTo(DType.Float32));
             }
             Assert.That(Mm(), Is.EqualTo(DType.BFloat16), "outer state restored after disabling");
-            using (Amp.Autocast(DType.Float16, DeviceType.Cuda))
+            using (AutocastMode.Autocast(DType.Float16, DeviceType.Cuda))
             {
                 Assert.That(Mm(), Is.EqualTo(DType.BFloat16), "a CUDA-only region leaves CPU ops alone");
-                Assert.That(Amp.RegionDType(DeviceType.Cuda), Is.EqualTo(DType.Float16));
+                Assert.That(AutocastMode.RegionDType(DeviceType.Cuda), Is.EqualTo(DType.Float16));
             }
-            Assert.That(Amp.RegionDType(DeviceType.Cuda), Is.EqualTo(DType.BFloat16), "the outer region applies to every device type");
+            Assert.That(AutocastMode.RegionDType(DeviceType.Cuda), Is.EqualTo(DType.BFloat16), "the outer region applies to every device type");
             // Disposing twice is harmless.
-            var r = Amp.Autocast(DType.Float16);
+            var r = AutocastMode.Autocast(DType.Float16);
             r.Dispose();
             r.Dispose();
             Assert.That(Mm(), Is.EqualTo(DType.BFloat16));
         }
         Assert.That(Mm(), Is.EqualTo(DType.Float32));
-        Assert.That(Amp.RegionDType(DeviceType.Cpu), Is.Null);
-        Assert.Throws<DTypeException>(() => Amp.Autocast(DType.Float32));
-        Amp.Autocast(DType.Float32, enabled: false).Dispose();
+        Assert.That(AutocastMode.RegionDType(DeviceType.Cpu), Is.Null);
+        Assert.Throws<DTypeException>(() => AutocastMode.Autocast(DType.Float32));
+        AutocastMode.Autocast(DType.Float32, enabled: false).Dispose();
     }
 
     [Test]
@@ -285,7 +287,7 @@ public class AmpTests
         using var a = Tensor.Ones([2, 2]);
         static DType Mm(Tensor t) { using var y = t.MatMul(t); return y.DType; }
         var outside = Task.Run(async () => { await Task.Delay(50); return Mm(a); });
-        using (Amp.Autocast(DType.BFloat16))
+        using (AutocastMode.Autocast(DType.BFloat16))
         {
             Assert.That(await Task.Run(() => Mm(a)), Is.EqualTo(DType.BFloat16), "a task started inside the region");
             await Task.Yield();
@@ -316,25 +318,25 @@ public class AmpTests
             var rng = new Random(3);
             using var x = F(Ref.Random(rng, 24, DType.Float32), [4, 6]);
             Tensor y1, y2;
-            using (Amp.Autocast(DType.BFloat16))
+            using (AutocastMode.Autocast(DType.BFloat16))
             {
                 y1 = lin.Forward(x);
-                Assert.That(Amp.CachedCastCount, Is.EqualTo(1), "the weight (seen through Weight.T) is cast once");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(1), "the weight (seen through Weight.T) is cast once");
                 y2 = lin.Forward(x);
-                Assert.That(Amp.CachedCastCount, Is.EqualTo(1), "and reused");
-                using (Amp.Autocast(DType.Float16))
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(1), "and reused");
+                using (AutocastMode.Autocast(DType.Float16))
                 {
                     using var y3 = lin.Forward(x);
                     using var s3 = y3.Sum();
                     s3.Backward();                   // frees its graph; the gradients are dropped below
                     lin.ZeroGrad();
                 }
-                Assert.That(Amp.CachedCastCount, Is.EqualTo(2), "a float16 cast is another entry of the same cache");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "a float16 cast is another entry of the same cache");
                 using (var noGrad = F(Ref.Random(rng, 18, DType.Float32), [6, 3]))
                 using (var y4 = x.MatMul(noGrad))
-                    Assert.That(Amp.CachedCastCount, Is.EqualTo(2), "tensors that do not require grad are not cached");
+                    Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "tensors that do not require grad are not cached");
             }
-            Assert.That(Amp.CachedCastCount, Is.Zero, "the cache ends with the outermost region");
+            Assert.That(AutocastMode.CachedCastCount, Is.Zero, "the cache ends with the outermost region");
             using (var s1 = y1.Sum())
             using (var s2 = y2.Sum())
             using (var loss = s1.Add(s2))
@@ -362,12 +364,12 @@ public class AmpTests
             lin.ZeroGrad();
 
             // An in-place update of the parameter inside a region makes a fresh cast.
-            using (Amp.Autocast(DType.BFloat16))
+            using (AutocastMode.Autocast(DType.BFloat16))
             {
                 using var before = lin.Forward(x);
                 using (GradMode.NoGrad()) lin.Weight.MulInPlace(2.0);
                 using var after = lin.Forward(x);
-                Assert.That(Amp.CachedCastCount, Is.EqualTo(1), "the stale cast was replaced");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(1), "the stale cast was replaced");
                 using (GradMode.NoGrad())
                 {
                     using var wantW = lin.Weight.To(DType.BFloat16);
@@ -392,13 +394,13 @@ public class AmpTests
         var x = F(Ref.Random(new Random(4), 8, DType.BFloat16), [2, 4], DType.BFloat16);
         var target = Tensor.FromArray(new long[] { 1, 2 }, [2]);
         Assert.That(lin.Forward(x).CrossEntropy(target).AutocastDType, Is.Null, "outside autocast");
-        using (Amp.Autocast(DType.Float16))
+        using (AutocastMode.Autocast(DType.Float16))
         {
             var loss = lin.Forward(x).CrossEntropy(target);
             Assert.That(loss.AutocastDType, Is.EqualTo(DType.Float16));
-            using (Amp.Autocast(DType.Float16, enabled: false)) Assert.That(x.Relu().AutocastDType, Is.Null, "disabled region");
+            using (AutocastMode.Autocast(DType.Float16, enabled: false)) Assert.That(x.Relu().AutocastDType, Is.Null, "disabled region");
         }
-        using (Amp.Autocast(DType.BFloat16))
+        using (AutocastMode.Autocast(DType.BFloat16))
         {
             var logits = lin.Forward(x);
             var loss = logits.Sum(1).Mean().Add(logits.CrossEntropy(target));   // Sum gives float32 here
@@ -444,7 +446,7 @@ public class AmpTests
     {
         using var scope = Tensor.NewScope();
         Tensor loss;
-        using (autocast is DType d ? Amp.Autocast(d) : null)
+        using (autocast is DType d ? AutocastMode.Autocast(d) : null)
         {
             using var xc = x.To(model.Parameters().First().DType);
             loss = model.Forward(xc).CrossEntropy(y);
@@ -781,7 +783,7 @@ public class AmpTests
         {
             using var scope = Tensor.NewScope();
             Tensor loss;
-            using (autocast is DType d ? Amp.Autocast(d) : null)
+            using (autocast is DType d ? AutocastMode.Autocast(d) : null)
             {
                 var xm = x.Narrow(0, m * rows, rows).To(paramType);
                 loss = model.Forward(xm).CrossEntropy(y.Narrow(0, m * rows, rows)).Div(micro);
@@ -886,7 +888,7 @@ public class AmpTests
         }
         using var _ = GradMode.NoGrad();
         Tensor logits;
-        using (autocast is DType d ? Amp.Autocast(d) : null) logits = model.Forward(vx);
+        using (autocast is DType d ? AutocastMode.Autocast(d) : null) logits = model.Forward(vx);
         var pred = logits.ArgMax(1).ToArray<long>();
         double acc = pred.Zip(yTest).Count(p => p.First == p.Second) / (double)yTest.Length;
         log = $"spirals {(autocast?.Name() ?? "float32")}{(useScaler ? " + scaler" : "")}: accuracy {acc:P1}, skipped {skipped}, scale {scaler?.GetScale() ?? 1}, {sw.Elapsed.TotalSeconds:F1} s";
@@ -945,7 +947,7 @@ public class AmpTests
             using var scope = Tensor.NewScope();
             var (x, y) = ReverseBatch(rng, batch);
             Tensor l;
-            using (autocast is DType d ? Amp.Autocast(d) : null) l = model.Forward(x).Reshape(batch * RevT, RevVocab).CrossEntropy(y);
+            using (autocast is DType d ? AutocastMode.Autocast(d) : null) l = model.Forward(x).Reshape(batch * RevT, RevVocab).CrossEntropy(y);
             opt.ZeroGrad();
             if (scaler is null)
             {
@@ -968,7 +970,7 @@ public class AmpTests
         using var _ = GradMode.NoGrad();
         var (ex, ey) = ReverseBatch(new Random(99), 256);
         Tensor logits;
-        using (autocast is DType d2 ? Amp.Autocast(d2) : null) logits = model.Forward(ex).Reshape(256 * RevT, RevVocab);
+        using (autocast is DType d2 ? AutocastMode.Autocast(d2) : null) logits = model.Forward(ex).Reshape(256 * RevT, RevVocab);
         Assert.That(logits.DType, Is.EqualTo(autocast ?? DType.Float32), "the head (no bias) is a product in the region's dtype");
         var pred = logits.ArgMax(1).ToArray<long>();
         var want = ey.ToArray<long>();

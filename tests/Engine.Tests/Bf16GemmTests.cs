@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Engine.Backends.Cpu.Gemm;
 using Engine.Backends.Cpu;
 using Engine.Backends.Cpu.Jit;
 using NUnit.Framework;

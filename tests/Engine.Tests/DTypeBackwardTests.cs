@@ -1,4 +1,4 @@
-using Engine.Nn;
+using Engine.Autograd.Nn;
 using NUnit.Framework;
 
 namespace Engine.Tests;

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Engine.Backends.Cpu.Gemm;
 using Engine.Backends.Cpu;
 using NUnit.Framework;
 

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Engine.Backends;
 using Engine.Backends.Cpu;
-using Engine.Nn;
+using Engine.Autograd.Nn;
 using Engine.Tests.Support;
 using Microsoft.Extensions.Logging;
 using NUnit.Framework;

@@ -1,7 +1,7 @@
 using Engine.Autograd;
 using Engine.Graph;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using Engine.Tests.Support;
 using NUnit.Framework;
 

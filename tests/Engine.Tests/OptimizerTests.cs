@@ -1,6 +1,6 @@
 using Engine.Graph;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using Engine.Tests.Support;
 using NUnit.Framework;
 

@@ -1,4 +1,5 @@
-using Engine.Optim;
+using Engine.Amp;
+using Engine.Autograd.Optim;
 using NUnit.Framework;
 
 namespace Engine.Tests;

@@ -3,7 +3,7 @@ using System.Text.Json;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Backends.Cuda;
-using Engine.Nn;
+using Engine.Autograd.Nn;
 using Engine.Serialization;
 using NUnit.Framework;
 

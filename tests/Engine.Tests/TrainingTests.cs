@@ -2,8 +2,8 @@ using System.Diagnostics;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Graph;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using NUnit.Framework;
 
 namespace Engine.Tests;

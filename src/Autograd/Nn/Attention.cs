@@ -1,4 +1,4 @@
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>
 /// Causal multi-head self-attention written with explicit matmuls and a masked softmax: the reference that a fused

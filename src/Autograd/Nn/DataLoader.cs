@@ -1,4 +1,4 @@
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>
 /// Mini-batches of rows from an input tensor and a target tensor (first dim), shuffled with a seed per epoch so a

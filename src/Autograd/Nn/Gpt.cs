@@ -1,6 +1,6 @@
 using Engine.Graph;
 
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>
 /// Size of a <see cref="Gpt"/>. Checked when made: a value that cannot build a model throws an

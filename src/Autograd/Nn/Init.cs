@@ -1,6 +1,6 @@
 using Engine.Graph;
 
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>Parameter initializers (as <c>torch.nn.init</c>), in place, drawing from a <see cref="Generator"/>.</summary>
 public static class Init

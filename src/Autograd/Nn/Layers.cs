@@ -1,4 +1,4 @@
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>y = x·Wᵀ + b, W stored [out, in] as PyTorch's; Kaiming-uniform weight and U(±1/√in) bias by default.</summary>
 public sealed class Linear : Module

@@ -1,4 +1,4 @@
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>The losses, as <c>torch.nn.functional</c>: cross entropy, negative log likelihood, mean squared error.</summary>
 public static class Losses

@@ -1,6 +1,6 @@
 using Engine.Graph;
 
-namespace Engine.Nn;
+namespace Engine.Autograd.Nn;
 
 /// <summary>Keys that did not line up when loading a state dict.</summary>
 /// <param name="MissingKeys">Names the module has but the state dict lacked.</param>

@@ -1,6 +1,6 @@
 using Engine.Backends;
 
-namespace Engine.Optim;
+namespace Engine.Autograd.Optim;
 
 /// <summary>
 /// Adam (<c>torch.optim.Adam</c>): L2 weight decay added to the gradient, bias-corrected moments. The step count lives

@@ -1,6 +1,6 @@
 using Engine.Graph;
 
-namespace Engine.Optim;
+namespace Engine.Autograd.Optim;
 
 /// <summary>
 /// Gradient clipping, as <c>torch.nn.utils</c>: <see cref="GetTotalNorm"/> measures, <see cref="ClipGradsWithNorm"/>

@@ -1,4 +1,4 @@
-namespace Engine.Optim;
+namespace Engine.Autograd.Optim;
 
 /// <summary>
 /// Sets the learning rate of every group of an optimizer as a function of the step, from each group's initial

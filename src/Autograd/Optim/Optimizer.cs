@@ -1,6 +1,6 @@
 using Engine.Graph;
 
-namespace Engine.Optim;
+namespace Engine.Autograd.Optim;
 
 /// <summary>A set of parameters sharing hyper-parameters (as a PyTorch param group); options are by PyTorch name.</summary>
 public sealed class ParamGroup

@@ -1,6 +1,6 @@
 using Engine.Backends;
 
-namespace Engine.Optim;
+namespace Engine.Autograd.Optim;
 
 /// <summary>
 /// Stochastic gradient descent (<c>torch.optim.SGD</c>) with momentum, dampening, Nesterov and weight decay.

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Engine.Backends.Cpu.Gemm;
 
 namespace Engine.Backends.Cpu;
 

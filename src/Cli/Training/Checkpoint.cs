@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 using Engine.Graph;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using Engine.Serialization;
 
 namespace Engine.Cli.Training;

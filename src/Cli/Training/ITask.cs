@@ -15,10 +15,10 @@ interface ITask
     (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long position);
 
     /// <summary>Held-out accuracy in [0, 1].</summary>
-    double Evaluate(Engine.Nn.Gpt model, int samples);
+    double Evaluate(Engine.Autograd.Nn.Gpt model, int samples);
 
     /// <summary>A few example completions, one line each.</summary>
-    IEnumerable<string> Samples(Engine.Nn.Gpt model, int count, ulong seed);
+    IEnumerable<string> Samples(Engine.Autograd.Nn.Gpt model, int count, ulong seed);
 
     /// <summary>What rebuilds the task from a checkpoint.</summary>
     Dictionary<string, string> Metadata();

@@ -1,6 +1,6 @@
 using System.Globalization;
 using Engine.Graph;
-using Engine.Nn;
+using Engine.Autograd.Nn;
 
 namespace Engine.Cli.Training;
 

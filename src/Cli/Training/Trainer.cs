@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Amp;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 
 namespace Engine.Cli.Training;
 
@@ -90,7 +91,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                 {
                     var (x, y) = task.Batch(o.Batch, o.Seed, dataPosition);
                     Tensor loss;
-                    using (autocast is { } region ? Amp.Autocast(region, device.Type) : null)
+                    using (autocast is { } region ? AutocastMode.Autocast(region, device.Type) : null)
                     {
                         var logits = model.Forward(x.To(device));
                         loss = logits.View(-1, task.VocabSize).CrossEntropy(y.To(device).View(-1));

@@ -1,6 +1,6 @@
 using System.ComponentModel;
 
-namespace Engine;
+namespace Engine.Autocast;
 
 /// <summary>
 /// Superseded by <see cref="Backends.KernelCounter"/>, which counts every kernel of every backend: read

@@ -1,4 +1,4 @@
-namespace Engine;
+namespace Engine.Autocast;
 
 /// <summary>
 /// What an autocast implementation (the <c>Engine.Amp</c> package) plugs into op dispatch. Tensors knows nothing of

@@ -1,4 +1,5 @@
 using System.Reflection;
+using Engine.Amp;
 using Engine.Autograd;
 using Engine.Graph;
 using Engine.Ops;

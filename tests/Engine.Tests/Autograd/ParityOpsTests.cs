@@ -1,5 +1,5 @@
 using Engine.Autograd;
-using Engine.Nn;
+using Engine.Autograd.Nn;
 using Engine.Tests.Support;
 using NUnit.Framework;
 

@@ -1,6 +1,7 @@
+using Engine.Amp;
 using Engine.Backends.Cuda;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using Engine.Tests.Support;
 using NUnit.Framework;
 

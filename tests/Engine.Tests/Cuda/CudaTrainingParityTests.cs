@@ -1,6 +1,6 @@
 using Engine.Backends.Cuda;
-using Engine.Nn;
-using Engine.Optim;
+using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using NUnit.Framework;
 
 namespace Engine.Tests.Cuda;

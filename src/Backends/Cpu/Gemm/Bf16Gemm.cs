@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Engine.Backends.Cpu.Jit;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>
 /// Batched, strided matrix multiply with bfloat16 products and float32 sums: A and B are float32 or

@@ -1,6 +1,6 @@
 using Engine.Backends.Cpu.Jit;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>The two implementations behind the CPU's bf16 GEMM (<see cref="CpuBackendOptions.Bf16Gemm"/>); both give the same bits.</summary>
 public enum Bf16GemmPath

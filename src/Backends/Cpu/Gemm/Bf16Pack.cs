@@ -3,7 +3,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Engine.Backends.Cpu.Jit;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>
 /// Packing for <see cref="Bf16Gemm"/>: operands (float32, rounded to bf16 on the way, or bf16 bits as ushort) become

@@ -1,4 +1,4 @@
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>
 /// Batched, strided double-precision (float64) matrix multiply on the CPU: cache-blocked, packed, vectorized

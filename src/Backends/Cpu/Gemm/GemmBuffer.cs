@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>
 /// A per-thread, 64-byte aligned native scratch buffer for GEMM packing. It only grows, so steady-state calls

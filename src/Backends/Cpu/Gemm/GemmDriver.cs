@@ -1,7 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>The operands of one (batched, strided) GEMM call, as raw pointers.</summary>
 internal unsafe struct GemmProblem<T> where T : unmanaged

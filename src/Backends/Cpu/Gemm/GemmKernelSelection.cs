@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 [assembly: InternalsVisibleTo("Engine.Tests")]
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>The micro-kernel families of the CPU float32/float64 GEMM (<see cref="CpuBackendOptions.Float32Gemm"/>).</summary>
 public enum GemmKernelKind

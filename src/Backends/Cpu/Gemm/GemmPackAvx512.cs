@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>
 /// AVX-512 interleaving for packing: <c>dst[p*R + r] = src[r*stride + p]</c> for R streams that are contiguous in p

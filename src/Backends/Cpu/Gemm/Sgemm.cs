@@ -1,4 +1,4 @@
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Gemm;
 
 /// <summary>
 /// Batched, strided single-precision (float32) matrix multiply on the CPU: cache-blocked, packed, vectorized

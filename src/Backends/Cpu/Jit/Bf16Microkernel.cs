@@ -1,3 +1,5 @@
+using Engine.Backends.Cpu.Gemm;
+
 namespace Engine.Backends.Cpu.Jit;
 
 /// <summary>

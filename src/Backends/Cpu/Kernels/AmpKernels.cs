@@ -1,4 +1,5 @@
 using System.Numerics;
+using Engine.Autocast;
 
 namespace Engine.Backends.Cpu;
 

@@ -1,3 +1,5 @@
+using Engine.Backends.Cpu.Gemm;
+
 namespace Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend

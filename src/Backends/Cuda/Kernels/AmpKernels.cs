@@ -1,3 +1,4 @@
+using Engine.Autocast;
 using ILGPU;
 using ILGPU.Runtime;
 using static Engine.Backends.Cuda.DeviceElements;

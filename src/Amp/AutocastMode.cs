@@ -1,9 +1,10 @@
+using Engine.Autocast;
 using Engine.Graph;
 
-namespace Engine;
+namespace Engine.Amp;
 
 /// <summary>
-/// Automatic mixed precision, as <c>torch.amp</c>: <c>using (Amp.Autocast(DType.BFloat16)) { ... }</c> runs the ops
+/// Automatic mixed precision, as <c>torch.amp</c>: <c>using (AutocastMode.Autocast(DType.BFloat16)) { ... }</c> runs the ops
 /// of the policy table (<see cref="AutocastPolicy"/>) in float16/bfloat16 or float32 as the table says, for tensors
 /// on the region's device type. Regions nest (the inner one wins until disposed) and flow with async code
 /// (<see cref="AsyncLocal{T}"/>), like <see cref="GradMode"/>; <c>enabled: false</c> opens a region that turns autocast
@@ -12,7 +13,7 @@ namespace Engine;
 /// and freed when it ends, as PyTorch's autocast cache; gradients reach the float32 parameters in float32.
 /// Run <c>Backward()</c> inside or outside a region: the backward pass never autocasts.
 /// </summary>
-public static class Amp
+public static class AutocastMode
 {
     static readonly AsyncLocal<AutocastState?> s_state = new();
 
@@ -84,13 +85,13 @@ internal sealed class AutocastHook : IAutocastHook
     public static readonly AutocastHook Instance = new();
 
     public DType? TargetDType(Type op, Device device) =>
-        Amp.State?.For(device.Type) is { Enabled: true } s ? AutocastPolicy.TargetDType(op, s.DType) : null;
+        AutocastMode.State?.For(device.Type) is { Enabled: true } s ? AutocastPolicy.TargetDType(op, s.DType) : null;
 
-    public DType? RegionDType(Device device) => Amp.State?.For(device.Type) is { Enabled: true } s ? s.DType : null;
+    public DType? RegionDType(Device device) => AutocastMode.State?.For(device.Type) is { Enabled: true } s ? s.DType : null;
 
     public Tensor Cast(Tensor t, DType dtype)
     {
-        var state = Amp.State;
+        var state = AutocastMode.State;
         // As PyTorch: only float32 → the region's lower precision is cached, only for parameters (leaves that
         // require grad).
         if (state is { CacheEnabled: true } && dtype == state.For(t.Device.Type).DType && t.DType == DType.Float32
