@@ -13,7 +13,6 @@ public sealed unsafe partial class CpuBackend
     /// <inheritdoc/>
     public void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale)
     {
-        AmpKernelCounters.CountNonFiniteCheckAndUnscale();
         float inv = *(float*)P(invScale);
         nint found = P(foundInf);
         foreach (var g in grads)
@@ -98,7 +97,6 @@ public sealed unsafe partial class CpuBackend
     /// <inheritdoc/>
     public void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval)
     {
-        AmpKernelCounters.CountUpdateScale();
         float* s = (float*)P(scale);
         int* tracker = (int*)P(growthTracker);
         // Same arithmetic as PyTorch's CPU kernel: float·double rounded back to float.

@@ -13,7 +13,6 @@ public sealed partial class CudaBackend
     /// <inheritdoc/>
     public void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale)
     {
-        AmpKernelCounters.CountNonFiniteCheckAndUnscale();
         foreach (var g in grads)
             if (!g.DType.IsFloatingPoint())
                 throw new DTypeException("NonFiniteCheckAndUnscale", $"gradients must be floating point, got {g.DType.Name()}");
@@ -26,7 +25,6 @@ public sealed partial class CudaBackend
     /// <inheritdoc/>
     public void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval)
     {
-        AmpKernelCounters.CountUpdateScale();
         Kernel("UpdateScale", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, double, double, int>(AmpKernels.UpdateScale))
             (Single, V(scale), V(growthTracker), V(foundInf), growthFactor, backoffFactor, growthInterval);
     }
