@@ -162,7 +162,6 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     public Storage Allocate(Device device, DType dtype, long count)
     {
         if (device != Device) throw new DeviceMismatchException("Allocate", $"the backend of {Device} cannot allocate on {device}");
-        if (count < 0) throw new ShapeException("Allocate", $"negative element count {count}");
         return new CudaStorage(device, dtype, count, Allocator);
     }
 

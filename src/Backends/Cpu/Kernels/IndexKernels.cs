@@ -89,8 +89,8 @@ static unsafe class IndexKernels
 
     public static void CheckTypes(string op, Storage a, Storage b, Storage index)
     {
-        if (index.DType != DType.Int64) throw new DTypeException(op, $"expected an int64 index, got {index.DType.Name()}");
-        if (a.DType != b.DType) throw new DTypeException(op, $"expected one dtype for the source and the destination, got {a.DType.Name()} and {b.DType.Name()}");
+        ContractChecks.Int64(op, "the index", index);
+        ContractChecks.SameDType(op, a, b);
     }
 
     /// <summary>Splits a layout holding outer·mid·inner elements into [outer, mid, inner].</summary>

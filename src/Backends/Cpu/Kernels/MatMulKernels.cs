@@ -7,6 +7,8 @@ public sealed unsafe partial class CpuBackend
     /// <inheritdoc/>
     public void MatMul(Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k)
     {
+        ContractChecks.SameDType(nameof(MatMul), a, b, y);
+        ContractChecks.Gemm(nameof(MatMul), aLayout, bLayout, batch, m, n, k);
         var dtype = a.DType;
         if (dtype == DType.Float32)
         {

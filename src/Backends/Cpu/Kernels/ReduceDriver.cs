@@ -7,13 +7,10 @@ public sealed unsafe partial class CpuBackend
     /// <inheritdoc/>
     public void Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument)
     {
-        if (reducedDims < 0 || reducedDims > xLayout.Rank)
-            throw new ShapeException(op.ToString(), $"cannot reduce the last {reducedDims} dims of a layout of rank {xLayout.Rank}");
-        if (indices is not null && indices.DType != DType.Int64)
-            throw new DTypeException(op.ToString(), $"indices must be int64, got {indices.DType.Name()}");
+        ContractChecks.Reduction(nameof(Reduce), xLayout, reducedDims, indices);
         var plan = new ReducePlan(xLayout, reducedDims);
         // An empty block for max, min or an ∞-norm (no identity) is rejected by the front end (Tensor.CheckNonEmpty)
-        // before any call; the guards above stay because the kernels read raw pointers.
+        // before any call.
         var v = new ReduceVisitor { Op = op, X = P(x), Plan = plan, Y = P(y), Indices = indices is null ? 0 : P(indices), Argument = argument };
         DTypeDispatch.Visit(x.DType, ref v);
     }

@@ -73,8 +73,7 @@ public sealed unsafe partial class CpuBackend
     {
         RowKernels.CheckFloat("CrossEntropyBackward", logits.DType);
         RowKernels.CheckTargets("CrossEntropyBackward", targets, rows, cols, ignoreIndex);
-        if (dloss.DType is not (DType.Float32 or DType.Float64))
-            throw new DTypeException("CrossEntropyBackward", $"dloss must be float32 or float64, got {dloss.DType.Name()}");
+        ContractChecks.Accumulator("CrossEntropyBackward", "dloss", dloss);
         var v = new CrossEntropyBackwardVisitor
         {
             X = P(logits), T = P(targets), DLoss = P(dloss), DLossWide = dloss.DType == DType.Float64, DX = P(dlogits),
@@ -145,13 +144,13 @@ static unsafe class RowKernels
 
     public static void CheckFloat(string op, DType dtype)
     {
-        if (!dtype.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {dtype.Name()}");
+        ContractChecks.Floating(op, dtype);
     }
 
     // Every target is checked before anything is written, so a failed call leaves its outputs untouched.
     public static void CheckTargets(string op, Storage targets, int rows, int cols, long ignoreIndex)
     {
-        if (targets.DType != DType.Int64) throw new DTypeException(op, $"targets must be int64, got {targets.DType.Name()}");
+        ContractChecks.Int64(op, "targets", targets);
         long* t = (long*)CpuBackend.P(targets);
         for (long r = 0; r < rows; r++)
         {

@@ -22,12 +22,8 @@ public sealed partial class CudaBackend
     {
         const string op = "MatMul";
         var dt = a.DType;
-        if (b.DType != dt || y.DType != dt)
-            throw new DTypeException(op, $"operands and output must share a dtype, got {dt.Name()}, {b.DType.Name()} and {y.DType.Name()}");
-        if (aLayout.Rank != 3 || bLayout.Rank != 3)
-            throw new ShapeException(op, $"expected [batch, m, k] and [batch, k, n] layouts, got {aLayout} and {bLayout}");
-        if (batch < 0 || m < 0 || n < 0 || k < 0)
-            throw new ShapeException(op, $"negative size: batch {batch}, m {m}, n {n}, k {k}");
+        ContractChecks.SameDType(op, a, b, y);
+        ContractChecks.Gemm(op, aLayout, bLayout, batch, m, n, k);
         if (batch == 0 || m == 0 || n == 0) return;
         if (k == 0)
         {

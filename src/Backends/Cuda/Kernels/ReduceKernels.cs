@@ -10,10 +10,7 @@ public sealed partial class CudaBackend
     public void Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument)
     {
         string name = op.ToString();
-        if (reducedDims < 0 || reducedDims > xLayout.Rank)
-            throw new ShapeException(name, $"cannot reduce the last {reducedDims} dims of a layout of rank {xLayout.Rank}");
-        if (indices is not null && indices.DType != DType.Int64)
-            throw new DTypeException(name, $"indices must be int64, got {indices.DType.Name()}");
+        ContractChecks.Reduction(name, xLayout, reducedDims, indices);
         int kept = xLayout.Rank - reducedDims;
         var keptShape = xLayout.Shape[..kept];
         var outer = Geometry.Of(name, Layout.Contiguous(keptShape), new Layout(keptShape, xLayout.Strides[..kept], xLayout.Offset));

@@ -50,7 +50,7 @@ public sealed partial class CudaBackend
 
     static void CheckRowFloat(string op, DType dtype)
     {
-        if (!dtype.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {dtype.Name()}");
+        ContractChecks.Floating(op, dtype);
     }
 
     /// <inheritdoc/>
@@ -152,7 +152,7 @@ public sealed partial class CudaBackend
     public void CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing)
     {
         CheckRowFloat("CrossEntropy", logits.DType);
-        if (targets.DType != DType.Int64) throw new DTypeException("CrossEntropy", $"targets must be int64, got {targets.DType.Name()}");
+        ContractChecks.Int64("CrossEntropy", "targets", targets);
         if (rows <= 0) return;
         var a = new RowArgs
         {
@@ -169,9 +169,8 @@ public sealed partial class CudaBackend
     public void CrossEntropyBackward(Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing)
     {
         CheckRowFloat("CrossEntropyBackward", logits.DType);
-        if (targets.DType != DType.Int64) throw new DTypeException("CrossEntropyBackward", $"targets must be int64, got {targets.DType.Name()}");
-        if (dloss.DType is not (DType.Float32 or DType.Float64))
-            throw new DTypeException("CrossEntropyBackward", $"dloss must be float32 or float64, got {dloss.DType.Name()}");
+        ContractChecks.Int64("CrossEntropyBackward", "targets", targets);
+        ContractChecks.Accumulator("CrossEntropyBackward", "dloss", dloss);
         if (rows <= 0 || cols <= 0) return;
         var a = new RowArgs
         {

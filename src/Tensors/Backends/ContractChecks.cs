@@ -1,0 +1,63 @@
+using System.Diagnostics;
+
+namespace Engine.Backends;
+
+/// <summary>
+/// The preconditions of the backend contract that the front end (the <c>Tensor</c> methods in src/Tensors) establishes
+/// before every call: index and target storages are Int64, operands share a dtype, row ops get floating point, a
+/// reduction's trailing dims exist. They are validated once, above the contract, with messages naming the user's op
+/// and shapes; a backend trusts its caller, as PyTorch's kernels trust the dispatcher. Backends assert them through
+/// these methods in Debug builds (compiled out of Release), so a backend under development or a caller that bypasses
+/// the front end fails loudly there, and the checks are written once rather than once per backend.
+/// </summary>
+public static class ContractChecks
+{
+    /// <summary>Asserts an Int64 storage (indices, class targets).</summary>
+    [Conditional("DEBUG")]
+    public static void Int64(string op, string what, Storage s)
+    {
+        if (s.DType != DType.Int64) throw new DTypeException(op, $"{what} must be int64, got {s.DType.Name()} (a contract violation: the front end converts it)");
+    }
+
+    /// <summary>Asserts that the storages share one dtype.</summary>
+    [Conditional("DEBUG")]
+    public static void SameDType(string op, Storage a, Storage b, Storage? c = null)
+    {
+        if (a.DType != b.DType || c is not null && c.DType != a.DType)
+            throw new DTypeException(op, $"operands must share a dtype, got {a.DType.Name()}, {b.DType.Name()}{(c is null ? "" : ", " + c.DType.Name())} (a contract violation)");
+    }
+
+    /// <summary>Asserts a floating point dtype.</summary>
+    [Conditional("DEBUG")]
+    public static void Floating(string op, DType dtype)
+    {
+        if (!dtype.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {dtype.Name()} (a contract violation)");
+    }
+
+    /// <summary>Asserts a float32 or float64 accumulator storage (a per-row loss gradient).</summary>
+    [Conditional("DEBUG")]
+    public static void Accumulator(string op, string what, Storage s)
+    {
+        if (s.DType is not (DType.Float32 or DType.Float64))
+            throw new DTypeException(op, $"{what} must be float32 or float64, got {s.DType.Name()} (a contract violation)");
+    }
+
+    /// <summary>Asserts that a reduction's trailing dims exist and its indices, if any, are Int64.</summary>
+    [Conditional("DEBUG")]
+    public static void Reduction(string op, Layout x, int reducedDims, Storage? indices)
+    {
+        if (reducedDims < 0 || reducedDims > x.Rank)
+            throw new ShapeException(op, $"cannot reduce the last {reducedDims} dims of a layout of rank {x.Rank} (a contract violation)");
+        if (indices is not null) Int64(op, "indices", indices);
+    }
+
+    /// <summary>Asserts the batched GEMM's [batch, m, k]·[batch, k, n] layouts and non-negative sizes.</summary>
+    [Conditional("DEBUG")]
+    public static void Gemm(string op, Layout a, Layout b, int batch, int m, int n, int k)
+    {
+        if (a.Rank != 3 || b.Rank != 3)
+            throw new ShapeException(op, $"expected [batch, m, k] and [batch, k, n] layouts, got {a} and {b} (a contract violation)");
+        if (batch < 0 || m < 0 || n < 0 || k < 0)
+            throw new ShapeException(op, $"negative size: batch {batch}, m {m}, n {n}, k {k} (a contract violation)");
+    }
+}
