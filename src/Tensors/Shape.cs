@@ -22,8 +22,8 @@ public readonly struct Shape : IReadOnlyList<int>, IEquatable<Shape>
     /// <summary>Wraps an array the caller has just built and never writes again: no copy.</summary>
     internal static Shape Own(int[] dims) => new(dims, false);
 
-    /// <summary>The array itself, for code of this assembly that only reads it.</summary>
-    internal int[] Raw => _dims ?? [];
+    // The array itself, for the interface enumerators.
+    int[] Raw => _dims ?? [];
 
     /// <summary>The 0-d shape <c>[]</c>.</summary>
     public static Shape Scalar => default;
