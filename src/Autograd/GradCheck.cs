@@ -75,7 +75,7 @@ public static class GradCheck
         var shapes = inputs.Select(x => x.Shape).ToArray();
 
         // The output's shape and the random weights of the vector-Jacobian product.
-        int[] outShape;
+        Shape outShape;
         using (var scope = Tensor.NewScope())
         using (GradMode.NoGrad())
         {
@@ -109,7 +109,7 @@ public static class GradCheck
 
     // The inputs as fresh float64 tensors (contiguous, no grad) except those not differentiated; element `elem` of
     // input `which` shifted by `delta`.
-    static Tensor[] Build(Tensor[] inputs, double[]?[] values, int[][] shapes, int which, int elem, double delta)
+    static Tensor[] Build(Tensor[] inputs, double[]?[] values, Shape[] shapes, int which, int elem, double delta)
     {
         var xs = new Tensor[inputs.Length];
         for (int i = 0; i < inputs.Length; i++)
@@ -125,7 +125,7 @@ public static class GradCheck
         return xs;
     }
 
-    static double[]?[] Numeric(Func<Tensor[], Tensor> f, Tensor[] inputs, double[]?[] values, int[][] shapes, double[] w, double eps)
+    static double[]?[] Numeric(Func<Tensor[], Tensor> f, Tensor[] inputs, double[]?[] values, Shape[] shapes, double[] w, double eps)
     {
         using var noGrad = GradMode.NoGrad();
         var r = new double[]?[inputs.Length];
@@ -139,7 +139,7 @@ public static class GradCheck
         return r;
     }
 
-    static double Weighted(Func<Tensor[], Tensor> f, Tensor[] inputs, double[]?[] values, int[][] shapes, int which, int elem, double delta, double[] w)
+    static double Weighted(Func<Tensor[], Tensor> f, Tensor[] inputs, double[]?[] values, Shape[] shapes, int which, int elem, double delta, double[] w)
     {
         using var scope = Tensor.NewScope();
         var xs = Build(inputs, values, shapes, which, elem, delta);
@@ -150,7 +150,7 @@ public static class GradCheck
         return s;
     }
 
-    static double[]?[] Analytic(Func<Tensor[], Tensor> f, Tensor[] inputs, double[]?[] values, int[][] shapes, int[] outShape, double[] w, bool nonContiguous)
+    static double[]?[] Analytic(Func<Tensor[], Tensor> f, Tensor[] inputs, double[]?[] values, Shape[] shapes, Shape outShape, double[] w, bool nonContiguous)
     {
         var leaves = new Tensor?[inputs.Length];
         try
@@ -182,18 +182,18 @@ public static class GradCheck
 
     // A float64 leaf requiring grad holding `v`: contiguous, or a transposed (rank ≥ 2) / strided, offset (rank 1)
     // view of a larger buffer.
-    static Tensor Leaf(double[] v, int[] shape, bool nonContiguous)
+    static Tensor Leaf(double[] v, Shape shape, bool nonContiguous)
     {
         Tensor t;
-        if (!nonContiguous || shape.Length == 0) t = Tensor.FromArray(v, shape);
+        if (!nonContiguous || shape.Rank == 0) t = Tensor.FromArray(v, shape);
         else
         {
             using var noGrad = GradMode.NoGrad();
-            int r = shape.Length;
+            int r = shape.Rank;
             if (r >= 2)
             {
                 // Stored with the last two dims swapped, then transposed back.
-                var sw = (int[])shape.Clone();
+                var sw = shape.ToArray();
                 (sw[r - 1], sw[r - 2]) = (sw[r - 2], sw[r - 1]);
                 var buf = new double[v.Length];
                 var st = Shape.ContiguousStrides(sw);
@@ -224,7 +224,7 @@ public static class GradCheck
     }
 
     // Null when every element matches; else the worst element and the first few mismatches.
-    static string? Compare(double[] analytic, double[] numeric, int[] shape, double atol, double rtol, ref double maxErr)
+    static string? Compare(double[] analytic, double[] numeric, Shape shape, double atol, double rtol, ref double maxErr)
     {
         int bad = 0, worst = -1;
         double worstRatio = 0;
@@ -244,10 +244,10 @@ public static class GradCheck
                $"|diff| {Math.Abs(wa - wn):G3} > atol {atol} + rtol {rtol}·|numeric|{first}";
     }
 
-    static string Index(int flat, int[] shape)
+    static string Index(int flat, Shape shape)
     {
-        var idx = new int[shape.Length];
-        for (int d = shape.Length - 1; d >= 0; d--) { idx[d] = shape[d] == 0 ? 0 : flat % shape[d]; flat = shape[d] == 0 ? 0 : flat / shape[d]; }
+        var idx = new int[shape.Rank];
+        for (int d = shape.Rank - 1; d >= 0; d--) { idx[d] = shape[d] == 0 ? 0 : flat % shape[d]; flat = shape[d] == 0 ? 0 : flat / shape[d]; }
         return "[" + string.Join(", ", idx) + "]";
     }
 }

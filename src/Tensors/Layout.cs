@@ -7,29 +7,40 @@ namespace Engine;
 /// </summary>
 public sealed class Layout
 {
-    /// <summary>Extent of each dim. Do not mutate.</summary>
-    public int[] Shape { get; }
+    readonly long[] _strides;
 
-    /// <summary>Element stride of each dim (0 for a broadcast dim). Do not mutate.</summary>
-    public long[] Strides { get; }
+    /// <summary>Extent of each dim.</summary>
+    public Shape Shape { get; }
+
+    /// <summary>Element stride of each dim (0 for a broadcast dim), read-only.</summary>
+    public ReadOnlySpan<long> Strides => _strides;
 
     /// <summary>Element offset of the first element in the storage.</summary>
     public long Offset { get; }
 
-    /// <summary>Creates a layout; the arrays are taken as they are.</summary>
-    public Layout(int[] shape, long[] strides, long offset)
+    /// <summary>Creates a layout from copies of <paramref name="shape"/> and <paramref name="strides"/> (one stride per dim).</summary>
+    public Layout(ReadOnlySpan<int> shape, ReadOnlySpan<long> strides, long offset)
+        : this(Shape.Own(shape.ToArray()), strides.ToArray(), offset) { }
+
+    // Takes the arrays as they are: only for arrays the caller has just built and never writes again.
+    Layout(Shape shape, long[] strides, long offset)
     {
-        Shape = shape; Strides = strides; Offset = offset;
+        if (strides.Length != shape.Rank)
+            throw new ArgumentException($"a layout needs one stride per dim: shape {shape}, strides [{string.Join(", ", strides)}]", nameof(strides));
+        Shape = shape; _strides = strides; Offset = offset;
     }
 
+    /// <summary>A layout over a shape and a strides array the caller has just built and never writes again: no copy.</summary>
+    internal static Layout Own(Shape shape, long[] strides, long offset) => new(shape, strides, offset);
+
     /// <summary>The row-major contiguous layout of a shape at offset 0.</summary>
-    public static Layout Contiguous(int[] shape) => new(shape, Engine.Shape.ContiguousStrides(shape), 0);
+    public static Layout Contiguous(Shape shape) => new(shape, Shape.ContiguousStrides(shape), 0);
 
     /// <summary>Number of dims.</summary>
-    public int Rank => Shape.Length;
+    public int Rank => Shape.Rank;
 
     /// <summary>Number of elements.</summary>
-    public long Numel => Engine.Shape.Numel(Shape);
+    public long Numel => Shape.Numel();
 
     /// <summary>True when the elements are row-major and dense (size-1 dims may have any stride).</summary>
     public bool IsContiguous
@@ -38,7 +49,7 @@ public sealed class Layout
         {
             foreach (var d in Shape) if (d == 0) return true; // no elements: contiguous whatever the strides, as PyTorch
             long expected = 1;
-            for (int i = Shape.Length - 1; i >= 0; i--)
+            for (int i = Shape.Rank - 1; i >= 0; i--)
             {
                 if (Shape[i] == 1) continue;
                 if (Strides[i] != expected) return false;
@@ -53,7 +64,7 @@ public sealed class Layout
     {
         get
         {
-            for (int i = 0; i < Shape.Length; i++) if (Shape[i] > 1 && Strides[i] == 0) return true;
+            for (int i = 0; i < Shape.Rank; i++) if (Shape[i] > 1 && Strides[i] == 0) return true;
             return false;
         }
     }
@@ -64,7 +75,7 @@ public sealed class Layout
         get
         {
             long max = Offset;
-            for (int i = 0; i < Shape.Length; i++)
+            for (int i = 0; i < Shape.Rank; i++)
             {
                 if (Shape[i] == 0) return 0;
                 max += (Shape[i] - 1) * Math.Max(Strides[i], 0);
@@ -76,10 +87,10 @@ public sealed class Layout
     /// <summary>Swaps two dims.</summary>
     public Layout Transpose(int d0, int d1)
     {
-        var sh = (int[])Shape.Clone(); var st = (long[])Strides.Clone();
+        var sh = Shape.ToArray(); var st = Strides.ToArray();
         (sh[d0], sh[d1]) = (sh[d1], sh[d0]);
         (st[d0], st[d1]) = (st[d1], st[d0]);
-        return new Layout(sh, st, Offset);
+        return Own(Shape.Own(sh), st, Offset);
     }
 
     /// <summary>Reorders dims: result dim i is source dim <paramref name="perm"/>[i].</summary>
@@ -87,27 +98,27 @@ public sealed class Layout
     {
         var sh = new int[perm.Length]; var st = new long[perm.Length];
         for (int i = 0; i < perm.Length; i++) { sh[i] = Shape[perm[i]]; st[i] = Strides[perm[i]]; }
-        return new Layout(sh, st, Offset);
+        return Own(Shape.Own(sh), st, Offset);
     }
 
     /// <summary>Keeps elements [start, start+length) of one dim.</summary>
     public Layout Narrow(int dim, int start, int length)
     {
-        var sh = (int[])Shape.Clone();
+        var sh = Shape.ToArray();
         sh[dim] = length;
-        return new Layout(sh, Strides, Offset + (length == 0 ? 0 : start * Strides[dim]));
+        return Own(Shape.Own(sh), _strides, Offset + (length == 0 ? 0 : start * Strides[dim])); // strides shared: never written
     }
 
     /// <summary>Keeps every <paramref name="step"/>-th element of one dim from <paramref name="start"/>, <paramref name="count"/> of them.</summary>
     public Layout Slice(int dim, int start, int count, int step)
     {
-        var sh = (int[])Shape.Clone(); var st = (long[])Strides.Clone();
+        var sh = Shape.ToArray(); var st = Strides.ToArray();
         sh[dim] = count;
         // With two or more elements stride·step lies within the storage; with one or none the stride is never used,
         // and a huge step must not wrap it into nonsense.
         Int128 stepped = (Int128)Strides[dim] * step;
         st[dim] = stepped >= long.MinValue && stepped <= long.MaxValue ? (long)stepped : Strides[dim];
-        return new Layout(sh, st, Offset + (count == 0 ? 0 : start * Strides[dim]));
+        return Own(Shape.Own(sh), st, Offset + (count == 0 ? 0 : start * Strides[dim]));
     }
 
     /// <summary>Removes one dim by fixing its index.</summary>
@@ -115,16 +126,16 @@ public sealed class Layout
     {
         var sh = new int[Rank - 1]; var st = new long[Rank - 1];
         for (int i = 0, j = 0; i < Rank; i++) if (i != dim) { sh[j] = Shape[i]; st[j++] = Strides[i]; }
-        return new Layout(sh, st, Offset + index * Strides[dim]);
+        return Own(Shape.Own(sh), st, Offset + index * Strides[dim]);
     }
 
     /// <summary>Inserts a size-1 dim at <paramref name="dim"/>.</summary>
     public Layout Unsqueeze(int dim)
     {
-        var sh = new List<int>(Shape); var st = new List<long>(Strides);
+        var sh = new List<int>(Shape.AsSpan().ToArray()); var st = new List<long>(_strides);
         long stride = dim < Rank ? Strides[dim] * Shape[dim] : 1;
         sh.Insert(dim, 1); st.Insert(dim, stride);
-        return new Layout(sh.ToArray(), st.ToArray(), Offset);
+        return Own(Shape.Own(sh.ToArray()), st.ToArray(), Offset);
     }
 
     /// <summary>Removes the given size-1 dims.</summary>
@@ -134,7 +145,7 @@ public sealed class Layout
         foreach (var d in dims) if (Shape[d] == 1) drop[d] = true;
         var sh = new List<int>(); var st = new List<long>();
         for (int i = 0; i < Rank; i++) if (!drop[i]) { sh.Add(Shape[i]); st.Add(Strides[i]); }
-        return new Layout(sh.ToArray(), st.ToArray(), Offset);
+        return Own(Shape.Own(sh.ToArray()), st.ToArray(), Offset);
     }
 
     /// <summary>Broadcasts to <paramref name="shape"/> (leading dims added, size-1 dims stretched with stride 0), or null if impossible.</summary>
@@ -151,21 +162,21 @@ public sealed class Layout
             else if (d == 1) st[i] = 0;
             else return null;
         }
-        return new Layout(shape.ToArray(), st, Offset);
+        return Own(new Shape(shape), st, Offset);
     }
 
     /// <summary>
     /// The same elements under a new shape without copying, when the strides allow it (as <c>torch.view</c>);
     /// null when a copy is needed.
     /// </summary>
-    public Layout? TryView(int[] newShape)
+    public Layout? TryView(Shape newShape)
     {
-        if (IsContiguous) return new Layout(newShape, Engine.Shape.ContiguousStrides(newShape), Offset);
+        if (IsContiguous) return Own(newShape, Shape.ContiguousStrides(newShape), Offset);
         // Merge the old dims into chunks of mutually contiguous dims, then split each chunk into the new dims
         // (the algorithm of PyTorch's computeStride).
-        var newStrides = new long[newShape.Length];
-        if (Numel == 0) return new Layout(newShape, Engine.Shape.ContiguousStrides(newShape), Offset);
-        int viewD = newShape.Length - 1;
+        var newStrides = new long[newShape.Rank];
+        if (Numel == 0) return Own(newShape, Shape.ContiguousStrides(newShape), Offset);
+        int viewD = newShape.Rank - 1;
         long chunkBaseStride = Strides.Length > 0 ? Strides[^1] : 1;
         long tensorNumel = 1, viewNumel = 1;
         for (int tensorD = Rank - 1; tensorD >= 0; tensorD--)
@@ -184,10 +195,10 @@ public sealed class Layout
             }
         }
         if (viewD != -1) return null;
-        return new Layout(newShape, newStrides, Offset);
+        return Own(newShape, newStrides, Offset);
     }
 
     /// <inheritdoc/>
     public override string ToString() =>
-        $"shape {Engine.Shape.Format(Shape)}, strides [{string.Join(", ", Strides)}], offset {Offset}";
+        $"shape {Shape}, strides [{string.Join(", ", _strides)}], offset {Offset}";
 }

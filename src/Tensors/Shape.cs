@@ -1,8 +1,93 @@
 namespace Engine;
 
-/// <summary>Shape arithmetic shared by every op: element counts, dim normalization, broadcasting, formatting.</summary>
-public static class Shape
+/// <summary>
+/// The extents of a tensor's dims, as <c>torch.Size</c>: an immutable list of ints. It owns its array; constructing
+/// one copies, <see cref="ToArray"/> copies, and <see cref="AsSpan"/> is read-only, so nothing outside can change a
+/// shape after it is made. <c>default(Shape)</c> is the 0-d shape <c>[]</c>. The static members are the shape
+/// arithmetic shared by every op: element counts, dim normalization, broadcasting, formatting.
+/// </summary>
+[System.Runtime.CompilerServices.CollectionBuilder(typeof(Shape), nameof(Create))]
+public readonly struct Shape : IReadOnlyList<int>, IEquatable<Shape>
 {
+    readonly int[]? _dims;
+
+    /// <summary>A shape with the given dims (copied).</summary>
+    public Shape(params ReadOnlySpan<int> dims) { _dims = dims.Length == 0 ? [] : dims.ToArray(); }
+
+    Shape(int[] dims, bool _) { _dims = dims; }
+
+    /// <summary>A shape with the given dims (copied); what a collection expression <c>Shape s = [2, 3]</c> calls.</summary>
+    public static Shape Create(ReadOnlySpan<int> dims) => new(dims);
+
+    /// <summary>Wraps an array the caller has just built and never writes again: no copy.</summary>
+    internal static Shape Own(int[] dims) => new(dims, false);
+
+    // The array itself, for the interface enumerators.
+    int[] Raw => _dims ?? [];
+
+    /// <summary>The 0-d shape <c>[]</c>.</summary>
+    public static Shape Scalar => default;
+
+    /// <summary>Extent of dim <paramref name="index"/> (0 ≤ index &lt; <see cref="Rank"/>; no negative indices).</summary>
+    public int this[int index] => (uint)index < (uint)Count ? _dims![index]
+        : throw new ArgumentOutOfRangeException(nameof(index), index, $"dim index out of range for shape {ToString()}");
+
+    /// <summary>Number of dims (as <see cref="Rank"/>).</summary>
+    public int Count => _dims?.Length ?? 0;
+
+    /// <summary>Number of dims.</summary>
+    public int Rank => Count;
+
+    /// <summary>Number of elements (1 for the 0-d shape), as <c>torch.Size.numel()</c>.</summary>
+    public long Numel() => Numel(AsSpan());
+
+    /// <summary>The dims <c>[start, start + length)</c> as a new shape; also what <c>shape[1..]</c> calls.</summary>
+    public Shape Slice(int start, int length) => new(AsSpan().Slice(start, length));
+
+    /// <summary>A copy of the dims, the caller's to change.</summary>
+    public int[] ToArray() => Count == 0 ? [] : (int[])_dims!.Clone();
+
+    /// <summary>The dims, read-only.</summary>
+    public ReadOnlySpan<int> AsSpan() => _dims;
+
+    /// <summary>True when the dims equal <paramref name="other"/> elementwise.</summary>
+    public bool SequenceEqual(ReadOnlySpan<int> other) => AsSpan().SequenceEqual(other);
+
+    /// <summary>An enumerator over the dims that does not allocate.</summary>
+    public ReadOnlySpan<int>.Enumerator GetEnumerator() => AsSpan().GetEnumerator();
+
+    IEnumerator<int> IEnumerable<int>.GetEnumerator() => ((IEnumerable<int>)Raw).GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => Raw.GetEnumerator();
+
+    /// <inheritdoc/>
+    public bool Equals(Shape other) => AsSpan().SequenceEqual(other.AsSpan());
+
+    /// <inheritdoc/>
+    public override bool Equals(object? obj) => obj is Shape s && Equals(s);
+
+    /// <inheritdoc/>
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        foreach (var d in AsSpan()) h.Add(d);
+        return h.ToHashCode();
+    }
+
+    /// <summary>Formats as PyTorch prints a size's dims: <c>[2, 3]</c>.</summary>
+    public override string ToString() => Format(AsSpan());
+
+    /// <summary>Equal dims.</summary>
+    public static bool operator ==(Shape a, Shape b) => a.Equals(b);
+
+    /// <summary>Different dims.</summary>
+    public static bool operator !=(Shape a, Shape b) => !a.Equals(b);
+
+    /// <summary>A shape of the array's dims (copied: later writes to the array do not reach the shape).</summary>
+    public static implicit operator Shape(int[] dims) => new(dims);
+
+    /// <summary>The dims, read-only.</summary>
+    public static implicit operator ReadOnlySpan<int>(Shape shape) => shape.AsSpan();
+
     /// <summary>
     /// The most elements one tensor, a view included, may have: 2^62. Far above any address space (x86-64 user space
     /// is 2^47 bytes, 2^56 with five-level paging), and low enough that the kernels' index arithmetic (an offset plus

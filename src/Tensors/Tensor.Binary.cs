@@ -17,7 +17,7 @@ public sealed partial class Tensor
         CheckSameDevice(op.Name, a, b);
         var dt = DTypes.ResultType(a.DType, a.Rank == 0, b.DType, b.Rank == 0);
         if (trueDivision && !dt.IsFloatingPoint()) dt = DType.Float32;
-        var shape = Engine.Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
+        var shape = Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
         var ac = a.DType == dt ? a : a.To(dt);
         var bc = b.DType == dt ? b : b.To(dt);
         try
@@ -39,7 +39,7 @@ public sealed partial class Tensor
     {
         CheckSameDevice(op.Name, a, b);
         if (a.DType != b.DType) throw new DTypeException(op.Name, $"expected one dtype, got {a.DType.Name()} and {b.DType.Name()}");
-        var shape = Engine.Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
+        var shape = Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
         var y = Empty(op.Name, shape, op.IsComparison ? DType.Bool : a.DType, a.Device);
         a.Backend.Binary(op, a.Storage, a.Layout.TryBroadcastTo(shape)!, b.Storage, b.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
         return y;
@@ -147,7 +147,7 @@ public sealed partial class Tensor
         if (condition.DType != DType.Bool) throw new DTypeException(op, $"condition must be bool, got {condition.DType.Name()}");
         CheckSameDevice(op, condition, a); CheckSameDevice(op, a, b);
         var dt = DTypes.ResultType(a.DType, a.Rank == 0, b.DType, b.Rank == 0);
-        var shape = Engine.Shape.Broadcast(Engine.Shape.Broadcast(condition.Layout.Shape, a.Layout.Shape, op), b.Layout.Shape, op);
+        var shape = Shape.Broadcast(Shape.Broadcast(condition.Layout.Shape, a.Layout.Shape, op), b.Layout.Shape, op);
         var ac = a.DType == dt ? a : a.To(dt);
         var bc = b.DType == dt ? b : b.To(dt);
         try
@@ -169,7 +169,7 @@ public sealed partial class Tensor
     {
         if (mask.DType != DType.Bool) throw new DTypeException("MaskedFill", $"mask must be bool, got {mask.DType.Name()}");
         if (mask.Layout.TryBroadcastTo(Layout.Shape) is null)
-            throw new ShapeException("MaskedFill", $"mask {Engine.Shape.Format(mask.Layout.Shape)} must broadcast to the tensor's shape {Engine.Shape.Format(Layout.Shape)}");
+            throw new ShapeException("MaskedFill", $"mask {Shape.Format(mask.Layout.Shape)} must broadcast to the tensor's shape {Shape.Format(Layout.Shape)}");
         using var v = Scalar(value, DType, Device);
         return Where(mask, v, this);
     }

@@ -26,8 +26,8 @@ public sealed partial class Tensor
         ArgumentNullException.ThrowIfNull(bits);
         RawBitsDType("FromBits", dtype);
         shape ??= [bits.Length];
-        if (Engine.Shape.Numel(shape) != bits.Length)
-            throw new ShapeException("FromBits", $"shape {Engine.Shape.Format(shape)} needs {Engine.Shape.Numel(shape)} elements, got {bits.Length}");
+        if (Shape.Numel(shape) != bits.Length)
+            throw new ShapeException("FromBits", $"shape {Shape.Format(shape)} needs {Shape.Numel(shape)} elements, got {bits.Length}");
         var t = Empty("FromBits", shape, dtype, device);
         t.Backend.CopyFromHost<ushort>(bits, t.Storage);
         if (requiresGrad) t.RequiresGrad = true;
@@ -39,12 +39,12 @@ public sealed partial class Tensor
         : throw new DTypeException(op, $"ushort holds the raw bits of a float16 or bfloat16 tensor, got {dtype.Name()}");
 
     /// <summary>A tensor holding a copy of <paramref name="data"/> with the given shape (default: 1-D).</summary>
-    public static Tensor FromArray<T>(T[] data, int[]? shape = null, Device? device = null, bool requiresGrad = false) where T : unmanaged
+    public static Tensor FromArray<T>(T[] data, Shape? shape = null, Device? device = null, bool requiresGrad = false) where T : unmanaged
     {
-        shape ??= [data.Length];
-        if (Engine.Shape.Numel(shape) != data.Length)
-            throw new ShapeException("FromArray", $"shape {Engine.Shape.Format(shape)} needs {Engine.Shape.Numel(shape)} elements, got {data.Length}");
-        var t = Empty("FromArray", shape, DTypeOf<T>(), device);
+        var s = shape ?? new Shape(data.Length);
+        if (s.Numel() != data.Length)
+            throw new ShapeException("FromArray", $"shape {s} needs {s.Numel()} elements, got {data.Length}");
+        var t = Empty("FromArray", s, DTypeOf<T>(), device);
         t.Backend.CopyFromHost<T>(data, t.Storage);
         if (requiresGrad) t.RequiresGrad = true;
         return t;
@@ -54,10 +54,10 @@ public sealed partial class Tensor
     public static Tensor Scalar(double value, DType dtype = DType.Float32, Device? device = null) => Full([], value, dtype, device);
 
     /// <summary>A tensor filled with <paramref name="value"/>.</summary>
-    public static Tensor Full(int[] shape, double value, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) =>
+    public static Tensor Full(ReadOnlySpan<int> shape, double value, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) =>
         Full("Full", shape, value, dtype, device, requiresGrad);
 
-    static Tensor Full(string op, int[] shape, double value, DType dtype, Device? device, bool requiresGrad)
+    static Tensor Full(string op, ReadOnlySpan<int> shape, double value, DType dtype, Device? device, bool requiresGrad)
     {
         var t = Empty(op, shape, dtype, device);
         t.Backend.Fill(t.Storage, t.Layout, value);
@@ -66,10 +66,10 @@ public sealed partial class Tensor
     }
 
     /// <summary>A tensor of zeros.</summary>
-    public static Tensor Zeros(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full("Zeros", shape, 0, dtype, device, requiresGrad);
+    public static Tensor Zeros(ReadOnlySpan<int> shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full("Zeros", shape, 0, dtype, device, requiresGrad);
 
     /// <summary>A tensor of ones.</summary>
-    public static Tensor Ones(int[] shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full("Ones", shape, 1, dtype, device, requiresGrad);
+    public static Tensor Ones(ReadOnlySpan<int> shape, DType dtype = DType.Float32, Device? device = null, bool requiresGrad = false) => Full("Ones", shape, 1, dtype, device, requiresGrad);
 
     /// <summary>Zeros of this tensor's shape, dtype and device.</summary>
     public Tensor ZerosLike() => Zeros(Layout.Shape, DType, Device);

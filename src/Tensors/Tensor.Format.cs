@@ -81,7 +81,7 @@ public sealed partial class Tensor
         for (int i = 0; i < tokens.Length; i++) tokens[i] = tokens[i].PadLeft(width);
         if (rank == 0) return tokens[0];
         var sb = new StringBuilder();
-        AppendDim(sb, tokens, shape, elided, Engine.Shape.ContiguousStrides(shape), 0, 0, indent, width);
+        AppendDim(sb, tokens, shape, elided, Shape.ContiguousStrides(shape), 0, 0, indent, width);
         return sb.ToString();
     }
 
@@ -90,8 +90,8 @@ public sealed partial class Tensor
     T[] ReadSummarized<T>(bool[] elided, int[] shape) where T : unmanaged
     {
         int rank = Rank;
-        var outStrides = Engine.Shape.ContiguousStrides(shape);
-        var result = new T[Engine.Shape.Numel(shape)];
+        var outStrides = Shape.ContiguousStrides(shape);
+        var result = new T[Shape.Numel(shape)];
         int elidedDims = elided.Count(e => e);
         for (int mask = 0; mask < 1 << elidedDims; mask++)
         {

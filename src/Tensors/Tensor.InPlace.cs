@@ -42,7 +42,7 @@ public sealed partial class Tensor
         var rt = DTypes.ResultType(DType, Rank == 0, other.DType, other.Rank == 0);
         CheckWritable(op.Name + "InPlace", rt);
         if (other.Layout.TryBroadcastTo(Layout.Shape) is null) throw new ShapeException(op.Name + "InPlace",
-            $"output with shape {Engine.Shape.Format(Layout.Shape)} doesn't match the broadcast shape of {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)}");
+            $"output with shape {Shape.Format(Layout.Shape)} doesn't match the broadcast shape of {Shape.Format(Layout.Shape)} and {Shape.Format(other.Layout.Shape)}");
         if (!RequiresGrad && !other.RequiresGrad || !GradMode.IsEnabled)
         {
             // The common case (optimizer updates, no graph): one kernel writing straight into this tensor.
@@ -66,7 +66,7 @@ public sealed partial class Tensor
     {
         if (!ReferenceEquals(other.Storage, Storage)) return false;
         var l = other.Layout.TryBroadcastTo(Layout.Shape);
-        return l is null || l.Offset != Layout.Offset || !l.Strides.AsSpan().SequenceEqual(Layout.Strides);
+        return l is null || l.Offset != Layout.Offset || !l.Strides.SequenceEqual(Layout.Strides);
     }
 
     /// <summary>x += other (broadcast into x). Returns this.</summary>
@@ -147,7 +147,7 @@ public sealed partial class Tensor
     {
         CheckWritable("CopyInPlace", DType);
         if (source.Layout.TryBroadcastTo(Layout.Shape) is null)
-            throw new ShapeException("CopyInPlace", $"source {Engine.Shape.Format(source.Layout.Shape)} cannot be broadcast to {Engine.Shape.Format(Layout.Shape)}");
+            throw new ShapeException("CopyInPlace", $"source {Shape.Format(source.Layout.Shape)} cannot be broadcast to {Shape.Format(Layout.Shape)}");
         if (GradMode.IsEnabled && (RequiresGrad || source.RequiresGrad))
         {
             using var moved = source.To(Device);

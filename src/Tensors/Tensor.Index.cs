@@ -18,18 +18,18 @@ public sealed partial class Tensor
         const string op = "Gather";
         CheckSameDevice(op, this, index);
         CheckIndexType(op, index);
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         var xl = AtLeast1D(Layout);
         var il = AtLeast1D(index.Layout);
         if (il.Rank != xl.Rank)
-            throw new ShapeException(op, $"index {Engine.Shape.Format(index.Layout.Shape)} must have the same number of dims as the input {Describe()}");
+            throw new ShapeException(op, $"index {Shape.Format(index.Layout.Shape)} must have the same number of dims as the input {Describe()}");
         for (int k = 0; k < xl.Rank; k++)
             if (k != d && il.Shape[k] > xl.Shape[k])
-                throw new ShapeException(op, $"size does not match at dim {k}: expected index {Engine.Shape.Format(index.Layout.Shape)} to be no larger than the input {Engine.Shape.Format(Layout.Shape)} apart from dim {d}");
+                throw new ShapeException(op, $"size does not match at dim {k}: expected index {Shape.Format(index.Layout.Shape)} to be no larger than the input {Shape.Format(Layout.Shape)} apart from dim {d}");
         CheckIndexRange(op, index, d, xl.Shape[d]);
         var (outer, count, inner) = Split3(op, il.Shape, d);
         // The input seen at the index's extent in every dim but dim: a view, so the kernel's [outer, size, inner] lines up.
-        var xs = (int[])il.Shape.Clone();
+        var xs = il.Shape.ToArray();
         xs[d] = xl.Shape[d];
         var xv = new Layout(xs, xl.Strides, xl.Offset);
         using var idx = IndexAsInt64(op, index);
@@ -60,15 +60,15 @@ public sealed partial class Tensor
         CheckIndexType(op, index);
         if (source.DType != DType)
             throw new DTypeException(op, $"expected the source's dtype {source.DType.Name()} to equal the input's {DType.Name()}");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         var xl = AtLeast1D(Layout);
         var il = AtLeast1D(index.Layout);
         var sl = AtLeast1D(source.Layout);
         if (il.Rank != xl.Rank || sl.Rank != xl.Rank)
-            throw new ShapeException(op, $"index {Engine.Shape.Format(index.Layout.Shape)} and source {Engine.Shape.Format(source.Layout.Shape)} must have the same number of dims as the input {Describe()}");
+            throw new ShapeException(op, $"index {Shape.Format(index.Layout.Shape)} and source {Shape.Format(source.Layout.Shape)} must have the same number of dims as the input {Describe()}");
         for (int k = 0; k < xl.Rank; k++)
             if (il.Shape[k] > sl.Shape[k] || k != d && il.Shape[k] > xl.Shape[k])
-                throw new ShapeException(op, $"size does not match at dim {k}: expected index {Engine.Shape.Format(index.Layout.Shape)} to be no larger than the source {Engine.Shape.Format(source.Layout.Shape)}, and than the input {Engine.Shape.Format(Layout.Shape)} apart from dim {d}");
+                throw new ShapeException(op, $"size does not match at dim {k}: expected index {Shape.Format(index.Layout.Shape)} to be no larger than the source {Shape.Format(source.Layout.Shape)}, and than the input {Shape.Format(Layout.Shape)} apart from dim {d}");
         CheckIndexRange(op, index, d, xl.Shape[d]);
         var (outer, count, inner) = Split3(op, il.Shape, d);
         using var idx = IndexAsInt64(op, index);
@@ -77,11 +77,11 @@ public sealed partial class Tensor
         {
             // The kernel adds into a dense [outer, size, inner] block: the whole result when the index spans every
             // other dim, else a dense copy of the region it reaches, copied back afterwards.
-            var rs = (int[])il.Shape.Clone();
+            var rs = il.Shape.ToArray();
             rs[d] = xl.Shape[d];
             var yl = AtLeast1D(y.Layout);
             var region = new Layout(rs, yl.Strides, 0);
-            var sv = new Layout((int[])il.Shape.Clone(), sl.Strides, sl.Offset);
+            var sv = new Layout(il.Shape.ToArray(), sl.Strides, sl.Offset);
             if (rs.AsSpan().SequenceEqual(yl.Shape))
                 Backend.ScatterAdd(source.Storage, sv, idx.Storage, AtLeast1D(idx.Layout), y.Storage, outer, xl.Shape[d], count, inner);
             else
@@ -111,12 +111,12 @@ public sealed partial class Tensor
         CheckSameDevice(op, this, index);
         CheckIndexType(op, index);
         if (index.Rank > 1) throw new ShapeException(op, $"the index must be a vector, got {index.Describe()}");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         int n = checked((int)index.Numel);
         if (Rank == 0 && n != 1) throw new ShapeException(op, $"a 0-d input takes an index of one element, got {index.Describe()}");
         var xl = AtLeast1D(Layout);
         CheckIndexRange(op, index, d, xl.Shape[d]);
-        var ys = (int[])xl.Shape.Clone();
+        var ys = xl.Shape.ToArray();
         ys[d] = n;
         var (outer, _, inner) = Split3(op, ys, d);
         using var idx = IndexAsInt64(op, index);
@@ -148,14 +148,14 @@ public sealed partial class Tensor
         if (index.Rank > 1) throw new ShapeException(op, $"the index must be a vector, got {index.Describe()}");
         if (source.DType != DType)
             throw new DTypeException(op, $"expected the source's dtype {source.DType.Name()} to equal the input's {DType.Name()}");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         int n = checked((int)index.Numel);
         var xl = AtLeast1D(Layout);
         var sl = AtLeast1D(source.Layout);
-        var expect = (int[])xl.Shape.Clone();
+        var expect = xl.Shape.ToArray();
         expect[d] = n;
         if (!sl.Shape.AsSpan().SequenceEqual(expect))
-            throw new ShapeException(op, $"source {Engine.Shape.Format(source.Layout.Shape)} must be {Engine.Shape.Format(expect)}: the input {Engine.Shape.Format(Layout.Shape)} with dim {d} the index's length {n}");
+            throw new ShapeException(op, $"source {Shape.Format(source.Layout.Shape)} must be {Shape.Format(expect)}: the input {Shape.Format(Layout.Shape)} with dim {d} the index's length {n}");
         CheckIndexRange(op, index, d, xl.Shape[d]);
         var (outer, _, inner) = Split3(op, expect, d);
         using var idx = IndexAsInt64(op, index);
@@ -233,8 +233,8 @@ public sealed partial class Tensor
             dt = DTypes.Promote(dt, t.DType);
             if (first < 0 && !IsSkippedInCat(t)) first = i;
         }
-        var refShape = first < 0 ? [0] : tensors[first].Layout.Shape;
-        int d = Engine.Shape.NormalizeDim(dim, refShape.Length, op);
+        var refShape = first < 0 ? new Shape(0) : tensors[first].Layout.Shape;
+        int d = Shape.NormalizeDim(dim, refShape.Rank, op);
         long total = 0;
         var sizes = new int[tensors.Length];
         for (int i = 0; i < tensors.Length; i++)
@@ -242,15 +242,15 @@ public sealed partial class Tensor
             var t = tensors[i];
             if (first < 0 || IsSkippedInCat(t)) { sizes[i] = -1; continue; }
             var s = t.Layout.Shape;
-            if (s.Length != refShape.Length)
-                throw new ShapeException(op, $"tensors must have the same number of dims: tensor {first} is {Engine.Shape.Format(refShape)} but tensor {i} is {Engine.Shape.Format(s)}");
-            for (int k = 0; k < s.Length; k++)
+            if (s.Rank != refShape.Rank)
+                throw new ShapeException(op, $"tensors must have the same number of dims: tensor {first} is {Shape.Format(refShape)} but tensor {i} is {Shape.Format(s)}");
+            for (int k = 0; k < s.Rank; k++)
                 if (k != d && s[k] != refShape[k])
-                    throw new ShapeException(op, $"sizes of tensors must match except in dim {d}: expected size {refShape[k]} but got size {s[k]} in dim {k} for tensor {i} ({Engine.Shape.Format(refShape)} and {Engine.Shape.Format(s)})");
+                    throw new ShapeException(op, $"sizes of tensors must match except in dim {d}: expected size {refShape[k]} but got size {s[k]} in dim {k} for tensor {i} ({Shape.Format(refShape)} and {Shape.Format(s)})");
             sizes[i] = s[d];
             total += s[d];
         }
-        var shape = (int[])refShape.Clone();
+        var shape = refShape.ToArray();
         if (total > int.MaxValue)
             throw new ShapeException(op, $"the concatenated dim {d} would have {total} elements, more than a dim can hold ({int.MaxValue})");
         shape[d] = first < 0 ? 0 : (int)total;
@@ -285,9 +285,9 @@ public sealed partial class Tensor
         if (tensors.Length == 0) throw new ShapeException(op, "expected a non-empty list of tensors");
         var s0 = tensors[0].Layout.Shape;
         for (int i = 1; i < tensors.Length; i++)
-            if (!tensors[i].Layout.Shape.AsSpan().SequenceEqual(s0))
-                throw new ShapeException(op, $"expects each tensor to be equal size, but got {Engine.Shape.Format(s0)} at entry 0 and {Engine.Shape.Format(tensors[i].Layout.Shape)} at entry {i}");
-        int d = Engine.Shape.NormalizeDim(dim, s0.Length + 1, op);
+            if (tensors[i].Layout.Shape != s0)
+                throw new ShapeException(op, $"expects each tensor to be equal size, but got {Shape.Format(s0)} at entry 0 and {Shape.Format(tensors[i].Layout.Shape)} at entry {i}");
+        int d = Shape.NormalizeDim(dim, s0.Rank + 1, op);
         var parts = new Tensor[tensors.Length];
         try
         {
@@ -308,7 +308,7 @@ public sealed partial class Tensor
     {
         const string op = "Split";
         if (Rank == 0) throw new ShapeException(op, "expects at least a 1-dimensional tensor");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         int size = Layout.Shape[d];
         if (splitSize < 0 || splitSize == 0 && size != 0)
             throw new ShapeException(op, $"split size must be positive (0 only for an empty dim), got {splitSize} for dim {d} of size {size}");
@@ -324,7 +324,7 @@ public sealed partial class Tensor
         const string op = "Split";
         ArgumentNullException.ThrowIfNull(sizes);
         if (Rank == 0) throw new ShapeException(op, "expects at least a 1-dimensional tensor");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         long sum = 0;
         foreach (var s in sizes)
         {
@@ -346,7 +346,7 @@ public sealed partial class Tensor
         const string op = "Chunk";
         if (Rank == 0) throw new ShapeException(op, "expects at least a 1-dimensional tensor");
         if (chunks <= 0) throw new ShapeException(op, $"expects the number of chunks to be greater than 0, got {chunks}");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         int size = Layout.Shape[d];
         if (size == 0) return Pieces(d, new int[chunks]);
         return Split((size + chunks - 1) / chunks, d);
@@ -427,7 +427,7 @@ public sealed partial class Tensor
     static Layout AtLeast1D(Layout l) => l.Rank == 0 ? new Layout([1], [0], l.Offset) : l;
 
     // A 1-D index laid out at `shape`, varying along dim d only (stride 0 elsewhere).
-    static Layout AlongDim(Tensor index, int[] shape, int d)
+    static Layout AlongDim(Tensor index, ReadOnlySpan<int> shape, int d)
     {
         var st = new long[shape.Length];
         st[d] = index.Rank == 1 ? index.Layout.Strides[0] : 0;
@@ -435,13 +435,13 @@ public sealed partial class Tensor
     }
 
     // (outer, count, inner) of a shape around dim d.
-    static (int, int, int) Split3(string op, int[] shape, int d)
+    static (int, int, int) Split3(string op, ReadOnlySpan<int> shape, int d)
     {
         long outer = 1, inner = 1;
         for (int k = 0; k < d; k++) outer *= shape[k];
         for (int k = d + 1; k < shape.Length; k++) inner *= shape[k];
         if (outer > int.MaxValue || inner > int.MaxValue)
-            throw new ShapeException(op, $"shape {Engine.Shape.Format(shape)} is too large around dim {d}");
+            throw new ShapeException(op, $"shape {Shape.Format(shape)} is too large around dim {d}");
         return ((int)outer, shape[d], (int)inner);
     }
 
@@ -478,11 +478,11 @@ public sealed partial class Tensor
             if (!NeedsGrad(1)) return [grad, null];
             var source = Input(1).Shape;
             var g = grad.Gather(_dim, _index.Value);
-            for (int d = 0; d < source.Length; d++)
+            for (int d = 0; d < source.Rank; d++)
             {
                 int have = g.Layout.Shape[d];
                 if (have == source[d]) continue;
-                var padShape = g.Shape;
+                var padShape = g.Shape.ToArray();
                 padShape[d] = source[d] - have;
                 g = Cat([g, Zeros(padShape, g.DType, g.Device)], d);
             }

@@ -102,7 +102,7 @@ public sealed partial class Tensor
         var (rows, cols) = CheckCrossEntropy(op, logits, target, labelSmoothing);
         CheckSameDevice(op, logits, dloss);
         if (!dloss.Layout.Shape.AsSpan().SequenceEqual(target.Layout.Shape))
-            throw new ShapeException(op, $"dloss {dloss.Describe()} must have the target's shape {Engine.Shape.Format(target.Layout.Shape)}");
+            throw new ShapeException(op, $"dloss {dloss.Describe()} must have the target's shape {Shape.Format(target.Layout.Shape)}");
         var acc = logits.DType == DType.Float64 ? DType.Float64 : DType.Float32;
         using var xd = ClassLastDense(logits);
         using var td = target.DenseRows(DType.Int64);
@@ -191,7 +191,7 @@ public sealed partial class Tensor
         if (logits.Rank == 0) throw new ShapeException(op, $"logits must have a class dim, got {logits.Describe()} (target {target.Describe()})");
         int[] expected = logits.Rank == 1 ? [] : [ls[0], .. ls[2..]];
         if (!target.Layout.Shape.AsSpan().SequenceEqual(expected))
-            throw new ShapeException(op, $"logits {Engine.Shape.Format(ls)} and target {Engine.Shape.Format(target.Layout.Shape)} do not match: expected a target of shape {Engine.Shape.Format(expected)}");
+            throw new ShapeException(op, $"logits {Shape.Format(ls)} and target {Shape.Format(target.Layout.Shape)} do not match: expected a target of shape {Shape.Format(expected)}");
         long rows = target.Numel;
         if (rows > int.MaxValue) throw new ShapeException(op, $"too many samples ({rows}) in {target.Describe()}");
         return ((int)rows, logits.Rank == 1 ? ls[0] : ls[1]);

@@ -16,11 +16,11 @@ public sealed partial class Tensor
         if (AutocastDispatch.TryAutocast(typeof(MatMulBackward), this, other, out var ac)) using (ac) return ac[0].MatMul(ac[1]);
         CheckSameDevice(op, this, other);
         if (Rank == 0 || other.Rank == 0)
-            throw new ShapeException(op, $"both arguments to MatMul need to be at least 1-D, got {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)}");
+            throw new ShapeException(op, $"both arguments to MatMul need to be at least 1-D, got {Shape.Format(Layout.Shape)} and {Shape.Format(other.Layout.Shape)}");
         int k = Layout.Shape[^1];
         int kb = other.Rank == 1 ? other.Layout.Shape[0] : other.Layout.Shape[^2];
         if (k != kb)
-            throw new ShapeException(op, $"shapes {Engine.Shape.Format(Layout.Shape)} and {Engine.Shape.Format(other.Layout.Shape)} cannot be multiplied ({k} != {kb})");
+            throw new ShapeException(op, $"shapes {Shape.Format(Layout.Shape)} and {Shape.Format(other.Layout.Shape)} cannot be multiplied ({k} != {kb})");
         var dt = DTypes.Promote(DType, other.DType);
         if (dt == DType.Bool) dt = DType.Int64;
         var a = DType == dt ? this : To(dt);
@@ -84,15 +84,15 @@ public sealed partial class Tensor
         int m = al.Shape[^2], k = al.Shape[^1], n = bl.Shape[^1];
         var batchA = al.Shape[..^2];
         var batchB = bl.Shape[..^2];
-        var batch = Engine.Shape.Broadcast(batchA, batchB, "MatMul");
+        var batch = Shape.Broadcast(batchA, batchB, "MatMul");
         // Result shape: the broadcast batch, then m unless a was 1-D, then n unless b was 1-D.
         var outShape = new List<int>(batch);
         if (a.Rank > 1) outShape.Add(m);
         if (b.Rank > 1) outShape.Add(n);
         // The GEMM contract counts batches and folded rows in 32 bits.
-        long batches = Engine.Shape.Numel(batch), rowsAll = Engine.Shape.Numel(al.Shape) / Math.Max(k, 1);
+        long batches = Shape.Numel(batch), rowsAll = Shape.Numel(al.Shape) / Math.Max(k, 1);
         if (batches > int.MaxValue || bl.Rank == 2 && rowsAll > int.MaxValue)
-            throw new ShapeException("MatMul", $"shapes {Engine.Shape.Format(a.Layout.Shape)} and {Engine.Shape.Format(b.Layout.Shape)} make {(bl.Rank == 2 ? rowsAll : batches)} {(bl.Rank == 2 ? "rows" : "batches")}, more than one product takes ({int.MaxValue})");
+            throw new ShapeException("MatMul", $"shapes {Shape.Format(a.Layout.Shape)} and {Shape.Format(b.Layout.Shape)} make {(bl.Rank == 2 ? rowsAll : batches)} {(bl.Rank == 2 ? "rows" : "batches")}, more than one product takes ({int.MaxValue})");
 
         Layout a3, b3;
         int nb;
@@ -107,7 +107,6 @@ public sealed partial class Tensor
                 {
                     aCopy = a.CastCopy(a.DType, a.Device);
                     folded = Layout.Contiguous([(int)rowsAll, k]);
-                    folded = new Layout(folded.Shape, folded.Strides, 0);
                 }
                 int rows = folded.Shape[0];
                 a3 = new Layout([1, rows, k], [0, folded.Strides[0], folded.Strides[1]], folded.Offset);

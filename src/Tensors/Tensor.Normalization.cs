@@ -11,7 +11,7 @@ public sealed partial class Tensor
     /// <paramref name="normalizedShape"/> and this tensor's dtype. One fused kernel; statistics in float64.
     /// Recorded as <see cref="LayerNormBackward"/>.
     /// </summary>
-    public Tensor LayerNorm(int[] normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5) =>
+    public Tensor LayerNorm(ReadOnlySpan<int> normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5) =>
         NormForward("LayerNorm", normalizedShape, weight, bias, eps, rms: false);
 
     /// <summary>
@@ -19,7 +19,7 @@ public sealed partial class Tensor
     /// y = x/√(mean(x²) + eps)·weight. A null <paramref name="eps"/> is the machine epsilon of the dtype, as
     /// PyTorch's (2⁻²³ for float32, 2⁻⁵² for float64, 2⁻¹⁰ for float16, 2⁻⁷ for bfloat16). Recorded as <see cref="RmsNormBackward"/>.
     /// </summary>
-    public Tensor RmsNorm(int[] normalizedShape, Tensor? weight = null, double? eps = null) =>
+    public Tensor RmsNorm(ReadOnlySpan<int> normalizedShape, Tensor? weight = null, double? eps = null) =>
         NormForward("RmsNorm", normalizedShape, weight, null, eps, rms: true);
 
     /// <summary>The machine epsilon of a floating dtype (the gap between 1 and the next value), as <c>torch.finfo(dtype).eps</c>.</summary>
@@ -32,7 +32,7 @@ public sealed partial class Tensor
         _ => throw new DTypeException("MachineEpsilon", $"{dtype.Name()} is not a floating point type"),
     };
 
-    Tensor NormForward(string op, int[] normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms)
+    Tensor NormForward(string op, ReadOnlySpan<int> normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms)
     {
         if (AutocastDispatch.TryAutocast(rms ? typeof(RmsNormBackward) : typeof(LayerNormBackward), this, weight, bias, out var ac))
             using (ac) return ac[0].NormForward(op, normalizedShape, ac.Optional(1), ac.Optional(2), eps, rms);
@@ -123,7 +123,7 @@ public sealed partial class Tensor
         string op = rms ? "RmsNormBackward" : "LayerNormBackward";
         x.CheckFloating(op);
         CheckSameDevice(op, x, dy);
-        if (!x.Layout.Shape.AsSpan().SequenceEqual(dy.Layout.Shape))
+        if (x.Layout.Shape != dy.Layout.Shape)
             throw new ShapeException(op, $"the input {x.Describe()} and the output gradient {dy.Describe()} must have one shape");
         if (normalizedDims < 1 || normalizedDims > x.Rank)
             throw new ShapeException(op, $"normalizedDims {normalizedDims} is out of range for {x.Describe()}");
@@ -154,22 +154,22 @@ public sealed partial class Tensor
         return (dx, dw, db);
     }
 
-    int CheckNormalizedShape(string op, int[] normalizedShape)
+    int CheckNormalizedShape(string op, ReadOnlySpan<int> normalizedShape)
     {
         int k = normalizedShape.Length;
         if (k == 0) throw new ShapeException(op, "normalizedShape must have at least one dim");
-        if (k > Rank || !Layout.Shape.AsSpan(Rank - k).SequenceEqual(normalizedShape))
-            throw new ShapeException(op, $"given normalizedShape {Engine.Shape.Format(normalizedShape)}, expected an input of shape [*, {string.Join(", ", normalizedShape)}], got {Describe()}");
+        if (k > Rank || !Layout.Shape.AsSpan()[(Rank - k)..].SequenceEqual(normalizedShape))
+            throw new ShapeException(op, $"given normalizedShape {Shape.Format(normalizedShape)}, expected an input of shape [*, {string.Join(", ", normalizedShape.ToArray())}], got {Describe()}");
         return k;
     }
 
-    void CheckNormParameter(string op, string name, Tensor? p, int[] normalizedShape) => CheckNormParameter(op, name, p, normalizedShape, this);
+    void CheckNormParameter(string op, string name, Tensor? p, ReadOnlySpan<int> normalizedShape) => CheckNormParameter(op, name, p, normalizedShape, this);
 
-    static void CheckNormParameter(string op, string name, Tensor? p, int[] normalizedShape, Tensor x)
+    static void CheckNormParameter(string op, string name, Tensor? p, ReadOnlySpan<int> normalizedShape, Tensor x)
     {
         if (p is null) return;
         if (!p.Layout.Shape.AsSpan().SequenceEqual(normalizedShape))
-            throw new ShapeException(op, $"{name} {p.Describe()} must have the normalized shape {Engine.Shape.Format(normalizedShape)}");
+            throw new ShapeException(op, $"{name} {p.Describe()} must have the normalized shape {Shape.Format(normalizedShape)}");
         if (p.DType != x.DType)
             throw new DTypeException(op, $"{name} {p.Describe()} must have the input's dtype {x.DType.Name()}");
         CheckSameDevice(op, x, p);

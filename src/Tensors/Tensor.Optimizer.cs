@@ -11,7 +11,7 @@ public sealed partial class Tensor
         if (!t.IsContiguous || t.Layout.Offset != 0 || t.Storage.Count != t.Numel)
             throw new ShapeException(op, $"{name} must be a whole contiguous tensor, got {t.Layout}");
         if (!t.Layout.Shape.AsSpan().SequenceEqual(param.Layout.Shape))
-            throw new ShapeException(op, $"{name} {Engine.Shape.Format(t.Layout.Shape)} does not match the parameter {Engine.Shape.Format(param.Layout.Shape)}");
+            throw new ShapeException(op, $"{name} {Shape.Format(t.Layout.Shape)} does not match the parameter {Shape.Format(param.Layout.Shape)}");
         if (sameDType && t.DType != param.DType)
             throw new DTypeException(op, $"{name} is {t.DType.Name()}, the parameter {param.DType.Name()}");
         if (!t.DType.IsFloatingPoint()) throw new DTypeException(op, $"{name} must be floating point, got {t.DType.Name()}");

@@ -6,7 +6,7 @@ public sealed partial class Tensor
 {
     // ---- random creation: Philox4x32-10 through IBackend.Random; a draw of n elements advances the generator by ⌈n/4⌉ ----
 
-    static void CheckRandomShape(string op, int[] shape) => Engine.Shape.CheckedNumel(shape, op);
+    static void CheckRandomShape(string op, ReadOnlySpan<int> shape) => Shape.CheckedNumel(shape, op);
 
     static void CheckRandomDType(string op, DType dtype)
     {
@@ -26,7 +26,7 @@ public sealed partial class Tensor
     }
 
     // A fresh contiguous tensor filled by the backend: uniform in [a, b), or normal with mean a and std b.
-    static Tensor RandomTensor(string op, int[] shape, DType dtype, Device? device, Generator? generator, bool normal, double a, double b, bool requiresGrad)
+    static Tensor RandomTensor(string op, ReadOnlySpan<int> shape, DType dtype, Device? device, Generator? generator, bool normal, double a, double b, bool requiresGrad)
     {
         CheckRandomShape(op, shape);
         CheckRandomDType(op, dtype);
@@ -41,22 +41,22 @@ public sealed partial class Tensor
     }
 
     /// <summary>Uniform samples in [0, 1) (as <c>torch.rand</c>). Half types draw on their own significand grid, so never 1.</summary>
-    public static Tensor Rand(int[] shape, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false) =>
+    public static Tensor Rand(ReadOnlySpan<int> shape, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false) =>
         RandomTensor("Rand", shape, dtype, device, generator, false, 0, 1, requiresGrad);
 
     /// <summary>Standard normal samples (as <c>torch.randn</c>), by Box–Muller over Philox words.</summary>
-    public static Tensor Randn(int[] shape, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false) =>
+    public static Tensor Randn(ReadOnlySpan<int> shape, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false) =>
         RandomTensor("Randn", shape, dtype, device, generator, true, 0, 1, requiresGrad);
 
     /// <summary>Uniform samples in [<paramref name="low"/>, <paramref name="high"/>) (as <c>torch.empty(...).uniform_(low, high)</c>).</summary>
-    public static Tensor Uniform(int[] shape, double low, double high, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false)
+    public static Tensor Uniform(ReadOnlySpan<int> shape, double low, double high, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false)
     {
         CheckUniformRange("Uniform", low, high);
         return RandomTensor("Uniform", shape, dtype, device, generator, false, low, high, requiresGrad);
     }
 
     /// <summary>Normal samples with the given mean and standard deviation (as <c>torch.normal(mean, std, size)</c>).</summary>
-    public static Tensor Normal(int[] shape, double mean, double std, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false)
+    public static Tensor Normal(ReadOnlySpan<int> shape, double mean, double std, DType dtype = DType.Float32, Device? device = null, Generator? generator = null, bool requiresGrad = false)
     {
         CheckNormalArgs("Normal", mean, std);
         return RandomTensor("Normal", shape, dtype, device, generator, true, mean, std, requiresGrad);
@@ -67,7 +67,7 @@ public sealed partial class Tensor
     /// + low from 32-bit float64 uniforms u, clamped to high − 1. Differs from PyTorch: with 32-bit uniforms a range
     /// wider than 2³² does not reach every integer, and the values are exact only below 2⁵³.
     /// </summary>
-    public static Tensor RandInt(long low, long high, int[] shape, DType dtype = DType.Int64, Device? device = null, Generator? generator = null)
+    public static Tensor RandInt(long low, long high, ReadOnlySpan<int> shape, DType dtype = DType.Int64, Device? device = null, Generator? generator = null)
     {
         const string op = "RandInt";
         if (low >= high) throw new EngineException(op, $"expects 'low' to be less than 'high', but got low={low} >= high={high}");

@@ -22,7 +22,7 @@ public sealed partial class Tensor
         var seen = new bool[Math.Max(Rank, 1)];
         foreach (var d in dims)
         {
-            int n = Engine.Shape.NormalizeDim(d, Rank, op);
+            int n = Shape.NormalizeDim(d, Rank, op);
             if (seen[n]) throw new ShapeException(op, $"dim {n} appears multiple times in the list of dims [{string.Join(", ", dims)}]");
             seen[n] = true;
         }
@@ -135,12 +135,12 @@ public sealed partial class Tensor
     /// has beyond <paramref name="shape"/> and over the dims where <paramref name="shape"/> has size 1 but this tensor
     /// does not — the backward of broadcasting. A new handle on the same data when the shapes already match.
     /// </summary>
-    public Tensor SumToSize(params int[] shape)
+    public Tensor SumToSize(params ReadOnlySpan<int> shape)
     {
         var g = Layout.Shape;
-        int lead = g.Length - shape.Length;
+        int lead = g.Rank - shape.Length;
         if (lead < 0)
-            throw new ShapeException("SumToSize", $"cannot sum {Describe()} to the larger-rank shape {Engine.Shape.Format(shape)}");
+            throw new ShapeException("SumToSize", $"cannot sum {Describe()} to the larger-rank shape {Shape.Format(shape)}");
         var dims = new List<int>();
         for (int i = 0; i < lead; i++) dims.Add(i);
         for (int i = 0; i < shape.Length; i++)
@@ -148,7 +148,7 @@ public sealed partial class Tensor
             int have = g[lead + i];
             if (have == shape[i]) continue;
             if (shape[i] != 1)
-                throw new ShapeException("SumToSize", $"shape {Engine.Shape.Format(shape)} is not expandable to {Describe()} (dim {i}: {shape[i]} vs {have})");
+                throw new ShapeException("SumToSize", $"shape {Shape.Format(shape)} is not expandable to {Describe()} (dim {i}: {shape[i]} vs {have})");
             dims.Add(lead + i);
         }
         if (dims.Count == 0) return Reshape(shape);
@@ -157,14 +157,14 @@ public sealed partial class Tensor
     }
 
     /// <summary>The input shape with the reduced dims set to 1: where a reduction's gradient broadcasts from.</summary>
-    static int[] KeptShape(int[] input, int[] dims)
+    static int[] KeptShape(ReadOnlySpan<int> input, int[] dims)
     {
-        var s = (int[])input.Clone();
+        var s = input.ToArray();
         foreach (var d in dims) s[d] = 1;
         return s;
     }
 
-    static long Count(int[] input, int[] dims)
+    static long Count(ReadOnlySpan<int> input, int[] dims)
     {
         long n = 1;
         foreach (var d in dims) n *= input[d];
@@ -255,10 +255,10 @@ public sealed partial class Tensor
         protected internal override Tensor?[] Backward(Tensor grad)
         {
             var shape = Input(0).Shape;
-            if (shape.Length == 0) return [grad];
+            if (shape.Rank == 0) return [grad];
             int dim = _dims[0];
             var kept = KeptShape(shape, _dims);
-            var positionsShape = new int[shape.Length - dim];
+            var positionsShape = new int[shape.Rank - dim];
             Array.Fill(positionsShape, 1);
             positionsShape[0] = shape[dim];
             var hit = Arange(shape[dim], grad.Device).Reshape(positionsShape).Eq(_indices.Value.Reshape(kept));

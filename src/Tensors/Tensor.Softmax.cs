@@ -22,7 +22,7 @@ public sealed partial class Tensor
         string op = log ? "LogSoftmax" : "Softmax";
         if (AutocastDispatch.TryAutocast(log ? typeof(LogSoftmaxBackward) : typeof(SoftmaxBackward), this, out var ac)) using (ac) return ac[0].SoftmaxForward(dim, log);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {Describe()}");
-        int d = Engine.Shape.NormalizeDim(dim, Rank, op);
+        int d = Shape.NormalizeDim(dim, Rank, op);
         using var xd = DimLastDense(this, d, DType);
         var (rows, cols) = RowsCols(op, xd);
         var ym = Empty(op, xd.Layout.Shape, DType, Device);
@@ -69,7 +69,7 @@ public sealed partial class Tensor
         CheckSameDevice(op, y, dy);
         if (!y.Layout.Shape.AsSpan().SequenceEqual(dy.Layout.Shape))
             throw new ShapeException(op, $"the output {y.Describe()} and its gradient {dy.Describe()} must have one shape");
-        int d = Engine.Shape.NormalizeDim(dim, y.Rank, op);
+        int d = Shape.NormalizeDim(dim, y.Rank, op);
         using var yd = DimLastDense(y, d, y.DType);
         using var gd = DimLastDense(dy, d, y.DType);
         var (rows, cols) = RowsCols(op, yd);

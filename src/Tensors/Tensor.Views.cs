@@ -96,7 +96,7 @@ public sealed partial class Tensor
     /// <summary>Swaps two dims (a view).</summary>
     public Tensor Transpose(int dim0, int dim1)
     {
-        int a = Engine.Shape.NormalizeDim(dim0, Rank, "Transpose"), b = Engine.Shape.NormalizeDim(dim1, Rank, "Transpose");
+        int a = Shape.NormalizeDim(dim0, Rank, "Transpose"), b = Shape.NormalizeDim(dim1, Rank, "Transpose");
         if (Rank == 0) return NewView(Layout).RecordIdentity(this);
         var v = NewView(Layout.Transpose(a, b));
         return ShouldRecord(this) ? v.Record(new TransposeBackward(a, b), this) : v;
@@ -113,7 +113,7 @@ public sealed partial class Tensor
         var seen = new bool[Rank];
         for (int i = 0; i < Rank; i++)
         {
-            perm[i] = Engine.Shape.NormalizeDim(dims[i], Rank, "Permute");
+            perm[i] = Shape.NormalizeDim(dims[i], Rank, "Permute");
             if (seen[perm[i]]) throw new ShapeException("Permute", $"repeated dim in [{string.Join(", ", dims)}]");
             seen[perm[i]] = true;
         }
@@ -124,7 +124,7 @@ public sealed partial class Tensor
     /// <summary>Elements [start, start+length) of a dim (a view), as <c>torch.narrow</c>.</summary>
     public Tensor Narrow(int dim, int start, int length)
     {
-        int d = Engine.Shape.NormalizeDim(dim, Rank, "Narrow");
+        int d = Shape.NormalizeDim(dim, Rank, "Narrow");
         int size = Layout.Shape[d];
         if (start < 0) start += size;
         if (start < 0 || length < 0 || start + length > size)
@@ -136,7 +136,7 @@ public sealed partial class Tensor
     /// <summary>Elements start, start+step, ... below end of a dim (a view), as Python's <c>x[start:end:step]</c>; bounds are clamped.</summary>
     public Tensor Slice(int dim, int start, int end, int step = 1)
     {
-        int d = Engine.Shape.NormalizeDim(dim, Rank, "Slice");
+        int d = Shape.NormalizeDim(dim, Rank, "Slice");
         if (step <= 0) throw new ShapeException("Slice", $"slice step must be positive, got {step}");
         int size = Layout.Shape[d];
         if (start < 0) start += size;
@@ -150,7 +150,7 @@ public sealed partial class Tensor
     /// <summary>Fixes one dim at an index, removing it (a view), as <c>torch.select</c>.</summary>
     public Tensor Select(int dim, int index)
     {
-        int d = Engine.Shape.NormalizeDim(dim, Rank, "Select");
+        int d = Shape.NormalizeDim(dim, Rank, "Select");
         if (Rank == 0) throw new ShapeException("Select", "cannot index a 0-d tensor");
         int size = Layout.Shape[d];
         if (index < -size || index >= size)
@@ -163,7 +163,7 @@ public sealed partial class Tensor
     /// <summary>Inserts a size-1 dim at <paramref name="dim"/> (a view; dim may equal the rank).</summary>
     public Tensor Unsqueeze(int dim)
     {
-        int d = Engine.Shape.NormalizeDim(dim, Rank + 1, "Unsqueeze");
+        int d = Shape.NormalizeDim(dim, Rank + 1, "Unsqueeze");
         return NewView(Layout.Unsqueeze(d)).RecordReshape(this);
     }
 
@@ -174,23 +174,23 @@ public sealed partial class Tensor
     public Tensor Squeeze(int dim)
     {
         if (Rank == 0) return NewView(Layout).RecordIdentity(this);
-        int d = Engine.Shape.NormalizeDim(dim, Rank, "Squeeze");
+        int d = Shape.NormalizeDim(dim, Rank, "Squeeze");
         return NewView(Layout.Squeeze([d])).RecordReshape(this);
     }
 
     /// <summary>The same elements under a new shape, without copying; one dim may be −1. Throws when the strides do not allow a view (use <see cref="Reshape"/>).</summary>
-    public Tensor View(params int[] shape)
+    public Tensor View(params ReadOnlySpan<int> shape)
     {
-        var s = Engine.Shape.Infer(shape, Numel, "View");
+        var s = Shape.Own(Shape.Infer(shape, Numel, "View"));
         var l = Layout.TryView(s) ?? throw new ShapeException("View",
-            $"view size {Engine.Shape.Format(s)} is not compatible with input tensor's size and stride ({Layout}); use Reshape instead");
+            $"view size {Shape.Format(s)} is not compatible with input tensor's size and stride ({Layout}); use Reshape instead");
         return NewView(l).RecordReshape(this);
     }
 
     /// <summary>The same elements under a new shape: a view when possible, a copy otherwise (as <c>torch.reshape</c>).</summary>
-    public Tensor Reshape(params int[] shape)
+    public Tensor Reshape(params ReadOnlySpan<int> shape)
     {
-        var s = Engine.Shape.Infer(shape, Numel, "Reshape");
+        var s = Shape.Own(Shape.Infer(shape, Numel, "Reshape"));
         var l = Layout.TryView(s);
         if (l is not null) return NewView(l).RecordReshape(this);
         using var c = CastCopy(DType, Device, "Reshape");
@@ -201,7 +201,7 @@ public sealed partial class Tensor
     public Tensor Flatten(int startDim = 0, int endDim = -1)
     {
         if (Rank == 0) return Reshape(1);
-        int s = Engine.Shape.NormalizeDim(startDim, Rank, "Flatten"), e = Engine.Shape.NormalizeDim(endDim, Rank, "Flatten");
+        int s = Shape.NormalizeDim(startDim, Rank, "Flatten"), e = Shape.NormalizeDim(endDim, Rank, "Flatten");
         if (s > e) throw new ShapeException("Flatten", $"startDim {startDim} cannot come after endDim {endDim}");
         var shape = new List<int>();
         for (int i = 0; i < s; i++) shape.Add(Layout.Shape[i]);
@@ -215,20 +215,20 @@ public sealed partial class Tensor
     }
 
     /// <summary>Broadcasts size-1 dims (and new leading dims) to <paramref name="shape"/> without copying; −1 keeps a dim.</summary>
-    public Tensor Expand(params int[] shape)
+    public Tensor Expand(params ReadOnlySpan<int> shape)
     {
-        var target = (int[])shape.Clone();
+        var target = shape.ToArray();
         int lead = target.Length - Rank;
         for (int i = 0; i < target.Length; i++)
             if (target[i] == -1)
             {
-                if (i < lead) throw new ShapeException("Expand", $"-1 is not allowed in a leading, non-existing dimension of {Engine.Shape.Format(shape)}");
+                if (i < lead) throw new ShapeException("Expand", $"-1 is not allowed in a leading, non-existing dimension of {Shape.Format(shape)}");
                 target[i] = Layout.Shape[i - lead];
             }
-            else if (target[i] < 0) throw new ShapeException("Expand", $"invalid size {target[i]} in {Engine.Shape.Format(shape)}");
-        Engine.Shape.CheckedNumel(target, "Expand"); // a view too must have a countable number of elements
+            else if (target[i] < 0) throw new ShapeException("Expand", $"invalid size {target[i]} in {Shape.Format(shape)}");
+        Shape.CheckedNumel(target, "Expand"); // a view too must have a countable number of elements
         var l = Layout.TryBroadcastTo(target) ?? throw new ShapeException("Expand",
-            $"the expanded size {Engine.Shape.Format(target)} must match the existing size {Engine.Shape.Format(Layout.Shape)} at non-singleton dims");
+            $"the expanded size {Shape.Format(target)} must match the existing size {Shape.Format(Layout.Shape)} at non-singleton dims");
         var v = NewView(l);
         return ShouldRecord(this) ? v.Record(new ExpandBackward(), this) : v;
     }

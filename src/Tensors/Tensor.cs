@@ -44,8 +44,8 @@ public sealed partial class Tensor : IDisposable
 
     internal IBackend Backend => BackendRegistry.Get(Storage.Device);
 
-    /// <summary>A copy of the shape.</summary>
-    public int[] Shape => (int[])Layout.Shape.Clone();
+    /// <summary>The shape, as <c>torch.Size</c>: immutable, so no copy is made.</summary>
+    public Shape Shape => Layout.Shape;
 
     /// <summary>Number of dims.</summary>
     public int Rank => Layout.Rank;
@@ -56,7 +56,7 @@ public sealed partial class Tensor : IDisposable
     /// <summary>The extent of one dim (negative dims count from the end).</summary>
     public int Size(int dim) => Rank == 0
         ? throw new ShapeException("Size", $"dimension specified as {dim} but the tensor has no dimensions")
-        : Layout.Shape[Engine.Shape.NormalizeDim(dim, Rank, "Size")];
+        : Layout.Shape[Shape.NormalizeDim(dim, Rank, "Size")];
 
     /// <summary>True when the elements are dense and row-major.</summary>
     public bool IsContiguous => Layout.IsContiguous;
@@ -131,7 +131,7 @@ public sealed partial class Tensor : IDisposable
         var s = Interlocked.Exchange(ref _storage, null);
         if (s is null) return;
         if (_creation is not null)
-            EngineDiagnostics.ReportLeak($"{Engine.Shape.Format(Layout.Shape)} {s.DType.Name()} on {s.Device} ({s.ByteLength} bytes of storage)", _creation);
+            EngineDiagnostics.ReportLeak($"{Shape.Format(Layout.Shape)} {s.DType.Name()} on {s.Device} ({s.ByteLength} bytes of storage)", _creation);
         s.Release();
     }
 
@@ -181,20 +181,20 @@ public sealed partial class Tensor : IDisposable
     // ---- construction helpers used by every op ----
 
     /// <summary>
-    /// A new contiguous tensor with unspecified contents. A shape past <see cref="Engine.Shape.MaxBytes"/> bytes throws a
+    /// A new contiguous tensor with unspecified contents. A shape past <see cref="Shape.MaxBytes"/> bytes throws a
     /// <see cref="ShapeException"/>; memory the device cannot give throws an <see cref="EngineOutOfMemoryException"/>.
     /// </summary>
-    public static Tensor Empty(int[] shape, DType dtype = DType.Float32, Device? device = null) => Empty("Empty", shape, dtype, device);
+    public static Tensor Empty(ReadOnlySpan<int> shape, DType dtype = DType.Float32, Device? device = null) => Empty("Empty", shape, dtype, device);
 
     /// <summary>
-    /// <see cref="Empty(int[], DType, Device?)"/> on behalf of <paramref name="op"/>: every allocation of the engine
+    /// <see cref="Empty(ReadOnlySpan{int}, DType, Device?)"/> on behalf of <paramref name="op"/>: every allocation of the engine
     /// comes here, so a size that overflows or memory that runs out is reported under the name of the op the user
     /// called, with the shape, dtype, device and bytes, and nothing stays allocated or counted.
     /// </summary>
-    internal static Tensor Empty(string op, int[] shape, DType dtype, Device? device)
+    internal static Tensor Empty(string op, ReadOnlySpan<int> shape, DType dtype, Device? device)
     {
-        long count = Engine.Shape.CheckedNumel(shape, op);
-        long bytes = Engine.Shape.CheckedByteLength(count, shape, dtype, op);
+        long count = Shape.CheckedNumel(shape, op);
+        long bytes = Shape.CheckedByteLength(count, shape, dtype, op);
         var dev = device ?? Device.Cpu;
         var backend = BackendRegistry.Get(dev);
         Storage storage;
@@ -206,9 +206,9 @@ public sealed partial class Tensor : IDisposable
         {
             var why = e is EngineException ee && e.Message.StartsWith(ee.Op + ": ", StringComparison.Ordinal) ? e.Message[(ee.Op.Length + 2)..] : e.Message;
             throw new EngineOutOfMemoryException(op,
-                $"out of memory for a tensor of shape {Engine.Shape.Format(shape)}, dtype {dtype.Name()} on {dev}: {bytes} bytes ({FormatBytes(bytes)}) ({why})", e);
+                $"out of memory for a tensor of shape {Shape.Format(shape)}, dtype {dtype.Name()} on {dev}: {bytes} bytes ({FormatBytes(bytes)}) ({why})", e);
         }
-        return new Tensor(storage, Layout.Contiguous((int[])shape.Clone()));
+        return new Tensor(storage, Layout.Contiguous(new Shape(shape)));
     }
 
     static string FormatBytes(long bytes) =>
@@ -232,8 +232,8 @@ public sealed partial class Tensor : IDisposable
     internal void CheckFloating(string op)
     {
         if (!DType.IsFloatingPoint())
-            throw new DTypeException(op, $"expected a floating point tensor, got {DType.Name()} {Engine.Shape.Format(Layout.Shape)}");
+            throw new DTypeException(op, $"expected a floating point tensor, got {DType.Name()} {Shape.Format(Layout.Shape)}");
     }
 
-    internal string Describe() => $"{Engine.Shape.Format(Layout.Shape)} {DType.Name()} on {Device}";
+    internal string Describe() => $"{Shape.Format(Layout.Shape)} {DType.Name()} on {Device}";
 }

@@ -117,7 +117,7 @@ public class ElementwiseTests
                     Assert.That(y.Shape, Is.EqualTo(shape), $"{c.Name} {dt} {kind} shape");
                     Assert.That(y.DType, Is.EqualTo(dt), $"{c.Name} {dt} dtype");
                     Assert.That(y.IsContiguous, Is.True);
-                    Ref.AssertClose(y.ToArray<double>(), Expected(x, c.F, dt), dt, $"{c.Name} {dt} {kind} {Engine.Shape.Format(shape)}");
+                    Ref.AssertClose(y.ToArray<double>(), Expected(x, c.F, dt), dt, $"{c.Name} {dt} {kind} {Shape.Format(shape)}");
                     // The input is untouched.
                     Assert.That(t.ToArray<double>(), Is.EqualTo(x));
                 }
@@ -341,7 +341,7 @@ public class ElementwiseTests
                     int va = ta.Version, vb = tb.Version;
                     using var y = c.Op(ta, tb);
                     var exp = RefBinary(a, sa, b, sb, c.F, out var shape).Select(v => Ref.RoundTo(v, dt)).ToArray();
-                    string what = $"{c.Name} {dt} {Engine.Shape.Format(sa)}({ka}) with {Engine.Shape.Format(sb)}({kb})";
+                    string what = $"{c.Name} {dt} {Shape.Format(sa)}({ka}) with {Shape.Format(sb)}({kb})";
                     Assert.That(y.Shape, Is.EqualTo(shape), what);
                     Assert.That(y.DType, Is.EqualTo(c.Comparison ? DType.Bool : dt), what);
                     // Add(alpha) multiplies b by alpha in the dtype first, then adds: two roundings for the half types.

@@ -45,7 +45,7 @@ public class InPlaceTests
                     Assert.That(tx.Version, Is.EqualTo(v0 + 1), "one version bump");
                     var exp = new double[x.Length];
                     for (int i = 0; i < exp.Length; i++) exp[i] = Ref.RoundTo(c.F(x[i], Ref.Broadcast(o, so, Ref.Unravel(i, sx))), dt);
-                    Ref.AssertClose(tx.ToArray<double>(), exp, dt, $"{c.Name} {dt} {Engine.Shape.Format(sx)} {kind}", c.Name.Contains("alpha") ? 2 : 1);
+                    Ref.AssertClose(tx.ToArray<double>(), exp, dt, $"{c.Name} {dt} {Shape.Format(sx)} {kind}", c.Name.Contains("alpha") ? 2 : 1);
                     Assert.That(to.ToArray<double>(), Is.EqualTo(o));
                 }
     }

@@ -104,11 +104,11 @@ public class LayoutTests
         foreach (var (from, to, want) in cases)
         {
             var v = from.TryView(to);
-            string what = $"{from} → {Engine.Shape.Format(to)}";
+            string what = $"{from} → {Shape.Format(to)}";
             if (want is null) { Assert.That(v, Is.Null, what); continue; }
             Assert.That(v, Is.Not.Null, what);
             Assert.That(v!.Shape, Is.EqualTo(to), what);
-            Assert.That(v.Strides, Is.EqualTo(want), what);
+            Assert.That(v.Strides.ToArray(), Is.EqualTo(want), what);
             Assert.That(v.Offset, Is.EqualTo(from.Offset), what);
         }
     }
@@ -131,7 +131,7 @@ public class LayoutTests
             if (rng.Next(4) == 0)
             {
                 int d = rng.Next(rank);
-                var sh = (int[])l.Shape.Clone(); var st = (long[])l.Strides.Clone();
+                var sh = l.Shape.ToArray(); var st = l.Strides.ToArray();
                 sh[d] = 1; l = new Layout(sh, st, l.Offset); // take one slice, then expand it
                 var target = (int[])sh.Clone(); target[d] = rng.Next(1, 4);
                 l = l.TryBroadcastTo(target)!;
@@ -141,7 +141,7 @@ public class LayoutTests
             var to = RandomShape(numel, rng);
             var v = l.TryView(to);
             bool brute = Viewable(l, to);
-            Assert.That(v is not null, Is.EqualTo(brute), $"{l} → {Engine.Shape.Format(to)}");
+            Assert.That(v is not null, Is.EqualTo(brute), $"{l} → {Shape.Format(to)}");
             if (v is null) { refused++; continue; }
             viewable++;
             Assert.That(Positions(v), Is.EqualTo(Positions(l)), $"{l} → {v}");
@@ -171,29 +171,29 @@ public class LayoutTests
         var l = L([2, 3, 4], [12, 4, 1], 5);
         var t = l.Transpose(0, 2);
         Assert.That(t.Shape, Is.EqualTo(new[] { 4, 3, 2 }));
-        Assert.That(t.Strides, Is.EqualTo(new long[] { 1, 4, 12 }));
+        Assert.That(t.Strides.ToArray(), Is.EqualTo(new long[] { 1, 4, 12 }));
         var p = l.Permute([1, 2, 0]);
         Assert.That(p.Shape, Is.EqualTo(new[] { 3, 4, 2 }));
-        Assert.That(p.Strides, Is.EqualTo(new long[] { 4, 1, 12 }));
+        Assert.That(p.Strides.ToArray(), Is.EqualTo(new long[] { 4, 1, 12 }));
         var n = l.Narrow(1, 1, 2);
         Assert.That(n.Offset, Is.EqualTo(9));
         Assert.That(n.Shape, Is.EqualTo(new[] { 2, 2, 4 }));
         var s = l.Slice(2, 1, 2, 2);
-        Assert.That(s.Strides, Is.EqualTo(new long[] { 12, 4, 2 }));
+        Assert.That(s.Strides.ToArray(), Is.EqualTo(new long[] { 12, 4, 2 }));
         Assert.That(s.Offset, Is.EqualTo(6));
         var se = l.Select(1, 2);
         Assert.That(se.Shape, Is.EqualTo(new[] { 2, 4 }));
         Assert.That(se.Offset, Is.EqualTo(13));
         var u = l.Unsqueeze(1);
         Assert.That(u.Shape, Is.EqualTo(new[] { 2, 1, 3, 4 }));
-        Assert.That(u.Strides, Is.EqualTo(new long[] { 12, 12, 4, 1 }), "PyTorch: the new dim's stride is size·stride of the dim it precedes");
+        Assert.That(u.Strides.ToArray(), Is.EqualTo(new long[] { 12, 12, 4, 1 }), "PyTorch: the new dim's stride is size·stride of the dim it precedes");
         var ue = l.Unsqueeze(3);
-        Assert.That(ue.Strides, Is.EqualTo(new long[] { 12, 4, 1, 1 }));
+        Assert.That(ue.Strides.ToArray(), Is.EqualTo(new long[] { 12, 4, 1, 1 }));
         var sq = u.Squeeze([1]);
         Assert.That(sq.Shape, Is.EqualTo(new[] { 2, 3, 4 }));
         var b = L([3, 1], [1, 1]).TryBroadcastTo([2, 3, 5]);
         Assert.That(b!.Shape, Is.EqualTo(new[] { 2, 3, 5 }));
-        Assert.That(b.Strides, Is.EqualTo(new long[] { 0, 1, 0 }));
+        Assert.That(b.Strides.ToArray(), Is.EqualTo(new long[] { 0, 1, 0 }));
         Assert.That(L([3, 2], [2, 1]).TryBroadcastTo([3, 4]), Is.Null);
         Assert.That(L([3, 2], [2, 1]).TryBroadcastTo([2]), Is.Null);
         Assert.That(l.ToString(), Does.Contain("[2, 3, 4]").And.Contain("12, 4, 1").And.Contain("5"));
@@ -202,49 +202,49 @@ public class LayoutTests
     [Test]
     public void ShapeBroadcast()
     {
-        Assert.That(Engine.Shape.Broadcast([3, 1, 4], [2, 4], "T"), Is.EqualTo(new[] { 3, 2, 4 }));
-        Assert.That(Engine.Shape.Broadcast([], [2, 4], "T"), Is.EqualTo(new[] { 2, 4 }));
-        Assert.That(Engine.Shape.Broadcast([], [], "T"), Is.Empty);
-        Assert.That(Engine.Shape.Broadcast([2, 0, 3], [1, 3], "T"), Is.EqualTo(new[] { 2, 0, 3 }));
-        Assert.That(Engine.Shape.Broadcast([0], [1], "T"), Is.EqualTo(new[] { 0 }));
-        Assert.That(Engine.Shape.Broadcast([5, 1], [1, 6], "T"), Is.EqualTo(new[] { 5, 6 }));
-        Assert.That(() => Engine.Shape.Broadcast([0], [2], "Op"), Throws.TypeOf<ShapeException>().With.Message.Contains("Op"));
-        Assert.That(() => Engine.Shape.Broadcast([2, 3], [3, 3], "Op"), Throws.TypeOf<ShapeException>().With.Message.Contains("[2, 3]").And.Message.Contains("[3, 3]"));
-        Assert.That(() => Engine.Shape.Broadcast([4], [3, 5], "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(Shape.Broadcast([3, 1, 4], [2, 4], "T"), Is.EqualTo(new[] { 3, 2, 4 }));
+        Assert.That(Shape.Broadcast([], [2, 4], "T"), Is.EqualTo(new[] { 2, 4 }));
+        Assert.That(Shape.Broadcast([], [], "T"), Is.Empty);
+        Assert.That(Shape.Broadcast([2, 0, 3], [1, 3], "T"), Is.EqualTo(new[] { 2, 0, 3 }));
+        Assert.That(Shape.Broadcast([0], [1], "T"), Is.EqualTo(new[] { 0 }));
+        Assert.That(Shape.Broadcast([5, 1], [1, 6], "T"), Is.EqualTo(new[] { 5, 6 }));
+        Assert.That(() => Shape.Broadcast([0], [2], "Op"), Throws.TypeOf<ShapeException>().With.Message.Contains("Op"));
+        Assert.That(() => Shape.Broadcast([2, 3], [3, 3], "Op"), Throws.TypeOf<ShapeException>().With.Message.Contains("[2, 3]").And.Message.Contains("[3, 3]"));
+        Assert.That(() => Shape.Broadcast([4], [3, 5], "Op"), Throws.TypeOf<ShapeException>());
     }
 
     [Test]
     public void ShapeInfer()
     {
-        Assert.That(Engine.Shape.Infer([2, -1], 6, "T"), Is.EqualTo(new[] { 2, 3 }));
-        Assert.That(Engine.Shape.Infer([-1], 0, "T"), Is.EqualTo(new[] { 0 }));
-        Assert.That(Engine.Shape.Infer([], 1, "T"), Is.Empty);
-        Assert.That(Engine.Shape.Infer([0, 5], 0, "T"), Is.EqualTo(new[] { 0, 5 }));
-        Assert.That(Engine.Shape.Infer([1, -1, 1], 7, "T"), Is.EqualTo(new[] { 1, 7, 1 }));
-        Assert.That(() => Engine.Shape.Infer([-1, -1], 4, "Op"), Throws.TypeOf<ShapeException>().With.Message.Contains("Op"));
-        Assert.That(() => Engine.Shape.Infer([-2, 2], 4, "Op"), Throws.TypeOf<ShapeException>());
-        Assert.That(() => Engine.Shape.Infer([4, -1], 6, "Op"), Throws.TypeOf<ShapeException>());
-        Assert.That(() => Engine.Shape.Infer([0, -1], 0, "Op"), Throws.TypeOf<ShapeException>(), "ambiguous, as PyTorch");
-        Assert.That(() => Engine.Shape.Infer([2, 2], 5, "Op"), Throws.TypeOf<ShapeException>());
-        Assert.That(() => Engine.Shape.Infer([], 2, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(Shape.Infer([2, -1], 6, "T"), Is.EqualTo(new[] { 2, 3 }));
+        Assert.That(Shape.Infer([-1], 0, "T"), Is.EqualTo(new[] { 0 }));
+        Assert.That(Shape.Infer([], 1, "T"), Is.Empty);
+        Assert.That(Shape.Infer([0, 5], 0, "T"), Is.EqualTo(new[] { 0, 5 }));
+        Assert.That(Shape.Infer([1, -1, 1], 7, "T"), Is.EqualTo(new[] { 1, 7, 1 }));
+        Assert.That(() => Shape.Infer([-1, -1], 4, "Op"), Throws.TypeOf<ShapeException>().With.Message.Contains("Op"));
+        Assert.That(() => Shape.Infer([-2, 2], 4, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(() => Shape.Infer([4, -1], 6, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(() => Shape.Infer([0, -1], 0, "Op"), Throws.TypeOf<ShapeException>(), "ambiguous, as PyTorch");
+        Assert.That(() => Shape.Infer([2, 2], 5, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(() => Shape.Infer([], 2, "Op"), Throws.TypeOf<ShapeException>());
     }
 
     [Test]
     public void ShapeNormalizeDimNumelStrides()
     {
-        Assert.That(Engine.Shape.NormalizeDim(-1, 3, "T"), Is.EqualTo(2));
-        Assert.That(Engine.Shape.NormalizeDim(-3, 3, "T"), Is.Zero);
-        Assert.That(Engine.Shape.NormalizeDim(0, 0, "T"), Is.Zero);
-        Assert.That(Engine.Shape.NormalizeDim(-1, 0, "T"), Is.Zero);
-        Assert.That(() => Engine.Shape.NormalizeDim(3, 3, "Op"), Throws.TypeOf<ShapeException>());
-        Assert.That(() => Engine.Shape.NormalizeDim(-4, 3, "Op"), Throws.TypeOf<ShapeException>());
-        Assert.That(() => Engine.Shape.NormalizeDim(1, 0, "Op"), Throws.TypeOf<ShapeException>());
-        Assert.That(Engine.Shape.Numel([]), Is.EqualTo(1));
-        Assert.That(Engine.Shape.Numel([2, 0, 3]), Is.Zero);
-        Assert.That(Engine.Shape.ContiguousStrides([2, 3, 4]), Is.EqualTo(new long[] { 12, 4, 1 }));
-        Assert.That(Engine.Shape.ContiguousStrides([2, 0, 4]), Is.EqualTo(new long[] { 4, 4, 1 }));
-        Assert.That(Engine.Shape.Format([2, 3]), Is.EqualTo("[2, 3]"));
-        Assert.That(Engine.Shape.Format([]), Is.EqualTo("[]"));
+        Assert.That(Shape.NormalizeDim(-1, 3, "T"), Is.EqualTo(2));
+        Assert.That(Shape.NormalizeDim(-3, 3, "T"), Is.Zero);
+        Assert.That(Shape.NormalizeDim(0, 0, "T"), Is.Zero);
+        Assert.That(Shape.NormalizeDim(-1, 0, "T"), Is.Zero);
+        Assert.That(() => Shape.NormalizeDim(3, 3, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(() => Shape.NormalizeDim(-4, 3, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(() => Shape.NormalizeDim(1, 0, "Op"), Throws.TypeOf<ShapeException>());
+        Assert.That(Shape.Numel([]), Is.EqualTo(1));
+        Assert.That(Shape.Numel([2, 0, 3]), Is.Zero);
+        Assert.That(Shape.ContiguousStrides([2, 3, 4]), Is.EqualTo(new long[] { 12, 4, 1 }));
+        Assert.That(Shape.ContiguousStrides([2, 0, 4]), Is.EqualTo(new long[] { 4, 4, 1 }));
+        Assert.That(Shape.Format([2, 3]), Is.EqualTo("[2, 3]"));
+        Assert.That(Shape.Format([]), Is.EqualTo("[]"));
     }
 
     [Test]

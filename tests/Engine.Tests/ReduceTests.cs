@@ -448,7 +448,7 @@ public class ReduceTests
         using var tiT = ti.Transpose(0, 2);
         foreach (var (t, name) in new[] { (ti, "int32"), (tiT, "int32 transposed") })
         {
-            var shape = t.Shape;
+            var shape = t.Shape.ToArray();
             var vals = t.ToArray<double>();
             for (int d = 0; d < 3; d++)
             {

@@ -174,9 +174,9 @@ static class Checkpoint
             foreach (var key in new[] { "exp_avg", "exp_avg_sq", "step" })
             {
                 if (!oc.Tensors.TryGetValue($"state.{i}.{key}", out var t)) throw new CheckpointException("Checkpoint", $"{opath}: missing tensor 'state.{i}.{key}'");
-                int[] want = key == "step" ? [] : ps[i].Shape;
-                if (!t.Shape.AsSpan().SequenceEqual(want))
-                    throw new CheckpointException("Checkpoint", $"{opath}: tensor 'state.{i}.{key}' has shape {Shape.Format(t.Shape)}, parameter {i} needs {Shape.Format(want)}");
+                Shape want = key == "step" ? [] : ps[i].Shape;
+                if (t.Shape != want)
+                    throw new CheckpointException("Checkpoint", $"{opath}: tensor 'state.{i}.{key}' has shape {t.Shape}, parameter {i} needs {want}");
             }
         var scalars = new Dictionary<string, double>();
         for (int g = 0; g < optimizer.ParamGroups.Count; g++)

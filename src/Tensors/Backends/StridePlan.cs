@@ -49,17 +49,17 @@ public sealed class StridePlan
         var offsets = new long[n];
         for (int k = 0; k < n; k++)
         {
-            if (layouts[k].Rank != shape.Length)
-                throw new ArgumentException($"operand {k} has rank {layouts[k].Rank}, operand 0 has rank {shape.Length}", nameof(layouts));
+            if (layouts[k].Rank != shape.Rank)
+                throw new ArgumentException($"operand {k} has rank {layouts[k].Rank}, operand 0 has rank {shape.Rank}", nameof(layouts));
             offsets[k] = layouts[k].Offset;
         }
         long count = Shape.Numel(shape);
         if (count <= 1) return new StridePlan([], [], offsets, count);
 
         // Innermost first while building, so that a dim merges into the one inside it.
-        var dims = new List<long>(shape.Length);
-        var strides = new List<long[]>(shape.Length);
-        for (int d = shape.Length - 1; d >= 0; d--)
+        var dims = new List<long>(shape.Rank);
+        var strides = new List<long[]>(shape.Rank);
+        for (int d = shape.Rank - 1; d >= 0; d--)
         {
             if (shape[d] == 1) continue;
             var s = new long[n];

@@ -13,7 +13,7 @@ public readonly record struct Edge(GradNode? Node, Tensor? Tensor)
 }
 
 /// <summary>What an input looked like when the op ran: what a backward rule needs to shape the input's gradient.</summary>
-public readonly record struct InputInfo(int[] Shape, DType DType, Device Device);
+public readonly record struct InputInfo(Shape Shape, DType DType, Device Device);
 
 /// <summary>
 /// A value saved for backward: a private alias of the tensor (it keeps the storage alive even when the user's tensor
@@ -57,7 +57,7 @@ public sealed class SavedTensor
 /// </summary>
 public sealed class GradNode
 {
-    internal GradNode(GradFunction function, Edge[] edges, InputInfo[] inputs, int[] outputShape, DType outputDType)
+    internal GradNode(GradFunction function, Edge[] edges, InputInfo[] inputs, Shape outputShape, DType outputDType)
     {
         Function = function; Edges = edges; Inputs = inputs;
         OutputShape = outputShape; OutputDType = outputDType;
@@ -77,7 +77,7 @@ public sealed class GradNode
     public InputInfo[] Inputs { get; }
 
     /// <summary>Shape of the op's output.</summary>
-    public int[] OutputShape { get; }
+    public Shape OutputShape { get; }
 
     /// <summary>Dtype of the op's output.</summary>
     public DType OutputDType { get; }

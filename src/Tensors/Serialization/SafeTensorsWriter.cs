@@ -117,7 +117,7 @@ internal static class SafeTensorsWriter
     }
 
     static bool SameLayout(Layout a, Layout b) =>
-        a.Offset == b.Offset && a.Shape.AsSpan().SequenceEqual(b.Shape) && a.Strides.AsSpan().SequenceEqual(b.Strides);
+        a.Offset == b.Offset && a.Shape == b.Shape && a.Strides.SequenceEqual(b.Strides);
 
     // __metadata__ first, then the tensors in input order: the data is in the aligned order, the header need not be,
     // and keeping the caller's order means a load returns the tensors in the order they were saved.

@@ -22,17 +22,17 @@ public class StridePlanTests
         var shape = layouts[0].Shape;
         long n = Shape.Numel(shape);
         var r = new long[n][];
-        var idx = new int[shape.Length];
+        var idx = new int[shape.Rank];
         for (long f = 0; f < n; f++)
         {
             r[f] = new long[layouts.Length];
             for (int k = 0; k < layouts.Length; k++)
             {
                 long o = layouts[k].Offset;
-                for (int d = 0; d < shape.Length; d++) o += idx[d] * layouts[k].Strides[d];
+                for (int d = 0; d < shape.Rank; d++) o += idx[d] * layouts[k].Strides[d];
                 r[f][k] = o;
             }
-            for (int d = shape.Length - 1; d >= 0; d--)
+            for (int d = shape.Rank - 1; d >= 0; d--)
             {
                 if (++idx[d] < shape[d]) break;
                 idx[d] = 0;
@@ -93,7 +93,7 @@ public class StridePlanTests
             long maxDim = rng.Next(4) == 0 ? rng.Next(2, 30) : long.MaxValue;
             var plan = StridePlan.Of(layouts, maxDim);
             var expected = Reference(layouts);
-            string what = $"case {c}: shape {Shape.Format(layouts[0].Shape)}, strides {string.Join(" | ", layouts.Select(l => string.Join(",", l.Strides)))}, cap {maxDim}";
+            string what = $"case {c}: shape {Shape.Format(layouts[0].Shape)}, strides {string.Join(" | ", layouts.Select(l => string.Join(",", l.Strides.ToArray())))}, cap {maxDim}";
 
             Assert.That(plan.Count, Is.EqualTo(expected.LongLength), what);
             Assert.That(plan.Offsets, Is.EqualTo(layouts.Select(l => l.Offset).ToArray()), what);

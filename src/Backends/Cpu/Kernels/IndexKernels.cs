@@ -97,7 +97,7 @@ static unsafe class IndexKernels
     public static Operand Split(string op, Layout l, long outer, int mid, long inner)
     {
         var sh = l.Shape;
-        int r = sh.Length;
+        int r = sh.Rank;
         var pre = new long[r + 1];
         var suf = new long[r + 1];
         pre[0] = 1; suf[r] = 1;

@@ -13,8 +13,8 @@ sealed class ReducePlan
     public ReducePlan(Layout x, int reducedDims)
     {
         int kept = x.Rank - reducedDims;
-        _outerShape = x.Shape[..kept];
-        _outerStrides = x.Strides[..kept];
+        _outerShape = x.Shape.AsSpan()[..kept].ToArray();
+        _outerStrides = x.Strides[..kept].ToArray();
         _offset = x.Offset;
         OuterCount = Shape.Numel(_outerShape);
         var blockShape = x.Shape[kept..];
