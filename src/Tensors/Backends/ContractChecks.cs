@@ -48,7 +48,9 @@ public static class ContractChecks
     {
         if (reducedDims < 0 || reducedDims > x.Rank)
             throw new ShapeException(op, $"cannot reduce the last {reducedDims} dims of a layout of rank {x.Rank} (a contract violation)");
-        if (indices is not null) Int64(op, "indices", indices);
+        // Not a call to Int64: a [Conditional] call inside this class would vanish from a Release build of it.
+        if (indices is not null && indices.DType != DType.Int64)
+            throw new DTypeException(op, $"indices must be int64, got {indices.DType.Name()} (a contract violation: the front end allocates them)");
     }
 
     /// <summary>Asserts the batched GEMM's [batch, m, k]·[batch, k, n] layouts and non-negative sizes.</summary>
