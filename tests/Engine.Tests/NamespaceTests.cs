@@ -15,17 +15,6 @@ namespace Engine.Tests;
 /// </summary>
 public class NamespaceTests
 {
-    /// <summary>
-    /// Folders whose files are parts of a partial class declared one folder up, so they take its namespace: a
-    /// partial class cannot span namespaces. Each Kernels file binds a family of the backend contract
-    /// (<c>partial class CpuBackend</c>) beside the kernels it calls.
-    /// </summary>
-    static readonly Dictionary<string, (string Namespace, string Reason)> s_folderExceptions = new()
-    {
-        ["src/Backends/Cpu/Kernels"] = ("Engine.Backends.Cpu", "partial class CpuBackend"),
-        ["src/Backends/Cuda/Kernels"] = ("Engine.Backends.Cuda", "partial class CudaBackend"),
-    };
-
     /// <summary>Single files outside their folder's namespace.</summary>
     static readonly Dictionary<string, (string Namespace, string Reason)> s_fileExceptions = new()
     {
@@ -92,8 +81,6 @@ public class NamespaceTests
     static string Expected(SourceFile f)
     {
         if (s_fileExceptions.TryGetValue(f.Path, out var file)) return file.Namespace;
-        string dir = System.IO.Path.GetDirectoryName(f.Path)!.Replace('\\', '/');
-        if (s_folderExceptions.TryGetValue(dir, out var folder)) return folder.Namespace;
         return FolderNamespace(f);
     }
 
@@ -115,13 +102,6 @@ public class NamespaceTests
             Assert.That(f, Is.Not.Null, $"listed exception {path} no longer exists");
             Assert.That(FolderNamespace(f!), Is.Not.EqualTo(ns), $"{path} now follows its folder: drop its exception");
             Assert.That(f!.Text, Does.Contain(reason), $"{path} is listed for '{reason}', which it no longer holds");
-        }
-        foreach (var (folder, (ns, reason)) in s_folderExceptions)
-        {
-            var inFolder = sources.Where(s => System.IO.Path.GetDirectoryName(s.Path)!.Replace('\\', '/') == folder).ToList();
-            Assert.That(inFolder, Is.Not.Empty, $"listed exception folder {folder} holds no sources");
-            Assert.That(inFolder.Any(s => s.Text.Contains(reason, StringComparison.Ordinal)), Is.True,
-                $"no file in {folder} holds '{reason}': move the folder to {FolderNamespace(inFolder[0])}");
         }
     }
 

@@ -1,12 +1,14 @@
 using System.Runtime.CompilerServices;
+using Engine.Backends.Cpu.Kernels;
 using Engine.Ops;
 
 namespace Engine.Backends.Cpu;
 
 /// <summary>
 /// The reference backend: every kernel of <see cref="IBackend"/> on host memory, any strides, every dtype, the fused
-/// capabilities included. Kernels live in Kernels/, one file per family; this file binds the contract to them with
-/// one dtype switch per family and counts each launch in <see cref="KernelCounter"/>. Threads and the bf16 GEMM path
+/// capabilities included. Kernels live in Kernels/ (namespace <c>Engine.Backends.Cpu.Kernels</c>), one file per family;
+/// each family's binding to the contract, with its one dtype switch, is the part CpuBackend.&lt;Family&gt;.cs beside
+/// this file, and this file counts each launch in <see cref="KernelCounter"/>. Threads and the bf16 GEMM path
 /// are chosen by <see cref="Options"/> (<see cref="CpuBackendOptions"/>).
 /// </summary>
 public sealed unsafe partial class CpuBackend : IBackend
@@ -194,8 +196,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    // ---- the kernels that live in Kernels/, bound to the contract and counted ----
-    // Explicit implementations, so that every call through IBackend counts one launch while the kernel files keep
+    // ---- the families bound in CpuBackend.<Family>.cs, counted ----
+    // Explicit implementations, so that every call through IBackend counts one launch while the binding files keep
     // their public entry points unchanged.
 
     void IBackend.Reduce(ReduceOp op, Storage x, Layout xLayout, int reducedDims, Storage y, Storage? indices, double argument)

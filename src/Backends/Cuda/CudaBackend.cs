@@ -16,8 +16,9 @@ namespace Engine.Backends.Cuda;
 /// <see cref="CopyFromHost{T}"/> and <see cref="Synchronize"/>. Buffers come from a per-device
 /// <see cref="CudaCachingAllocator"/>. Without a GPU, tests (or <c>ENGINE_CUDA_EMULATION=1</c>) run the same kernels
 /// on ILGPU's CPU accelerator configured with NVIDIA's 32-lane warps (<see cref="CudaBackendOptions.Emulation"/>).
-/// Kernels live in Kernels/, one file per family; this file holds the device, memory and launch plumbing and binds
-/// the contract to the kernels, counting each launch in <see cref="KernelCounter"/>.
+/// Kernels live in Kernels/ (namespace <c>Engine.Backends.Cuda.Kernels</c>), one file per family; each family's
+/// binding to the contract (its launches) is the part CudaBackend.&lt;Family&gt;.cs beside this file. This file holds
+/// the device, memory and launch plumbing and counts each launch in <see cref="KernelCounter"/>.
 /// </summary>
 public sealed partial class CudaBackend : IBackend, IDisposable
 {
@@ -240,8 +241,8 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         t_bound = _accelerator;
     }
 
-    // ---- the contract, bound to the kernels in Kernels/ and counted ----
-    // Explicit implementations, so that every call through IBackend counts one launch while the kernel files keep
+    // ---- the families bound in CudaBackend.<Family>.cs, counted ----
+    // Explicit implementations, so that every call through IBackend counts one launch while the binding files keep
     // their public entry points unchanged. A fused kernel counts once however many device launches it makes.
 
     void IBackend.Copy(Storage x, Layout xLayout, Storage y, Layout yLayout)

@@ -1,6 +1,7 @@
 using System.Reflection;
 using System.Text;
 using Engine.Backends.Cuda.Gemm;
+using Engine.Backends.Cuda.Kernels;
 using Engine.Ops;
 
 namespace Engine.Backends.Cuda;
@@ -46,11 +47,11 @@ public sealed record KernelEntry(string Name, string Family, IReadOnlyList<DType
 
 /// <summary>
 /// Every kernel instantiation the CUDA backend can launch on a GPU, grouped by family, in a fixed order: what
-/// <c>engine ptx</c> writes and the PtxasTests assemble. It mirrors the <c>Kernel(...)</c> load sites in Kernels/*.cs
+/// <c>engine ptx</c> writes and the PtxasTests assemble. It mirrors the <c>Kernel(...)</c> load sites in CudaBackend.*.cs
 /// (one kernel per op struct and compute width for the elementwise families, because the width is a type argument;
 /// one kernel for all dtypes where the dtype is a run-time argument) and the GPU kernels of every tiling in
 /// <see cref="GemmPlans.All"/> (the tensor-core ones with their real inline PTX, never the emulated warp
-/// instructions that only ILGPU's CPU accelerator runs). A load site added in Kernels/ needs its line here.
+/// instructions that only ILGPU's CPU accelerator runs). A load site added there needs its line here.
 /// </summary>
 public static class KernelRegistry
 {
@@ -106,8 +107,8 @@ public static class KernelRegistry
 
         // ---- reductions: Kernels/ReduceKernels.cs (a thread per output or a group per output, 256 threads either way) ----
         var run = typeof(ReduceKernels).GetMethod(nameof(ReduceKernels.Run), flags)!;
-        yield return new("Reduce<float>", Reduce, s_narrow, run.MakeGenericMethod(typeof(float), typeof(FloatMath)), GridGroupSize);
-        yield return new("Reduce<double>", Reduce, s_wide, run.MakeGenericMethod(typeof(double), typeof(DoubleMath)), GridGroupSize);
+        yield return new("Reduce<float>", Reduce, s_narrow, run.MakeGenericMethod(typeof(float), typeof(Kernels.FloatMath)), GridGroupSize);
+        yield return new("Reduce<double>", Reduce, s_wide, run.MakeGenericMethod(typeof(double), typeof(Kernels.DoubleMath)), GridGroupSize);
         yield return new("Reduce<long>", Reduce, [DType.Int32, DType.Int64, DType.Bool], run.MakeGenericMethod(typeof(long), typeof(LongMath)), GridGroupSize);
 
         // ---- row kernels: Kernels/RowKernels.cs, one per compute width (one group per row, 32-1024 threads by row length) ----
@@ -141,7 +142,7 @@ public static class KernelRegistry
         yield return new("Unscale", Amp, s_floats, M(typeof(AmpKernels), nameof(AmpKernels.Unscale)), GridGroupSize);
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 
-        // ---- GEMM: Kernels/MatMulKernels.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
+        // ---- GEMM: CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
         foreach (var p in GemmPlans.All)
         {
             if (p.Family == GemmFamily.Half)

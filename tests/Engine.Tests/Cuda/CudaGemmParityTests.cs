@@ -11,7 +11,7 @@ using NUnit.Framework;
 namespace Engine.Tests.Cuda;
 
 /// <summary>
-/// The CUDA GEMM (src/Backends/Cuda/Kernels/MatMulKernels.cs, Gemm/*.cs) through the Tensor API: every product is
+/// The CUDA GEMM (src/Backends/Cuda/CudaBackend.MatMul.cs, Gemm/*.cs) through the Tensor API: every product is
 /// checked against a plain float64 triple loop (tolerance atol + rtol·Σ|a||b|, the dtype's Ref.Tol) and against the
 /// CPU backend's result from the same values. On the emulated device (ILGPU's CPU accelerator) by default: odd and
 /// degenerate sizes, 1-D operands, broadcast batches, transposed and strided operands, every 64-thread tiling, the

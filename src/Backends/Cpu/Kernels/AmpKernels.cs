@@ -1,45 +1,27 @@
 using System.Numerics;
-using Engine.Autocast;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
-public sealed unsafe partial class CpuBackend
+/// <summary>
+/// The gradient scaler's two kernels. The check multiplies and tests every element of every gradient; a chunk that
+/// meets a non-finite value stores 1 into found-inf (the same value from any thread, so the result does not depend
+/// on the thread count). The plain per-element loop is the reference; float32 has a SIMD path beside it that must
+/// give the same bits (one float32 multiply per element either way).
+/// </summary>
+static unsafe class AmpKernels
 {
-    // The gradient scaler's two kernels. The check multiplies and tests every element of every gradient; a chunk that
-    // meets a non-finite value stores 1 into found-inf (the same value from any thread, so the result does not depend
-    // on the thread count). The plain per-element loop is the reference; float32 has a SIMD path beside it that must
-    // give the same bits (one float32 multiply per element either way).
-
-    /// <inheritdoc/>
-    public void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale)
+    /// <summary>Multiplies the <paramref name="n"/> elements at <paramref name="g"/> by <paramref name="inv"/>, setting *found to 1 on a non-finite one.</summary>
+    public static void Unscale<T, TE>(nint g, long n, float inv, nint found) where T : unmanaged where TE : struct, IElement<T>
     {
-        float inv = *(float*)P(invScale);
-        nint found = P(foundInf);
-        foreach (var g in grads)
+        nint pg = g, pf = found;
+        bool scale = inv != 1f; // PyTorch leaves values untouched when the inverse scale is exactly 1
+        CpuParallel.For(n, 1 << 15, (s, e) =>
         {
-            var v = new UnscaleVisitor { G = P(g), N = g.Count, Inv = inv, Found = found };
-            DTypeDispatch.Visit(g.DType, ref v);
-        }
-    }
-
-    struct UnscaleVisitor : IDTypeVisitor
-    {
-        public nint G, Found; public long N; public float Inv;
-        public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T>
-        {
-            if (typeof(T) == typeof(bool) || typeof(T) == typeof(int) || typeof(T) == typeof(long))
-                throw new DTypeException("NonFiniteCheckAndUnscale", $"gradients must be floating point, got {typeof(T).Name}");
-            nint pg = G, pf = Found;
-            float inv = Inv;
-            bool scale = inv != 1f; // PyTorch leaves values untouched when the inverse scale is exactly 1
-            CpuParallel.For(N, 1 << 15, (s, e) =>
-            {
-                bool bad = typeof(T) == typeof(float)
-                    ? UnscaleFloat32((float*)pg + s, e - s, inv, scale)
-                    : UnscaleScalar<T, TE>((T*)pg + s, e - s, inv, scale);
-                if (bad) Volatile.Write(ref *(float*)pf, 1f);
-            });
-        }
+            bool bad = typeof(T) == typeof(float)
+                ? UnscaleFloat32((float*)pg + s, e - s, inv, scale)
+                : UnscaleScalar<T, TE>((T*)pg + s, e - s, inv, scale);
+            if (bad) Volatile.Write(ref *(float*)pf, 1f);
+        });
     }
 
     // The reference: widen, test, multiply in float32 (float64 for Float64), round once on store.
@@ -94,13 +76,11 @@ public sealed unsafe partial class CpuBackend
         return bad;
     }
 
-    /// <inheritdoc/>
-    public void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval)
+    /// <summary>The scale's growth or backoff after one step, as <c>torch._amp_update_scale_</c>.</summary>
+    public static void UpdateScale(float* s, int* tracker, float* foundInf, double growthFactor, double backoffFactor, int growthInterval)
     {
-        float* s = (float*)P(scale);
-        int* tracker = (int*)P(growthTracker);
         // Same arithmetic as PyTorch's CPU kernel: float·double rounded back to float.
-        if (*(float*)P(foundInf) != 0)
+        if (*foundInf != 0)
         {
             *s = (float)(*s * backoffFactor);
             *tracker = 0;

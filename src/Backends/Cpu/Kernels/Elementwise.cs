@@ -1,6 +1,6 @@
 using Engine.Ops;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
 /// <summary>
 /// The strided loops of the elementwise families. One generic loop per family serves every op struct and dtype;

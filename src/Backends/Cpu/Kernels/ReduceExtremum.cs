@@ -2,7 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
 // max/min with the index of the first extremum (NaN wins, as PyTorch), and the extremum of |x| for the ±∞ norms.
 

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
 // log Σ eˣ as m + log Σ e^(x−m): a max pass (the row maxima as stats), then the sum of exponentials.
 

@@ -1,4 +1,4 @@
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
 /// <summary>
 /// A reduction's geometry: the outer (kept) dims, one output each, and the reduced block walked in row-major order

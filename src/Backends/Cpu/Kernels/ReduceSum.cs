@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
 // Σx and the mean: the contiguous float32/float64 fast paths, the accumulators (float64, and exact int64 for integers)
 // and their sinks.

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace Engine.Backends.Cpu;
+namespace Engine.Backends.Cpu.Kernels;
 
 // Variance (a mean pass, then squared deviations with a compensation term) and the p-norms (Σ|x|ᵖ).
 

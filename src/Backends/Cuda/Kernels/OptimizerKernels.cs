@@ -3,71 +3,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using static Engine.Backends.Cuda.DeviceElements;
 
-namespace Engine.Backends.Cuda;
-
-public sealed partial class CudaBackend
-{
-    // Fused optimizer updates that never read a device value on the host: the step count, the inverse scale and the
-    // found-inf flag stay on the device. Adam takes two launches on the one stream: a one-thread kernel reads the
-    // flag, advances the step and computes the bias corrections in float64 (once, not per element), then the update
-    // reads them; stream order makes the second see the first's writes. The per-element math is the shared
-    // AdamMath/SgdMath (src/Tensors/Ops), in float64 for Float64 parameters and float32 otherwise, rounding once on
-    // store (the CPU backend computes in float64 throughout).
-
-    MemoryBuffer1D<byte, Stride1D.Dense>? _scratch;
-
-    /// <summary>A small device buffer for values passed between launches (Adam's bias corrections).</summary>
-    ArrayView<byte> Scratch
-    {
-        get
-        {
-            lock (_kernelLock)
-            {
-                Bind();
-                _scratch ??= Accelerator.Allocate1D<byte>(64);
-                return _scratch.View.AsContiguous();
-            }
-        }
-    }
-
-    /// <inheritdoc/>
-    public void AdamStep(Storage param, Storage grad, Storage expAvg, Storage expAvgSq, Storage step, AdamConfig config, Storage? invScale, Storage? foundInf)
-    {
-        var pv = V(param);
-        var scratch = Scratch;
-        var flags = (foundInf is null ? 0 : OptimizerKernels.HasFound) | (invScale is null ? 0 : OptimizerKernels.HasInvScale);
-        Kernel("AdamPrepare", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, double, double, double>(OptimizerKernels.AdamPrepare))
-            (Single, V(step), foundInf is null ? pv : V(foundInf), invScale is null ? pv : V(invScale), scratch, flags, config.Lr, config.Beta1, config.Beta2);
-        long n = param.Count;
-        if (n == 0) return;
-        var p = new OptimizerParams
-        {
-            N = n, ParamType = (int)param.DType, GradType = (int)grad.DType,
-            Lr = config.Lr, Beta1 = config.Beta1, Beta2 = config.Beta2, Eps = config.Eps, WeightDecay = config.WeightDecay,
-            Flags = config.Decoupled ? OptimizerKernels.Decoupled : 0,
-        };
-        Kernel("Adam", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, OptimizerParams>(OptimizerKernels.Adam))
-            (Grid(n), pv, V(grad), V(expAvg), V(expAvgSq), scratch, p);
-    }
-
-    /// <inheritdoc/>
-    public void SgdStep(Storage param, Storage grad, Storage? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf)
-    {
-        long n = param.Count;
-        if (n == 0) return;
-        var pv = V(param);
-        var p = new OptimizerParams
-        {
-            N = n, ParamType = (int)param.DType, GradType = (int)grad.DType,
-            Lr = config.Lr, Beta1 = config.Momentum, Beta2 = config.Dampening, WeightDecay = config.WeightDecay,
-            Flags = (momentum is null ? 0 : OptimizerKernels.HasMomentum) | (momentumInitialized ? OptimizerKernels.MomentumInitialized : 0)
-                | (config.Nesterov ? OptimizerKernels.Nesterov : 0) | (foundInf is null ? 0 : OptimizerKernels.HasFound)
-                | (invScale is null ? 0 : OptimizerKernels.HasInvScale),
-        };
-        Kernel("Sgd", null, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, OptimizerParams>(OptimizerKernels.Sgd))
-            (Grid(n), pv, V(grad), momentum is null ? pv : V(momentum), foundInf is null ? pv : V(foundInf), invScale is null ? pv : V(invScale), p);
-    }
-}
+namespace Engine.Backends.Cuda.Kernels;
 
 /// <summary>The scalars of one optimizer launch (Adam: betas in Beta1/Beta2; SGD: momentum and dampening there).</summary>
 public struct OptimizerParams

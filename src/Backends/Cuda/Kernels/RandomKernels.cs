@@ -3,29 +3,7 @@ using ILGPU.Runtime;
 using Engine.Ops;
 using static Engine.Backends.Cuda.DeviceElements;
 
-namespace Engine.Backends.Cuda;
-
-public sealed partial class CudaBackend
-{
-    /// <inheritdoc/>
-    public void Random(Storage y, ulong seed, ulong offset, bool normal, double a, double b)
-    {
-        int bits = y.DType switch
-        {
-            DType.Float64 => 0,
-            DType.Float32 => 24,
-            DType.Float16 => 11,
-            DType.BFloat16 => 8,
-            _ => throw new DTypeException("Random", $"random fills need a floating point storage, got {y.DType.Name()}"),
-        };
-        long n = y.Count;
-        if (n == 0) return;
-        long counters = (n + 3) / 4;
-        Kernel("Random", WidthOf(y.DType), k => k.LoadStreamKernel<ArrayView<byte>, int, long, ulong, ulong, int, double, double, int>(
-                y.DType == DType.Float64 ? RandomKernels.Fill<Wide> : RandomKernels.Fill<Narrow>))
-            (Grid(counters), V(y), (int)y.DType, n, seed, offset, normal ? 1 : 0, a, b, bits);
-    }
-}
+namespace Engine.Backends.Cuda.Kernels;
 
 /// <summary>
 /// The Philox fill with the CPU backend's element-to-counter layout (element i: counter offset + i/4, lane i%4) and
