@@ -5,9 +5,10 @@ namespace Engine.Amp;
 
 /// <summary>
 /// Automatic mixed precision, as <c>torch.amp</c>: <c>using (AutocastMode.Autocast(DType.BFloat16)) { ... }</c> runs the ops
-/// of the policy table (<see cref="AutocastPolicy"/>) in float16/bfloat16 or float32 as the table says, for tensors
-/// on the region's device type. Regions nest (the inner one wins until disposed) and flow with async code
-/// (<see cref="AsyncLocal{T}"/>), like <see cref="GradMode"/>; <c>enabled: false</c> opens a region that turns autocast
+/// of the policy table of the tensors' device type (<see cref="AutocastPolicy"/>: a CUDA and a CPU table, as PyTorch's
+/// lists) in float16/bfloat16 or float32 as that table says, for tensors on the region's device type. Regions nest
+/// (the inner one wins until disposed) and flow with async code (<see cref="AsyncLocal{T}"/>), like
+/// <see cref="GradMode"/>; <c>enabled: false</c> opens a region that turns autocast
 /// off. Only floating tensors are cast, never Float64 ones; in-place ops are not autocast. Casts of a float32 leaf
 /// parameter that requires grad (or of its transpose, as <c>Linear</c> uses it) are cached for the outermost region
 /// and freed when it ends, as PyTorch's autocast cache; gradients reach the float32 parameters in float32.
@@ -79,13 +80,13 @@ internal sealed record AutocastState(DeviceSetting Cpu, DeviceSetting Cuda, bool
     public DeviceSetting For(DeviceType t) => t == DeviceType.Cpu ? Cpu : Cuda;
 }
 
-/// <summary>The dispatch hook: the policy table and the cache behind <see cref="AutocastDispatch"/>.</summary>
+/// <summary>The dispatch hook: the policy table of the input's device type and the cache behind <see cref="AutocastDispatch"/>.</summary>
 internal sealed class AutocastHook : IAutocastHook
 {
     public static readonly AutocastHook Instance = new();
 
     public DType? TargetDType(Type op, Device device) =>
-        AutocastMode.State?.For(device.Type) is { Enabled: true } s ? AutocastPolicy.TargetDType(op, s.DType) : null;
+        AutocastMode.State?.For(device.Type) is { Enabled: true } s ? AutocastPolicy.TargetDType(op, device.Type, s.DType) : null;
 
     public DType? RegionDType(Device device) => AutocastMode.State?.For(device.Type) is { Enabled: true } s ? s.DType : null;
 

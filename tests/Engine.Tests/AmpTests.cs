@@ -168,7 +168,7 @@ public class AmpTests
     // ================================================================ autocast
 
     [Test]
-    public void AutocastPolicy_EveryCategoryGivesTheDocumentedDType([Values(DType.BFloat16, DType.Float16)] DType region)
+    public void AutocastPolicy_OnTheCpu_EveryCategoryGivesTheCpuTablesDType([Values(DType.BFloat16, DType.Float16)] DType region)
     {
         using var scope = Tensor.NewScope();
         var rng = new Random(2);
@@ -176,7 +176,9 @@ public class AmpTests
         var w = F(Ref.Random(rng, 18, DType.Float32), [6, 3]);
         var h = x.To(region);                                                               // a 16-bit activation
         var target = Tensor.FromArray(new long[] { 0, 2, 1, 0 }, [4]);
-        var lnW = Tensor.Ones([6]);
+        // Norm weights in the activation's dtype: on the CPU the norms run in their input type, which (as outside
+        // autocast) needs weights of that dtype; a float32 weight with a 16-bit input is a DTypeException there.
+        var lnW = Tensor.Ones([6], region);
         var x64 = x.To(DType.Float64);
         var ints = Tensor.FromArray(new long[] { 1, 2, 3 }, [3]);
 
@@ -190,23 +192,25 @@ public class AmpTests
                     "Linear: the product in the region's dtype, + a float32 bias promotes");
             var b3 = F(Ref.Random(rng, 2 * 4 * 6, DType.Float32), [2, 4, 6]);
             Assert.That(b3.MatMul(w).DType, Is.EqualTo(region), "batched MatMul");
-            // Float32: a 16-bit input comes out float32.
+            // Float32 (PyTorch's CPU list): the losses; a 16-bit input comes out float32.
             var f32 = new (string Op, Tensor Y)[]
+            {
+                ("CrossEntropy", h.CrossEntropy(target)), ("NllLoss", h.LogSoftmax(-1).NllLoss(target)), ("MseLoss", h.MseLoss(x)),
+            };
+            foreach (var (op, y) in f32) Assert.That(y.DType, Is.EqualTo(DType.Float32), op);
+            // Input type. Exponentials, powers, softmaxes, norms and sums, float32 on CUDA, are not on the CPU's
+            // float32 list; then Mean (as PyTorch), activations, arithmetic.
+            var same = new (string Op, Tensor Y)[]
             {
                 ("Exp", h.Exp()), ("Log", h.Log()), ("PowScalar", h.Pow(3)), ("Square", h.Square()), ("Rsqrt", h.Rsqrt()),
                 ("Pow", h.Pow(h)), ("Softmax", h.Softmax(-1)), ("LogSoftmax", h.LogSoftmax(-1)),
                 ("LayerNorm", h.LayerNorm([6], lnW)), ("LayerNorm no affine", h.LayerNorm([6])), ("RmsNorm", h.RmsNorm([6], lnW)),
                 ("Sum", h.Sum()), ("Sum dim", h.Sum(1)), ("Norm", h.Norm()), ("LogSumExp", h.LogSumExp(1)),
-                ("CrossEntropy", h.CrossEntropy(target)), ("MseLoss", h.MseLoss(x)),
-            };
-            foreach (var (op, y) in f32) Assert.That(y.DType, Is.EqualTo(DType.Float32), op);
-            // Input type: Mean (as PyTorch), activations, arithmetic.
-            var same = new (string Op, Tensor Y)[]
-            {
                 ("Mean", h.Mean()), ("Relu", h.Relu()), ("Gelu", h.Gelu()), ("Tanh", h.Tanh()), ("Sqrt", h.Sqrt()),
                 ("Add", h.Add(h)), ("Mul scalar", h.Mul(2.0)), ("Transpose", h.T),
             };
             foreach (var (op, y) in same) Assert.That(y.DType, Is.EqualTo(region), op);
+            Assert.That(x.Softmax(-1).DType, Is.EqualTo(DType.Float32), "a float32 input of an input-type op stays float32");
             Assert.That(x.Relu().DType, Is.EqualTo(DType.Float32), "float32 input stays float32 outside the lists");
             // Promote: the widest input type.
             Assert.That(Tensor.Cat([h, x]).DType, Is.EqualTo(DType.Float32), "Cat");
@@ -225,7 +229,10 @@ public class AmpTests
             {
                 Assert.That(Bits(x.MatMul(w)), Is.EqualTo(Bits(hx.MatMul(hw))), "MatMul values");
                 using var hf = h.To(DType.Float32);
-                Assert.That(Bits(h.Softmax(-1)), Is.EqualTo(Bits(hf.Softmax(-1))), "Softmax values");
+                Assert.That(Bits(h.CrossEntropy(target)), Is.EqualTo(Bits(hf.CrossEntropy(target))), "CrossEntropy values");
+                using (AutocastMode.Autocast(region, enabled: false))
+                using (var plain = h.Softmax(-1))
+                    Assert.That(Bits(h.Softmax(-1)), Is.EqualTo(Bits(plain)), "Softmax values: as outside autocast");
             }
             // In-place ops are not autocast: the tensor keeps its dtype, computed as outside autocast.
             var inPlace = h.Clone();
@@ -242,6 +249,81 @@ public class AmpTests
         Assert.That(x.MatMul(w).DType, Is.EqualTo(DType.Float32), "outside the region nothing is cast");
         Assert.That(h.Exp().DType, Is.EqualTo(region), "outside the region nothing is cast");
     }
+
+    // The point: on the CPU a 16-bit activation goes through softmax and the norms without a cast pass
+    // (a cast is a Copy launch), while the product of float32 inputs is cast down and the loss up.
+    [Test]
+    public void AutocastOnTheCpu_KeepsSoftmaxAndNormsInBFloat16WithoutCasts_CastsMatMulDownAndLossesUp()
+    {
+        using var scope = Tensor.NewScope();
+        var rng = new Random(6);
+        var x = F(Ref.Random(rng, 4 * 8, DType.Float32), [4, 8]);
+        var w = F(Ref.Random(rng, 8 * 8, DType.Float32), [8, 8]);
+        var h = x.To(DType.BFloat16);
+        var lnW = Tensor.Ones([8], DType.BFloat16);
+        var target = Tensor.FromArray(new long[] { 0, 7, 3, 1 }, [4]);
+        using (AutocastMode.Autocast(DType.BFloat16, DeviceType.Cpu))
+        {
+            foreach (var (op, f) in new (string, Func<Tensor>)[]
+            {
+                ("Softmax", () => h.Softmax(-1)), ("LogSoftmax", () => h.LogSoftmax(-1)), ("LayerNorm", () => h.LayerNorm([8], lnW, lnW)),
+                ("RmsNorm", () => h.RmsNorm([8], lnW)), ("Exp", () => h.Exp()), ("Sum", () => h.Sum(1)),
+            })
+            {
+                using var calls = KernelCounter.Begin();
+                var y = f();
+                Assert.That(y.DType, Is.EqualTo(DType.BFloat16), op);
+                Assert.That(calls.Count(nameof(IBackend.Copy)), Is.Zero, $"{op}: no cast pass");
+            }
+            using (var calls = KernelCounter.Begin())
+            {
+                var y = x.MatMul(w);
+                Assert.That(y.DType, Is.EqualTo(DType.BFloat16), "MatMul of float32 inputs");
+                Assert.That(calls.Count(nameof(IBackend.Copy)), Is.EqualTo(2), "MatMul: both inputs cast down");
+            }
+            Assert.That(h.MatMul(w).DType, Is.EqualTo(DType.BFloat16), "MatMul of mixed inputs");
+            Assert.That(h.CrossEntropy(target).DType, Is.EqualTo(DType.Float32), "CrossEntropy");
+            Assert.That(h.LogSoftmax(-1).NllLoss(target).DType, Is.EqualTo(DType.Float32), "NllLoss");
+            Assert.That(h.MseLoss(h).DType, Is.EqualTo(DType.Float32), "MseLoss");
+        }
+    }
+
+    // The CUDA table is PyTorch's CUDA lists, unchanged; checked through the policy (no device needed).
+    [Test]
+    public void AutocastPolicy_CudaTableIsPyTorchsCudaLists_AndTheCpuTableDiffersOnlyWhereTheCpuListsDo()
+    {
+        var cudaFloat32 = new[]
+        {
+            typeof(ExpOp), typeof(LogOp), typeof(PowScalarOp), typeof(Tensor.PowBackward), typeof(RsqrtOp),
+            typeof(Tensor.SoftmaxBackward), typeof(Tensor.LogSoftmaxBackward), typeof(Tensor.LayerNormBackward),
+            typeof(Tensor.RmsNormBackward), typeof(Tensor.SumBackward), typeof(Tensor.NormBackward),
+            typeof(Tensor.LogSumExpBackward), typeof(Tensor.CrossEntropyBackward), typeof(Tensor.NllLossOp), typeof(Tensor.MseLossOp),
+        };
+        var losses = new[] { typeof(Tensor.CrossEntropyBackward), typeof(Tensor.NllLossOp), typeof(Tensor.MseLossOp) };
+        foreach (var op in cudaFloat32)
+        {
+            Assert.That(AutocastPolicy.CategoryOf(op, DeviceType.Cuda), Is.EqualTo(AutocastCategory.Float32), $"CUDA {op.Name}");
+            Assert.That(AutocastPolicy.TargetDType(op, DeviceType.Cuda, DType.Float16), Is.EqualTo(DType.Float32), $"CUDA {op.Name}");
+            var cpu = losses.Contains(op) ? AutocastCategory.Float32 : AutocastCategory.InputType;
+            Assert.That(AutocastPolicy.CategoryOf(op, DeviceType.Cpu), Is.EqualTo(cpu), $"CPU {op.Name}");
+        }
+        foreach (var d in new[] { DeviceType.Cuda, DeviceType.Cpu })
+        {
+            Assert.That(AutocastPolicy.TargetDType(typeof(Tensor.MatMulBackward), d, DType.BFloat16), Is.EqualTo(DType.BFloat16), $"{d} MatMul");
+            Assert.That(AutocastPolicy.TargetDType(typeof(Tensor.MatMulBackward), d, DType.Float16), Is.EqualTo(DType.Float16), $"{d} MatMul");
+            Assert.That(AutocastPolicy.CategoryOf(typeof(Tensor.CatBackward), d), Is.EqualTo(AutocastCategory.Promote), $"{d} Cat");
+            Assert.That(AutocastPolicy.TargetDType(typeof(Tensor.CatBackward), d, DType.Float16), Is.Null, $"{d} Cat: no cast");
+            Assert.That(AutocastPolicy.CategoryOf(typeof(Tensor.MeanBackward), d), Is.EqualTo(AutocastCategory.InputType), $"{d} Mean");
+            Assert.That(AutocastPolicy.TargetDType(typeof(ReluOp), d, DType.Float16), Is.Null, $"{d} Relu");
+            Assert.That(AutocastPolicy.CategoryOf(typeof(AutocastPolicyTestsUnknownOp), d), Is.EqualTo(AutocastCategory.InputType), $"{d} an unlisted op");
+        }
+        // Exactly those twelve ops differ between the tables.
+        var differ = AutocastPolicy.Cuda.Where(e => AutocastPolicy.Cpu[e.Key] != e.Value).Select(e => e.Key);
+        Assert.That(differ, Is.EquivalentTo(cudaFloat32.Except(losses)));
+        Assert.That(AutocastPolicy.Cuda.Count(e => e.Value == AutocastCategory.Float32), Is.EqualTo(cudaFloat32.Length));
+    }
+
+    sealed class AutocastPolicyTestsUnknownOp;
 
     [Test]
     public void Autocast_NestingAndDisablingRestoreTheOuterState()
@@ -403,7 +485,7 @@ public class AmpTests
         using (AutocastMode.Autocast(DType.BFloat16))
         {
             var logits = lin.Forward(x);
-            var loss = logits.Sum(1).Mean().Add(logits.CrossEntropy(target));   // Sum gives float32 here
+            var loss = logits.Sum(1).Mean().Add(logits.CrossEntropy(target));   // bfloat16 + float32 (CPU table)
             Assert.That(loss.AutocastDType, Is.EqualTo(DType.BFloat16));
             loss.Backward();                                                      // inside the region
             Assert.That(AutocastDispatch.IsSuspended, Is.False);

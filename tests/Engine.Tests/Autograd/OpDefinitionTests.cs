@@ -10,11 +10,20 @@ namespace Engine.Tests.Autograd;
 
 /// <summary>
 /// The seam between ops, their autograd definitions and the autocast policy: every op the engine records has a typed
-/// definition with its own backward, and the policy has a decision on record for each (InputType included).
+/// definition with its own backward, and each device type's policy table has a decision on record for each
+/// (InputType included).
 /// </summary>
 public class OpDefinitionTests
 {
     static readonly Assembly Tensors = typeof(Tensor).Assembly;
+
+    static readonly DeviceType[] Devices = Enum.GetValues<DeviceType>();
+
+    static void AssertListed(Type key, string what)
+    {
+        foreach (var d in Devices)
+            Assert.That(AutocastPolicy.For(d).ContainsKey(key), Is.True, $"{what} has no autocast category in AutocastPolicy's {d} table");
+    }
 
     // The policy's key of a recorded definition: its own type, or the op struct of the generic unary definition.
     static Type PolicyKey(GradFunction f)
@@ -35,18 +44,23 @@ public class OpDefinitionTests
             var backward = t.GetMethod("Backward", BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public, [typeof(Tensor)]);
             Assert.That(backward?.DeclaringType, Is.EqualTo(t), $"{t.Name} defines its own Backward");
             if (t.IsGenericTypeDefinition) continue; // UnaryBackward<TOp>: keyed by the op struct, checked below
-            Assert.That(AutocastPolicy.Table.ContainsKey(t), Is.True, $"{t.Name} has no autocast category in AutocastPolicy");
+            AssertListed(t, t.Name);
         }
         var unaryOps = Tensors.GetTypes().Where(t => t.IsValueType && typeof(IDifferentiableUnaryOp).IsAssignableFrom(t) && !t.IsGenericType).ToList();
         Assert.That(unaryOps, Has.Count.GreaterThanOrEqualTo(17));
         foreach (var op in unaryOps)
-            Assert.That(AutocastPolicy.Table.ContainsKey(op), Is.True, $"the unary op {op.Name} has no autocast category in AutocastPolicy");
+            AssertListed(op, $"the unary op {op.Name}");
     }
 
     [Test]
-    public void ThePolicyNamesOnlyOps()
+    public void ThePolicyNamesOnlyOps_AndEveryTableTheSameOps()
     {
-        foreach (var key in AutocastPolicy.Table.Keys)
+        var keys = AutocastPolicy.Cuda.Keys.ToHashSet();
+        foreach (var d in Devices)
+            Assert.That(AutocastPolicy.For(d).Keys, Is.EquivalentTo(keys), $"the {d} table lists the same ops as the CUDA table");
+        Assert.That(AutocastPolicy.For(DeviceType.Cpu), Is.SameAs(AutocastPolicy.Cpu));
+        Assert.That(AutocastPolicy.For(DeviceType.Cuda), Is.SameAs(AutocastPolicy.Cuda));
+        foreach (var key in keys)
         {
             bool definition = typeof(GradFunction).IsAssignableFrom(key);
             bool unary = key.IsValueType && typeof(IDifferentiableUnaryOp).IsAssignableFrom(key);
@@ -92,8 +106,7 @@ public class OpDefinitionTests
         {
             var n = stack.Pop();
             var key = PolicyKey(n.Function);
-            if (seen.Add(key))
-                Assert.That(AutocastPolicy.Table.ContainsKey(key), Is.True, $"{n} ({n.Function.GetType().Name}) has no autocast category");
+            if (seen.Add(key)) AssertListed(key, $"{n} ({n.Function.GetType().Name})");
             foreach (var e in n.Edges) if (e.Node is { } c) stack.Push(c);
         }
         Assert.That(seen, Has.Count.GreaterThan(40));

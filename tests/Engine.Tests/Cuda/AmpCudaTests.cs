@@ -131,4 +131,26 @@ public class AmpCudaTests
         Assert.That(scaler.GetScale(), Is.EqualTo(1024), "grew after 2 clean steps");
         Assert.That(scaler.ScaleTensor!.Device, Is.EqualTo(_dev), "the scale lives on the device");
     }
+
+    // One region for every device type, two tables: the op's input device picks the table (PyTorch's CUDA list casts
+    // softmax and layer norm to float32, its CPU list does not).
+    [Test]
+    public void OneRegion_UsesTheTableOfEachInputsDeviceType()
+    {
+        using var scope = Tensor.NewScope();
+        var v = Ref.Random(new Random(4), 2 * 6, DType.BFloat16);
+        var onCpu = On(v, [2, 6], DType.BFloat16, Device.Cpu);
+        var onDev = On(v, [2, 6], DType.BFloat16, _dev);
+        using (AutocastMode.Autocast(DType.BFloat16))
+        {
+            Assert.That(onDev.Softmax(-1).DType, Is.EqualTo(DType.Float32), "CUDA table: Softmax in float32");
+            Assert.That(onDev.LayerNorm([6]).DType, Is.EqualTo(DType.Float32), "CUDA table: LayerNorm in float32");
+            Assert.That(onDev.Exp().DType, Is.EqualTo(DType.Float32), "CUDA table: Exp in float32");
+            Assert.That(onCpu.Softmax(-1).DType, Is.EqualTo(DType.BFloat16), "CPU table: Softmax in its input type");
+            Assert.That(onCpu.LayerNorm([6]).DType, Is.EqualTo(DType.BFloat16), "CPU table: LayerNorm in its input type");
+            Assert.That(onCpu.Exp().DType, Is.EqualTo(DType.BFloat16), "CPU table: Exp in its input type");
+            using var target = Tensor.FromArray(new long[] { 1, 4 }, [2], _dev);
+            Assert.That(onDev.CrossEntropy(target).DType, Is.EqualTo(DType.Float32), "both tables: CrossEntropy in float32");
+        }
+    }
 }
