@@ -122,10 +122,9 @@ public static class AutocastPolicy
     // (https://pytorch.org/docs/stable/amp.html). That float32 list names none of exp, log, pow, rsqrt, softmax,
     // log_softmax, layer_norm, rms_norm, sum, norm or logsumexp: on the CPU they run in their input type. One list
     // for every region dtype (float16 regions on the CPU use it too, as PyTorch's). No deliberate deviation beyond
-    // the Promote entries explained for the CUDA table. One difference of the engine, not of the list: PyTorch's CPU
-    // layer_norm accepts a 16-bit input with float32 weights (a mixed-dtype kernel); ours, as outside autocast, wants
-    // weights of the input's dtype, so a CPU LayerNorm/RmsNorm of a 16-bit activation needs 16-bit weights (with
-    // float32 master weights Linear's float32 bias keeps the residual stream, hence the norms' inputs, in float32).
+    // the Promote entries explained for the CUDA table. A norm left in the input type may see a 16-bit activation
+    // with float32 weights: as PyTorch's mixed-type layer_norm, the op accepts that (Tensor.Normalization.cs casts the
+    // weights to the input's dtype, differentiably).
     static readonly Dictionary<Type, AutocastCategory> s_cpu = new()
     {
         // Lower precision: AVX-512 BF16 / AMX friendly products.

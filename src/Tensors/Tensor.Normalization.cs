@@ -37,6 +37,15 @@ public sealed partial class Tensor
         if (AutocastDispatch.TryAutocast(rms ? typeof(RmsNormBackward) : typeof(LayerNormBackward), this, weight, bias, out var ac))
             using (ac) return ac[0].NormForward(op, normalizedShape, ac.Optional(1), ac.Optional(2), eps, rms);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point input, got {Describe()}");
+        if (DType.IsHalf() && (weight?.DType == DType.Float32 || bias?.DType == DType.Float32))
+        {
+            // PyTorch's mixed-type norm: a float16/bfloat16 input with float32 parameters (float32 master weights
+            // under the CPU autocast table, which leaves norms in the input type). The parameters are cast to the
+            // input's dtype, differentiably, so their gradients come back in float32.
+            using var wc = weight?.DType == DType.Float32 ? weight.To(DType) : null;
+            using var bc = bias?.DType == DType.Float32 ? bias.To(DType) : null;
+            return NormForward(op, normalizedShape, wc ?? weight, bc ?? bias, eps, rms);
+        }
         int k = CheckNormalizedShape(op, normalizedShape);
         CheckNormParameter(op, "weight", weight, normalizedShape);
         CheckNormParameter(op, "bias", bias, normalizedShape);

@@ -210,4 +210,31 @@ public class ParityOpsTests
         Assert.That(() => Gradients.Backward([a]), Throws.InstanceOf<EngineException>().With.Message.Contains("scalar"));
         Assert.That(() => Gradients.Backward([r1], [null, null]), Throws.InstanceOf<EngineException>());
     }
+
+    [Test]
+    public void NormsAcceptAHalfInputWithFloat32Parameters()
+    {
+        var rng = new Random(15);
+        foreach (var dt in new[] { DType.BFloat16, DType.Float16 })
+            foreach (bool rms in new[] { false, true })
+            {
+                using var x32 = Tensor.FromArray(Ref.Random(rng, 12, DType.Float32).Select(v => (float)Ref.RoundTo(v, dt)).ToArray(), [3, 4]);
+                using var x = x32.To(dt);
+                using var w = Tensor.FromArray(new[] { 1f, 0.5f, 2f, -1f }, [4], requiresGrad: true);
+                using var b = Tensor.FromArray(new[] { 0.25f, 0f, -0.5f, 1f }, [4], requiresGrad: true);
+                using var y = rms ? x.RmsNorm([4], w) : x.LayerNorm([4], w, b);
+                Assert.That(y.DType, Is.EqualTo(dt), "the output has the input's dtype");
+                using var wh = w.Detach().To(dt);
+                using var bh = b.Detach().To(dt);
+                using var same = rms ? x.RmsNorm([4], wh) : x.LayerNorm([4], wh, bh);
+                Assert.That(y.ToArray<double>(), Is.EqualTo(same.ToArray<double>()), "as with the parameters in the input's dtype");
+                using (var s = y.To(DType.Float32).Sum()) s.Backward();
+                Assert.That(w.Grad!.DType, Is.EqualTo(DType.Float32), "the weight's gradient comes back in float32");
+                if (!rms) Assert.That(b.Grad!.ToArray<float>(), Is.EqualTo(new[] { 3f, 3f, 3f, 3f }), "dBias = Σ dy");
+                w.Grad.Dispose(); b.Grad?.Dispose();
+            }
+        using var xd = Tensor.Zeros([2, 4], DType.Float64);
+        using var wf = Tensor.Ones([4]);
+        Assert.That(() => xd.LayerNorm([4], wf), Throws.TypeOf<DTypeException>().With.Message.Contains("LayerNorm"));
+    }
 }
