@@ -1,4 +1,5 @@
 using Engine.Amp;
+using Engine.Backends;
 using Engine.Graph;
 using Engine.Autograd.Nn;
 using Engine.Autograd.Optim;
@@ -21,18 +22,34 @@ public interface IWorkloadRun : IDisposable
     IReadOnlyList<Metric> Metrics { get; }
 }
 
+/// <summary>A training-step workload, whose kernel launches per step <c>engine bench</c> counts.</summary>
+public interface ITrainingStep : IWorkloadRun
+{
+    /// <summary>
+    /// One step, as <see cref="IWorkloadRun.Run"/> without its closing read of the loss: that read is the harness's
+    /// synchronization, not the step's work (on CUDA it stages the element with one more Copy).
+    /// </summary>
+    void Step();
+}
+
 /// <summary>A named workload: a dtype label for reports and a factory per device.</summary>
 /// <param name="Name">As in benchmarks/RESULTS.md (gemm_f32_1024, mlp_train_step...).</param>
 /// <param name="DType">f32, bf16, f16 or bf16-autocast.</param>
 /// <param name="Warmup">Untimed repetitions first.</param>
 /// <param name="Reps">Timed repetitions (the median is reported).</param>
 /// <param name="Create">Prepares the workload on a device.</param>
-public sealed record Workload(string Name, string DType, int Warmup, int Reps, Func<Device, IWorkloadRun> Create);
+/// <param name="CountsLaunches">
+/// A training step (<see cref="ITrainingStep"/>): <c>engine bench</c> also counts the kernel launches of one repetition after warm-up
+/// (<see cref="WorkloadCatalog.CountLaunches"/>) and reports them as the <c>launches_per_step</c> row.
+/// </param>
+public sealed record Workload(string Name, string DType, int Warmup, int Reps, Func<Device, IWorkloadRun> Create, bool CountsLaunches = false);
 
 /// <summary>
 /// The workloads of <c>engine bench</c> and the BenchmarkDotNet suites, defined once. Sizes and models follow the
 /// CLI issue: GEMM squares, 16M-element elementwise ops, a 4096² softmax, an MLP step (784→1024→1024→10, batch 256,
-/// AdamW) and a GPT step (vocab 64, context 128, 4 layers, 4 heads, d 256, batch 16, AdamW).
+/// AdamW) and a GPT step (vocab 64, context 128, 4 layers, 4 heads, d 256, batch 16, AdamW), in float32 and under
+/// bfloat16 and float16 autocast. A GPT step is what <c>engine train</c> does per step: forward, backward, gradient
+/// clipping to norm 1, the optimizer step (through the loss scaler under float16) and zero-grad.
 /// </summary>
 public static class WorkloadCatalog
 {
@@ -49,11 +66,30 @@ public static class WorkloadCatalog
         new("softmax_4096x4096", "f32", 2, 15, d => new SoftmaxRun(d)),
         new("bf16_convert_16M", "bf16", 2, 15, d => new ConvertRun(d)),
         new("mlp_train_step", "f32", 5, 30, d => new MlpStepRun(d)),
-        new("gpt_train_step", "f32", 2, 10, d => new GptStepRun(d, null)),
-        new("gpt_train_step_bf16", "bf16-autocast", 2, 10, d => new GptStepRun(d, DType.BFloat16)),
+        new("gpt_train_step", "f32", 2, 10, d => new GptStepRun(d, null), CountsLaunches: true),
+        new("gpt_train_step_bf16", "bf16-autocast", 2, 10, d => new GptStepRun(d, DType.BFloat16), CountsLaunches: true),
+        new("gpt_train_step_fp16", "f16-autocast", 2, 10, d => new GptStepRun(d, DType.Float16), CountsLaunches: true),
         new("unscale_16M", "f32", 2, 15, d => new UnscaleRun(d)),
         new("op_overhead", "f32", 1, 7, d => new OverheadRun(d)),
     ];
+
+    /// <summary>
+    /// The GPT training step of the <c>gpt_train_step*</c> workloads with another model size and batch (tests count the
+    /// launches of a small one: the count depends on the layer structure, not on the sizes).
+    /// </summary>
+    public static ITrainingStep GptStep(Device device, DType? autocast, GptConfig config, int batch) => new GptStepRun(device, autocast, config, batch);
+
+    /// <summary>
+    /// The kernel launches of one <see cref="ITrainingStep.Step"/>, counted by a <see cref="KernelCounter"/> scope.
+    /// Run it after a warm-up step: the first step also allocates the optimizer state and the gradients.
+    /// </summary>
+    public static KernelCounterScope CountLaunches(ITrainingStep run)
+    {
+        var c = KernelCounter.Begin();
+        try { run.Step(); }
+        finally { c.Dispose(); }
+        return c;
+    }
 
     static Workload Gemm(int n, int warmup, int reps) => new($"gemm_f32_{n}", "f32", warmup, reps, d => new GemmRun(n, DType.Float32, d));
 
@@ -152,38 +188,66 @@ public static class WorkloadCatalog
         public void Dispose() { _opt.Dispose(); _model.Dispose(); _x.Dispose(); _y.Dispose(); }
     }
 
-    sealed class GptStepRun : IWorkloadRun
+    sealed class GptStepRun : ITrainingStep
     {
         readonly Gpt _model;
         readonly AdamW _opt;
+        readonly GradScaler? _scaler;
         readonly Tensor _x, _y;
-        const int Batch = 16, Context = 128;
+        readonly int _vocab;
         readonly DType? _autocast;
         readonly DeviceType _deviceType;
-        public GptStepRun(Device d, DType? autocast)
+        public GptStepRun(Device d, DType? autocast) : this(d, autocast, new GptConfig(64, 128, 4, 4, 256), 16) { }
+        public GptStepRun(Device d, DType? autocast, GptConfig config, int batch)
         {
             _autocast = autocast;
             _deviceType = d.Type;
+            _vocab = config.VocabSize;
             var g = new Generator(6);
-            _model = new Gpt(new GptConfig(64, Context, 4, 4, 256), d, DType.Float32, g);
+            _model = new Gpt(config, d, DType.Float32, g);
             _opt = new AdamW(_model.Parameters(), 3e-4, 0.9, 0.999, 1e-8, 0.01);
-            _x = Tensor.RandInt(0, 64, [Batch, Context], DType.Int64, d, g).DetachFromScopes();
-            _y = Tensor.RandInt(0, 64, [Batch * Context], DType.Int64, d, g).DetachFromScopes();
-            Metrics = [new("time", "ms", s => s * 1e3), new("throughput", "tokens/s", s => Batch * Context / s)];
+            // float16 needs dynamic loss scaling (as engine train --precision fp16); bfloat16 does not.
+            _scaler = autocast == DType.Float16 ? new GradScaler() : null;
+            _x = Tensor.RandInt(0, _vocab, [batch, config.ContextLength], DType.Int64, d, g).DetachFromScopes();
+            _y = Tensor.RandInt(0, _vocab, [batch * config.ContextLength], DType.Int64, d, g).DetachFromScopes();
+            int tokens = batch * config.ContextLength;
+            Metrics = [new("time", "ms", s => s * 1e3), new("throughput", "tokens/s", s => tokens / s)];
         }
         public IReadOnlyList<Metric> Metrics { get; }
         public void Run()
         {
             using var scope = Tensor.NewScope();
+            Sync(StepCore());
+        }
+        public void Step()
+        {
+            using var scope = Tensor.NewScope();
+            StepCore();
+        }
+        // The step's tensors belong to the caller's scope.
+        Tensor StepCore()
+        {
             _opt.ZeroGrad();
             Tensor loss;
             using (_autocast is { } dt ? AutocastMode.Autocast(dt, _deviceType) : null)
-                loss = _model.Forward(_x).View(-1, 64).CrossEntropy(_y);
-            loss.Backward();
-            _opt.Step();
-            Sync(loss);
+                loss = _model.Forward(_x).View(-1, _vocab).CrossEntropy(_y);
+            if (_scaler is null)
+            {
+                loss.Backward();
+                ClipGrad.ClipGradNorm(_model.Parameters(), 1.0);
+                _opt.Step();
+            }
+            else
+            {
+                _scaler.Scale(loss).Backward();
+                _scaler.Unscale(_opt);
+                ClipGrad.ClipGradNorm(_model.Parameters(), 1.0);
+                _scaler.Step(_opt);
+                _scaler.Update();
+            }
+            return loss;
         }
-        public void Dispose() { _opt.Dispose(); _model.Dispose(); _x.Dispose(); _y.Dispose(); }
+        public void Dispose() { _scaler?.Dispose(); _opt.Dispose(); _model.Dispose(); _x.Dispose(); _y.Dispose(); }
     }
 
     // The AMP scaler's fused check-and-unscale over 16M float32 gradient values (read and written once).

@@ -19,19 +19,28 @@ sealed class BenchSettings : CommandSettings
     [CommandOption("--reps <N>"), Description("Timed repetitions per workload (default: each workload's own).")]
     public int? Reps { get; set; }
 
-    [CommandOption("--json <FILE>"), Description("Also write one JSON object per line and metric: workload, metric, value (median), unit, device, dtype, min, reps.")]
+    [CommandOption("--json <FILE>"), Description("Also write one JSON object per line and metric: workload, metric, value (median), unit, device, dtype, min, reps; a launches_per_step line adds launches_per_step and launches_by_kernel.")]
     public string? Json { get; set; }
+
+    [CommandOption("--emulate"), Description("Run the CUDA kernels on ILGPU's CPU accelerator (no GPU needed): the timings mean nothing, the launch counts are exact.")]
+    public bool Emulate { get; set; }
+
+    [CommandOption("--launches-only"), Description("Only count the kernel launches of the training-step workloads (one warm-up and one counted step each; no timing).")]
+    public bool LaunchesOnly { get; set; }
 }
 
 /// <summary>
 /// <c>engine bench</c>: times the shared workloads in process and prints a table of medians; with --json, one JSON
 /// object per line and metric: {"workload","metric","value" (median),"unit","device","dtype","min" (the metric of the
-/// fastest repetition),"reps"}.
+/// fastest repetition),"reps"}. A training-step workload also gets a <c>launches_per_step</c> row: the kernel launches
+/// of one step after warm-up (unit launches/step), whose JSON line adds <c>launches_per_step</c> and
+/// <c>launches_by_kernel</c> (every kernel launched, most launched first; the counts sum to launches_per_step).
 /// </summary>
 sealed class BenchCommand : Command<BenchSettings>
 {
     public override int Execute(CommandContext context, BenchSettings s, CancellationToken cancellationToken)
     {
+        if (s.Emulate) Engine.Backends.Cuda.CudaBackend.EnableEmulation();
         var device = Devices.Parse(s.Device);
         var only = s.Only?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (s.Reps is < 1 or > 100_000) throw new UsageException($"--reps must be in [1, 100000], got {s.Reps}");
@@ -39,16 +48,36 @@ sealed class BenchCommand : Command<BenchSettings>
         if (only is not null)
             foreach (var n in only)
                 if (!names.Contains(n)) throw new UsageException($"unknown workload '{n}' (known: {string.Join(", ", names)})");
-        var selected = WorkloadCatalog.All.Where(w => only is null || only.Contains(w.Name)).ToList();
+        var selected = WorkloadCatalog.All.Where(w => (only is null || only.Contains(w.Name)) && (!s.LaunchesOnly || w.CountsLaunches)).ToList();
+        if (selected.Count == 0) throw new UsageException($"--launches-only counts training steps, and none is selected (they are: {string.Join(", ", WorkloadCatalog.All.Where(w => w.CountsLaunches).Select(w => w.Name))})");
         string dev = device.Type == DeviceType.Cpu ? "cpu" : "cuda";
         using var jsonOut = s.Json is null ? null : new StreamWriter(s.Json, append: false);
-        Console.WriteLine($"engine bench on {device} ({Environment.ProcessorCount} cores, .NET {Environment.Version}); medians of timed repetitions after warm-up");
-        Console.WriteLine($"{"workload",-22} {"dtype",-6} {"metric",-11} {"median",12} {"best",12} {"unit",-9} reps");
+        Console.WriteLine($"engine bench on {device}{(s.Emulate && device.Type == DeviceType.Cuda ? " (emulated on ILGPU's CPU accelerator)" : "")} ({Environment.ProcessorCount} cores, .NET {Environment.Version}); medians of timed repetitions after warm-up");
+        Console.WriteLine($"{"workload",-22} {"dtype",-13} {"metric",-17} {"median",12} {"best",12} {"unit",-13} reps");
         foreach (var w in selected)
         {
             using var run = w.Create(device);
             int n = s.Reps ?? w.Reps;
-            for (int i = 0; i < w.Warmup; i++) run.Run();
+            // Launches are counted after at least one warm-up step: the first allocates gradients and optimizer state.
+            int warmup = s.LaunchesOnly ? 1 : w.CountsLaunches ? Math.Max(1, w.Warmup) : w.Warmup;
+            for (int i = 0; i < warmup; i++) run.Run();
+            if (w.CountsLaunches)
+            {
+                if (run is not ITrainingStep step) throw new InvalidOperationException($"workload {w.Name} counts launches but is not a training step");
+                var c = WorkloadCatalog.CountLaunches(step);
+                var byKernel = c.Counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{w.Name,-22} {w.DType,-13} {"launches_per_step",-17} {c.Launches,12} {c.Launches,12} {"launches/step",-13} 1"));
+                Console.WriteLine($"{"",-22}   top kernels: {string.Join(", ", byKernel.Take(6).Select(kv => $"{kv.Key} {kv.Value}"))}");
+                var kernels = new Dictionary<string, long>(StringComparer.Ordinal);
+                foreach (var (k, v) in byKernel) kernels[k] = v;
+                jsonOut?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["workload"] = w.Name, ["metric"] = "launches_per_step", ["value"] = c.Launches, ["unit"] = "launches/step",
+                    ["device"] = dev, ["dtype"] = w.DType, ["min"] = c.Launches, ["reps"] = 1,
+                    ["launches_per_step"] = c.Launches, ["launches_by_kernel"] = kernels,
+                }));
+            }
+            if (s.LaunchesOnly) { jsonOut?.Flush(); continue; }
             var times = new double[n];
             for (int i = 0; i < n; i++)
             {
@@ -61,7 +90,7 @@ sealed class BenchCommand : Command<BenchSettings>
             foreach (var m in run.Metrics)
             {
                 double value = m.FromSeconds(median), best = m.FromSeconds(times[0]);
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{w.Name,-22} {w.DType,-6} {m.Name,-11} {value,12:G5} {best,12:G5} {m.Unit,-9} {n}"));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{w.Name,-22} {w.DType,-13} {m.Name,-17} {value,12:G5} {best,12:G5} {m.Unit,-13} {n}"));
                 jsonOut?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
                 {
                     ["workload"] = w.Name, ["metric"] = m.Name, ["value"] = value, ["unit"] = m.Unit,

@@ -139,4 +139,24 @@ public sealed class CommandLineTests : CliFixture
         }
         Assert.That(seen.Distinct(), Is.EquivalentTo(new[] { "op_overhead", "gemm_f32_256" }));
     }
+    [Test]
+    public void BenchCountsTheLaunchesOfOneGptTrainingStep()
+    {
+        var json = At("launches.jsonl");
+        var r = Expect(0, "bench", "--only", "gpt_train_step", "--reps", "1", "--json", json);
+        Assert.That(r.Out, Does.Contain("launches_per_step").And.Contain("launches/step").And.Contain("top kernels: "));
+        var lines = File.ReadAllLines(json);
+        Assert.That(lines, Has.Length.EqualTo(3), "launches_per_step, time, throughput");
+        using var d = JsonDocument.Parse(lines.Single(l => l.Contains("\"metric\":\"launches_per_step\"", StringComparison.Ordinal)));
+        var row = d.RootElement;
+        long launches = row.GetProperty("launches_per_step").GetInt64();
+        Assert.That(launches, Is.GreaterThan(0));
+        Assert.That(row.GetProperty("value").GetInt64(), Is.EqualTo(launches));
+        Assert.That(row.GetProperty("unit").GetString(), Is.EqualTo("launches/step"));
+        Assert.That(row.GetProperty("device").GetString(), Is.EqualTo("cpu"));
+        var byKernel = row.GetProperty("launches_by_kernel").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt64());
+        Assert.That(byKernel.Values.Sum(), Is.EqualTo(launches), "the by-kernel counts add up to the step's launches");
+        Assert.That(byKernel.Keys, Does.Contain("MatMul").And.Contain("AdamStep"), string.Join(", ", byKernel));
+        TestContext.Out.WriteLine($"gpt_train_step (cpu): {launches} launches/step: {string.Join(", ", byKernel.Select(kv => $"{kv.Key} {kv.Value}"))}");
+    }
 }

@@ -1,0 +1,56 @@
+using Engine.Autograd.Nn;
+using Engine.Backends;
+using Engine.Backends.Cuda;
+using Engine.Workloads;
+using NUnit.Framework;
+
+namespace Engine.Tests.Backends;
+
+/// <summary>
+/// The kernel launches of one GPT training step (forward, backward, clip, optimizer step, zero-grad; the step of the
+/// <c>gpt_train_step*</c> bench workloads) on the CPU and on the CUDA backend (ILGPU's CPU accelerator standing in for
+/// the GPU): both backends launch the same kernels. The CUDA issue's budget (120 launches per step in float32, 140
+/// under float16 autocast) is printed beside the count, not asserted: the kernel fusion work will assert it.
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public class LaunchesPerStepTests
+{
+    // The bench model's structure (4 layers, 4 heads) at a size the emulator runs in a moment: the launches depend on
+    // the layers, not on the widths or the batch.
+    static readonly GptConfig Small = new(64, 16, 4, 4, 32);
+    const int Batch = 2;
+
+    [OneTimeSetUp]
+    public void EnableEmulation() => CudaBackend.EnableEmulation();
+
+    static KernelCounterScope CountOneStep(Device device, DType? autocast)
+    {
+        using var run = WorkloadCatalog.GptStep(device, autocast, Small, Batch);
+        run.Run();                                   // warm-up: allocates the gradients and the AdamW state
+        return WorkloadCatalog.CountLaunches(run);
+    }
+
+    [TestCase(null, 120, TestName = "GptStep_LaunchesTheSameKernelsOnCpuAndCuda(fp32)")]
+    [TestCase(DType.BFloat16, 140, TestName = "GptStep_LaunchesTheSameKernelsOnCpuAndCuda(bf16)")]
+    [TestCase(DType.Float16, 140, TestName = "GptStep_LaunchesTheSameKernelsOnCpuAndCuda(fp16)")]
+    public void GptStep_LaunchesTheSameKernelsOnCpuAndCuda(DType? autocast, int budget)
+    {
+        var cpu = CountOneStep(Device.Cpu, autocast);
+        var cuda = CountOneStep(CudaBackend.EmulatedDevice, autocast);
+        string precision = autocast is null ? "fp32" : autocast == DType.Float16 ? "fp16 autocast" : "bf16 autocast";
+        TestContext.Out.WriteLine($"GPT step, {precision}, budget {budget}: cpu {cpu}");
+        TestContext.Out.WriteLine($"GPT step, {precision}, budget {budget}: cuda {cuda}");
+        TestContext.Out.WriteLine($"{cpu.Launches} launches/step against the budget of {budget} ({(double)cpu.Launches / budget:F1}×)");
+        Assert.That(cpu.Launches, Is.GreaterThan(0));
+        // Known CPU miscount (src/Backends/Cpu/Kernels/MatMulKernels.cs): a float16 GEMM widens through the public Copy,
+        // which records three Copy launches per MatMul (A and B to float32, the result back) where the kernel is one.
+        // Until it is fixed, that exact difference and no other makes this case inconclusive rather than failed.
+        long extra = cpu.Count(nameof(IBackend.Copy)) - cuda.Count(nameof(IBackend.Copy));
+        if (autocast == DType.Float16 && extra == 3 * cpu.Count(nameof(IBackend.MatMul))
+            && cpu.Counts.Where(kv => kv.Key != nameof(IBackend.Copy)).OrderBy(kv => kv.Key).SequenceEqual(cuda.Counts.Where(kv => kv.Key != nameof(IBackend.Copy)).OrderBy(kv => kv.Key)))
+            Assert.Inconclusive($"the CPU counts {extra} widening copies of its float16 GEMM (3 per MatMul) as launches; CUDA launches {cuda.Launches}");
+        Assert.That(cuda.Counts, Is.EquivalentTo(cpu.Counts), $"cpu {cpu}\ncuda {cuda}");
+        Assert.That(cuda.Launches, Is.EqualTo(cpu.Launches));
+    }
+}
