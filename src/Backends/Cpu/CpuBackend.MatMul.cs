@@ -48,11 +48,11 @@ public sealed unsafe partial class CpuBackend
         {
             var al = Layout.Contiguous([batch, m, k]);
             var bl = Layout.Contiguous([batch, k, n]);
-            Copy(a, aLayout, aw, al);
-            Copy(b, bLayout, bw, bl);
+            CopyUncounted(a, aLayout, aw, al);
+            CopyUncounted(b, bLayout, bw, bl);
             MatMul(aw, al, bw, bl, yw, batch, m, n, k);
             var yl = Layout.Contiguous([batch, m, n]);
-            Copy(yw, yl, y, yl);
+            CopyUncounted(yw, yl, y, yl);
         }
         finally { aw.Release(); bw.Release(); yw.Release(); }
     }

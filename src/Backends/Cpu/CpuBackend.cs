@@ -116,6 +116,12 @@ public sealed unsafe partial class CpuBackend : IBackend
     public void Copy(Storage x, Layout xLayout, Storage y, Layout yLayout)
     {
         KernelCounter.Record(nameof(IBackend.Copy));
+        CopyUncounted(x, xLayout, y, yLayout);
+    }
+
+    // The copy itself, for kernels that convert inside one launch (the float16 GEMM's widening): not a launch of its own.
+    internal void CopyUncounted(Storage x, Layout xLayout, Storage y, Layout yLayout)
+    {
         var v = new CopyOuter { X = P(x), XL = xLayout, Y = P(y), YL = yLayout, YType = y.DType };
         DTypeDispatch.Visit(x.DType, ref v);
     }

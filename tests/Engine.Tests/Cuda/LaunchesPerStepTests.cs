@@ -4,12 +4,12 @@ using Engine.Backends.Cuda;
 using Engine.Workloads;
 using NUnit.Framework;
 
-namespace Engine.Tests.Backends;
+namespace Engine.Tests.Cuda;
 
 /// <summary>
 /// The kernel launches of one GPT training step (forward, backward, clip, optimizer step, zero-grad; the step of the
 /// <c>gpt_train_step*</c> bench workloads) on the CPU and on the CUDA backend (ILGPU's CPU accelerator standing in for
-/// the GPU): both backends launch the same kernels. The CUDA issue's budget (120 launches per step in float32, 140
+/// the GPU): both backends launch the same kernels, up to the casts that their autocast tables differ by. The CUDA issue's budget (120 launches per step in float32, 140
 /// under float16 autocast) is printed beside the count, not asserted: the kernel fusion work will assert it.
 /// </summary>
 [TestFixture]
@@ -43,14 +43,18 @@ public class LaunchesPerStepTests
         TestContext.Out.WriteLine($"GPT step, {precision}, budget {budget}: cuda {cuda}");
         TestContext.Out.WriteLine($"{cpu.Launches} launches/step against the budget of {budget} ({(double)cpu.Launches / budget:F1}×)");
         Assert.That(cpu.Launches, Is.GreaterThan(0));
-        // Known CPU miscount (src/Backends/Cpu/Kernels/MatMulKernels.cs): a float16 GEMM widens through the public Copy,
-        // which records three Copy launches per MatMul (A and B to float32, the result back) where the kernel is one.
-        // Until it is fixed, that exact difference and no other makes this case inconclusive rather than failed.
-        long extra = cpu.Count(nameof(IBackend.Copy)) - cuda.Count(nameof(IBackend.Copy));
-        if (autocast == DType.Float16 && extra == 3 * cpu.Count(nameof(IBackend.MatMul))
-            && cpu.Counts.Where(kv => kv.Key != nameof(IBackend.Copy)).OrderBy(kv => kv.Key).SequenceEqual(cuda.Counts.Where(kv => kv.Key != nameof(IBackend.Copy)).OrderBy(kv => kv.Key)))
-            Assert.Inconclusive($"the CPU counts {extra} widening copies of its float16 GEMM (3 per MatMul) as launches; CUDA launches {cuda.Launches}");
-        Assert.That(cuda.Counts, Is.EquivalentTo(cpu.Counts), $"cpu {cpu}\ncuda {cuda}");
-        Assert.That(cuda.Launches, Is.EqualTo(cpu.Launches));
+        if (autocast is null)
+        {
+            Assert.That(cuda.Counts, Is.EquivalentTo(cpu.Counts), $"cpu {cpu}\ncuda {cuda}");
+            Assert.That(cuda.Launches, Is.EqualTo(cpu.Launches));
+            return;
+        }
+        // Under autocast the two devices follow their own policy tables (PyTorch's CPU list leaves softmax, the norms,
+        // exp and sum in the input type, CUDA's runs them in float32): only the number of casts (Copy) may differ,
+        // and the CPU casts less.
+        static IEnumerable<KeyValuePair<string, long>> NoCopies(KernelCounterScope s) =>
+            s.Counts.Where(kv => kv.Key != nameof(IBackend.Copy)).OrderBy(kv => kv.Key);
+        Assert.That(NoCopies(cuda), Is.EqualTo(NoCopies(cpu)), $"cpu {cpu}\ncuda {cuda}");
+        Assert.That(cpu.Count(nameof(IBackend.Copy)), Is.LessThan(cuda.Count(nameof(IBackend.Copy))), "the CPU table casts fewer ops");
     }
 }
