@@ -125,26 +125,9 @@ public static class AutocastPolicy
     // the Promote entries explained for the CUDA table. A norm left in the input type may see a 16-bit activation
     // with float32 weights: as PyTorch's mixed-type layer_norm, the op accepts that (Tensor.Normalization.cs casts the
     // weights to the input's dtype, differentiably).
-    static readonly Dictionary<Type, AutocastCategory> s_cpu = new()
+    // Written as the CUDA table with what the CPU lists change, so the two cannot drift apart elsewhere.
+    static readonly Dictionary<Type, AutocastCategory> s_cpu = Override(s_cuda, new()
     {
-        // Lower precision: AVX-512 BF16 / AMX friendly products.
-        [typeof(Tensor.MatMulBackward)] = AutocastCategory.LowerPrecision,
-
-        // Float32: the losses.
-        [typeof(Tensor.CrossEntropyBackward)] = AutocastCategory.Float32,
-        [typeof(Tensor.NllLossOp)] = AutocastCategory.Float32,
-        [typeof(Tensor.MseLossOp)] = AutocastCategory.Float32,
-
-        // Promote: these ops promote to the widest input type on their own.
-        [typeof(Tensor.CatBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.WhereBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.AddBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.SubBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.MulBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.DivBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.MaximumBackward)] = AutocastCategory.Promote,
-        [typeof(Tensor.MinimumBackward)] = AutocastCategory.Promote,
-
         // Input type, where the CUDA table says float32: the CPU list leaves these alone.
         [typeof(ExpOp)] = AutocastCategory.InputType,
         [typeof(LogOp)] = AutocastCategory.InputType,
@@ -158,41 +141,19 @@ public static class AutocastPolicy
         [typeof(Tensor.SumBackward)] = AutocastCategory.InputType,
         [typeof(Tensor.NormBackward)] = AutocastCategory.InputType,
         [typeof(Tensor.LogSumExpBackward)] = AutocastCategory.InputType,
+    });
 
-        // Input type on both devices.
-        [typeof(NegOp)] = AutocastCategory.InputType,
-        [typeof(AbsOp)] = AutocastCategory.InputType,
-        [typeof(SqrtOp)] = AutocastCategory.InputType,
-        [typeof(SinOp)] = AutocastCategory.InputType,
-        [typeof(CosOp)] = AutocastCategory.InputType,
-        [typeof(TanhOp)] = AutocastCategory.InputType,
-        [typeof(SigmoidOp)] = AutocastCategory.InputType,
-        [typeof(ReluOp)] = AutocastCategory.InputType,
-        [typeof(GeluOp)] = AutocastCategory.InputType,
-        [typeof(GeluTanhOp)] = AutocastCategory.InputType,
-        [typeof(SiluOp)] = AutocastCategory.InputType,
-        [typeof(ClampOp)] = AutocastCategory.InputType,
-        [typeof(AffineOp)] = AutocastCategory.InputType,
-        [typeof(Tensor.AffineBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.MeanBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.AmaxBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.MaxBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.VarBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.GatherBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.ScatterAddBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.IndexSelectBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.IndexAddBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.EmbeddingBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.IdentityBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.CastBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.FillBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.TransposeBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.PermuteBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.SliceBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.SelectBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.ReshapeBackward)] = AutocastCategory.InputType,
-        [typeof(Tensor.ExpandBackward)] = AutocastCategory.InputType,
-    };
+    // A copy of a table with some entries changed; every changed op must be in the table already.
+    static Dictionary<Type, AutocastCategory> Override(Dictionary<Type, AutocastCategory> table, Dictionary<Type, AutocastCategory> changes)
+    {
+        var d = new Dictionary<Type, AutocastCategory>(table);
+        foreach (var (op, category) in changes)
+        {
+            if (!d.ContainsKey(op)) throw new InvalidOperationException($"AutocastPolicy: {op.Name} is not in the table it overrides");
+            d[op] = category;
+        }
+        return d;
+    }
 
     /// <summary>The CUDA table (read-only): PyTorch's CUDA lists.</summary>
     public static IReadOnlyDictionary<Type, AutocastCategory> Cuda => s_cuda;
