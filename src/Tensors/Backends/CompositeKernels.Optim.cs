@@ -127,7 +127,7 @@ public static partial class CompositeKernels
     {
         const string op = "NonFiniteCheckAndUnscale";
         foreach (var g in grads)
-            if (!g.DType.IsFloatingPoint()) throw new DTypeException(op, $"gradients must be floating point, got {g.DType.Name()}");
+            ContractChecks.Floating(op, g.DType);
         if (grads.Count == 0) return;
         using var s = new Scratch(backend, foundInf.Device);
         var one = s.Constant(DType.Float32, 1);

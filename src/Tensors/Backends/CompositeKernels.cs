@@ -23,7 +23,7 @@ public static partial class CompositeKernels
     /// </summary>
     public static void Softmax(IBackend backend, Storage x, Storage y, int rows, int cols, bool log)
     {
-        CheckFloat(log ? "LogSoftmax" : "Softmax", x.DType);
+        ContractChecks.Floating(log ? "LogSoftmax" : "Softmax", x.DType);
         if (rows <= 0 || cols <= 0) return;
         using var s = new Scratch(backend, x.Device);
         var w = Work(x.DType);
@@ -52,7 +52,7 @@ public static partial class CompositeKernels
     /// </summary>
     public static void SoftmaxBackward(IBackend backend, Storage y, Storage dy, Storage dx, int rows, int cols, bool log)
     {
-        CheckFloat(log ? "LogSoftmaxBackward" : "SoftmaxBackward", y.DType);
+        ContractChecks.Floating(log ? "LogSoftmaxBackward" : "SoftmaxBackward", y.DType);
         if (rows <= 0 || cols <= 0) return;
         using var s = new Scratch(backend, y.Device);
         var w = Work(y.DType);
@@ -88,7 +88,7 @@ public static partial class CompositeKernels
     /// </summary>
     public static void LayerNorm(IBackend backend, Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
     {
-        CheckFloat(rms ? "RmsNorm" : "LayerNorm", x.DType);
+        ContractChecks.Floating(rms ? "RmsNorm" : "LayerNorm", x.DType);
         if (rows <= 0) return;
         var v = Vector(rows);
         if (cols <= 0)
@@ -131,7 +131,7 @@ public static partial class CompositeKernels
     /// </summary>
     public static void LayerNormBackward(IBackend backend, Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
     {
-        CheckFloat(rms ? "RmsNormBackward" : "LayerNormBackward", x.DType);
+        ContractChecks.Floating(rms ? "RmsNormBackward" : "LayerNormBackward", x.DType);
         if (cols <= 0) return;
         if (rows <= 0)
         {
@@ -198,7 +198,7 @@ public static partial class CompositeKernels
     public static void CrossEntropy(IBackend backend, Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing)
     {
         const string op = "CrossEntropy";
-        CheckFloat(op, logits.DType);
+        ContractChecks.Floating(op, logits.DType);
         CheckTargets(op, backend, targets, rows, cols, ignoreIndex);
         if (rows <= 0) return;
         var v = Vector(rows);
@@ -234,7 +234,7 @@ public static partial class CompositeKernels
     public static void CrossEntropyBackward(IBackend backend, Storage logits, Storage targets, Storage dloss, Storage dlogits, int rows, int cols, long ignoreIndex, double labelSmoothing)
     {
         const string op = "CrossEntropyBackward";
-        CheckFloat(op, logits.DType);
+        ContractChecks.Floating(op, logits.DType);
         CheckTargets(op, backend, targets, rows, cols, ignoreIndex);
         if (dloss.DType is not (DType.Float32 or DType.Float64))
             throw new DTypeException(op, $"dloss must be float32 or float64, got {dloss.DType.Name()}");
@@ -296,7 +296,7 @@ public static partial class CompositeKernels
     // reads the targets back: the one host read of the composites, since throwing needs the value.
     static void CheckTargets(string op, IBackend backend, Storage targets, int rows, int cols, long ignoreIndex)
     {
-        if (targets.DType != DType.Int64) throw new DTypeException(op, $"targets must be int64, got {targets.DType.Name()}");
+        ContractChecks.Int64(op, "targets", targets);
         if (rows <= 0) return;
         var t = new long[rows];
         backend.CopyToHost<long>(targets, t);
@@ -309,11 +309,6 @@ public static partial class CompositeKernels
     }
 
     // ---- shared plumbing ----
-
-    static void CheckFloat(string op, DType dtype)
-    {
-        if (!dtype.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point tensor, got {dtype.Name()}");
-    }
 
     // The dtype a composite computes in: float32, or float64 for Float64 operands.
     static DType Work(DType t) => t == DType.Float64 ? DType.Float64 : DType.Float32;
