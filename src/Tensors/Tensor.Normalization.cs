@@ -76,48 +76,39 @@ public sealed partial class Tensor
     }
 
     // Inputs [x, weight?, bias?] (only those given); saved x and weight as dense copies (or aliases) and the per-row
-    // mean and rstd. One fused kernel gives dx, dWeight and dBias.
-    internal sealed class LayerNormBackward : GradFunction
+    // mean and rstd. One fused kernel gives dx, dWeight and dBias. LayerNorm and RmsNorm differ only in the kernel's
+    // flag; they are two types because the autocast policy names each.
+    internal abstract class NormalizationBackward : GradFunction
     {
         readonly int _dims;
-        readonly bool _hasBias;
+        readonly bool _hasBias, _rms;
         readonly SavedTensor _x, _mean, _rstd;
         readonly SavedTensor? _weight;
-        internal LayerNormBackward(int dims, Tensor x, Tensor? weight, bool hasBias, Tensor mean, Tensor rstd)
+
+        private protected NormalizationBackward(int dims, Tensor x, Tensor? weight, bool hasBias, Tensor mean, Tensor rstd, bool rms)
         {
-            _dims = dims; _hasBias = hasBias;
+            _dims = dims; _hasBias = hasBias; _rms = rms;
             _x = Save(x); _weight = weight is null ? null : Save(weight); _mean = Save(mean); _rstd = Save(rstd);
         }
-        protected internal override Tensor?[] Backward(Tensor grad) => NormGradients(this, grad, _dims, _x, _weight, _hasBias, _mean, _rstd, rms: false);
-        internal bool Needs(int i) => NeedsGrad(i);
-    }
 
-    internal sealed class RmsNormBackward : GradFunction
-    {
-        readonly int _dims;
-        readonly SavedTensor _x, _mean, _rstd;
-        readonly SavedTensor? _weight;
-        internal RmsNormBackward(int dims, Tensor x, Tensor? weight, Tensor mean, Tensor rstd)
+        protected internal override Tensor?[] Backward(Tensor grad)
         {
-            _dims = dims; _x = Save(x); _weight = weight is null ? null : Save(weight); _mean = Save(mean); _rstd = Save(rstd);
+            int wi = _weight is null ? -1 : 1, bi = _hasBias ? (_weight is null ? 1 : 2) : -1;
+            var (dx, dw, db) = LayerNormGradient(_x.Value, _weight?.Value, _mean.Value, _rstd.Value, grad, _dims, _rms,
+                wi > 0 && NeedsGrad(wi), bi > 0 && NeedsGrad(bi));
+            var r = new Tensor?[1 + (wi > 0 ? 1 : 0) + (bi > 0 ? 1 : 0)];
+            r[0] = dx;
+            if (wi > 0) r[wi] = dw;
+            if (bi > 0) r[bi] = db;
+            return r;
         }
-        protected internal override Tensor?[] Backward(Tensor grad) => NormGradients(this, grad, _dims, _x, _weight, false, _mean, _rstd, rms: true);
-        internal bool Needs(int i) => NeedsGrad(i);
     }
 
-    static Tensor?[] NormGradients(GradFunction f, Tensor grad, int dims, SavedTensor x, SavedTensor? weight, bool hasBias,
-        SavedTensor mean, SavedTensor rstd, bool rms)
-    {
-        Func<int, bool> needs = f is LayerNormBackward l ? l.Needs : ((RmsNormBackward)f).Needs;
-        int wi = weight is null ? -1 : 1, bi = hasBias ? (weight is null ? 1 : 2) : -1;
-        var (dx, dw, db) = LayerNormGradient(x.Value, weight?.Value, mean.Value, rstd.Value, grad, dims, rms,
-            wi > 0 && needs(wi), bi > 0 && needs(bi));
-        var r = new Tensor?[1 + (wi > 0 ? 1 : 0) + (bi > 0 ? 1 : 0)];
-        r[0] = dx;
-        if (wi > 0) r[wi] = dw;
-        if (bi > 0) r[bi] = db;
-        return r;
-    }
+    internal sealed class LayerNormBackward(int dims, Tensor x, Tensor? weight, bool hasBias, Tensor mean, Tensor rstd)
+        : NormalizationBackward(dims, x, weight, hasBias, mean, rstd, rms: false);
+
+    internal sealed class RmsNormBackward(int dims, Tensor x, Tensor? weight, Tensor mean, Tensor rstd)
+        : NormalizationBackward(dims, x, weight, hasBias: false, mean, rstd, rms: true);
 
     /// <summary>
     /// The gradients of <see cref="LayerNorm"/> (or <see cref="RmsNorm"/> when <paramref name="rms"/>) over the
