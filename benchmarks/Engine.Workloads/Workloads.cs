@@ -161,7 +161,7 @@ public static class WorkloadCatalog
         public void Dispose() => _x.Dispose();
     }
 
-    sealed class MlpStepRun : IWorkloadRun
+    sealed class MlpStepRun : ITrainingStep
     {
         readonly Mlp _model;
         readonly AdamW _opt;
@@ -179,11 +179,20 @@ public static class WorkloadCatalog
         public void Run()
         {
             using var scope = Tensor.NewScope();
+            Sync(StepCore());
+        }
+        public void Step()
+        {
+            using var scope = Tensor.NewScope();
+            StepCore();
+        }
+        Tensor StepCore()
+        {
             _opt.ZeroGrad();
             var loss = _model.Forward(_x).CrossEntropy(_y);
             loss.Backward();
             _opt.Step();
-            Sync(loss);
+            return loss;
         }
         public void Dispose() { _opt.Dispose(); _model.Dispose(); _x.Dispose(); _y.Dispose(); }
     }

@@ -38,6 +38,23 @@ public unsafe class MemorySafetyTests
     [TearDown]
     public void End() => Settle();
 
+    // ================================================================ peak of live bytes
+
+    [Test]
+    public void PeakLiveBytes_IsTheMostHeldAtOnceSinceTheLastReset()
+    {
+        Storage.ResetPeakLiveBytes(DeviceType.Cpu);
+        long start = LiveBytes;
+        Assert.That(Storage.PeakLiveBytes(DeviceType.Cpu), Is.EqualTo(start), "a reset starts from what is live now");
+        using (var a = Tensor.Zeros([1 << 18]))     // 1 MiB each: two at once, then one
+        using (var b = Tensor.Zeros([1 << 18])) { }
+        using (var c = Tensor.Zeros([1 << 18])) { }
+        Assert.That(Storage.PeakLiveBytes(DeviceType.Cpu) - start, Is.EqualTo(2L << 20));
+        Assert.That(LiveBytes, Is.EqualTo(start));
+        Storage.ResetPeakLiveBytes(DeviceType.Cpu);
+        Assert.That(Storage.PeakLiveBytes(DeviceType.Cpu), Is.EqualTo(start));
+    }
+
     // ================================================================ checked sizes
 
     [Test]

@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using Engine.Backends;
 using Engine.Workloads;
 using Spectre.Console.Cli;
 
@@ -19,7 +20,7 @@ sealed class BenchSettings : CommandSettings
     [CommandOption("--reps <N>"), Description("Timed repetitions per workload (default: each workload's own).")]
     public int? Reps { get; set; }
 
-    [CommandOption("--json <FILE>"), Description("Also write one JSON object per line and metric: workload, metric, value (median), unit, device, dtype, min, reps; a launches_per_step line adds launches_per_step and launches_by_kernel.")]
+    [CommandOption("--json <FILE>"), Description("Also write one JSON object per line and metric: workload, metric, value (median), unit, device, dtype, min, reps; a launches_per_step line adds launches_per_step and launches_by_kernel. Training steps add a peak_memory row (MB), CPU GEMM and elementwise figures a fraction_of_peak row (of the FMA peak / streaming-copy bandwidth measured in the run, rows machine_fma_peak and machine_copy).")]
     public string? Json { get; set; }
 
     [CommandOption("--emulate"), Description("Run the CUDA kernels on ILGPU's CPU accelerator (no GPU needed): the timings mean nothing, the launch counts are exact.")]
@@ -53,9 +54,14 @@ sealed class BenchCommand : Command<BenchSettings>
         string dev = device.Type == DeviceType.Cpu ? "cpu" : "cuda";
         using var jsonOut = s.Json is null ? null : new StreamWriter(s.Json, append: false);
         Console.WriteLine($"engine bench on {device}{(s.Emulate && device.Type == DeviceType.Cuda ? " (emulated on ILGPU's CPU accelerator)" : "")} ({Environment.ProcessorCount} cores, .NET {Environment.Version}); medians of timed repetitions after warm-up");
-        Console.WriteLine($"{"workload",-22} {"dtype",-13} {"metric",-17} {"median",12} {"best",12} {"unit",-13} reps");
+        var peaks = MeasurePeaks(device, selected, s.LaunchesOnly, jsonOut, dev);
+        Console.WriteLine($"{"workload",-22} {"dtype",-13} {"metric",-17} {"median",12} {"best",12} {"unit",-13} {"reps",5} {"of peak",8}");
         foreach (var w in selected)
         {
+            // The workload's peak memory is what it holds beyond what was live before it was made (its model, optimizer
+            // state, activations and gradients at their largest).
+            Storage.ResetPeakLiveBytes(device.Type);
+            long liveBefore = Storage.LiveBytes(device.Type);
             using var run = w.Create(device);
             int n = s.Reps ?? w.Reps;
             // Launches are counted after at least one warm-up step: the first allocates gradients and optimizer state.
@@ -90,15 +96,57 @@ sealed class BenchCommand : Command<BenchSettings>
             foreach (var m in run.Metrics)
             {
                 double value = m.FromSeconds(median), best = m.FromSeconds(times[0]);
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{w.Name,-22} {w.DType,-13} {m.Name,-17} {value,12:G5} {best,12:G5} {m.Unit,-13} {n}"));
-                jsonOut?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
-                {
-                    ["workload"] = w.Name, ["metric"] = m.Name, ["value"] = value, ["unit"] = m.Unit,
-                    ["device"] = dev, ["dtype"] = w.DType, ["min"] = best, ["reps"] = n,
-                }));
+                double? limit = peaks.For(m.Unit);
+                string ofPeak = limit is { } l ? string.Create(CultureInfo.InvariantCulture, $"{value / l:P0}") : "";
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{w.Name,-22} {w.DType,-13} {m.Name,-17} {value,12:G5} {best,12:G5} {m.Unit,-13} {n,5} {ofPeak,8}"));
+                Row(jsonOut, w.Name, m.Name, value, m.Unit, dev, w.DType, best, n);
+                if (limit is { } peak) Row(jsonOut, w.Name, "fraction_of_peak", value / peak, "fraction", dev, w.DType, best / peak, n);
+            }
+            if (run is ITrainingStep)
+            {
+                double mb = (Storage.PeakLiveBytes(device.Type) - liveBefore) / 1e6;
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{w.Name,-22} {w.DType,-13} {"peak_memory",-17} {mb,12:F1} {mb,12:F1} {"MB",-13} {n,5}"));
+                Row(jsonOut, w.Name, "peak_memory", mb, "MB", dev, w.DType, mb, n);
             }
             jsonOut?.Flush();
         }
         return ExitCodes.Ok;
+    }
+
+    static void Row(StreamWriter? json, string workload, string metric, double value, string unit, string dev, string dtype, double min, int reps) =>
+        json?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["workload"] = workload, ["metric"] = metric, ["value"] = value, ["unit"] = unit,
+            ["device"] = dev, ["dtype"] = dtype, ["min"] = min, ["reps"] = reps,
+        }));
+
+    /// <summary>The limits a metric's fraction_of_peak divides by, keyed by the metric's unit.</summary>
+    sealed record Peaks(double? FmaGflops, double? CopyGBps)
+    {
+        public double? For(string unit) => unit switch { "GFLOP/s" => FmaGflops, "GB/s" => CopyGBps, _ => null };
+    }
+
+    /// <summary>
+    /// Measures, in this run and before the workloads, the limits the selected ones are compared with: the float32 FMA
+    /// peak when a GEMM is selected and a streaming copy's bandwidth when an elementwise op is, each reported as its
+    /// own row (workloads machine_fma_peak and machine_copy). Only on the CPU: a GPU's limits are not measured here.
+    /// </summary>
+    static Peaks MeasurePeaks(Device device, List<Workload> selected, bool launchesOnly, StreamWriter? json, string dev)
+    {
+        if (device.Type != DeviceType.Cpu || launchesOnly) return new Peaks(null, null);
+        bool gemm = selected.Any(w => w.Name.StartsWith("gemm_", StringComparison.Ordinal));
+        bool stream = selected.Any(w => !w.Name.StartsWith("gemm_", StringComparison.Ordinal) && !w.Name.Contains("train", StringComparison.Ordinal) && w.Name != "op_overhead");
+        double? fma = gemm ? MachinePeaks.Fma32Gflops() : null, copy = stream ? MachinePeaks.CopyGBps() : null;
+        if (fma is { } f)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine limit: float32 FMA peak {f:F0} GFLOP/s ({Environment.ProcessorCount} cores, best of 5)"));
+            Row(json, "machine_fma_peak", "throughput", f, "GFLOP/s", dev, "f32", f, 5);
+        }
+        if (copy is { } c)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine limit: streaming copy {c:F1} GB/s (256 MB, read + write bytes, best of 5)"));
+            Row(json, "machine_copy", "bandwidth", c, "GB/s", dev, "f32", c, 5);
+        }
+        return new Peaks(fma, copy);
     }
 }

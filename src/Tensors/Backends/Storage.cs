@@ -16,6 +16,7 @@ public abstract class Storage
     int _tracked;
     static readonly long[] s_live = new long[Enum.GetValues<DeviceType>().Length];
     static readonly long[] s_liveBytes = new long[Enum.GetValues<DeviceType>().Length];
+    static readonly long[] s_peakBytes = new long[Enum.GetValues<DeviceType>().Length];
 
     /// <summary>
     /// Describes a storage with no references yet, not counted as live until the derived constructor calls
@@ -38,7 +39,19 @@ public abstract class Storage
     {
         if (Interlocked.Exchange(ref _tracked, 1) != 0) return;
         Interlocked.Increment(ref s_live[(int)Device.Type]);
-        Interlocked.Add(ref s_liveBytes[(int)Device.Type], ByteLength);
+        RaisePeak((int)Device.Type, Interlocked.Add(ref s_liveBytes[(int)Device.Type], ByteLength));
+    }
+
+    // A lock-free maximum: the common case (live below the peak) is one read.
+    static void RaisePeak(int type, long live)
+    {
+        long peak = Volatile.Read(ref s_peakBytes[type]);
+        while (live > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref s_peakBytes[type], live, peak);
+            if (seen == peak) return;
+            peak = seen;
+        }
     }
 
     /// <summary>The device holding the buffer.</summary>
@@ -82,4 +95,15 @@ public abstract class Storage
 
     /// <summary>Bytes held by live storages on a device type.</summary>
     public static long LiveBytes(DeviceType type) => Interlocked.Read(ref s_liveBytes[(int)type]);
+
+    /// <summary>
+    /// The most bytes live storages held at once on a device type since start-up or <see cref="ResetPeakLiveBytes"/>
+    /// (as <c>torch.cuda.max_memory_allocated</c>, in exact storage bytes rather than allocator blocks; pooled buffers
+    /// not held by a storage do not count).
+    /// </summary>
+    public static long PeakLiveBytes(DeviceType type) => Interlocked.Read(ref s_peakBytes[(int)type]);
+
+    /// <summary>Starts a new peak from the bytes live now (<c>torch.cuda.reset_peak_memory_stats</c>).</summary>
+    public static void ResetPeakLiveBytes(DeviceType type) =>
+        Interlocked.Exchange(ref s_peakBytes[(int)type], Interlocked.Read(ref s_liveBytes[(int)type]));
 }
