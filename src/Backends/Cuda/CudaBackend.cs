@@ -112,6 +112,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     readonly Accelerator _accelerator;
     readonly Dictionary<(string, Type?), Delegate> _kernels = [];
     readonly Lock _kernelLock = new();
+    readonly PinnedUploads _uploads;
 
     CudaBackend(Device device, Accelerator accelerator, bool emulated)
     {
@@ -120,6 +121,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         _accelerator = accelerator;
         IsEmulated = emulated;
         Allocator = new CudaCachingAllocator(accelerator, device.ToString(), Bind);
+        _uploads = new PinnedUploads(accelerator);
         GroupSize = Math.Min(options.MaxGroupSize, accelerator.MaxNumThreadsPerGroup);
         // Grid-stride loops over 8 groups of 256 per multiprocessor measured best on the H200 (see shared/gpu/README.md);
         // the emulator gains nothing from more than one group per worker.
@@ -151,6 +153,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     public void Dispose()
     {
         Allocator.EmptyCache();
+        _uploads.Dispose();
         _accelerator.Dispose();
     }
 
@@ -174,9 +177,22 @@ public sealed partial class CudaBackend : IBackend, IDisposable
             throw new ShapeException("CopyFromHost", $"{bytes.Length} bytes do not fit a storage of {destination.ByteLength}");
         if (bytes.Length == 0) return;
         Bind();
+        var target = V(destination).SubView(0, bytes.Length);
+        // Through pinned memory the copy is queued behind the stream's kernels and nothing waits (PinnedUploads.cs).
+        if (_uploads.TryUpload(bytes, target, _accelerator.DefaultStream)) return;
         // From pageable memory the copy waits for the stream (as cudaMemcpy does), so it counts as a synchronization.
-        V(destination).SubView(0, bytes.Length).CopyFromCPU(_accelerator.DefaultStream, bytes);
+        target.CopyFromCPU(_accelerator.DefaultStream, bytes);
+        Synchronized();
+    }
+
+    /// <summary>Host→device copies queued through pinned memory without waiting (see <see cref="PinnedUploads"/>).</summary>
+    public long StagedUploads => _uploads.Staged;
+
+    // The host has waited for the stream: counted, and every staged upload queued before it is complete.
+    void Synchronized()
+    {
         CountHostSynchronization();
+        _uploads.StreamSynchronized();
     }
 
     /// <inheritdoc/>
@@ -187,7 +203,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         if (n == 0) return;
         Bind();
         V(source).SubView(0, n).CopyToCPU(_accelerator.DefaultStream, bytes[..(int)n]);
-        CountHostSynchronization();
+        Synchronized();
         CheckDeviceErrors(); // a bad target or index a kernel reported (Kernels/RowKernels.cs)
     }
 
@@ -196,7 +212,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     {
         Bind();
         _accelerator.DefaultStream.Synchronize();
-        CountHostSynchronization();
+        Synchronized();
         CheckDeviceErrors(); // a bad target or index a kernel reported (Kernels/RowKernels.cs)
     }
 

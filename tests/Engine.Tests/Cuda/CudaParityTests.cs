@@ -671,6 +671,70 @@ public abstract class CudaParityTests
     }
 
     [Test]
+    public void Uploads_AreStagedThroughPinnedMemory_WithoutWaiting_AndKeepTheirValues()
+    {
+        var backend = (CudaBackend)BackendRegistry.Get(Device);
+        using var warm = Tensor.FromArray(new float[] { 1 }, device: Device);
+        using (var r = warm.Sum()) r.Item(); // a read: every buffer queued before is free
+        long syncs = CudaBackend.HostSynchronizations, staged = backend.StagedUploads;
+        // More uploads than staging buffers, of several sizes, with no read in between; the caller's array is reused
+        // (overwritten) after every upload, which must not change what was uploaded.
+        int n = PinnedUploads.MaxBuffers + 9;
+        var host = new float[Width + 40];
+        var uploaded = new List<Tensor>();
+        try
+        {
+            for (int i = 0; i < n; i++)
+            {
+                int len = Width + i % 5 * 10;
+                for (int j = 0; j < len; j++) host[j] = i * 1000 + j;
+                uploaded.Add(Tensor.FromArray(host.AsSpan(0, len).ToArray(), device: Device));
+                Array.Fill(host, -1f);
+            }
+            Assert.That(backend.StagedUploads - staged, Is.GreaterThanOrEqualTo(PinnedUploads.MaxBuffers), "uploads staged through pinned memory");
+            long waited = CudaBackend.HostSynchronizations - syncs;
+            Assert.That(waited, Is.LessThanOrEqualTo(n - PinnedUploads.MaxBuffers), "only uploads that found every buffer in flight waited");
+            for (int i = 0; i < n; i++)
+            {
+                var got = uploaded[i].ToArray<float>();
+                Assert.That(got, Has.Length.EqualTo(Width + i % 5 * 10));
+                for (int j = 0; j < got.Length; j++)
+                    if (got[j] != i * 1000 + j) Assert.Fail($"upload {i} element {j}: {got[j]}, want {i * 1000 + j}");
+            }
+        }
+        finally { foreach (var t in uploaded) t.Dispose(); }
+    }
+
+    [Test]
+    public void ABatchUploadedEachStep_DoesNotWaitForTheDevice()
+    {
+        using var w = Tensor.Ones([4, Width], DType.Float32, Device);
+        var batch = new float[4 * Width];
+        void Step(int s)
+        {
+            for (int i = 0; i < batch.Length; i++) batch[i] = s + i % 7;
+            using var x = Tensor.FromArray(batch, new Shape([4, Width]), Device);
+            using var y = w.Mul(x);
+            w.AddInPlace(y, alpha: 1e-3);
+        }
+        Step(0);
+        using (var r = w.Sum()) r.Item();
+        long syncs = CudaBackend.HostSynchronizations;
+        for (int s = 1; s <= 3; s++) Step(s);
+        Assert.That(CudaBackend.HostSynchronizations, Is.EqualTo(syncs), "a step that uploads its batch waits for nothing");
+        // The same arithmetic on the CPU: the batches arrived intact and in order.
+        using var wc = Tensor.Ones([4, Width]);
+        for (int s = 0; s <= 3; s++)
+        {
+            for (int i = 0; i < batch.Length; i++) batch[i] = s + i % 7;
+            using var x = Tensor.FromArray(batch, new Shape([4, Width]));
+            using var y = wc.Mul(x);
+            wc.AddInPlace(y, alpha: 1e-3);
+        }
+        Assert.That(w.ToArray<float>(), Is.EqualTo(wc.ToArray<float>()).Within(1e-5f));
+    }
+
+    [Test]
     public void OutOfMemory_FreesTheCacheRetriesAndThenThrowsWithStatistics()
     {
         var backend = (CudaBackend)BackendRegistry.Get(Device);
