@@ -147,11 +147,12 @@ public static class KernelRegistry
         {
             if (p.Family == GemmFamily.Half)
             {
-                yield return new($"Gemm<{p.Name}, bf16>", GemmMma, [DType.BFloat16], p.Gpu.Method, p.Threads);
-                yield return new($"Gemm<{p.Name}, f16>", GemmMma, [DType.Float16], p.GpuFloat16!.Method, p.Threads);
+                for (int i = 0; i < 8; i++)
+                    yield return new($"Gemm<{p.Name}, {(i < 4 ? "bf16" : "f16")}, {GemmPlan.LayoutNames[i % 4]}>", GemmMma,
+                        [i < 4 ? DType.BFloat16 : DType.Float16], p.Gpu[i].Method, p.Threads);
             }
             else
-                yield return new($"Gemm<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Gpu.Method, p.Threads);
+                yield return new($"Gemm<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Gpu[0].Method, p.Threads);
         }
     }
 }
