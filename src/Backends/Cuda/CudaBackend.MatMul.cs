@@ -42,6 +42,8 @@ public sealed partial class CudaBackend
         var plan = GemmPlanOverride is { } forced && GemmPlans.Named(forced) is var p && p.Serves(dt)
             ? p
             : GemmPlans.Choose(dt, batch, m, n, Accelerator.MaxNumThreadsPerGroup, Accelerator.NumMultiprocessors);
+        if (plan.EmulatorOnly && !IsEmulated)
+            throw new EngineException(op, $"the {plan.Name} tiling runs on the emulator only; {Device} is a GPU");
         if (plan.Threads > Accelerator.MaxNumThreadsPerGroup)
             throw new EngineException(op, $"the {plan.Name} tiling needs {plan.Threads} threads per group; {Device} runs at most {Accelerator.MaxNumThreadsPerGroup}");
         if (plan.Family == GemmFamily.Half)

@@ -143,7 +143,7 @@ public static class KernelRegistry
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 
         // ---- GEMM: CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
-        foreach (var p in GemmPlans.All)
+        foreach (var p in GemmPlans.All.Where(p => !p.EmulatorOnly))
         {
             if (p.Family == GemmFamily.Half)
             {

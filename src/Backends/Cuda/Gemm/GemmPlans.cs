@@ -21,6 +21,12 @@ sealed class GemmPlan
     public required int BN { get; init; }
     public required int Threads { get; init; }
 
+    /// <summary>
+    /// True for a tiling that exists only to run a warp tile on the emulator's 64 threads and that a GPU does not get
+    /// (its copies per thread would cost spills: 8 bytes in the 64×64 warp tile at 64 threads), so the registry omits it.
+    /// </summary>
+    public bool EmulatorOnly { get; init; }
+
     /// <summary>The tensor-core tilings' shared allocation, bytes (0 for SIMT tilings).</summary>
     public int SharedBytes { get; init; }
 
@@ -80,14 +86,14 @@ static class GemmPlans
         where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma =>
         [MmaKernel<TBlock, TWarp, TInstr, AkBk>(), MmaKernel<TBlock, TWarp, TInstr, AkBn>(), MmaKernel<TBlock, TWarp, TInstr, AmBk>(), MmaKernel<TBlock, TWarp, TInstr, AmBn>()];
 
-    static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name)
+    static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name, bool emulatorOnly = false)
         where TBlock : struct, IMmaBlock
         where TWarpBf16 : struct, IMmaWarpTile<PtxWarpMmaBf16>
         where TWarpF16 : struct, IMmaWarpTile<PtxWarpMmaF16>
         where TWarpEmulated : struct, IMmaWarpTile<EmulatedWarpMma> =>
         new()
         {
-            Name = name, Family = GemmFamily.Half,
+            Name = name, Family = GemmFamily.Half, EmulatorOnly = emulatorOnly,
             BM = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.BM, BN = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.BN,
             Threads = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.Threads,
             SharedBytes = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.SharedBytes,
@@ -115,7 +121,7 @@ static class GemmPlans
         Simt<double, DoubleMath, Tile16x16x32, Micro2x2<double, DoubleMath>>("f64-16x16x32-2x2", GemmFamily.Float64),
         HalfLarge, HalfSmall, HalfEmulated,
         // The large tiling's 64×64 warp tile at the emulator's 64 threads.
-        Mma<Warps1x2, Mma4x8<PtxWarpMmaBf16>, Mma4x8<PtxWarpMmaF16>, Mma4x8<EmulatedWarpMma>>("mma-64x128x32-4x8"),
+        Mma<Warps1x2, Mma4x8<PtxWarpMmaBf16>, Mma4x8<PtxWarpMmaF16>, Mma4x8<EmulatedWarpMma>>("mma-64x128x32-4x8", emulatorOnly: true),
     ];
 
     public static GemmPlan Named(string name) =>
