@@ -10,7 +10,7 @@ namespace Engine.Backends.Cuda;
 /// One kernel instantiation the CUDA backend can launch on a GPU: its entry method (generic arguments bound), the
 /// family it belongs to, the element types it serves and, when the backend fixes it, its threads per group.
 /// </summary>
-/// <param name="Name">A readable name, unique in the registry: <c>Unary&lt;ExpOp, Narrow&gt;</c>, <c>Gemm&lt;mma-128x128x32-4x4, bf16&gt;</c>.</param>
+/// <param name="Name">A readable name, unique in the registry: <c>Unary&lt;ExpOp, Narrow&gt;</c>, <c>Gemm&lt;mma-128x128x32-4x8, bf16, NN&gt;</c>.</param>
 /// <param name="Family">elementwise, reduce, row, index, random, optimizer, amp, gemm-simt or gemm-mma.</param>
 /// <param name="DTypes">The tensor element types a launch of this instantiation can serve.</param>
 /// <param name="Method">The kernel's entry point, as the backend passes it to ILGPU's <c>LoadStreamKernel</c>.</param>
