@@ -52,7 +52,7 @@ public class PtxCommandTests
                 var ptx = File.ReadAllText(Path.Combine(dir, f[3]));
                 Assert.That(ptx, Does.Contain(".version 8.3").And.Contain(".entry"), f[0]);
             }
-            Assert.That(lines, Does.Contain("Gemm<mma-128x128x32-4x4, bf16>\tgemm-mma\tbfloat16\tGemm_mma-128x128x32-4x4_bf16.ptx"));
+            Assert.That(lines, Does.Contain("Gemm<mma-128x128x32-4x8, bf16, NN>\tgemm-mma\tbfloat16\tGemm_mma-128x128x32-4x8_bf16_NN.ptx"));
         }
         finally
         {

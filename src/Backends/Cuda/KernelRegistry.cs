@@ -10,7 +10,7 @@ namespace Engine.Backends.Cuda;
 /// One kernel instantiation the CUDA backend can launch on a GPU: its entry method (generic arguments bound), the
 /// family it belongs to, the element types it serves and, when the backend fixes it, its threads per group.
 /// </summary>
-/// <param name="Name">A readable name, unique in the registry: <c>Unary&lt;ExpOp, Narrow&gt;</c>, <c>Gemm&lt;mma-128x128x32-4x4, bf16&gt;</c>.</param>
+/// <param name="Name">A readable name, unique in the registry: <c>Unary&lt;ExpOp, Narrow&gt;</c>, <c>Gemm&lt;mma-128x128x32-4x8, bf16, NN&gt;</c>.</param>
 /// <param name="Family">elementwise, reduce, row, index, random, optimizer, amp, gemm-simt or gemm-mma.</param>
 /// <param name="DTypes">The tensor element types a launch of this instantiation can serve.</param>
 /// <param name="Method">The kernel's entry point, as the backend passes it to ILGPU's <c>LoadStreamKernel</c>.</param>
@@ -143,15 +143,16 @@ public static class KernelRegistry
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 
         // ---- GEMM: CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
-        foreach (var p in GemmPlans.All)
+        foreach (var p in GemmPlans.All.Where(p => !p.EmulatorOnly))
         {
             if (p.Family == GemmFamily.Half)
             {
-                yield return new($"Gemm<{p.Name}, bf16>", GemmMma, [DType.BFloat16], p.Gpu.Method, p.Threads);
-                yield return new($"Gemm<{p.Name}, f16>", GemmMma, [DType.Float16], p.GpuFloat16!.Method, p.Threads);
+                for (int i = 0; i < 8; i++)
+                    yield return new($"Gemm<{p.Name}, {(i < 4 ? "bf16" : "f16")}, {GemmPlan.LayoutNames[i % 4]}>", GemmMma,
+                        [i < 4 ? DType.BFloat16 : DType.Float16], p.Gpu[i].Method, p.Threads);
             }
             else
-                yield return new($"Gemm<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Gpu.Method, p.Threads);
+                yield return new($"Gemm<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Gpu[0].Method, p.Threads);
         }
     }
 }

@@ -49,8 +49,25 @@ public static class PtxCompiler
             // and (pinned, see InstructionSet) its instruction set; no NVVM (the context configures none).
             s_backend ??= new PTXBackend(CudaBackend.SharedContextForTools, new CudaCapabilityContext(Architecture), Architecture, InstructionSet, null);
             var compiled = (PTXCompiledKernel)s_backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
-            return s_compiled[kernel] = compiled.PTXAssembly;
+            // The rewrite the backend applies before loading a cp.async kernel on a GPU (see PtxDepots, CudaBackend.LoadPromoted).
+            return s_compiled[kernel] = Promote(compiled).PTXAssembly;
         }
+    }
+
+    /// <summary>
+    /// <paramref name="kernel"/> with <see cref="PtxDepots.Promote"/> applied to its PTX, the text a GPU loads for a
+    /// cp.async kernel. ILGPU 1.5.3 offers no public way to build a compiled kernel from edited text, so the text is
+    /// replaced in place through the property's backing field; a test checks that this still works.
+    /// </summary>
+    public static PTXCompiledKernel Promote(PTXCompiledKernel kernel)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        string promoted = PtxDepots.Promote(kernel.PTXAssembly);
+        if (ReferenceEquals(promoted, kernel.PTXAssembly)) return kernel;
+        var field = typeof(PTXCompiledKernel).GetField("<PTXAssembly>k__BackingField", BindingFlags.Instance | BindingFlags.NonPublic)
+            ?? throw new InvalidOperationException("ILGPU's PTXCompiledKernel has no PTXAssembly backing field any more: PtxCompiler.Promote needs another way to replace the text");
+        field.SetValue(kernel, promoted);
+        return kernel;
     }
 
     /// <summary>The PTX of a registry entry.</summary>

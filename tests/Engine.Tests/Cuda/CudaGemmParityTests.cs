@@ -260,6 +260,31 @@ public class CudaGemmParityTests
         CheckProduct(dt, [1, 1], [1, 1]);
     }
 
+    static IEnumerable<TestCaseData> EmulatedMmaLayouts()
+    {
+        foreach (var p in GemmPlans.All)
+            if (p.Threads <= 64 && p.Family == GemmFamily.Half)
+                foreach (var (ka, kb) in new[] { (Kind.Contiguous, Kind.Transposed), (Kind.Contiguous, Kind.Contiguous), (Kind.Transposed, Kind.Transposed), (Kind.Transposed, Kind.Contiguous) })
+                    yield return new TestCaseData(p.Name, ka, kb).SetName($"MmaLayout_{p.Name}_{ka}x{kb}");
+    }
+
+    /// <summary>
+    /// Each tensor-core layout (NT, NN, TT, TN: which ldmatrix form and which copy walk) on the 16-byte path, no
+    /// packing: a batch of two with a broadcast b, partial row and column tiles (odd where the operand's layout allows:
+    /// rows of a contiguous-along-k a may be any number, a contiguous-along-m a needs m a multiple of 8), and k = 72
+    /// (three stages, the last a quarter full: the pipeline's prologue, steady state and zero-filled tail). bfloat16
+    /// and float16 alternate by layout.
+    /// </summary>
+    [TestCaseSource(nameof(EmulatedMmaLayouts))]
+    public void MmaLayouts_OnTheCpAsyncPath_MatchReference(string plan, Kind ka, Kind kb)
+    {
+        var p = GemmPlans.Named(plan);
+        _backend.GemmPlanOverride = plan;
+        int m = ka == Kind.Transposed ? p.BM + 8 : p.BM + 3, n = kb == Kind.Contiguous ? p.BN + 8 : p.BN - 5;
+        var dt = (ka == kb) ? DType.BFloat16 : DType.Float16;
+        CheckProduct(dt, [2, m, 72], [1, 72, n], ka, kb, seed: 11);
+    }
+
     [Test]
     public void AutomaticChoice_FollowsDTypeAndDevice()
     {
@@ -289,11 +314,11 @@ public class CudaGemmParityTests
         d[lane * 4] = r.X; d[lane * 4 + 1] = r.Y; d[lane * 4 + 2] = r.Z; d[lane * 4 + 3] = r.W;
     }
 
-    public static void LoadMatrixKernel(ArrayView<ushort> s, ArrayView<int> rowAddress, ArrayView<uint> regs)
+    public static void LoadMatrixKernel(ArrayView<ushort> s, ArrayView<int> rowAddress, ArrayView<uint> regs, int trans)
     {
         var scratch = SharedMemory.Allocate<uint>(WarpMma.ScratchWords);
         int lane = Group.IdxX;
-        var r = default(EmulatedWarpMma).LoadMatrixX4(s, rowAddress[lane], lane, scratch);
+        var r = default(EmulatedWarpMma).LoadMatrixX4(s, 0, (uint)rowAddress[lane] * 2, trans, lane, scratch);
         regs[lane * 4] = r.X; regs[lane * 4 + 1] = r.Y; regs[lane * 4 + 2] = r.Z; regs[lane * 4 + 3] = r.W;
     }
 
@@ -358,27 +383,37 @@ public class CudaGemmParityTests
 
     /// <summary>
     /// The emulated ldmatrix.x4 against the PTX ISA's rule: lane 8j + r supplies the address of row r of matrix j;
-    /// register j of lane l holds row l / 4, elements 2(l % 4) and 2(l % 4) + 1 of matrix j. Rows lie scattered.
+    /// register j of lane l holds row l / 4, elements 2(l % 4) and 2(l % 4) + 1 of matrix j. With .trans each matrix is
+    /// transposed: register j of lane l holds column l / 4 of rows 2(l % 4) and 2(l % 4) + 1. Rows lie scattered.
     /// </summary>
     [Test]
-    public void LoadMatrix_Emulation_FollowsPtxIsa()
+    public void LoadMatrix_Emulation_FollowsPtxIsa([Values(0, 1)] int trans)
     {
-        var rng = new Random(13);
+        var rng = new Random(13 + trans);
         var s = new ushort[4096];
         for (int i = 0; i < s.Length; i++) s[i] = (ushort)rng.Next(65536);
         var rows = Enumerable.Range(0, 4096 / 8).OrderBy(_ => rng.Next()).Take(32).Select(r => r * 8).ToArray();
         var acc = _backend.Accelerator;
-        var kernel = acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<int>, ArrayView<uint>>(LoadMatrixKernel);
+        var kernel = acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<int>, ArrayView<uint>, int>(LoadMatrixKernel);
         using var sb = acc.Allocate1D(s);
         using var ab = acc.Allocate1D(rows);
         using var rb = acc.Allocate1D<uint>(32 * 4);
-        kernel(new KernelConfig(1, 32), sb.View, ab.View, rb.View);
+        kernel(new KernelConfig(1, 32), sb.View, ab.View, rb.View, trans);
         var regs = rb.GetAsArray1D();
         for (int lane = 0; lane < 32; lane++)
             for (int j = 0; j < 4; j++)
             {
-                int row = rows[8 * j + lane / 4] + 2 * (lane % 4);
-                uint want = s[row] | (uint)s[row + 1] << 16;
+                uint want;
+                if (trans == 0)
+                {
+                    int row = rows[8 * j + lane / 4] + 2 * (lane % 4);
+                    want = s[row] | (uint)s[row + 1] << 16;
+                }
+                else
+                {
+                    int r0 = rows[8 * j + 2 * (lane % 4)], r1 = rows[8 * j + 2 * (lane % 4) + 1], col = lane / 4;
+                    want = s[r0 + col] | (uint)s[r1 + col] << 16;
+                }
                 Assert.That(regs[lane * 4 + j], Is.EqualTo(want), $"lane {lane} register {j}");
             }
     }
@@ -401,24 +436,31 @@ public class CudaGemmParityTests
         var p = GemmPlans.Named(plan);
         if (p.Family != GemmFamily.Half)
         {
-            string ptx = PtxCompiler.Compile(p.Gpu.Method);
+            string ptx = PtxCompiler.Compile(p.Gpu[0].Method);
             Assert.That(ptx, Does.Contain(".entry"));
             Assert.That(ptx, Does.Not.Contain("ld.local"), "the register tile spilled to local memory");
             Assert.That(ptx, Does.Not.Contain("mma.sync"));
             return;
         }
-        foreach (var (kernel, mma, other) in new[] { (p.Gpu, WarpMma.MmaBf16Ptx, WarpMma.MmaF16Ptx), (p.GpuFloat16!, WarpMma.MmaF16Ptx, WarpMma.MmaBf16Ptx) })
+        for (int i = 0; i < p.Gpu.Count; i++)
         {
-            string ptx = PtxCompiler.Compile(kernel.Method);
-            Assert.That(ptx, Does.Contain(mma.Split(' ')[0]));
-            Assert.That(ptx, Does.Not.Contain(other.Split(' ')[0]));
-            Assert.That(ptx, Does.Contain("ldmatrix.sync.aligned.m8n8.x4.shared.b16"));
-            Assert.That(ptx, Does.Contain($".shared .align 16 .b8 __shared_alloca0[{MmaSharedBytes(p)}];"));
-            Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), "the emulation leaked into the GPU kernel");
+            bool bf16 = i < 4;
+            var (mma, other) = bf16 ? (WarpMma.MmaBf16Ptx, WarpMma.MmaF16Ptx) : (WarpMma.MmaF16Ptx, WarpMma.MmaBf16Ptx);
+            var layout = (IMmaLayout)Activator.CreateInstance(p.Gpu[i].Key.GetGenericArguments()[3])!;
+            string ptx = PtxCompiler.Compile(p.Gpu[i].Method), what = $"{plan} {(bf16 ? "bf16" : "f16")} {GemmPlan.LayoutNames[i % 4]}";
+            Assert.That(ptx, Does.Contain(mma.Split(' ')[0]), what);
+            Assert.That(ptx, Does.Not.Contain(other.Split(' ')[0]), what);
+            Assert.That(ptx, Does.Contain("cp.async.cg.shared.global"), what);
+            Assert.That(ptx, Does.Contain("cp.async.wait_group 1;"), what);
+            Assert.That(ptx.Contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16", StringComparison.Ordinal), Is.EqualTo(layout.ATrans == 0 || layout.BTrans == 0), what + ": ldmatrix");
+            Assert.That(ptx.Contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", StringComparison.Ordinal), Is.EqualTo(layout.ATrans != 0 || layout.BTrans != 0), what + ": ldmatrix.trans");
+            Assert.That(ptx, Does.Contain($".shared .align 16 .b8 __shared_alloca0[{p.SharedBytes}];"), what);
+            Assert.That(ptx, Does.Not.Contain("__shared_alloca1"), what + ": one shared allocation");
+            Assert.That(ptx, Does.Not.Contain("__local_depot"), what + ": inline-asm operand slots left in local memory (PtxDepots)");
+            Assert.That(ptx, Does.Not.Contain("bar.warp.sync"), what + ": the emulation leaked into the GPU kernel");
         }
+        Assert.That(p.SharedBytes, Is.LessThanOrEqualTo(48 * 1024), "static shared memory is capped at 48 KiB per group");
     }
-
-    static int MmaSharedBytes(GemmPlan p) => (int)p.Gpu.Key.GetProperty("SharedBytes")!.GetValue(null)!;
 
     // ---------------- backward ----------------
 
@@ -542,7 +584,7 @@ public class CudaGemmParityTests
         var backend = (CudaBackend)BackendRegistry.Get(dev);
         try
         {
-            foreach (var p in GemmPlans.All)
+            foreach (var p in GemmPlans.All.Where(p => !p.EmulatorOnly))
                 foreach (var dt in Floats)
                     if (p.Serves(dt))
                     {
@@ -576,7 +618,7 @@ public class CudaGemmParityTests
         var acc = ((CudaBackend)BackendRegistry.Get(dev)).Accelerator;
         var bad = new List<string>();
         foreach (var p in new[] { GemmPlans.F32Large, GemmPlans.F32Small, GemmPlans.F64, GemmPlans.HalfLarge, GemmPlans.HalfSmall })
-            foreach (var k in p.GpuFloat16 is { } f16 ? new[] { p.Gpu, f16 } : [p.Gpu])
+            foreach (var k in p.Gpu)
             {
                 acc.Bind();
                 var sw = Stopwatch.StartNew();
@@ -584,7 +626,7 @@ public class CudaGemmParityTests
                 double ms = sw.Elapsed.TotalMilliseconds;
                 Assert.That(cuFuncGetAttribute(out int local, 3, kernel.FunctionPtr), Is.Zero);   // CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
                 Assert.That(cuFuncGetAttribute(out int regs, 4, kernel.FunctionPtr), Is.Zero);    // CU_FUNC_ATTRIBUTE_NUM_REGS
-                string name = $"{p.Name} ({k.Key.GetGenericArguments()[^1].Name})";
+                string name = $"{p.Name} ({string.Join(", ", k.Key.GetGenericArguments().Skip(2).Select(t => t.Name))})";
                 TestContext.Out.WriteLine($"{name}: {regs} registers, {local} bytes local, loaded in {ms:F0} ms");
                 if (local != 0) bad.Add($"{name}: {local} bytes");
             }

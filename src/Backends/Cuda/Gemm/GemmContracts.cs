@@ -13,7 +13,7 @@ public struct GemmArgs
 {
 #pragma warning disable CS1591 // plain fields of a kernel parameter
     public int M, N, K;
-    public int TilesN;
+    public int TilesM, TilesN;
     public int BatchStart;
     public long OffsetA, OffsetB;
     public long BatchStrideA, BatchStrideB;
@@ -31,6 +31,16 @@ public struct GemmArgs
 
     /// <summary>The element type code (<see cref="DType"/> as int): the tensor-core kernel's Float16 or BFloat16.</summary>
     public int DType;
+
+    /// <summary>
+    /// The tensor-core kernel's device byte addresses of element 0 of a, b and y (the views' first bytes): cp.async and
+    /// the 16-byte stores take addresses, and ILGPU forms none inside a kernel. Unused by the SIMT kernel and by the
+    /// emulation, which index the views.
+    /// </summary>
+    public long PtrA, PtrB, PtrY;
+
+    /// <summary>1 when y's rows start 16-byte aligned (n a multiple of 8, y's address aligned): the epilogue stores 16 bytes at a time.</summary>
+    public int VectorY;
 }
 
 /// <summary>The arithmetic of the SIMT GEMM for one element type (float32 or float64): what differs between the two.</summary>
@@ -97,9 +107,23 @@ public interface ISimtTile
 }
 
 /// <summary>
+/// The fragments of one k16 step of a warp's tile: up to four A fragments (one per m16 block, ldmatrix.x4 each) and up
+/// to four pairs of B fragments (one ldmatrix.x4 covers two n8 blocks: X, Y for the first, Z, W for the second). A
+/// tile uses the first MI of A and NI / 2 of B; the rest stay unset and cost nothing (ILGPU keeps struct fields in
+/// registers and drops the unused ones). Two of these, one k step apart, let the ldmatrix of the next step overlap the
+/// mma's of this one.
+/// </summary>
+public struct WarpFragments
+{
+#pragma warning disable CS1591
+    public U4 A0, A1, A2, A3, B0, B1, B2, B3;
+#pragma warning restore CS1591
+}
+
+/// <summary>
 /// A warp's tile of the tensor-core GEMM: MI×NI m16n8k16 accumulators (float32, in the PTX ISA's C/D fragment
-/// layout), fed by ldmatrix.x4 from shared memory through the warp instructions <typeparamref name="TInstr"/>. NI is
-/// even: one ldmatrix.x4 loads the B fragments of two n8 blocks.
+/// layout), fed by <see cref="WarpFragments"/> through the warp instructions <typeparamref name="TInstr"/>. NI is even
+/// (one ldmatrix.x4 loads the B fragments of two n8 blocks); MI ≤ 4, NI ≤ 8.
 /// </summary>
 public interface IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma
 {
@@ -109,18 +133,18 @@ public interface IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma
     /// <summary>n8 blocks per warp (even).</summary>
     int NI { get; }
 
-    /// <summary>
-    /// One k16 step. <paramref name="a"/> and <paramref name="b"/> are the half-word offsets in <paramref name="s"/>
-    /// of the warp's first A row ([m][k], k contiguous) and first B column ([n][k]) at the step's k;
-    /// <paramref name="scratch"/> is the warp's exchange area for the emulated instructions (unused on a GPU).
-    /// </summary>
-    void Step(ArrayView<ushort> s, int a, int b, int pitch, int lane, int bf16, ArrayView<uint> scratch);
+    /// <summary>The MI·NI mma's of one k16 step; <paramref name="scratch"/> is the warp's exchange area for the emulated instructions.</summary>
+    void Mma(WarpFragments f, int lane, int bf16, ArrayView<uint> scratch);
 
-    /// <summary>Writes the accumulators inside [m, n], rounded once to bfloat16 (<paramref name="bf16"/> = 1) or float16, to y[yBase + r·n + c].</summary>
-    void Store(ArrayView<byte> y, long yBase, int row, int col, int lane, int m, int n, int bf16);
+    /// <summary>
+    /// Writes the accumulators, rounded once to bfloat16 (<paramref name="bf16"/> = 1) or float16, as a row-major
+    /// (MI·16)×(NI·8) tile at shared byte offset <paramref name="tile"/> with rows <paramref name="pitch"/> bytes apart
+    /// (the epilogue's staging, read back 16 bytes at a time).
+    /// </summary>
+    void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16);
 }
 
-/// <summary>The block shape of the tensor-core GEMM: WarpsM×WarpsN warps, BK (a multiple of 16) of k per stage.</summary>
+/// <summary>The block shape of the tensor-core GEMM: WarpsM×WarpsN warps.</summary>
 public interface IMmaBlock
 {
     /// <summary>Warps along m.</summary>
@@ -128,7 +152,34 @@ public interface IMmaBlock
 
     /// <summary>Warps along n.</summary>
     int WarpsN { get; }
-
-    /// <summary>k per stage, a multiple of 16.</summary>
-    int BK { get; }
 }
+
+/// <summary>
+/// How the tensor-core kernel's operands lie in memory, as a type (the ldmatrix form differs): A contiguous along k
+/// (row-major, <see cref="ATrans"/> = 0) or along m (a transposed view, 1); B contiguous along k (a transposed view, the
+/// Linear layer's weight, <see cref="BTrans"/> = 0) or along n (row-major, 1). An operand contiguous along k is staged
+/// [m or n][k] in shared memory and read by ldmatrix; one contiguous along m or n is staged [k][m or n] and read by
+/// ldmatrix.trans, which delivers the same fragments. Either way the 16-byte copies walk the contiguous dim.
+/// </summary>
+public interface IMmaLayout
+{
+    /// <summary>1 when A is contiguous along m.</summary>
+    int ATrans { get; }
+
+    /// <summary>1 when B is contiguous along n.</summary>
+    int BTrans { get; }
+}
+
+#pragma warning disable CS1591 // named by which dim of each operand is contiguous: A along k or m, B along k or n
+/// <summary>a row-major, b transposed (y = a·bᵀ for a row-major weight b: "NT").</summary>
+public readonly struct AkBk : IMmaLayout { public int ATrans => 0; public int BTrans => 0; }
+
+/// <summary>a and b row-major ("NN").</summary>
+public readonly struct AkBn : IMmaLayout { public int ATrans => 0; public int BTrans => 1; }
+
+/// <summary>a transposed, b transposed ("TT").</summary>
+public readonly struct AmBk : IMmaLayout { public int ATrans => 1; public int BTrans => 0; }
+
+/// <summary>a transposed, b row-major ("TN", the weight gradient aᵀ·g).</summary>
+public readonly struct AmBn : IMmaLayout { public int ATrans => 1; public int BTrans => 1; }
+#pragma warning restore CS1591

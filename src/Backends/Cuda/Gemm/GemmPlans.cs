@@ -8,9 +8,10 @@ namespace Engine.Backends.Cuda.Gemm;
 enum GemmFamily { Float32, Float64, Half }
 
 /// <summary>
-/// One instantiation of a GEMM kernel: its tiling, group size and launcher. The GPU tilings use 128–256 threads; the
-/// emulator's ILGPU CPU accelerator runs at most 64 threads per group, so every register-tile and warp-tile struct
-/// also appears in a 64-thread tiling that the CI tests run.
+/// One tiling of a GEMM kernel: its tile, group size and kernels. The GPU tilings use 128–256 threads; the emulator's
+/// ILGPU CPU accelerator runs at most 64 threads per group, so every register-tile and warp-tile struct also appears in
+/// a 64-thread tiling that the CI tests run. A tensor-core tiling has one kernel per operand layout
+/// (<see cref="IMmaLayout"/>: NT, NN, TT, TN in that order, index <c>2·ATrans + BTrans</c>) and input type.
 /// </summary>
 sealed class GemmPlan
 {
@@ -20,17 +21,32 @@ sealed class GemmPlan
     public required int BN { get; init; }
     public required int Threads { get; init; }
 
-    /// <summary>The GPU kernel (for the tensor-core tilings, the bfloat16 one) and its class, the kernel cache's key.</summary>
-    public required GemmKernel Gpu { get; init; }
+    /// <summary>
+    /// True for a tiling that exists only to run a warp tile on the emulator's 64 threads and that a GPU does not get
+    /// (its copies per thread would cost spills: 8 bytes in the 64×64 warp tile at 64 threads), so the registry omits it.
+    /// </summary>
+    public bool EmulatorOnly { get; init; }
 
-    /// <summary>The tensor-core tilings' float16 GPU kernel.</summary>
-    public GemmKernel? GpuFloat16 { get; init; }
+    /// <summary>The tensor-core tilings' shared allocation, bytes (0 for SIMT tilings).</summary>
+    public int SharedBytes { get; init; }
 
-    /// <summary>The kernel for ILGPU's CPU accelerator (warp instructions emulated; the GPU kernel for SIMT tilings).</summary>
-    public required GemmKernel Emulated { get; init; }
+    /// <summary>
+    /// The GPU kernels (each with its class, the kernel cache's key): one for a SIMT tiling; for a tensor-core tiling
+    /// the bfloat16 kernels of the four layouts, then the float16 ones.
+    /// </summary>
+    public required IReadOnlyList<GemmKernel> Gpu { get; init; }
 
-    public GemmKernel For(DType dtype, bool emulated) =>
-        emulated ? Emulated : dtype == DType.Float16 && GpuFloat16 is { } f16 ? f16 : Gpu;
+    /// <summary>The kernels for ILGPU's CPU accelerator (warp instructions emulated, one per layout; the GPU kernel for SIMT tilings).</summary>
+    public required IReadOnlyList<GemmKernel> Emulated { get; init; }
+
+    /// <summary>The layout names of the tensor-core kernels, by index.</summary>
+    public static readonly string[] LayoutNames = ["NT", "NN", "TT", "TN"];
+
+    public GemmKernel For(DType dtype, bool emulated, int layout = 0)
+    {
+        if (Family != GemmFamily.Half) return emulated ? Emulated[0] : Gpu[0];
+        return emulated ? Emulated[layout] : Gpu[(dtype == DType.Float16 ? 4 : 0) + layout];
+    }
 
     public bool Serves(DType dtype) => Family switch
     {
@@ -52,28 +68,37 @@ sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<b
 static class GemmPlans
 {
     static GemmPlan Simt<T, TMath, TTile, TMicro>(string name, GemmFamily family)
-        where T : unmanaged where TMath : struct, IGemmMath<T> where TTile : struct, ISimtTile where TMicro : struct, IMicroTile<T> =>
-        new()
+        where T : unmanaged where TMath : struct, IGemmMath<T> where TTile : struct, ISimtTile where TMicro : struct, IMicroTile<T>
+    {
+        GemmKernel k = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Kernel);
+        return new()
         {
             Name = name, Family = family, BM = default(TTile).BM, BN = default(TTile).BN,
-            Threads = SimtGemm<T, TMath, TTile, TMicro>.Threads,
-            Gpu = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Kernel),
-            Emulated = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Kernel),
+            Threads = SimtGemm<T, TMath, TTile, TMicro>.Threads, Gpu = [k], Emulated = [k],
         };
+    }
 
-    static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name)
+    static GemmKernel MmaKernel<TBlock, TWarp, TInstr, TLayout>()
+        where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma where TLayout : struct, IMmaLayout =>
+        new(typeof(MmaGemm<TBlock, TWarp, TInstr, TLayout>), MmaGemm<TBlock, TWarp, TInstr, TLayout>.Kernel);
+
+    static GemmKernel[] MmaLayouts<TBlock, TWarp, TInstr>()
+        where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma =>
+        [MmaKernel<TBlock, TWarp, TInstr, AkBk>(), MmaKernel<TBlock, TWarp, TInstr, AkBn>(), MmaKernel<TBlock, TWarp, TInstr, AmBk>(), MmaKernel<TBlock, TWarp, TInstr, AmBn>()];
+
+    static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name, bool emulatorOnly = false)
         where TBlock : struct, IMmaBlock
         where TWarpBf16 : struct, IMmaWarpTile<PtxWarpMmaBf16>
         where TWarpF16 : struct, IMmaWarpTile<PtxWarpMmaF16>
         where TWarpEmulated : struct, IMmaWarpTile<EmulatedWarpMma> =>
         new()
         {
-            Name = name, Family = GemmFamily.Half,
-            BM = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.BM, BN = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.BN,
-            Threads = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.Threads,
-            Gpu = new(typeof(MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>), MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16>.Kernel),
-            GpuFloat16 = new(typeof(MmaGemm<TBlock, TWarpF16, PtxWarpMmaF16>), MmaGemm<TBlock, TWarpF16, PtxWarpMmaF16>.Kernel),
-            Emulated = new(typeof(MmaGemm<TBlock, TWarpEmulated, EmulatedWarpMma>), MmaGemm<TBlock, TWarpEmulated, EmulatedWarpMma>.Kernel),
+            Name = name, Family = GemmFamily.Half, EmulatorOnly = emulatorOnly,
+            BM = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.BM, BN = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.BN,
+            Threads = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.Threads,
+            SharedBytes = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.SharedBytes,
+            Gpu = [.. MmaLayouts<TBlock, TWarpBf16, PtxWarpMmaBf16>(), .. MmaLayouts<TBlock, TWarpF16, PtxWarpMmaF16>()],
+            Emulated = MmaLayouts<TBlock, TWarpEmulated, EmulatedWarpMma>(),
         };
 
     // Names: family-BMxBNxBK-(per-thread or per-warp tile).
@@ -82,9 +107,9 @@ static class GemmPlans
     public static readonly GemmPlan F32Emulated = Simt<float, FloatMath, Tile32x32x32, Micro4x4<float, FloatMath>>("f32-32x32x32-4x4", GemmFamily.Float32);
     public static readonly GemmPlan F64 = Simt<double, DoubleMath, Tile64x64x8, Micro4x4<double, DoubleMath>>("f64-64x64x8-4x4", GemmFamily.Float64);
     public static readonly GemmPlan F64Emulated = Simt<double, DoubleMath, Tile32x32x32, Micro4x4<double, DoubleMath>>("f64-32x32x32-4x4", GemmFamily.Float64);
-    public static readonly GemmPlan HalfLarge = Mma<Warps2x4K32, Mma4x4<PtxWarpMmaBf16>, Mma4x4<PtxWarpMmaF16>, Mma4x4<EmulatedWarpMma>>("mma-128x128x32-4x4");
-    public static readonly GemmPlan HalfSmall = Mma<Warps2x2K32, Mma2x4<PtxWarpMmaBf16>, Mma2x4<PtxWarpMmaF16>, Mma2x4<EmulatedWarpMma>>("mma-64x64x32-2x4");
-    public static readonly GemmPlan HalfEmulated = Mma<Warps1x2K64, Mma2x2<PtxWarpMmaBf16>, Mma2x2<PtxWarpMmaF16>, Mma2x2<EmulatedWarpMma>>("mma-32x32x64-2x2");
+    public static readonly GemmPlan HalfLarge = Mma<Warps2x2, Mma4x8<PtxWarpMmaBf16>, Mma4x8<PtxWarpMmaF16>, Mma4x8<EmulatedWarpMma>>("mma-128x128x32-4x8");
+    public static readonly GemmPlan HalfSmall = Mma<Warps2x2, Mma2x4<PtxWarpMmaBf16>, Mma2x4<PtxWarpMmaF16>, Mma2x4<EmulatedWarpMma>>("mma-64x64x32-2x4");
+    public static readonly GemmPlan HalfEmulated = Mma<Warps2x1, Mma2x4<PtxWarpMmaBf16>, Mma2x4<PtxWarpMmaF16>, Mma2x4<EmulatedWarpMma>>("mma-64x32x32-2x4");
 
     /// <summary>Every tiling: the defaults above, plus 64-thread ones that give each register and warp tile a CI run.</summary>
     public static readonly IReadOnlyList<GemmPlan> All =
@@ -95,9 +120,8 @@ static class GemmPlans
         F64, F64Emulated,
         Simt<double, DoubleMath, Tile16x16x32, Micro2x2<double, DoubleMath>>("f64-16x16x32-2x2", GemmFamily.Float64),
         HalfLarge, HalfSmall, HalfEmulated,
-        Mma<Warps2x1K32, Mma1x2<PtxWarpMmaBf16>, Mma1x2<PtxWarpMmaF16>, Mma1x2<EmulatedWarpMma>>("mma-32x16x32-1x2"),
-        Mma<Warps2x1K32, Mma2x4<PtxWarpMmaBf16>, Mma2x4<PtxWarpMmaF16>, Mma2x4<EmulatedWarpMma>>("mma-64x32x32-2x4"),
-        Mma<Warps2x1K16, Mma4x4<PtxWarpMmaBf16>, Mma4x4<PtxWarpMmaF16>, Mma4x4<EmulatedWarpMma>>("mma-128x32x16-4x4"),
+        // The large tiling's 64×64 warp tile at the emulator's 64 threads.
+        Mma<Warps1x2, Mma4x8<PtxWarpMmaBf16>, Mma4x8<PtxWarpMmaF16>, Mma4x8<EmulatedWarpMma>>("mma-64x128x32-4x8", emulatorOnly: true),
     ];
 
     public static GemmPlan Named(string name) =>
