@@ -62,7 +62,7 @@ static class HfTokenizerFiles
 
     /// <summary>
     /// The gpt2 encoding's mergeable ranks, each token as its byte-level string (<see cref="ByteToUnicode"/>): the
-    /// <c>gpt2.tiktoken</c> file (base64 token, space, rank per line) embedded deflated in the data package.
+    /// <c>gpt2.tiktoken</c> file (base64 tokens in rank order) embedded deflated in the data package.
     /// </summary>
     public static Dictionary<string, int> Gpt2Ranks()
     {
@@ -72,13 +72,18 @@ static class HfTokenizerFiles
         using var r = new StreamReader(new DeflateStream(s, CompressionMode.Decompress), Encoding.ASCII);
         var map = ByteToUnicode();
         var ranks = new Dictionary<string, int>();
+        int next = 0;
         for (string? line; (line = r.ReadLine()) is not null;)
         {
-            if (line.Length == 0) continue;
+            // The package's copy starts with a "Capacity: N" line and lists the tokens in rank order without their
+            // ranks; tiktoken's own files give "token rank" per line. Both are read.
+            if (line.Length == 0 || line.StartsWith("Capacity:", StringComparison.Ordinal)) continue;
             int sp = line.IndexOf(' ');
-            var bytes = Convert.FromBase64String(line[..sp]);
+            var bytes = Convert.FromBase64String(sp < 0 ? line : line[..sp]);
             var token = new string(bytes.Select(b => map[b]).ToArray());
-            ranks[token] = int.Parse(line.AsSpan(sp + 1), System.Globalization.CultureInfo.InvariantCulture);
+            int rank = sp < 0 ? next : int.Parse(line.AsSpan(sp + 1), System.Globalization.CultureInfo.InvariantCulture);
+            ranks[token] = rank;
+            next = rank + 1;
         }
         return ranks;
     }
