@@ -25,11 +25,15 @@ public static class EngineCli
             c.Settings.StrictParsing = true;
             c.Settings.Console = AnsiConsole.Console;
             c.AddCommand<TrainCommand>("train")
-                .WithDescription("Train a GPT on a built-in task (sorting digits, the default) or on a text file (--text FILE), checkpointing to a run directory.")
+                .WithDescription("Train a GPT on a built-in task (sorting digits, the default), a text file (--text FILE, --tokenizer) or a prepared token data set (--data DIR), checkpointing to a run directory.")
                 .WithExample("train")
                 .WithExample("train", "--steps", "2000", "--save-every", "200", "--out", "runs/long")
                 .WithExample("train", "--resume", "runs/long", "--steps", "4000")
-                .WithExample("train", "--text", "book.txt", "--precision", "bf16");
+                .WithExample("train", "--text", "book.txt", "--precision", "bf16")
+                .WithExample("train", "--data", "data/book", "--eval-every", "100");
+            c.AddCommand<PrepareCommand>("prepare")
+                .WithDescription("Tokenize text files (gpt2, cl100k, o200k or char) into train.bin/val.bin and meta.json for train --data, in bounded memory.")
+                .WithExample("prepare", "--text", "book.txt", "--tokenizer", "gpt2", "--out", "data/book");
             c.AddCommand<SampleCommand>("sample")
                 .WithDescription("Generate from a checkpoint (a run directory or one of its step directories).")
                 .WithExample("sample", "--checkpoint", "runs/sort", "--prompt", "2 1 0 2 1 0");

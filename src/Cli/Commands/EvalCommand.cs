@@ -37,8 +37,14 @@ sealed class EvalCommand : Command<EvalSettings>
             null => throw new UsageException("this text model's checkpoint does not name its training file: give --text FILE"),
             var t when !File.Exists(t) => throw new UsageException($"the text this model was trained on ({t}) is gone: give --text FILE"),
             var t => t,
+        }, o => o?.Data switch
+        {
+            null => throw new UsageException("this token data model's checkpoint does not name its data set"),
+            var d when !File.Exists(Path.Combine(d, Text.TokenDataset.MetaFile)) => throw new UsageException($"the data set this model was trained on ({d}) is gone"),
+            var d => d,
         });
         using (model)
+        using (task as IDisposable)
         {
             double acc = task.Evaluate(model, s.Samples ?? 500);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"eval accuracy: {acc * 100:F1}%"));

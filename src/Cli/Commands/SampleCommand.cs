@@ -11,7 +11,7 @@ sealed class SampleSettings : CommandSettings
     [CommandOption("--checkpoint <DIR>"), Description("A run directory (its latest checkpoint), one of its step directories, or an old flat checkpoint directory. Required.")]
     public string? Checkpoint { get; set; }
 
-    [CommandOption("--prompt <TEXT>"), Description("Text to continue (sorting task: the digits separated by spaces). Without it, a few held-out examples are completed.")]
+    [CommandOption("--prompt <TEXT>"), Description("Text to continue, encoded with the checkpoint's tokenizer (sorting task: the digits separated by spaces). Without it, a few held-out examples are completed.")]
     public string? Prompt { get; set; }
 
     [CommandOption("--tokens <N>"), Description("Tokens to generate (default: the sorting task's length, or 100).")]
@@ -51,13 +51,16 @@ sealed class SampleCommand : Command<SampleSettings>
         // A run directory whose latest is missing or damaged resolves to an older checkpoint: say which, as train does.
         if (c.Note is { } note) Console.Error.WriteLine($"engine: note: {note}");
         // Example prompts of a text model come from its text; an explicit prompt needs only the vocabulary.
-        var (model, task, _) = Training.Checkpoint.LoadModel(c, device, o => s.Prompt is not null ? null : s.Text ?? (o?.Text is { } t && File.Exists(t) ? t : null));
+        var (model, task, _) = Training.Checkpoint.LoadModel(c, device, o => s.Prompt is not null ? null : s.Text ?? (o?.Text is { } t && File.Exists(t) ? t : null),
+            o => s.Prompt is not null ? null : o?.Data is { } d && File.Exists(Path.Combine(d, Text.TokenDataset.MetaFile)) ? d : null);
         using (model)
+        using (task as IDisposable)
         {
             ulong seed = s.Seed ?? 0;
             if (s.Prompt is null)
             {
                 if (task is TextTask { HasText: false }) throw new UsageException("this text model's training file is not available: give --prompt TEXT, or --text FILE for example prompts");
+                if (task is TokenDataTask { HasData: false }) throw new UsageException("this model's token data set is not available: give --prompt TEXT");
                 foreach (var line in task.Samples(model, s.Count ?? 3, seed)) Console.WriteLine(line);
                 return ExitCodes.Ok;
             }

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Globalization;
 using Engine.Backends.Cpu;
+using Engine.Cli.Text;
 using Engine.Cli.Training;
 using Spectre.Console.Cli;
 
@@ -18,8 +19,17 @@ sealed class TrainSettings : CommandSettings
     [CommandOption("--force"), Description("Start a new run in a directory that holds an earlier run, deleting its checkpoints, metrics and plot; with --resume from an older step, discard the checkpoints after it (or overwrite a non-empty --out).")]
     public bool Force { get; set; }
 
-    [CommandOption("--text <FILE>"), Description("Train a character-level model of a UTF-8 text file instead of the sorting task.")]
+    [CommandOption("--text <FILE>"), Description("Train a language model of a UTF-8 text file (tokenized in memory by --tokenizer) instead of the sorting task.")]
     public string? Text { get; set; }
+
+    [CommandOption("--tokenizer <NAME>"), Description("Tokenizer of --text: char (default: the file's distinct characters), gpt2, cl100k or o200k. With --data it comes from the data set's meta.json.")]
+    public string? Tokenizer { get; set; }
+
+    [CommandOption("--data <DIR>"), Description("Train on a token data set written by engine prepare (train.bin, val.bin, meta.json), read memory-mapped; validation loss every --eval-every steps, the lowest kept as best/.")]
+    public string? Data { get; set; }
+
+    [CommandOption("--eval-every <N>"), Description("With --data: steps between validation losses (val_loss in metrics.csv; the checkpoint with the lowest is saved and linked as best), and at the last step (default 100).")]
+    public long? EvalEvery { get; set; }
 
     [CommandOption("--steps <N>"), Description("Total optimizer steps of the run (default 300).")]
     public long? Steps { get; set; }
@@ -93,7 +103,7 @@ sealed class TrainSettings : CommandSettings
         var inv = CultureInfo.InvariantCulture;
         var d = new Dictionary<string, string>();
         void Add(string name, object? v) { if (v is not null) d[name] = Convert.ToString(v is double x ? x.ToString("R", inv) : v, inv)!; }
-        Add("text", TrainCommand.FullTextPath(Text)); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
+        Add("text", TrainCommand.FullTextPath(Text)); Add("tokenizer", Tokenizer); Add("data", TrainCommand.FullTextPath(Data)); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
         Add("clip", Clip); Add("layers", Layers); Add("heads", Heads); Add("dmodel", DModel); Add("context", Context);
         Add("dropout", Dropout); Add("seed", Seed); Add("sort-length", SortLength); Add("sort-digits", SortDigits);
         Add("precision", Precision); Add("device", Device);
@@ -120,12 +130,14 @@ sealed class TrainCommand : Command<TrainSettings>
         var knobs = new TrainKnobs(
             SaveEvery: s.SaveEvery ?? saved?.SaveEvery ?? 1000, Keep: s.Keep ?? saved?.Keep ?? 3,
             MaxBadSteps: s.MaxBadSteps ?? saved?.MaxBadSteps ?? 100, StopAt: s.StopAt,
-            EvalSamples: s.EvalSamples ?? saved?.EvalSamples ?? 500, Quiet: s.Quiet);
+            EvalSamples: s.EvalSamples ?? saved?.EvalSamples ?? 500, Quiet: s.Quiet,
+            EvalEvery: s.EvalEvery ?? (saved is { EvalEvery: > 0 } k ? k.EvalEvery : 100));
         Check(knobs.SaveEvery >= 1, "--save-every must be at least 1");
         Check(knobs.Keep >= 1, "--keep must be at least 1");
         Check(knobs.MaxBadSteps >= 1, "--max-bad-steps must be at least 1");
         Check(knobs.EvalSamples >= 1, "--eval-samples must be at least 1");
         Check(knobs.StopAt is null or >= 1, "--stop-at must be at least 1");
+        Check(knobs.EvalEvery >= 1, "--eval-every must be at least 1");
         return knobs;
     }
 
@@ -135,6 +147,7 @@ sealed class TrainCommand : Command<TrainSettings>
         var o = new TrainOptions
         {
             Device = s.Device ?? d.Device, Precision = s.Precision ?? d.Precision, Text = FullTextPath(s.Text), Steps = s.Steps ?? d.Steps,
+            Data = FullTextPath(s.Data), Tokenizer = s.Text is not null ? s.Tokenizer ?? "char" : s.Tokenizer,
             Batch = s.Batch ?? d.Batch, Lr = s.Lr ?? d.Lr, Layers = s.Layers ?? d.Layers, Heads = s.Heads ?? d.Heads,
             DModel = s.DModel ?? d.DModel, Context = s.Context ?? d.Context, Dropout = s.Dropout ?? d.Dropout, Seed = s.Seed ?? d.Seed,
             SortLength = s.SortLength ?? d.SortLength, SortDigits = s.SortDigits ?? d.SortDigits,
@@ -142,9 +155,20 @@ sealed class TrainCommand : Command<TrainSettings>
         };
         Validate(o);
         var device = Devices.Parse(o.Device);
+        Check(o.Text is null || o.Data is null, "--text and --data are two kinds of run: give one");
+        if (o.Data is not null)
+        {
+            // The data set's own tokenizer; a --tokenizer that names another is a mistake worth stopping for.
+            var meta = TokenDataset.Open(o.Data);
+            if (s.Tokenizer is { } named && named != meta.Tokenizer.Name)
+                throw new UsageException($"--tokenizer {named}: {o.Data} is tokenized with {meta.Tokenizer.Name} (its {TokenDataset.MetaFile})");
+            o = o with { Tokenizer = meta.Tokenizer.Name };
+        }
+        else if (o.Text is null && s.Tokenizer is not null) throw new UsageException("--tokenizer applies to --text FILE (or is read from --data DIR's meta.json)");
+        if (o.Tokenizer is { } tn) TextTokenizer.CheckName(tn);
         // Read the text before touching the run directory: a missing or binary file changes nothing.
-        ITask task = o.Text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(o.Text), o.Context);
-        var outDir = s.Out ?? Path.Combine("runs", o.Text is null ? "sort" : "text");
+        using var task = MakeTask(o);
+        var outDir = s.Out ?? Path.Combine("runs", o.Data is not null ? "tokens" : o.Text is null ? "sort" : "text");
         using var run = RunDirectory.OpenForWriting(outDir);
         var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFile).ToList();
         if (existing.Count > 0)
@@ -156,8 +180,20 @@ sealed class TrainCommand : Command<TrainSettings>
             }
             ClearRun(outDir);
         }
-        return new Trainer(run, task, o, device, knobs, resumeFrom: null).Run();
+        return new Trainer(run, task.Task, o, device, knobs, resumeFrom: null).Run();
     }
+
+    /// <summary>The run's task, disposed with it (a token data task holds its memory-mapped files).</summary>
+    sealed class OwnedTask(ITask task) : IDisposable
+    {
+        public ITask Task => task;
+        public void Dispose() => (task as IDisposable)?.Dispose();
+    }
+
+    static OwnedTask MakeTask(TrainOptions o) => new(
+        o.Data is not null ? new TokenDataTask(o.Data, o.Context)
+        : o.Text is not null ? new TextTask(TextTask.ReadText(o.Text), o.Context, o.Tokenizer is null or "char" ? null : TextTokenizer.Bpe(o.Tokenizer))
+        : new SortTask(o.SortLength, o.SortDigits));
 
     static int Continue(TrainSettings s)
     {
@@ -192,6 +228,7 @@ sealed class TrainCommand : Command<TrainSettings>
         var device = Devices.Parse(o.Device);
         string? text = o.Text;
         if (text is not null && !File.Exists(text)) throw new UsageException($"the run trains on {text}, which is gone: restore the file to resume");
+        if (o.Data is { } data && !File.Exists(Path.Combine(data, TokenDataset.MetaFile))) throw new UsageException($"the run trains on the data set {data}, which is gone: restore it to resume");
         var knobs = Knobs(s, state.Knobs);
         var outDir = fork ? s.Out! : c.RunDir;
         using var forked = fork ? RunDirectory.OpenForWriting(outDir) : null;
@@ -206,6 +243,9 @@ sealed class TrainCommand : Command<TrainSettings>
             if (!s.Force)
                 throw new UsageException($"{c.RunDir} has checkpoints after step {from} (up to {later[^1]}): resume from its latest, fork with --out NEW_DIR, or add --force to discard steps after {from}");
             foreach (var x in later) Directory.Delete(Path.Combine(c.RunDir, RunDirectory.StepName(x)), recursive: true);
+            // `best` follows the checkpoint resumed from: what it recorded as best, if that is still there.
+            RunDirectory.DeleteLink(Path.Combine(c.RunDir, RunDirectory.BestLink));
+            if (state.Best is { } b && RunDirectory.IsComplete(Path.Combine(c.RunDir, RunDirectory.StepName(b.Step)))) run.SetBest(b.Step);
         }
         if (fork)
         {
@@ -216,8 +256,8 @@ sealed class TrainCommand : Command<TrainSettings>
             var src = Path.Combine(c.RunDir, Metrics.FileName);
             if (File.Exists(src)) File.Copy(src, Path.Combine(outDir, Metrics.FileName));
         }
-        ITask task = text is null ? new SortTask(o.SortLength, o.SortDigits) : new TextTask(TextTask.ReadText(text), o.Context);
-        return new Trainer(run, task, o, device, knobs, resumeFrom: c).Run();
+        using var task = MakeTask(o);
+        return new Trainer(run, task.Task, o, device, knobs, resumeFrom: c).Run();
     }
 
     static int Finished(ResolvedCheckpoint c, TrainerState state)
@@ -292,5 +332,6 @@ sealed class TrainCommand : Command<TrainSettings>
         foreach (var d in Directory.EnumerateDirectories(dir, "step-*")) Directory.Delete(d, recursive: true);
         foreach (var name in new[] { RunDirectory.LatestFile, Metrics.FileName, Metrics.PlotName, Checkpoint.ModelFile, Checkpoint.OptimizerFile })
             File.Delete(Path.Combine(dir, name));
+        RunDirectory.DeleteLink(Path.Combine(dir, RunDirectory.BestLink));
     }
 }

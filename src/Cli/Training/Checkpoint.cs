@@ -3,13 +3,17 @@ using System.Text.Json;
 using Engine.Graph;
 using Engine.Autograd.Nn;
 using Engine.Autograd.Optim;
+using Engine.Cli.Text;
 using Engine.Serialization;
 
 namespace Engine.Cli.Training;
 
 /// <summary>Where a run is: everything besides the tensors that a resumed run needs to continue bit for bit.</summary>
 sealed record TrainerState(TrainOptions Options, long Step, long ScheduleStep, long DataPosition, ulong RngSeed, ulong RngOffset,
-    IReadOnlyDictionary<string, double>? Scaler, TrainKnobs? Knobs = null);
+    IReadOnlyDictionary<string, double>? Scaler, TrainKnobs? Knobs = null, BestCheckpoint? Best = null);
+
+/// <summary>The step with the lowest validation loss so far (the run directory's <c>best</c>), and that loss.</summary>
+sealed record BestCheckpoint(long Step, double ValLoss);
 
 /// <summary>
 /// The files of one checkpoint (a step directory of a <see cref="RunDirectory"/>, or the old flat layout):
@@ -43,6 +47,7 @@ static class Checkpoint
             ["config.tied"] = model.Config.TiedHead ? "1" : "0",
         };
         SafeTensors.Save(Path.Combine(dir, ModelFile), model.StateDict(), meta);
+        task.Tokenizer?.Write(dir);
         var st = optimizer.StateDict();
         SafeTensors.Save(Path.Combine(dir, OptimizerFile), st.Tensors, st.Scalars.ToDictionary(kv => kv.Key, kv => kv.Value.ToString("R", Inv)));
 
@@ -72,6 +77,15 @@ static class Checkpoint
                 w.WriteNumber("keep", run.Keep);
                 w.WriteNumber("max_bad_steps", run.MaxBadSteps);
                 w.WriteNumber("eval_samples", run.EvalSamples);
+                if (run.EvalEvery > 0) w.WriteNumber("eval_every", run.EvalEvery);
+                w.WriteEndObject();
+            }
+            if (state.Best is { } best)
+            {
+                // So a resumed run keeps comparing validation losses with the same best.
+                w.WriteStartObject("best");
+                w.WriteNumber("step", best.Step);
+                w.WriteNumber("val_loss", best.ValLoss);
                 w.WriteEndObject();
             }
             state.Options.WriteJson(w);
@@ -98,7 +112,9 @@ static class Checkpoint
         var scaler = t.Numbers("scaler.");
         return new TrainerState(TrainOptions.Read(t, "options."), t.Long("step", 0), t.Long("schedule_step", 0), t.Long("data_position", 0),
             t.ULong("rng.seed"), t.ULong("rng.offset"), scaler.Count > 0 ? scaler : null,
-            t.Has("run.save_every") ? new TrainKnobs(t.Long("run.save_every", 1), t.Int("run.keep", 1), t.Int("run.max_bad_steps", 1), null, t.Int("run.eval_samples", 1), false) : null);
+            t.Has("run.save_every") ? new TrainKnobs(t.Long("run.save_every", 1), t.Int("run.keep", 1), t.Int("run.max_bad_steps", 1), null, t.Int("run.eval_samples", 1), false,
+                t.Has("run.eval_every") ? t.Long("run.eval_every", 0) : 0) : null,
+            t.Has("best.step") ? new BestCheckpoint(t.Long("best.step", 0), t.Double("best.val_loss")) : null);
     }
 
     /// <summary>The model config in a model file's metadata.</summary>
@@ -114,22 +130,48 @@ static class Checkpoint
         catch (ArgumentException e) { throw new CheckpointException("Checkpoint", $"{m.File}: invalid model config ({e.Message})", e); }
     }
 
-    /// <summary>The task recorded in a model file's metadata; a text task reads its text only when <paramref name="textPath"/> is given.</summary>
-    public static ITask ReadTask(Fields m, string? textPath)
+    /// <summary>
+    /// The task recorded in a checkpoint: the model file's metadata names it, and <c>tokenizer.json</c> in the step
+    /// directory its tokenizer (checkpoints from before it existed are character models, their vocabulary in the
+    /// metadata). A text task reads its text only when <paramref name="textPath"/> is given, a token data task its data
+    /// set only when <paramref name="dataPath"/> is.
+    /// </summary>
+    public static ITask ReadTask(Fields m, string stepDir, string? textPath, string? dataPath = null)
     {
         var kind = m.Str("task");
         if (kind == "sort") return new SortTask(m.Int("task.length", 2), m.Int("task.digits", 2));
+        var tokPath = Path.Combine(stepDir, TextTokenizer.FileName);
+        TextTokenizer? tok = File.Exists(tokPath) ? TextTokenizer.Read(Fields.ReadJson(tokPath)) : null;
+        if (m.Has("config.vocab") && tok is not null && tok.VocabSize != m.Int("config.vocab", 1))
+            throw new CheckpointException("Checkpoint", $"{tokPath}: the {tok.Name} tokenizer has {tok.VocabSize} tokens, the model {m.Int("config.vocab", 1)}");
+        int context = m.Int("task.context", 1);
         if (kind == "text")
         {
-            int context = m.Int("task.context", 1);
-            var vocab = m.Str("task.vocabulary");
-            return textPath is null ? TextTask.ForVocabulary(vocab, context) : new TextTask(TextTask.ReadText(textPath), context, vocab);
+            tok ??= TextTokenizer.Char(m.Str("task.vocabulary"));
+            return textPath is null ? TextTask.ForTokenizer(tok, context) : new TextTask(TextTask.ReadText(textPath), context, tok);
         }
-        throw m.Bad("task", $"is '{kind}', expected 'sort' or 'text'");
+        if (kind == "tokens")
+        {
+            if (tok is null) throw new CheckpointException("Checkpoint", $"{tokPath}: missing (a token data model records its tokenizer there)");
+            if (dataPath is null) return TokenDataTask.ForTokenizer(tok, context);
+            var task = new TokenDataTask(dataPath, context);
+            if (task.Tokenizer.Name != tok.Name || task.VocabSize != tok.VocabSize)
+            {
+                task.Dispose();
+                throw new UsageException($"{dataPath} is tokenized with {task.Tokenizer.Name}, but the model was trained with {tok.Name}");
+            }
+            return task;
+        }
+        throw m.Bad("task", $"is '{kind}', expected 'sort', 'text' or 'tokens'");
     }
 
-    /// <summary>Loads a checkpoint's model for sample and eval: verified, config and task from the file itself.</summary>
-    public static (Gpt Model, ITask Task, TrainOptions? Options) LoadModel(ResolvedCheckpoint c, Device device, Func<TrainOptions?, string?> textPath)
+    /// <summary>
+    /// Loads a checkpoint's model for sample and eval: verified, config and task from the checkpoint itself.
+    /// <paramref name="textPath"/> and <paramref name="dataPath"/> say, given the run's options, where a text or
+    /// token data task finds its data (null: not needed).
+    /// </summary>
+    public static (Gpt Model, ITask Task, TrainOptions? Options) LoadModel(ResolvedCheckpoint c, Device device, Func<TrainOptions?, string?> textPath,
+        Func<TrainOptions?, string?>? dataPath = null)
     {
         Checkpoints.Verify(c);
         TrainOptions? options = File.Exists(Path.Combine(c.StepDir, c.Legacy ? OptimizerFile : TrainerFile)) ? ReadTrainer(c).Options : null;
@@ -137,7 +179,8 @@ static class Checkpoint
         using var contents = SafeTensors.Load(path, device);
         var m = new Fields(contents.Metadata, path);
         var config = ReadConfig(m);
-        var task = ReadTask(m, m.StrOrNull("task") == "text" ? textPath(options) : null);
+        var kind = m.StrOrNull("task");
+        var task = ReadTask(m, c.StepDir, kind == "text" ? textPath(options) : null, kind == "tokens" ? dataPath?.Invoke(options) : null);
         var model = new Gpt(config, device);
         try { LoadInto(model, contents, path); }
         catch { model.Dispose(); throw; }

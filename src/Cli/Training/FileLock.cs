@@ -127,6 +127,22 @@ static partial class Posix
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fsync(SafeHandle fd);
 
+    [LibraryImport("libc", EntryPoint = "rename", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int RenameNative(string from, string to);
+
+    /// <summary>
+    /// rename(2): atomically replaces <paramref name="to"/>, whatever either is (File.Move refuses a symbolic link to a
+    /// directory as its source).
+    /// </summary>
+    public static void Rename(string from, string to)
+    {
+        if (RenameNative(from, to) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"cannot rename {from} to {to}: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})");
+        }
+    }
+
     public static SafeFileHandle Open(string path, int flags)
     {
         int fd = OpenNative(path, flags | CloseOnExec);

@@ -26,4 +26,16 @@ interface ITask
     /// <summary>Tokens of a prompt text, and text of tokens (for sample).</summary>
     long[] Encode(string text);
     string Decode(IEnumerable<long> tokens);
+
+    /// <summary>The tokenizer of a text task, written into each checkpoint (tokenizer.json); null for the sorting task.</summary>
+    Engine.Cli.Text.TextTokenizer? Tokenizer => null;
+
+    /// <summary>
+    /// Mean cross-entropy on held-out data over up to <paramref name="windows"/> fixed windows, evaluated
+    /// <paramref name="batch"/> at a time with the model in eval mode; null for tasks that hold no validation tokens.
+    /// Draws no randomness, so evaluating never changes the training run.
+    /// </summary>
+    bool HasValidation => false;
+
+    double? ValidationLoss(Engine.Autograd.Nn.Gpt model, int windows, int batch) => null;
 }

@@ -20,6 +20,8 @@ sealed class RunDirectory : IDisposable
 {
     public const string LatestFile = "latest";
     public const string LockFile = ".lock";
+    /// <summary>A symbolic link to the step directory with the lowest validation loss (runs that evaluate one).</summary>
+    public const string BestLink = "best";
     const string StepPrefix = "step-";
     const string TempPrefix = ".tmp-";
     // A step directory moved aside while a new save of the same step replaces it. If the process dies before the new
@@ -104,6 +106,44 @@ sealed class RunDirectory : IDisposable
     /// <summary>The step numbers of the complete checkpoints present, ascending.</summary>
     public IReadOnlyList<long> Steps => CompleteSteps(Path);
 
+    /// <summary>
+    /// Points <c>best</c> at the complete step directory of <paramref name="step"/>: a relative symbolic link made
+    /// under a temporary name and renamed over the old one, so <c>best</c> is always the old link or the new. Pruning
+    /// spares the checkpoint it names.
+    /// </summary>
+    public void SetBest(long step)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var name = StepName(step);
+        if (!IsComplete(IOPath.Combine(Path, name))) throw new InvalidOperationException($"best: {name} is not a complete checkpoint");
+        var link = IOPath.Combine(Path, BestLink);
+        var temp = link + ".tmp";
+        DeleteLink(temp);
+        Directory.CreateSymbolicLink(temp, name);
+        if (Posix.Available) Posix.Rename(temp, link);
+        else
+        {
+            DeleteLink(link);
+            Directory.Move(temp, link);
+        }
+        Posix.FlushDirectory(Path);
+    }
+
+    /// <summary>The step directory name <c>best</c> links to, or null when there is no such link.</summary>
+    public static string? BestStepName(string runDir)
+    {
+        var info = new DirectoryInfo(IOPath.Combine(runDir, BestLink));
+        return info.LinkTarget is { } target && TryParseStepName(IOPath.GetFileName(IOPath.TrimEndingDirectorySeparator(target)), out _)
+            ? IOPath.GetFileName(IOPath.TrimEndingDirectorySeparator(target)) : null;
+    }
+
+    /// <summary>Removes a symbolic link (never what it points to); nothing when absent.</summary>
+    public static void DeleteLink(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is not null) info.Delete();
+    }
+
     /// <summary>Releases the lock.</summary>
     public void Dispose()
     {
@@ -168,6 +208,7 @@ sealed class RunDirectory : IDisposable
     void Prune(int keep, string latest, IReadOnlyCollection<string>? protect)
     {
         var spared = new HashSet<string>(StringComparer.Ordinal) { latest };
+        if (BestStepName(Path) is { } best) spared.Add(best);
         foreach (var p in protect ?? []) spared.Add(IOPath.GetFileName(IOPath.TrimEndingDirectorySeparator(p)));
         foreach (var step in CompleteSteps(Path).Reverse().Skip(keep))
         {
@@ -205,6 +246,7 @@ sealed class RunDirectory : IDisposable
             var name = IOPath.GetFileName(f);
             if (name.StartsWith(LatestFile + ".tmp", StringComparison.Ordinal) || name.EndsWith(".tmp", StringComparison.Ordinal)) File.Delete(f);
         }
+        DeleteLink(IOPath.Combine(dir, BestLink + ".tmp"));
         Posix.FlushDirectory(dir);
     }
 

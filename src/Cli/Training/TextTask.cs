@@ -1,18 +1,20 @@
 using System.Globalization;
 using Engine.Graph;
 using Engine.Autograd.Nn;
+using Engine.Cli.Text;
 
 namespace Engine.Cli.Training;
 
 /// <summary>
-/// A character-level language model over a text file: the vocabulary is the file's distinct characters, batches are
-/// random windows from the first 90%, accuracy is next-character accuracy on windows from the last 10%.
+/// A language model over a text file, tokenized in memory by its <see cref="TextTokenizer"/> (<c>char</c>: the
+/// vocabulary is the file's distinct characters; or a BPE encoding): batches are random windows from the first 90% of
+/// the tokens, accuracy is next-token accuracy on windows from the last 10%. For files too big for memory, prepare a
+/// <see cref="TokenDataTask"/> instead.
 /// </summary>
 sealed class TextTask : ITask
 {
-    readonly string _text;
-    readonly char[] _chars;
-    readonly Dictionary<char, int> _index;
+    readonly int[] _tokens;
+    readonly TextTokenizer _tok;
     readonly int _split;
 
     /// <summary>
@@ -31,34 +33,35 @@ sealed class TextTask : ITask
         catch (System.Text.DecoderFallbackException e) { throw new InvalidDataException($"{path}: not a text file (invalid UTF-8 at offset {e.Index}; --text needs UTF-8 text)"); }
     }
 
-    /// <summary>A task over a vocabulary alone (encode and decode, for sampling a checkpoint); no batches.</summary>
-    public static TextTask ForVocabulary(string vocabulary, int context) => new(null, context, vocabulary);
+    /// <summary>A task over a tokenizer alone (encode and decode, for sampling a checkpoint); no batches.</summary>
+    public static TextTask ForTokenizer(TextTokenizer tokenizer, int context) => new(null, context, tokenizer);
 
-    public TextTask(string? text, int context, string? vocabulary = null)
+    /// <summary>
+    /// A task over <paramref name="text"/>, tokenized by <paramref name="tokenizer"/> (default: a character tokenizer
+    /// over the text's own characters).
+    /// </summary>
+    public TextTask(string? text, int context, TextTokenizer? tokenizer = null)
     {
-        if (text is not null && text.Length < context + 2) throw new UsageException($"the text has {text.Length} characters; it needs more than the context length {context} + 1");
-        text ??= "";
-        _text = text;
-        _chars = (vocabulary ?? new string(text.Distinct().Order().ToArray())).ToCharArray();
-        _index = _chars.Select((c, i) => (c, i)).ToDictionary(p => p.c, p => p.i);
+        _tok = tokenizer ?? TextTokenizer.Char(TextTokenizer.CharVocabulary(text ?? ""));
+        _tokens = text is null ? [] : _tok.Encode(text);
+        string unit = _tok.Name == "char" ? "characters" : $"{_tok.Name} tokens";
+        if (text is not null && _tokens.Length < context + 2) throw new UsageException($"the text has {_tokens.Length} {unit}; it needs more than the context length {context} + 1");
         ContextLength = context;
-        if (_chars.Length == 0) throw new UsageException("the text is empty");
-        _split = Math.Max(context + 1, (int)(text.Length * 0.9));
-        if (text.Length - _split < context + 1) _split = text.Length; // too short to hold out: evaluate on training text
+        _split = Math.Max(context + 1, (int)(_tokens.Length * 0.9));
+        if (_tokens.Length - _split < context + 1) _split = _tokens.Length; // too short to hold out: evaluate on training text
     }
 
     public string Name => "text";
 
-    /// <summary>False for a task rebuilt from a vocabulary alone (no batches, no held-out text).</summary>
-    public bool HasText => _text.Length > 0;
-    public int VocabSize => _chars.Length;
+    /// <summary>False for a task rebuilt from a tokenizer alone (no batches, no held-out text).</summary>
+    public bool HasText => _tokens.Length > 0;
+    public int VocabSize => _tok.VocabSize;
     public int ContextLength { get; }
-
-    long Tok(char c) => _index.TryGetValue(c, out var i) ? i : 0;
+    public TextTokenizer Tokenizer => _tok;
 
     public (Tensor Inputs, Tensor Targets) Batch(int batchSize, ulong seed, long position)
     {
-        if (_text.Length == 0) throw new UsageException("training on a text task needs --text FILE");
+        if (_tokens.Length == 0) throw new UsageException("training on a text task needs --text FILE");
         int t = ContextLength;
         var x = new long[batchSize * t];
         var y = new long[batchSize * t];
@@ -66,25 +69,25 @@ sealed class TextTask : ITask
         {
             var rng = DataStream.Rng(seed, position + b);
             int start = rng.Next(0, _split - t - 1 + 1);
-            for (int i = 0; i < t; i++) { x[b * t + i] = Tok(_text[start + i]); y[b * t + i] = Tok(_text[start + i + 1]); }
+            for (int i = 0; i < t; i++) { x[b * t + i] = _tokens[start + i]; y[b * t + i] = _tokens[start + i + 1]; }
         }
         return (Tensor.FromArray(x, [batchSize, t]), Tensor.FromArray(y, [batchSize, t]));
     }
 
     public double Evaluate(Gpt model, int samples)
     {
-        if (_text.Length == 0) throw new UsageException("evaluating a text model needs --text FILE");
-        int lo = _split < _text.Length ? _split : 0;
+        if (_tokens.Length == 0) throw new UsageException("evaluating a text model needs --text FILE");
+        int lo = _split < _tokens.Length ? _split : 0;
         int t = ContextLength;
-        if (_text.Length - lo < t + 1) return 0;
+        if (_tokens.Length - lo < t + 1) return 0;
         var rng = new Random(4242);
         int n = Math.Min(samples, 64);
         var x = new long[n * t];
         var y = new long[n * t];
         for (int b = 0; b < n; b++)
         {
-            int start = rng.Next(lo, _text.Length - t);
-            for (int i = 0; i < t; i++) { x[b * t + i] = Tok(_text[start + i]); y[b * t + i] = Tok(_text[start + i + 1]); }
+            int start = rng.Next(lo, _tokens.Length - t);
+            for (int i = 0; i < t; i++) { x[b * t + i] = _tokens[start + i]; y[b * t + i] = _tokens[start + i + 1]; }
         }
         bool training = model.Training;
         model.Eval();
@@ -102,32 +105,37 @@ sealed class TextTask : ITask
     {
         for (int i = 0; i < count; i++)
         {
-            var prompt = _text.Length > 8 ? _text.Substring(new Random((int)seed + i).Next(0, _text.Length - 8), 8) : _chars[0].ToString();
-            using var p = Tensor.FromArray(Encode(prompt), [1, prompt.Length], SortTask.ModelDevice(model));
-            using var outp = model.Generate(p, 60, 0.8, 10, seed + (ulong)i);
-            yield return (prompt + "|" + Decode(outp.ToArray<long>().Skip(prompt.Length))).Replace("\n", "⏎");
+            // An 8-token prompt from the text (for char, the same 8 characters as always).
+            long[] prompt = _tokens.Length > 8
+                ? _tokens.AsSpan(new Random((int)seed + i).Next(0, _tokens.Length - 8), 8).ToArray().Select(v => (long)v).ToArray()
+                : [0];
+            yield return SampleLine(model, _tok, prompt, seed + (ulong)i);
         }
     }
 
-    public Dictionary<string, string> Metadata() => new()
+    /// <summary>A prompt and its 60-token continuation (temperature 0.8, top 10), with '|' between and newlines shown as ⏎.</summary>
+    internal static string SampleLine(Gpt model, TextTokenizer tok, long[] prompt, ulong seed)
     {
-        ["task"] = "text",
-        ["task.vocabulary"] = new string(_chars),
-        ["task.context"] = ContextLength.ToString(CultureInfo.InvariantCulture),
-    };
-
-    /// <summary>Tokens of a prompt; a character the model never saw is refused rather than silently mapped to another.</summary>
-    public long[] Encode(string text)
-    {
-        var unknown = text.Where(c => !_index.ContainsKey(c)).Distinct().ToArray();
-        if (unknown.Length > 0)
-            throw new UsageException($"the prompt has character{(unknown.Length > 1 ? "s" : "")} outside the model's vocabulary: {string.Join(" ", unknown.Select(Show))} (the vocabulary is {_chars.Length} characters: {Show(new string(_chars))})");
-        return text.Select(Tok).ToArray();
+        using var p = Tensor.FromArray(prompt, [1, prompt.Length], SortTask.ModelDevice(model));
+        using var outp = model.Generate(p, 60, 0.8, 10, seed);
+        return (tok.Decode(prompt.Select(v => (int)v)) + "|" + tok.Decode(outp.ToArray<long>().Skip(prompt.Length).Select(v => (int)v))).Replace("\n", "⏎");
     }
 
-    static string Show(char c) => c switch { '\n' => "'\\n'", '\t' => "'\\t'", '\r' => "'\\r'", ' ' => "' '", _ => $"'{c}'" };
+    public Dictionary<string, string> Metadata()
+    {
+        var m = new Dictionary<string, string>
+        {
+            ["task"] = "text",
+            ["task.context"] = ContextLength.ToString(CultureInfo.InvariantCulture),
+        };
+        // The character vocabulary stays in the model file as before (older engines read it there); tokenizer.json
+        // beside it names the tokenizer of every text model.
+        if (_tok.Vocabulary is { } v) m["task.vocabulary"] = v;
+        return m;
+    }
 
-    static string Show(string s) => s.Replace("\n", "\\n").Replace("\t", "\\t").Replace("\r", "\\r");
+    /// <summary>Tokens of a prompt; a character the model never saw is refused rather than silently mapped to another.</summary>
+    public long[] Encode(string text) => [.. _tok.Encode(text).Select(v => (long)v)];
 
-    public string Decode(IEnumerable<long> tokens) => new(tokens.Select(t => t >= 0 && t < _chars.Length ? _chars[t] : '?').ToArray());
+    public string Decode(IEnumerable<long> tokens) => _tok.Decode(tokens.Select(v => v is >= 0 and <= int.MaxValue ? (int)v : -1));
 }

@@ -13,6 +13,10 @@ sealed record TrainOptions
     public string Device { get; init; } = "cpu";
     public string Precision { get; init; } = "fp32";
     public string? Text { get; init; }
+    /// <summary>The tokenizer of a text run (<c>char</c>, <c>gpt2</c>, …); null for the sorting task and old text runs (char).</summary>
+    public string? Tokenizer { get; init; }
+    /// <summary>The prepared token data directory of a <c>--data</c> run (absolute).</summary>
+    public string? Data { get; init; }
     public long Steps { get; init; } = 300;
     public int Batch { get; init; } = 64;
     public double Lr { get; init; } = 3e-3;
@@ -35,7 +39,7 @@ sealed record TrainOptions
     /// <summary>Every option by its command-line name, as text (for comparing a resume's flags with the checkpoint).</summary>
     public IReadOnlyDictionary<string, string> ByName() => new Dictionary<string, string>
     {
-        ["device"] = Device, ["precision"] = Precision, ["text"] = Text ?? "", ["steps"] = Steps.ToString(Inv),
+        ["device"] = Device, ["precision"] = Precision, ["text"] = Text ?? "", ["tokenizer"] = Tokenizer ?? "", ["data"] = Data ?? "", ["steps"] = Steps.ToString(Inv),
         ["batch"] = Batch.ToString(Inv), ["lr"] = Lr.ToString("R", Inv), ["layers"] = Layers.ToString(Inv),
         ["heads"] = Heads.ToString(Inv), ["dmodel"] = DModel.ToString(Inv), ["context"] = Context.ToString(Inv),
         ["dropout"] = Dropout.ToString("R", Inv), ["seed"] = Seed.ToString(Inv), ["sort-length"] = SortLength.ToString(Inv),
@@ -48,6 +52,8 @@ sealed record TrainOptions
         w.WriteString("device", Device);
         w.WriteString("precision", Precision);
         if (Text is not null) w.WriteString("text", Text);
+        if (Tokenizer is not null) w.WriteString("tokenizer", Tokenizer);
+        if (Data is not null) w.WriteString("data", Data);
         w.WriteNumber("steps", Steps);
         w.WriteNumber("batch", Batch);
         w.WriteNumber("lr", Lr);
@@ -70,6 +76,8 @@ sealed record TrainOptions
         Device = f.Str(prefix + "device"),
         Precision = f.Str(prefix + "precision"),
         Text = f.StrOrNull(prefix + "text") is { Length: > 0 } t ? t : null,
+        Tokenizer = f.StrOrNull(prefix + "tokenizer") is { Length: > 0 } k ? k : null,
+        Data = f.StrOrNull(prefix + "data") is { Length: > 0 } d ? d : null,
         Steps = f.Long(prefix + "steps", 1),
         Batch = f.Int(prefix + "batch", 1),
         Lr = f.Double(prefix + "lr"),

@@ -41,7 +41,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
         var schedule = new WarmupCosineLr(optimizer, Math.Max(1, o.Steps / 10), o.Steps, o.Lr / 10);
         schedule.SetStep(resumed?.ScheduleStep ?? 0);
 
-        w.WriteLine($"engine train: task {task.Name} (vocab {task.VocabSize}, context {task.ContextLength}), GPT {o.Layers} layers × {o.Heads} heads × d{o.DModel}, {model.ParameterCount():N0} parameters, on {device}");
+        w.WriteLine($"engine train: task {task.Name}{(task.Tokenizer is { } tk ? $" ({tk.Name} tokenizer)" : "")} (vocab {task.VocabSize}, context {task.ContextLength}), GPT {o.Layers} layers × {o.Heads} heads × d{o.DModel}, {model.ParameterCount():N0} parameters, on {device}");
         w.WriteLine(o.Precision switch
         {
             "fp16" => $"precision fp16: float32 master weights, float16 autocast; gradient scaler on: dynamic loss scaling from {scaler.GetScale():G} (×{scaler.GrowthFactor} after {scaler.GrowthInterval} clean steps, ×{scaler.BackoffFactor} and the step skipped on Inf/NaN)",
@@ -63,20 +63,43 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
         double lastLoss = double.NaN, lastGoodLoss = double.NaN;
         long lastGoodStep = start;
         string? stopReason = null;
+        // The lowest validation loss so far and its step: `best` in the run directory names that checkpoint.
+        BestCheckpoint? best = resumed?.Best;
+        double? lastVal = null;
+        bool evaluates = knobs.EvalEvery > 0 && task.HasValidation;
 
-        void Save()
+        bool Save(BestCheckpoint? newBest = null)
         {
-            if (lastSaved == step) return;
+            if (lastSaved == step && newBest is null) return true;
             if (!Checkpoint.AllFinite(model))
             {
                 Console.Error.WriteLine($"engine: not saving step {step}: the weights are not finite; the last checkpoint (step {Math.Max(lastSaved, 0)}) stays the latest");
-                return;
+                return false;
             }
             var state = new TrainerState(o, step, schedule.LastStep, dataPosition, generator.GetState().Seed, generator.GetState().Offset,
-                autocast is null ? null : scaler.StateDict(), knobs);
+                autocast is null ? null : scaler.StateDict(), knobs, newBest ?? best);
             run.SaveCheckpoint(step, dir => Checkpoint.Write(dir, model, task, optimizer, state), knobs.Keep);
             Metrics.WritePlot(run.Path);
             lastSaved = step;
+            return true;
+        }
+
+        // Validation loss on the steps that are due: a new lowest is saved at once (trainer.json records it, so a resume
+        // compares with it) and `best` pointed at it; only then does the old best lose its protection from pruning.
+        void Validate()
+        {
+            lastVal = null;
+            if (!evaluates || (step % knobs.EvalEvery != 0 && step != o.Steps)) return;
+            lastVal = task.ValidationLoss(model, knobs.EvalSamples, o.Batch);
+            if (lastVal is double v && double.IsFinite(v) && (best is null || v < best.ValLoss))
+            {
+                var candidate = new BestCheckpoint(step, v);
+                if (Save(candidate))
+                {
+                    best = candidate;
+                    run.SetBest(step);
+                }
+            }
         }
 
         var clock = Stopwatch.StartNew();
@@ -119,10 +142,16 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                 dataPosition += o.Batch;
                 double tps = (double)o.Batch * task.ContextLength / Math.Max(clock.Elapsed.TotalSeconds - t0, 1e-9);
                 double scale = autocast is null ? 1.0 : scaler.GetScale();
-                metrics.Add(step, lastLoss, lr, scale, tps, o.Batch);
-                progress.Report(step, lastLoss, tps, o.Precision == "fp16" ? string.Create(Inv, $"scale {scale:G}  skipped {skipped}") : "");
-
                 bool good = double.IsFinite(lastLoss) && taken;
+                if (good) Validate();
+                else lastVal = null;
+                metrics.Add(step, lastLoss, lr, scale, tps, o.Batch, lastVal);
+                progress.Report(step, lastLoss, tps, string.Join("  ", new[]
+                {
+                    o.Precision == "fp16" ? string.Create(Inv, $"scale {scale:G}  skipped {skipped}") : "",
+                    best is { } b ? string.Create(Inv, $"val {b.ValLoss:F4} (best, step {b.Step})") : "",
+                }.Where(x => x.Length > 0)));
+
                 if (good) { badRun = 0; lastGoodLoss = lastLoss; lastGoodStep = step; }
                 else if (++badRun >= knobs.MaxBadSteps) { stopReason = "diverged"; return; }
                 if (interrupts.Requested is { } sig) { stopReason = sig; Save(); return; }
@@ -151,6 +180,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
         }
         double acc = task.Evaluate(model, knobs.EvalSamples);
         w.WriteLine(string.Create(Inv, $"final loss: {lastLoss:F4}"));
+        if (best is { } bb) w.WriteLine(string.Create(Inv, $"best val loss: {bb.ValLoss:F4} at step {bb.Step} ({Path.Combine(run.Path, RunDirectory.BestLink)} → {RunDirectory.StepName(bb.Step)})"));
         w.WriteLine(string.Create(Inv, $"eval accuracy: {acc * 100:F1}%"));
         w.WriteLine("samples:");
         foreach (var s in task.Samples(model, 3, o.Seed)) w.WriteLine("  " + s);

@@ -79,7 +79,7 @@ public abstract class CliFixture
     protected static List<string[]> Metrics(string runDir)
     {
         var lines = File.ReadAllLines(Path.Combine(runDir, "metrics.csv"));
-        Assert.That(lines[0], Is.EqualTo("step,loss,lr,scale,tokens_per_s,batch"));
+        Assert.That(lines[0], Is.EqualTo("step,loss,lr,scale,tokens_per_s,batch,val_loss"));
         return lines.Skip(1).Select(l => l.Split(',')).ToList();
     }
 

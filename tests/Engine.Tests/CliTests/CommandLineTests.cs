@@ -73,7 +73,7 @@ public sealed class CommandLineTests : CliFixture
     public void TrainHelpStatesEveryDefaultAndItMatchesTheCode()
     {
         // Options without a default: a path that is only used when given, a flag, an optional stop.
-        var none = new HashSet<string> { "resume", "text", "force", "quiet", "stop-at" };
+        var none = new HashSet<string> { "resume", "text", "data", "force", "quiet", "stop-at" };
         var defaults = new TrainOptions().ByName();
         var options = OptionsOf(typeof(TrainSettings)).ToList();
         Assert.That(options, Has.Count.GreaterThan(20));
