@@ -63,12 +63,13 @@ public sealed class CausalSelfAttention : Module
     }
 }
 
-/// <summary>Linear → GELU (exact) → Linear → dropout, 4× wide: the transformer's feed-forward.</summary>
+/// <summary>Linear → GELU (exact, or tanh-approximated as GPT-2's) → Linear → dropout: the transformer's feed-forward.</summary>
 public sealed class FeedForward : Module
 {
     /// <summary>Creates the block.</summary>
-    public FeedForward(int dModel, int hidden, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    public FeedForward(int dModel, int hidden, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null, bool approximateTanh = false)
     {
+        ApproximateTanh = approximateTanh;
         Fc = RegisterModule("fc", new Linear(dModel, hidden, true, device, dtype, generator));
         Proj = RegisterModule("proj", new Linear(hidden, dModel, true, device, dtype, generator));
         Drop = RegisterModule("dropout", new Dropout(dropout, generator));
@@ -80,12 +81,14 @@ public sealed class FeedForward : Module
     public Linear Proj { get; }
     /// <summary>Output dropout.</summary>
     public Dropout Drop { get; }
+    /// <summary>True for the tanh-approximated GELU.</summary>
+    public bool ApproximateTanh { get; }
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         using var h = Fc.Forward(input);
-        using var g = h.Gelu();
+        using var g = h.Gelu(ApproximateTanh);
         using var p = Proj.Forward(g);
         return Drop.Forward(p);
     }
@@ -95,12 +98,13 @@ public sealed class FeedForward : Module
 public sealed class TransformerBlock : Module
 {
     /// <summary>Creates the block.</summary>
-    public TransformerBlock(int dModel, int heads, int contextLength, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
+    public TransformerBlock(int dModel, int heads, int contextLength, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null,
+        double layerNormEps = 1e-5, bool approximateGelu = false)
     {
-        Ln1 = RegisterModule("ln1", new LayerNorm(dModel, 1e-5, device, dtype));
+        Ln1 = RegisterModule("ln1", new LayerNorm(dModel, layerNormEps, device, dtype));
         Attn = RegisterModule("attn", new CausalSelfAttention(dModel, heads, contextLength, dropout, device, dtype, generator));
-        Ln2 = RegisterModule("ln2", new LayerNorm(dModel, 1e-5, device, dtype));
-        Mlp = RegisterModule("mlp", new FeedForward(dModel, 4 * dModel, dropout, device, dtype, generator));
+        Ln2 = RegisterModule("ln2", new LayerNorm(dModel, layerNormEps, device, dtype));
+        Mlp = RegisterModule("mlp", new FeedForward(dModel, 4 * dModel, dropout, device, dtype, generator, approximateGelu));
     }
 
     /// <summary>Norm before attention.</summary>

@@ -34,6 +34,12 @@ public sealed record GptConfig(int VocabSize, int ContextLength, int Layers, int
     /// <summary>Dropout probability in [0, 1].</summary>
     public double Dropout { get; init; } = Probability(Dropout);
 
+    /// <summary>The feed-forward's GELU: exact (the default, minGPT/nanoGPT) or tanh-approximated (GPT-2's <c>gelu_new</c>).</summary>
+    public GptActivation Activation { get; init; } = GptActivation.Gelu;
+
+    /// <summary>Added to the variance in every LayerNorm: positive and finite (default 1e-5, PyTorch's and GPT-2's).</summary>
+    public double LayerNormEpsilon { get; init; } = 1e-5;
+
     /// <summary>Checks every field again (for a copy made with <c>with</c>) and returns this config.</summary>
     public GptConfig Validate()
     {
@@ -43,6 +49,9 @@ public sealed record GptConfig(int VocabSize, int ContextLength, int Layers, int
         AtLeastOne(Heads, nameof(Heads));
         Width(DModel, Heads);
         Probability(Dropout);
+        if (!Enum.IsDefined(Activation)) throw new ArgumentException($"GptConfig.Activation {(int)Activation} is not a GptActivation", nameof(Activation));
+        if (!(LayerNormEpsilon > 0 && double.IsFinite(LayerNormEpsilon)))
+            throw new ArgumentException($"GptConfig.LayerNormEpsilon must be positive and finite, got {LayerNormEpsilon}", nameof(LayerNormEpsilon));
         return this;
     }
 
@@ -59,6 +68,15 @@ public sealed record GptConfig(int VocabSize, int ContextLength, int Layers, int
 
     static double Probability(double p) =>
         p is >= 0 and <= 1 ? p : throw new ArgumentException($"GptConfig.Dropout must be a probability in [0, 1], got {p}", nameof(Dropout));
+}
+
+/// <summary>The activation inside a <see cref="Gpt"/>'s feed-forward.</summary>
+public enum GptActivation
+{
+    /// <summary>Exact GELU, x·Φ(x) (PyTorch's <c>approximate="none"</c>; Hugging Face's <c>gelu</c>).</summary>
+    Gelu,
+    /// <summary>Tanh-approximated GELU (PyTorch's <c>approximate="tanh"</c>; Hugging Face's <c>gelu_new</c>, GPT-2's own).</summary>
+    GeluTanh,
 }
 
 /// <summary>
@@ -78,9 +96,10 @@ public sealed class Gpt : Module
         Drop = RegisterModule("drop", new Dropout(config.Dropout, generator));
         var blocks = RegisterModule("blocks", new Sequential());
         for (int i = 0; i < config.Layers; i++)
-            blocks.Append(new TransformerBlock(config.DModel, config.Heads, config.ContextLength, config.Dropout, device, dtype, generator));
+            blocks.Append(new TransformerBlock(config.DModel, config.Heads, config.ContextLength, config.Dropout, device, dtype, generator,
+                config.LayerNormEpsilon, config.Activation == GptActivation.GeluTanh));
         Blocks = blocks;
-        LnF = RegisterModule("ln_f", new LayerNorm(config.DModel, 1e-5, device, dtype));
+        LnF = RegisterModule("ln_f", new LayerNorm(config.DModel, config.LayerNormEpsilon, device, dtype));
         // A tied head is the embedding's own tensor (one parameter, one gradient), as PyTorch's weight tying.
         _positions = RegisterBuffer("positions", Tensor.Arange(config.ContextLength, device), persistent: false);
         Head = RegisterModule("head", config.TiedHead ? new Linear(Wte.Weight) : new Linear(config.DModel, config.VocabSize, false, device, dtype, generator));
@@ -111,6 +130,19 @@ public sealed class Gpt : Module
     public LayerNorm LnF { get; }
     /// <summary>Output head [vocab, dModel], no bias.</summary>
     public Linear Head { get; }
+
+    /// <summary>
+    /// Loads a Hugging Face <c>transformers</c> GPT-2 directory (config.json + model.safetensors), as
+    /// <c>GPT2LMHeadModel.from_pretrained(dir)</c>: see <see cref="Gpt2Format.Load"/>. The model is in eval mode.
+    /// </summary>
+    public static Gpt FromPretrained(string dir, Device? device = null, DType dtype = DType.Float32, double? dropout = null) =>
+        Gpt2Format.Load(dir, device, dtype, dropout);
+
+    /// <summary>
+    /// Writes this model as a Hugging Face GPT-2 directory that <c>GPT2LMHeadModel.from_pretrained(dir)</c> loads:
+    /// see <see cref="Gpt2Format.Save"/>. Tokenizer files are not written here.
+    /// </summary>
+    public void SavePretrained(string dir) => Gpt2Format.Save(this, dir);
 
     /// <summary>Logits [batch, time, vocab] for Int64 token ids [batch, time].</summary>
     public override Tensor Forward(Tensor input)
