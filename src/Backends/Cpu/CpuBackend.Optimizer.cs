@@ -134,7 +134,8 @@ public sealed unsafe partial class CpuBackend
         {
             if (x.Count == 0) continue;
             var v = new Layout([checked((int)x.Count)], [1], 0);
-            Binary(new MulOp(), x, v, scalar, new Layout([(int)x.Count], [0], 0), x, v);
+            var b = new BinaryVisitor<MulOp> { Op = new MulOp(), A = P(x), AL = v, B = P(scalar), BL = new Layout([(int)x.Count], [0], 0), Y = P(x), YL = v };
+            DTypeDispatch.Visit(x.DType, ref b); // the Binary kernel itself, uncounted: this call is one launch
         }
     }
 }
