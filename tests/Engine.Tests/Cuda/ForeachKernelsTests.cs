@@ -172,4 +172,22 @@ public class ForeachKernelsTests
         Assert.That(CudaBackend.HostSynchronizations - syncs, Is.Zero, "host synchronizations inside one training step");
         Assert.That(backend.Allocator.DeviceAllocations - allocations, Is.Zero, "device allocations inside one training step");
     }
+
+    /// <summary>
+    /// The TensorList kernels compile for the GPU (sm_90 PTX): ILGPU passes the structure of 32 views in parameter
+    /// space, and the entry switch needs no local-memory array (only AdamPrepare-style float64 pow may use a frame).
+    /// </summary>
+    [Test]
+    public void TensorListKernels_CompileToPtxWithoutLocalArrays()
+    {
+        var entries = KernelRegistry.All.Where(e => e.Name.StartsWith("Foreach", StringComparison.Ordinal)).ToList();
+        Assert.That(entries.Select(e => e.Name), Is.SupersetOf(new[] { "ForeachAdam", "ForeachSgd", "ForeachUnscale", "ForeachNormPartials", "ForeachMul" }));
+        foreach (var e in entries)
+        {
+            var ptx = PtxCompiler.Compile(e);
+            Assert.That(ptx, Does.Contain(".entry"), e.Name);
+            if (e.Name is "ForeachAdam" or "ForeachSgd" or "ForeachUnscale" or "ForeachMul")
+                Assert.That(ptx, Does.Not.Contain(".local"), $"{e.Name} uses local memory");
+        }
+    }
 }
