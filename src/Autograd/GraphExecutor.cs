@@ -207,7 +207,7 @@ internal sealed class GraphExecutor
             if (g is not null && _nodeTensor.TryGetValue(node, out var t))
             {
                 if (t.GradHooks is { Count: > 0 } th) g = RunHooks(th, g);
-                if (_accumulate && t.RetainsGrad) Keep(t, g);
+                if (_accumulate && t.RetainsGrad) Keep(t, g); // g is still in flight: copied
             }
             if (g is not null && node.Hooks is { Count: > 0 } nh) g = RunHooks(nh, g);
             if (g is not null && _nodeTargets.TryGetValue(node, out var idx)) CaptureInto(idx, g);
@@ -299,19 +299,26 @@ internal sealed class GraphExecutor
         {
             if (leaf.GradHooks is { Count: > 0 } hooks) g = RunHooks(hooks, g);
             if (_leafTargets.TryGetValue(leaf, out var idx)) CaptureInto(idx, g);
-            if (_accumulate) Keep(leaf, g);
+            if (_accumulate) Keep(leaf, g, mayTakeOver: true);
         }
         finally { g.Dispose(); }
     }
 
-    // A leaf's (or retaining non-leaf's) Grad: a private contiguous copy at first, then accumulated in place. It
-    // belongs to no dispose scope: the tensor's owner (or the optimizer's ZeroGrad) disposes it.
-    static void Keep(Tensor t, Tensor g)
+    // A leaf's (or retaining non-leaf's) Grad: a private contiguous tensor at first, then accumulated in place. It
+    // belongs to no dispose scope: the tensor's owner (or the optimizer's ZeroGrad) disposes it. The first gradient
+    // of a leaf is taken over instead of copied when it already is private (as PyTorch's AccumulateGrad steals a
+    // gradient whose use count says nothing else holds it): a whole contiguous storage that only the pass's own
+    // handle references, so no other tensor, saved value or hook result can see it or be changed by later in-place
+    // accumulation. The pass disposes its handle right after, leaving Grad the sole owner.
+    static void Keep(Tensor t, Tensor g, bool mayTakeOver = false)
     {
         var cur = t.Grad;
-        if (cur is null || cur.IsDisposed) t.Grad = g.Clone().DetachFromScopes();
-        else cur.AddInPlace(g);
+        if (cur is not null && !cur.IsDisposed) { cur.AddInPlace(g); return; }
+        t.Grad = mayTakeOver && IsPrivate(g) ? g.Detach().DetachFromScopes() : g.Clone().DetachFromScopes();
     }
+
+    static bool IsPrivate(Tensor g) =>
+        g.Storage.References == 1 && g.IsContiguous && g.Layout.Offset == 0 && g.Storage.Count == g.Numel;
 
     void CaptureInto(List<int> indices, Tensor g)
     {

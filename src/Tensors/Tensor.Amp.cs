@@ -11,7 +11,8 @@ public sealed partial class Tensor
     /// <c>torch._amp_foreach_non_finite_check_and_unscale_</c>. Gradients are whole contiguous tensors of any floating
     /// dtype (Float16/BFloat16 compute in float32 and round once); <paramref name="foundInf"/> and
     /// <paramref name="invScale"/> are one-element float32 tensors; all on one device. Unlike PyTorch, Float16 and
-    /// BFloat16 gradients are both accepted. Not recorded by autograd.
+    /// BFloat16 gradients are both accepted, in any mix. One backend launch per
+    /// <see cref="Backends.MultiTensor.MaxTensors"/> gradients. Not recorded by autograd.
     /// </summary>
     public static void NonFiniteCheckAndUnscale(IReadOnlyList<Tensor> grads, Tensor foundInf, Tensor invScale)
     {
@@ -34,7 +35,8 @@ public sealed partial class Tensor
             storages[i] = g.Storage;
         }
         if (storages.Length == 0) return;
-        foundInf.Backend.NonFiniteCheckAndUnscale(storages, foundInf.Storage, invScale.Storage);
+        foreach (var (start, count) in Backends.MultiTensor.Chunks(storages.Length, _ => 0))
+            foundInf.Backend.NonFiniteCheckAndUnscale(storages[start..(start + count)], foundInf.Storage, invScale.Storage);
         foreach (var s in storages) s.BumpVersion();
         foundInf.Storage.BumpVersion();
     }

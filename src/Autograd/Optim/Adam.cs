@@ -36,18 +36,41 @@ public class Adam : Optimizer
         return new() { ["lr"] = lr, ["beta1"] = beta1, ["beta2"] = beta2, ["eps"] = eps, ["weight_decay"] = wd };
     }
 
+    AdamConfig ConfigOf(ParamGroup g) =>
+        new(Opt(g, "lr"), Opt(g, "beta1"), Opt(g, "beta2"), Opt(g, "eps"), Opt(g, "weight_decay"), _decoupled);
+
+    static void EnsureState(Tensor p, Dictionary<string, Tensor> state)
+    {
+        if (state.ContainsKey("exp_avg")) return;
+        state["exp_avg"] = StateZeros(p);
+        state["exp_avg_sq"] = StateZeros(p);
+        state["step"] = Tensor.Zeros([], DType.Float32, p.Device).DetachFromScopes();
+    }
+
     /// <inheritdoc/>
     protected override void Update(ParamGroup g, Tensor p, Tensor grad, Dictionary<string, Tensor> state, Tensor? invScale, Tensor? foundInf)
     {
-        if (!state.TryGetValue("exp_avg", out var m))
-        {
-            state["exp_avg"] = m = StateZeros(p);
-            state["exp_avg_sq"] = StateZeros(p);
-            state["step"] = Tensor.Zeros([], DType.Float32, p.Device).DetachFromScopes();
-        }
-        var config = new AdamConfig(Opt(g, "lr"), Opt(g, "beta1"), Opt(g, "beta2"), Opt(g, "eps"), Opt(g, "weight_decay"), _decoupled);
+        EnsureState(p, state);
         using var gc = DenseGrad(grad);
-        Tensor.AdamUpdate(p, gc, m, state["exp_avg_sq"], state["step"], config, invScale, foundInf);
+        Tensor.AdamUpdate(p, gc, state["exp_avg"], state["exp_avg_sq"], state["step"], ConfigOf(g), invScale, foundInf);
+    }
+
+    /// <inheritdoc/>
+    protected override void UpdateGroup(ParamGroup g, IReadOnlyList<Tensor> parameters, IReadOnlyList<Tensor> grads,
+        IReadOnlyList<Dictionary<string, Tensor>> states, Tensor? invScale, Tensor? foundInf)
+    {
+        var dense = new List<Tensor>(parameters.Count);
+        try
+        {
+            for (int i = 0; i < parameters.Count; i++)
+            {
+                EnsureState(parameters[i], states[i]);
+                dense.Add(DenseGrad(grads[i]));
+            }
+            Tensor.ForeachAdamUpdate(parameters, dense, states.Select(s => s["exp_avg"]).ToList(), states.Select(s => s["exp_avg_sq"]).ToList(),
+                states.Select(s => s["step"]).ToList(), ConfigOf(g), invScale, foundInf);
+        }
+        finally { foreach (var d in dense) d.Dispose(); }
     }
 }
 

@@ -27,8 +27,24 @@ public static class ClipGrad
         using (var scope = Tensor.NewScope())
         {
             var acc = list.Any(g => g.DType == DType.Float64) ? DType.Float64 : DType.Float32;
-            var norms = list.Select(g => (g.DType == DType.Float64 ? g : g.To(DType.Float32)).Norm(normType).To(acc)).ToArray();
-            var stacked = Tensor.Stack(norms);
+            var device = list[0].Device;
+            // The per-tensor norms in list order: runs of whole contiguous tensors of one device and kind (float64 or
+            // not) in multi-tensor launches (torch._foreach_norm), any other tensor by its own reduction; each norm has
+            // the bits its own Norm would have, so the total is the norm of the same values in the same order.
+            var parts = new List<Tensor>();
+            for (int i = 0; i < list.Count;)
+            {
+                var g = list[i];
+                int end = i + 1;
+                if (IsWhole(g))
+                    while (end < list.Count && IsWhole(list[end]) && list[end].Device == g.Device && (list[end].DType == DType.Float64) == (g.DType == DType.Float64)) end++;
+                var norms = IsWhole(g)
+                    ? Tensor.ForeachNorm(list.GetRange(i, end - i), normType)
+                    : (g.DType == DType.Float64 ? g : g.To(DType.Float32)).Norm(normType).Reshape(1);
+                parts.Add(norms.To(device, acc));
+                i = end;
+            }
+            var stacked = parts.Count == 1 ? parts[0] : Tensor.Cat([.. parts]);
             total = (double.IsPositiveInfinity(normType) ? stacked.Max() : stacked.Norm(normType)).MoveToOuterScope();
         }
         if (errorIfNonfinite && total.Item() is var v && !double.IsFinite(v))
@@ -56,12 +72,25 @@ public static class ClipGrad
         using var _ = GradMode.NoGrad();
         using var scope = Tensor.NewScope();
         var coef = totalNorm.Reshape().Add(1e-6).Pow(-1).Mul(maxNorm).Clamp(max: 1.0);
+        // Whole contiguous gradients are scaled by multi-tensor launches per device (torch._foreach_mul_), the factor
+        // rounded to each gradient's dtype as before; any other gradient, or one whose storage already came up (it
+        // is scaled once per appearance, as before), by its own multiply.
+        var seen = new HashSet<Backends.Storage>(ReferenceEqualityComparer.Instance);
+        var byDevice = new Dictionary<Device, List<Tensor>>();
         foreach (var g in grads)
         {
-            var c = coef.To(g.Device, g.DType);
-            g.MulInPlace(c);
+            if (IsWhole(g) && seen.Add(g.Storage))
+            {
+                if (!byDevice.TryGetValue(g.Device, out var l)) byDevice[g.Device] = l = [];
+                l.Add(g);
+            }
+            else g.MulInPlace(coef.To(g.Device, g.DType));
         }
+        foreach (var (device, l) in byDevice) Tensor.ForeachMulInPlace(l, coef.To(device));
     }
+
+    static bool IsWhole(Tensor t) =>
+        t.DType.IsFloatingPoint() && t.IsContiguous && t.Layout.Offset == 0 && t.Storage.Count == t.Numel;
 
     /// <summary>
     /// Scales the gradients of <paramref name="parameters"/> in place so that their total norm (over all of them, as

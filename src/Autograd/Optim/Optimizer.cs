@@ -29,7 +29,8 @@ public sealed record OptimizerState(OrderedDictionary<string, Tensor> Tensors, D
 
 /// <summary>
 /// Base of the optimizers: parameter groups, per-parameter state, <see cref="ZeroGrad"/>, state save/load. The update
-/// itself is one fused backend kernel per parameter tensor. <see cref="Step(Tensor?, Tensor?)"/> takes the AMP
+/// itself is one multi-tensor backend kernel per group and chunk of parameters (<see cref="Foreach"/>), or one fused
+/// kernel per parameter tensor. <see cref="Step(Tensor?, Tensor?)"/> takes the AMP
 /// scaler's inverse scale and found-inf flag as device tensors, so a scaled step needs no host synchronization.
 /// Every parameter with a gradient is updated, whether or not it requires grad (as PyTorch's, which looks only at
 /// <c>p.grad</c>); parameters without one are skipped.
@@ -82,12 +83,37 @@ public abstract class Optimizer : IDisposable
     {
         using var _ = GradMode.NoGrad();
         foreach (var g in ParamGroups)
+        {
+            var ps = new List<Tensor>(g.Params.Count);
+            var grads = new List<Tensor>(g.Params.Count);
             foreach (var p in g.Params)
-                if (p.Grad is not null) Update(g, p, p.Grad, StateOf(p), invScale, foundInf);
+                if (p.Grad is { } grad) { ps.Add(p); grads.Add(grad); }
+            if (ps.Count == 0) continue;
+            if (Foreach) UpdateGroup(g, ps, grads, ps.Select(StateOf).ToList(), invScale, foundInf);
+            else for (int i = 0; i < ps.Count; i++) Update(g, ps[i], grads[i], StateOf(ps[i]), invScale, foundInf);
+        }
     }
+
+    /// <summary>
+    /// True (the default): each group's parameters are updated by multi-tensor kernels, one launch per
+    /// <see cref="Engine.Backends.MultiTensor.MaxTensors"/> parameters of one device (<c>torch.optim</c>'s
+    /// <c>foreach=True</c>); false: one fused kernel per parameter. Both give every parameter the same bits.
+    /// </summary>
+    public bool Foreach { get; set; } = true;
 
     /// <summary>Updates one parameter; <paramref name="state"/> persists across steps.</summary>
     protected abstract void Update(ParamGroup group, Tensor param, Tensor grad, Dictionary<string, Tensor> state, Tensor? invScale, Tensor? foundInf);
+
+    /// <summary>
+    /// Updates the parameters of one group that have a gradient (<paramref name="grads"/>[i] is
+    /// <paramref name="parameters"/>[i]'s, <paramref name="states"/>[i] its state) when <see cref="Foreach"/> is on.
+    /// The default calls <see cref="Update"/> for each; the built-in optimizers launch multi-tensor kernels.
+    /// </summary>
+    protected virtual void UpdateGroup(ParamGroup group, IReadOnlyList<Tensor> parameters, IReadOnlyList<Tensor> grads,
+        IReadOnlyList<Dictionary<string, Tensor>> states, Tensor? invScale, Tensor? foundInf)
+    {
+        for (int i = 0; i < parameters.Count; i++) Update(group, parameters[i], grads[i], states[i], invScale, foundInf);
+    }
 
     /// <summary>Clears the gradients of every parameter (drops them by default).</summary>
     public void ZeroGrad(bool setToNone = true)

@@ -38,4 +38,33 @@ public sealed class Sgd : Optimizer
         // Known gap: if the very first step is skipped by the AMP scaler, the next step treats the zero buffer as
         // initialized, which differs from PyTorch only when dampening is nonzero.
     }
+
+    /// <inheritdoc/>
+    protected override void UpdateGroup(ParamGroup g, IReadOnlyList<Tensor> parameters, IReadOnlyList<Tensor> grads,
+        IReadOnlyList<Dictionary<string, Tensor>> states, Tensor? invScale, Tensor? foundInf)
+    {
+        double mu = Opt(g, "momentum");
+        var config = new SgdConfig(Opt(g, "lr"), mu, Opt(g, "dampening"), Opt(g, "weight_decay"), Opt(g, "nesterov") != 0);
+        // One call for the parameters whose momentum buffer holds the last step's momentum, one for those starting
+        // (new parameters, or a group added later); without momentum, one call.
+        foreach (bool initialized in mu == 0 ? [false] : new[] { true, false })
+        {
+            var ps = new List<Tensor>();
+            var dense = new List<Tensor>();
+            var bufs = new List<Tensor>();
+            try
+            {
+                for (int i = 0; i < parameters.Count; i++)
+                {
+                    if (mu != 0 && states[i].ContainsKey("momentum_buffer") != initialized) continue;
+                    if (mu != 0 && !initialized) states[i]["momentum_buffer"] = StateZeros(parameters[i]);
+                    if (mu != 0) bufs.Add(states[i]["momentum_buffer"]);
+                    ps.Add(parameters[i]);
+                    dense.Add(DenseGrad(grads[i]));
+                }
+                if (ps.Count > 0) Tensor.ForeachSgdUpdate(ps, dense, mu == 0 ? null : bufs, initialized, config, invScale, foundInf);
+            }
+            finally { foreach (var d in dense) d.Dispose(); }
+        }
+    }
 }

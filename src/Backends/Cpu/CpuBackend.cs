@@ -252,4 +252,16 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     void IBackend.UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval)
     { KernelCounter.Record(nameof(IBackend.UpdateScale)); UpdateScale(scale, growthTracker, foundInf, growthFactor, backoffFactor, growthInterval); }
+
+    void IBackend.ForeachAdamStep(IReadOnlyList<Storage> param, IReadOnlyList<Storage> grad, IReadOnlyList<Storage> expAvg, IReadOnlyList<Storage> expAvgSq, IReadOnlyList<Storage> step, AdamConfig config, Storage? invScale, Storage? foundInf)
+    { KernelCounter.Record(nameof(IBackend.ForeachAdamStep)); ForeachAdamStep(param, grad, expAvg, expAvgSq, step, config, invScale, foundInf); }
+
+    void IBackend.ForeachSgdStep(IReadOnlyList<Storage> param, IReadOnlyList<Storage> grad, IReadOnlyList<Storage>? momentum, bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf)
+    { KernelCounter.Record(nameof(IBackend.ForeachSgdStep)); ForeachSgdStep(param, grad, momentum, momentumInitialized, config, invScale, foundInf); }
+
+    void IBackend.ForeachNorm(IReadOnlyList<Storage> xs, double ord, Storage norms, int offset)
+    { KernelCounter.Record(nameof(IBackend.ForeachNorm)); ForeachNorm(xs, ord, norms, offset); }
+
+    void IBackend.ForeachMul(IReadOnlyList<Storage> xs, Storage scalar)
+    { KernelCounter.Record(nameof(IBackend.ForeachMul)); ForeachMul(xs, scalar); }
 }

@@ -15,10 +15,14 @@ public sealed partial class CudaBackend
         foreach (var g in grads)
             if (!g.DType.IsFloatingPoint())
                 throw new DTypeException("NonFiniteCheckAndUnscale", $"gradients must be floating point, got {g.DType.Name()}");
-        var unscale = Kernel("Unscale", null, k => k.LoadStreamKernel<ArrayView<byte>, int, long, ArrayView<byte>, ArrayView<byte>>(AmpKernels.Unscale));
-        var found = V(foundInf); var inv = V(invScale);
-        foreach (var g in grads)
-            if (g.Count > 0) unscale(Grid(g.Count), V(g), (int)g.DType, g.Count, found, inv);
+        if (grads.Count == 0) return;
+        ContractChecks.Foreach(nameof(NonFiniteCheckAndUnscale), grads.Count);
+        // One launch for the whole list (a TensorList), the grid sized by the largest gradient.
+        long n = 0;
+        foreach (var g in grads) n = Math.Max(n, g.Count);
+        if (n == 0) return;
+        Kernel("ForeachUnscale", null, k => k.LoadStreamKernel<TensorList, ArrayView<byte>, ArrayView<byte>>(AmpKernels.ForeachUnscale))
+            (Grid(n), TensorList.Of(grads), V(foundInf), V(invScale));
     }
 
     /// <inheritdoc/>

@@ -139,7 +139,14 @@ public static class KernelRegistry
         yield return new("AdamPrepare", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.AdamPrepare)), 1);
         yield return new("Adam", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.Adam)), GridGroupSize);
         yield return new("Sgd", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.Sgd)), GridGroupSize);
-        yield return new("Unscale", Amp, s_floats, M(typeof(AmpKernels), nameof(AmpKernels.Unscale)), GridGroupSize);
+        yield return new("ForeachAdamPrepare", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.ForeachAdamPrepare)), MultiTensor.MaxTensors);
+        yield return new("ForeachAdam", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.ForeachAdam)), GridGroupSize);
+        yield return new("ForeachSgd", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.ForeachSgd)), GridGroupSize);
+        yield return new("ForeachUnscale", Amp, s_floats, M(typeof(AmpKernels), nameof(AmpKernels.ForeachUnscale)), GridGroupSize);
+        var fe = typeof(ForeachKernels);
+        yield return new("ForeachNormPartials", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormPartials)), GridGroupSize);
+        yield return new("ForeachNormFinish", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormFinish)), MultiTensor.MaxTensors);
+        yield return new("ForeachMul", Elementwise, s_floats, M(fe, nameof(ForeachKernels.Mul)), GridGroupSize);
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 
         // ---- GEMM: CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----

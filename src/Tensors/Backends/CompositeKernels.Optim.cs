@@ -189,6 +189,57 @@ public static partial class CompositeKernels
         backend.Where(found, One, zero, One, successful, One, growthTracker, One);
     }
 
+    /// <summary><see cref="IBackend.ForeachAdamStep"/> as one <see cref="IBackend.AdamStep"/> per entry.</summary>
+    public static void ForeachAdamStep(IBackend backend, IReadOnlyList<Storage> param, IReadOnlyList<Storage> grad, IReadOnlyList<Storage> expAvg,
+        IReadOnlyList<Storage> expAvgSq, IReadOnlyList<Storage> step, AdamConfig config, Storage? invScale, Storage? foundInf)
+    {
+        ContractChecks.Foreach("ForeachAdamStep", param.Count, grad.Count, expAvg.Count, expAvgSq.Count, step.Count);
+        for (int j = 0; j < param.Count; j++)
+            backend.AdamStep(param[j], grad[j], expAvg[j], expAvgSq[j], step[j], config, invScale, foundInf);
+    }
+
+    /// <summary><see cref="IBackend.ForeachSgdStep"/> as one <see cref="IBackend.SgdStep"/> per entry.</summary>
+    public static void ForeachSgdStep(IBackend backend, IReadOnlyList<Storage> param, IReadOnlyList<Storage> grad, IReadOnlyList<Storage>? momentum,
+        bool momentumInitialized, SgdConfig config, Storage? invScale, Storage? foundInf)
+    {
+        ContractChecks.Foreach("ForeachSgdStep", param.Count, grad.Count, momentum?.Count ?? param.Count);
+        for (int j = 0; j < param.Count; j++)
+            backend.SgdStep(param[j], grad[j], momentum?[j], momentumInitialized, config, invScale, foundInf);
+    }
+
+    /// <summary>
+    /// <see cref="IBackend.ForeachNorm"/> as one norm reduction per entry (half entries widened to float32 first, as
+    /// the per-tensor total norm does), each copied into its slot of the norms.
+    /// </summary>
+    public static void ForeachNorm(IBackend backend, IReadOnlyList<Storage> xs, double ord, Storage norms, int offset)
+    {
+        const string op = "ForeachNorm";
+        ContractChecks.Foreach(op, xs.Count);
+        using var s = new Scratch(backend, norms.Device);
+        for (int j = 0; j < xs.Count; j++)
+        {
+            var x = xs[j];
+            ContractChecks.Floating(op, x.DType);
+            var v = Vector(x.Count, op);
+            var w = s.As(x, Work(x.DType), v);
+            var y = s.New(w.DType, 1);
+            backend.Reduce(ReduceOp.Norm, w, v, 1, y, null, ord);
+            backend.Copy(y, One, norms, new Layout([1], [1], offset + j));
+        }
+    }
+
+    /// <summary><see cref="IBackend.ForeachMul"/> as one broadcast multiply per entry.</summary>
+    public static void ForeachMul(IBackend backend, IReadOnlyList<Storage> xs, Storage scalar)
+    {
+        ContractChecks.Foreach("ForeachMul", xs.Count);
+        foreach (var x in xs)
+        {
+            if (x.Count == 0) continue;
+            var v = Vector(x.Count, "ForeachMul");
+            backend.Binary(new MulOp(), x, v, scalar, Broadcast((int)x.Count), x, v);
+        }
+    }
+
     // found-inf ≠ 0 as a one-element Bool, or null when there is no found-inf.
     static Storage? SkipFlag(IBackend backend, Scratch s, Storage? foundInf)
     {

@@ -62,4 +62,14 @@ public static class ContractChecks
         if (batch < 0 || m < 0 || n < 0 || k < 0)
             throw new ShapeException(op, $"negative size: batch {batch}, m {m}, n {n}, k {k} (a contract violation)");
     }
+
+    /// <summary>Asserts a foreach call's lists: 1 to <see cref="MultiTensor.MaxTensors"/> entries, the same length in every list.</summary>
+    [Conditional("DEBUG")]
+    public static void Foreach(string op, int count, params int[] otherCounts)
+    {
+        if (count < 1 || count > MultiTensor.MaxTensors)
+            throw new EngineException(op, $"a foreach call takes 1 to {MultiTensor.MaxTensors} tensors, got {count} (a contract violation: the front end splits lists)");
+        foreach (var c in otherCounts)
+            if (c != count) throw new EngineException(op, $"the lists have {count} and {c} entries (a contract violation)");
+    }
 }

@@ -71,12 +71,52 @@ public partial interface IBackend
         CompositeKernels.SgdStep(this, param, grad, momentum, momentumInitialized, config, invScale, foundInf);
 
     /// <summary>
+    /// <see cref="AdamStep"/> over lists of tensors in one launch (PyTorch's multi-tensor Adam): entry j of each list
+    /// is one parameter's operand, exactly as AdamStep takes them (each parameter its own step count), and every
+    /// parameter gets exactly the update AdamStep would give it. At most <see cref="MultiTensor.MaxTensors"/> entries,
+    /// one device, no storage twice; dtypes may differ between entries (the gradient's from its parameter's, as in
+    /// AdamStep). Default: <see cref="CompositeKernels.ForeachAdamStep"/> (one AdamStep per entry).
+    /// </summary>
+    void ForeachAdamStep(IReadOnlyList<Storage> param, IReadOnlyList<Storage> grad, IReadOnlyList<Storage> expAvg, IReadOnlyList<Storage> expAvgSq,
+        IReadOnlyList<Storage> step, AdamConfig config, Storage? invScale, Storage? foundInf) =>
+        CompositeKernels.ForeachAdamStep(this, param, grad, expAvg, expAvgSq, step, config, invScale, foundInf);
+
+    /// <summary>
+    /// <see cref="SgdStep"/> over lists of tensors in one launch; <paramref name="momentum"/> is null (no momentum) or
+    /// one buffer per entry, all initialized or all not (<paramref name="momentumInitialized"/>). Limits as
+    /// <see cref="ForeachAdamStep"/>. Default: <see cref="CompositeKernels.ForeachSgdStep"/> (one SgdStep per entry).
+    /// </summary>
+    void ForeachSgdStep(IReadOnlyList<Storage> param, IReadOnlyList<Storage> grad, IReadOnlyList<Storage>? momentum, bool momentumInitialized,
+        SgdConfig config, Storage? invScale, Storage? foundInf) =>
+        CompositeKernels.ForeachSgdStep(this, param, grad, momentum, momentumInitialized, config, invScale, foundInf);
+
+    /// <summary>
+    /// The <paramref name="ord"/>-norm of each whole storage in <paramref name="xs"/> (as <see cref="Reduce"/> with
+    /// <see cref="ReduceOp.Norm"/> over all its elements) into <paramref name="norms"/>, in one launch
+    /// (PyTorch's <c>_foreach_norm</c>). The xs share one floating dtype; norms is Float64 for Float64 xs and Float32
+    /// otherwise (half xs are measured in float32); entry j goes to element <paramref name="offset"/> + j. An infinite
+    /// ord needs non-empty xs. At most <see cref="MultiTensor.MaxTensors"/> entries. Default:
+    /// <see cref="CompositeKernels.ForeachNorm"/>.
+    /// </summary>
+    void ForeachNorm(IReadOnlyList<Storage> xs, double ord, Storage norms, int offset) =>
+        CompositeKernels.ForeachNorm(this, xs, ord, norms, offset);
+
+    /// <summary>
+    /// x ← x·s for every whole storage x in <paramref name="xs"/>, in one launch (PyTorch's <c>_foreach_mul_</c> by a
+    /// tensor): <paramref name="scalar"/> is one element of the xs' shared floating dtype, read on the device; the
+    /// product is computed as <see cref="Binary{TOp}"/>'s multiply (float32 for half types, rounded once). At most
+    /// <see cref="MultiTensor.MaxTensors"/> entries. Default: <see cref="CompositeKernels.ForeachMul"/>.
+    /// </summary>
+    void ForeachMul(IReadOnlyList<Storage> xs, Storage scalar) =>
+        CompositeKernels.ForeachMul(this, xs, scalar);
+
+    /// <summary>
     /// The AMP gradient scaler's fused check: multiplies every element of every gradient (contiguous storages of any
     /// float dtype; Float32, Float16 and BFloat16 compute in float32, Float64 in float64, rounding once) by
     /// <paramref name="invScale"/> (one Float32 element) and sets <paramref name="foundInf"/> (one Float32 element) to
     /// 1 when any value is Inf or NaN; it never resets it. Reads nothing back to the host. As PyTorch's
-    /// <c>_amp_foreach_non_finite_check_and_unscale_</c>; a fused implementation counts one launch for all gradients.
-    /// Default: <see cref="CompositeKernels.NonFiniteCheckAndUnscale"/>.
+    /// <c>_amp_foreach_non_finite_check_and_unscale_</c>: one launch for at most <see cref="MultiTensor.MaxTensors"/>
+    /// gradients (the front end splits longer lists). Default: <see cref="CompositeKernels.NonFiniteCheckAndUnscale"/>.
     /// </summary>
     void NonFiniteCheckAndUnscale(IReadOnlyList<Storage> grads, Storage foundInf, Storage invScale) =>
         CompositeKernels.NonFiniteCheckAndUnscale(this, grads, foundInf, invScale);

@@ -72,6 +72,12 @@ public abstract class Storage
     /// <summary>Records an in-place modification.</summary>
     public void BumpVersion() => Interlocked.Increment(ref _version);
 
+    /// <summary>
+    /// The number of references (tensor handles and saved values) now on this storage. The backward pass reads it to
+    /// take over a gradient that nothing else can see instead of copying it into a leaf's <c>Grad</c>.
+    /// </summary>
+    internal int References => Volatile.Read(ref _refs);
+
     /// <summary>Adds a reference (a tensor or a saved value now points at this storage).</summary>
     public void AddRef() => Interlocked.Increment(ref _refs);
 

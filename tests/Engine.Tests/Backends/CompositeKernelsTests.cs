@@ -294,6 +294,49 @@ public class CompositeKernelsTests
 
     // ---- helpers ----
 
+    // ---- the multi-tensor kernels (one entry empty, one of one element) ----
+
+    [TestCaseSource(nameof(OptimizerCases))]
+    public void ForeachAdamStep_MatchesFused(DType dt, int n)
+    {
+        var sizes = new[] { n, 0, 1, 2 * n + 3 };
+        var config = new AdamConfig(1e-2, 0.9, 0.99, 1e-6, 0.1, true);
+        var (f, c) = Both(be =>
+        {
+            var bufs = sizes.Select((k, j) => (P: Buf.Of(Data(k, 40 + j), dt), G: Buf.Of(Data(k, 50 + j, -0.5, 0.5), DType.Float32),
+                M: Buf.Of(Data(k, 60 + j, -0.1, 0.1), dt), V: Buf.Of(Data(k, 70 + j, 0, 0.1), dt), S: Buf.Of([j], DType.Float32))).ToList();
+            using var inv = Buf.Of([0.5], DType.Float32);
+            be.ForeachAdamStep(bufs.Select(b => (Storage)b.P).ToList(), bufs.Select(b => (Storage)b.G).ToList(), bufs.Select(b => (Storage)b.M).ToList(),
+                bufs.Select(b => (Storage)b.V).ToList(), bufs.Select(b => (Storage)b.S).ToList(), config, inv, null);
+            var r = bufs.SelectMany(b => new[] { b.P.Read(), b.M.Read(), b.V.Read(), b.S.Read() }).ToArray();
+            foreach (var b in bufs) { b.P.Dispose(); b.G.Dispose(); b.M.Dispose(); b.V.Dispose(); b.S.Dispose(); }
+            return r;
+        }, "ForeachAdamStep");
+        for (int k = 0; k < f.Length; k++) AssertClose(c[k], f[k], k % 4 == 3 ? DType.Float32 : dt, $"entry {k / 4} operand {k % 4}");
+    }
+
+    [TestCaseSource(nameof(OptimizerCases))]
+    public void ForeachNormAndMul_MatchFused(DType dt, int n)
+    {
+        var sizes = new[] { n, 0, 1, 2 * n + 3 };
+        foreach (double ord in new[] { 2.0, 1.0, 0.0, 3.0, double.PositiveInfinity })
+        {
+            var (f, c) = Both(be =>
+            {
+                var xs = sizes.Select((k, j) => Buf.Of(Data(k, 80 + j), dt)).ToList();
+                var live = double.IsInfinity(ord) ? xs.Where((_, j) => sizes[j] > 0).ToList() : xs;
+                using var norms = Buf.New(StatType(dt), live.Count + 1);
+                be.ForeachNorm(live.Select(x => (Storage)x).ToList(), ord, norms, 1);
+                using var s = Buf.Of([0.375], dt);
+                be.ForeachMul(xs.Select(x => (Storage)x).ToList(), s);
+                var r = new[] { norms.Read()[1..] }.Concat(xs.Select(x => x.Read())).ToArray();
+                foreach (var x in xs) x.Dispose();
+                return r;
+            }, "ForeachNorm");
+            for (int k = 0; k < f.Length; k++) AssertClose(c[k], f[k], k == 0 ? StatType(dt) : dt, $"ord {ord}, result {k}");
+        }
+    }
+
     // Runs f on the fused and on the composite backend; the counter checks that the composite ran no fused kernel.
     static (double[][] Fused, double[][] Composite) Both(Func<IBackend, double[][]> f, string kernel)
     {

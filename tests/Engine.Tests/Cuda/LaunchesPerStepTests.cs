@@ -9,8 +9,10 @@ namespace Engine.Tests.Cuda;
 /// <summary>
 /// The kernel launches of one GPT training step (forward, backward, clip, optimizer step, zero-grad; the step of the
 /// <c>gpt_train_step*</c> bench workloads) on the CPU and on the CUDA backend (ILGPU's CPU accelerator standing in for
-/// the GPU): both backends launch the same kernels, up to the casts that their autocast tables differ by. The CUDA issue's budget (120 launches per step in float32, 140
-/// under float16 autocast) is printed beside the count, not asserted: the kernel fusion work will assert it.
+/// the GPU): both backends launch the same kernels, up to the casts that their autocast tables differ by, and the
+/// optimizer, clip and scaler run as multi-tensor launches. The CUDA issue's budget (120 launches per step in float32,
+/// 140 under autocast) is printed beside the count and asserted with ENGINE_ASSERT_LAUNCH_BUDGET=1 (the fused attention
+/// and linear layers are needed to meet it); the per-family ceilings are asserted always.
 /// </summary>
 [TestFixture]
 [NonParallelizable]
@@ -36,6 +38,8 @@ public class LaunchesPerStepTests
     [TestCase(DType.Float16, 140, TestName = "GptStep_LaunchesTheSameKernelsOnCpuAndCuda(fp16)")]
     public void GptStep_LaunchesTheSameKernelsOnCpuAndCuda(DType? autocast, int budget)
     {
+        // The budget needs the fused attention and linear layers too; it is asserted once the count can meet it.
+        bool budgetAsserted = Environment.GetEnvironmentVariable("ENGINE_ASSERT_LAUNCH_BUDGET") == "1";
         var cpu = CountOneStep(Device.Cpu, autocast);
         var cuda = CountOneStep(CudaBackend.EmulatedDevice, autocast);
         string precision = autocast is null ? "fp32" : autocast == DType.Float16 ? "fp16 autocast" : "bf16 autocast";
@@ -43,6 +47,21 @@ public class LaunchesPerStepTests
         TestContext.Out.WriteLine($"GPT step, {precision}, budget {budget}: cuda {cuda}");
         TestContext.Out.WriteLine($"{cpu.Launches} launches/step against the budget of {budget} ({(double)cpu.Launches / budget:F1}×)");
         Assert.That(cpu.Launches, Is.GreaterThan(0));
+        // The multi-tensor optimizer, clip and scaler: one launch per 32 of the 53 parameters, none per parameter.
+        foreach (var s in new[] { cpu, cuda })
+        {
+            Assert.That(s.Count(nameof(IBackend.AdamStep)), Is.Zero, "no per-parameter Adam launch");
+            Assert.That(s.Count(nameof(IBackend.ForeachAdamStep)), Is.LessThanOrEqualTo(2));
+            Assert.That(s.Count(nameof(IBackend.ForeachNorm)), Is.LessThanOrEqualTo(2));
+            Assert.That(s.Count(nameof(IBackend.ForeachMul)), Is.LessThanOrEqualTo(2));
+            Assert.That(s.Count(nameof(IBackend.NonFiniteCheckAndUnscale)), Is.LessThanOrEqualTo(autocast == DType.Float16 ? 2 : 0));
+            // Per-family ceilings at what this branch reaches (the per-leaf gradient copies and the clip's per-tensor
+            // reductions are gone); the remaining Copy/Binary/MatMul are the fusion work of other changes.
+            Assert.That(s.Count(nameof(IBackend.Reduce)), Is.LessThanOrEqualTo(20));
+            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 78 : 175));
+            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 360 : 470));
+        }
+        if (budgetAsserted) Assert.That(cuda.Launches, Is.LessThanOrEqualTo(budget), "the CUDA issue's budget");
         if (autocast is null)
         {
             Assert.That(cuda.Counts, Is.EquivalentTo(cpu.Counts), $"cpu {cpu}\ncuda {cuda}");

@@ -10,25 +10,32 @@ static class AmpKernels
 
     static bool IsFinite(double x) => (Interop.FloatAsInt(x) & 0x7FF0_0000_0000_0000UL) != 0x7FF0_0000_0000_0000UL;
 
-    public static void Unscale(ArrayView<byte> g, int t, long n, ArrayView<byte> found, ArrayView<byte> invScale)
+    /// <summary>The check and unscale of every entry of a list in one launch; each thread grid-strides through the entries in turn.</summary>
+    public static void ForeachUnscale(TensorList grads, ArrayView<byte> found, ArrayView<byte> invScale)
     {
         float inv = invScale.Cast<float>()[0];
-        bool scale = inv != 1f; // as PyTorch: an inverse scale of exactly 1 leaves the values untouched
+        bool scale = inv != 1f;
         bool bad = false;
         long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+        for (int j = 0; j < grads.Count; j++)
         {
-            if (t == F64)
+            var g = grads[j];
+            int t = grads.Type(j);
+            long n = grads.Length(j);
+            for (long i = Grid.GlobalIndex.X; i < n; i += stride)
             {
-                double x = LoadDouble(g, t, i);
-                if (!IsFinite(x)) bad = true;
-                if (scale) StoreDouble(g, t, i, x * inv);
-            }
-            else
-            {
-                float x = LoadFloat(g, t, i);
-                if (!IsFinite(x)) bad = true;
-                if (scale) StoreFloat(g, t, i, x * inv);
+                if (t == F64)
+                {
+                    double x = LoadDouble(g, t, i);
+                    if (!IsFinite(x)) bad = true;
+                    if (scale) StoreDouble(g, t, i, x * inv);
+                }
+                else
+                {
+                    float x = LoadFloat(g, t, i);
+                    if (!IsFinite(x)) bad = true;
+                    if (scale) StoreFloat(g, t, i, x * inv);
+                }
             }
         }
         if (bad) found.Cast<float>()[0] = 1f;

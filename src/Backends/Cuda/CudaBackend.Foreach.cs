@@ -1,0 +1,54 @@
+using Engine.Backends.Cuda.Kernels;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Engine.Backends.Cuda;
+
+public sealed partial class CudaBackend
+{
+    // The multi-tensor norm and multiply (Kernels/ForeachKernels.cs), one TensorList per launch. The norm's parts are
+    // sized so that all entries together fill about MaxGroups groups, and its partial results go to a device buffer
+    // kept for the device's lifetime (stream order makes reuse safe), so a step allocates nothing.
+
+    MemoryBuffer1D<byte, Stride1D.Dense>? _normPartials;
+
+    ArrayView<byte> NormPartials
+    {
+        get
+        {
+            lock (_kernelLock)
+            {
+                Bind();
+                _normPartials ??= Accelerator.Allocate1D<byte>((long)(MaxGroups + MultiTensor.MaxTensors) * sizeof(double));
+                return _normPartials.View.AsContiguous();
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ForeachNorm(IReadOnlyList<Storage> xs, double ord, Storage norms, int offset)
+    {
+        ContractChecks.Foreach(nameof(ForeachNorm), xs.Count);
+        long n = 0;
+        foreach (var x in xs) n = Math.Max(n, x.Count);
+        int count = xs.Count;
+        int parts = (int)Math.Clamp((n + GroupSize - 1) / GroupSize, 1, Math.Max(1, MaxGroups / count));
+        int kind = ForeachKernels.KindOf(ord);
+        var partials = NormPartials;
+        Kernel("ForeachNormPartials", null, k => k.LoadStreamKernel<TensorList, ArrayView<byte>, int, int, double>(ForeachKernels.NormPartials))
+            (new KernelConfig(count * parts, GroupSize), TensorList.Of(xs), partials, parts, kind, ord);
+        Kernel("ForeachNormFinish", null, k => k.LoadStreamKernel<ArrayView<byte>, int, int, ArrayView<byte>, int, int, int, double>(ForeachKernels.NormFinish))
+            (new KernelConfig(1, MultiTensor.MaxTensors), partials, parts, count, V(norms), (int)norms.DType, offset, kind, ord);
+    }
+
+    /// <inheritdoc/>
+    public void ForeachMul(IReadOnlyList<Storage> xs, Storage scalar)
+    {
+        ContractChecks.Foreach(nameof(ForeachMul), xs.Count);
+        long n = 0;
+        foreach (var x in xs) n = Math.Max(n, x.Count);
+        if (n == 0) return;
+        Kernel("ForeachMul", null, k => k.LoadStreamKernel<TensorList, ArrayView<byte>>(ForeachKernels.Mul))
+            (Grid(n), TensorList.Of(xs), V(scalar));
+    }
+}
