@@ -15,6 +15,35 @@
 # Environment: ENGINE_DEPS_CACHE (cache dir), ENGINE_DEBIAN_MIRROR (overrides the mirror found in /etc/apt).
 set -euo pipefail
 
+# Open MPI (Debian's openmpi-bin and libopenmpi-dev) for the Engine.Distributed tests, which launch two ranks with
+# mpirun and load libmpi.so.40. Unlike the toolkit below these are ordinary packages with few dependencies, so they are
+# installed system-wide with apt-get, which needs root (or password-less sudo). Without either the script says so
+# and goes on: the distributed tests then skip with that reason, and fail under CI=true.
+mpi_ready() { command -v mpirun >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libmpi\.so\.40 '; }
+if ! mpi_ready; then
+  sudo_cmd=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo_cmd=(sudo -n); else sudo_cmd=(none); fi
+  fi
+  if [ "${sudo_cmd[0]:-}" = none ] || ! command -v apt-get >/dev/null; then
+    echo "ci-deps: Open MPI is missing and cannot be installed here (needs apt-get as root or password-less sudo):" \
+      "apt-get install openmpi-bin libopenmpi-dev" >&2
+  else
+    mpi_log=$(mktemp)
+    export DEBIAN_FRONTEND=noninteractive
+    pkgs=(openmpi-bin libopenmpi-dev)
+    # The package lists may be stale or absent (a fresh container): update once and retry.
+    if ! "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >"$mpi_log" 2>&1; then
+      "${sudo_cmd[@]}" apt-get update -q >>"$mpi_log" 2>&1 || true
+      "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${pkgs[@]}" >>"$mpi_log" 2>&1 \
+        || { cat "$mpi_log" >&2; rm -f "$mpi_log"; echo "ci-deps: apt-get install ${pkgs[*]} failed" >&2; exit 1; }
+    fi
+    rm -f "$mpi_log"
+    mpi_ready || { echo "ci-deps: openmpi-bin installed but mpirun or libmpi.so.40 is still missing" >&2; exit 1; }
+    echo "ci-deps: Open MPI $(mpirun --version 2>/dev/null | head -n 1 | grep -oE '[0-9]+(\.[0-9]+)+') installed (openmpi-bin, libopenmpi-dev)"
+  fi
+fi
+
 version="12.4.131~12.4.1-2"
 cache="${ENGINE_DEPS_CACHE:-$HOME/.cache/engine-ci-deps}"
 stamp="$cache/nvidia-cuda-toolkit.version"

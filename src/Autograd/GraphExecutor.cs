@@ -302,6 +302,8 @@ internal sealed class GraphExecutor
             if (_accumulate) Keep(leaf, g, mayTakeOver: true);
         }
         finally { g.Dispose(); }
+        if (_accumulate && leaf.PostAccumulateGradHooks is { Count: > 0 } post)
+            foreach (var h in post.ToArray()) h(leaf);
     }
 
     // A leaf's (or retaining non-leaf's) Grad: a private contiguous tensor at first, then accumulated in place. It

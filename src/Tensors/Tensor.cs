@@ -111,6 +111,30 @@ public sealed partial class Tensor : IDisposable
         (GradHooks ??= []).Add(hook);
     }
 
+    /// <summary>Hooks run on a leaf after backward has accumulated its gradient into <see cref="Grad"/>; each receives the leaf.</summary>
+    public List<Action<Tensor>>? PostAccumulateGradHooks { get; private set; }
+
+    /// <summary>
+    /// Registers a hook that runs after backward has accumulated this leaf's gradient into <see cref="Grad"/> (as
+    /// <c>Tensor.register_post_accumulate_grad_hook</c>): once per backward pass that reaches the leaf, in the order
+    /// the pass finishes leaves, which is what lets data-parallel training start reducing gradients mid-backward.
+    /// Not run by <c>Gradients.Grad</c>, which leaves <see cref="Grad"/> alone. Dispose the result to remove the hook.
+    /// </summary>
+    public IDisposable RegisterPostAccumulateGradHook(Action<Tensor> hook)
+    {
+        if (!RequiresGrad) throw new EngineException("RegisterPostAccumulateGradHook", "cannot register a hook on a tensor that doesn't require gradient");
+        if (!IsLeaf) throw new EngineException("RegisterPostAccumulateGradHook", "post accumulate grad hooks cannot be registered on non-leaf tensors");
+        var hooks = PostAccumulateGradHooks ??= [];
+        hooks.Add(hook);
+        return new HookHandle(() => hooks.Remove(hook));
+    }
+
+    sealed class HookHandle(Action remove) : IDisposable
+    {
+        Action? _remove = remove;
+        public void Dispose() => Interlocked.Exchange(ref _remove, null)?.Invoke();
+    }
+
     // ---- ownership ----
 
     /// <summary>Releases this tensor's reference to its storage. Idempotent.</summary>
