@@ -40,6 +40,9 @@ public static class EngineCli
             c.AddCommand<EvalCommand>("eval")
                 .WithDescription("Held-out accuracy of a checkpoint on its task.")
                 .WithExample("eval", "--checkpoint", "runs/sort");
+            c.AddCommand<ExportCommand>("export")
+                .WithDescription("Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json, model.safetensors) that transformers loads.")
+                .WithExample("export", "--checkpoint", "runs/sort", "--format", "hf", "--out", "out/sort-hf");
             c.AddCommand<BenchCommand>("bench")
                 .WithDescription("Time the shared workloads and print a table of medians (--json FILE: one JSON object per line).")
                 .WithExample("bench", "--only", "gemm_f32_1024,op_overhead", "--json", "bench.jsonl");
