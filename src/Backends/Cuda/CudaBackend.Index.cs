@@ -30,7 +30,7 @@ public sealed partial class CudaBackend
         CheckIndexTypes(op, x, y, index);
         long n = (long)outer * count * inner;
         if (n == 0) return;
-        var a = new IndexArgs { Outer = outer, Size = size, Count = count, Inner = inner, Type = (int)x.DType, ElementSize = x.DType.ElementSize() };
+        var a = IndexArgs.Of(outer, size, count, inner, x.DType);
         var gx = Geometry.Of(op, xLayout);
         var gi = Geometry.Of(op, indexLayout);
         var errors = DeviceErrors();
@@ -53,11 +53,8 @@ public sealed partial class CudaBackend
         var gi = Geometry.Of(op, indexLayout);
         bool half = t is DType.Float16 or DType.BFloat16;
         bool ordered = DeterministicScatter || t == DType.Bool;
-        var a = new IndexArgs
-        {
-            Outer = outer, Size = size, Count = count, Inner = inner, Type = (int)t, ElementSize = t.ElementSize(),
-            Flags = half ? IndexKernels.FloatTarget : 0,
-        };
+        var a = IndexArgs.Of(outer, size, count, inner, t);
+        a.Flags = half ? IndexKernels.FloatTarget : 0;
         var errors = DeviceErrors();
         long total = (long)outer * size * inner;
         Storage? scratch = null;

@@ -116,7 +116,7 @@ public sealed partial class CudaBackend
         int blocks = RowKernels.ColumnBlocks(rows, cols);
         var c = new ColumnArgs
         {
-            Rows = rows, Cols = cols, Type = (int)x.DType, Blocks = blocks, PerBlock = (rows + blocks - 1) / blocks,
+            Rows = rows, Cols = cols, Type = (int)x.DType, Blocks = blocks, PerBlock = (rows + blocks - 1) / blocks, ByCols = FastDivisor.Of(cols),
             Flags = (dWeight is null ? 0 : RowKernels.HasWeight) | (dBias is null ? 0 : RowKernels.HasBias),
         };
         var dwv = dWeight is null ? xv : V(dWeight);

@@ -92,6 +92,22 @@ public class PtxasTests
         }));
     }
 
+    /// <summary>
+    /// No kernel that serves float32 or a half type divides 64-bit integers: PTX <c>div.s64</c>/<c>rem.s64</c> is an
+    /// ~80-instruction software routine, and index math per dim per element made it the cost of a strided launch.
+    /// Geometry and the index/row arguments carry precomputed <see cref="FastDivisor"/>s instead.
+    /// </summary>
+    [Test]
+    public void NarrowFloatKernels_HaveNo64BitDivision()
+    {
+        string[] ops = ["div.s64", "div.u64", "rem.s64", "rem.u64"];
+        var bad = Assembled().Where(x => x.Entry.ServesNarrowFloat)
+            .Select(x => (x.Entry, Ptx: File.ReadAllText(Path.Combine(_dir, x.Entry.FileName))))
+            .Select(x => (x.Entry, Count: ops.Sum(o => CountOf(x.Ptx, o))))
+            .Where(x => x.Count > 0).Select(x => $"{x.Entry.Name} ({x.Entry.DTypeList}): {x.Count} 64-bit divisions").ToList();
+        Assert.That(bad, Is.Empty);
+    }
+
     [Test]
     public void NoKernel_Spills()
     {

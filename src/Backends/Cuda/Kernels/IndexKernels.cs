@@ -9,7 +9,15 @@ public struct IndexArgs
 {
 #pragma warning disable CS1591 // plain fields of a kernel parameter
     public int Outer, Size, Count, Inner, Type, ElementSize, Flags;
+    public FastDivisor ByInner, ByCount; // divide by Inner and by Count without div.s64
 #pragma warning restore CS1591
+
+    /// <summary>The sizes with their divisors.</summary>
+    public static IndexArgs Of(int outer, int size, int count, int inner, DType type) => new()
+    {
+        Outer = outer, Size = size, Count = count, Inner = inner, Type = (int)type, ElementSize = type.ElementSize(),
+        ByInner = FastDivisor.Of(inner), ByCount = FastDivisor.Of(count),
+    };
 }
 
 /// <summary>
@@ -43,7 +51,7 @@ static class IndexKernels
         long n = (long)a.Outer * a.Count * a.Inner, stride = (long)Grid.DimX * Group.DimX;
         for (long p = Grid.GlobalIndex.X; p < n; p += stride)
         {
-            long q = p / a.Inner, i = p - q * a.Inner, o = q / a.Count;
+            long q = a.ByInner.Divide(p), i = p - q * a.Inner, o = a.ByCount.Divide(q);
             long k = Wrapped(index, gi, p, a.Size, errors, ErrorGather);
             if (k < 0)
             {
@@ -62,7 +70,7 @@ static class IndexKernels
         bool floatTarget = (a.Flags & FloatTarget) != 0 || t == F32;
         for (long p = Grid.GlobalIndex.X; p < n; p += stride)
         {
-            long q = p / a.Inner, i = p - q * a.Inner, o = q / a.Count;
+            long q = a.ByInner.Divide(p), i = p - q * a.Inner, o = a.ByCount.Divide(q);
             long k = Wrapped(index, gi, p, a.Size, errors, ErrorScatterAdd);
             if (k < 0) continue;
             long e = (o * a.Size + k) * a.Inner + i;
@@ -81,7 +89,7 @@ static class IndexKernels
         bool floatTarget = (a.Flags & FloatTarget) != 0 || t == F32;
         for (long q = Grid.GlobalIndex.X; q < columns; q += stride)
         {
-            long o = q / a.Inner, i = q - o * a.Inner;
+            long o = a.ByInner.Divide(q), i = q - o * a.Inner;
             for (int j = 0; j < a.Count; j++)
             {
                 long p = (o * a.Count + j) * a.Inner + i;

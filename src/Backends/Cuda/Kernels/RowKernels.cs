@@ -19,6 +19,7 @@ public struct ColumnArgs
 {
 #pragma warning disable CS1591 // plain fields of a kernel parameter
     public int Rows, Cols, Type, Flags, Blocks, PerBlock;
+    public FastDivisor ByCols;
 #pragma warning restore CS1591
 }
 
@@ -287,7 +288,7 @@ static class RowKernels
         long n = (long)a.Blocks * cols, stride = (long)Grid.DimX * Group.DimX;
         for (long q = Grid.GlobalIndex.X; q < n; q += stride)
         {
-            int blk = (int)(q / cols), c = (int)(q - (long)blk * cols);
+            int blk = (int)a.ByCols.Divide(q), c = (int)(q - (long)blk * cols);
             int r0 = blk * a.PerBlock, r1 = Math.Min(a.Rows, r0 + a.PerBlock);
             if (TW.Wide)
             {
