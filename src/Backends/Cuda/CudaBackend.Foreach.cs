@@ -35,10 +35,21 @@ public sealed partial class CudaBackend
         int parts = (int)Math.Clamp((n + GroupSize - 1) / GroupSize, 1, Math.Max(1, MaxGroups / count));
         int kind = ForeachKernels.KindOf(ord);
         var partials = NormPartials;
-        Kernel("ForeachNormPartials", null, k => k.LoadStreamKernel<TensorList, ArrayView<byte>, int, int, double>(ForeachKernels.NormPartials))
-            (new KernelConfig(count * parts, GroupSize), TensorList.Of(xs), partials, parts, kind, ord);
-        Kernel("ForeachNormFinish", null, k => k.LoadStreamKernel<ArrayView<byte>, int, int, ArrayView<byte>, int, int, int, double>(ForeachKernels.NormFinish))
-            (new KernelConfig(1, MultiTensor.MaxTensors), partials, parts, count, V(norms), (int)norms.DType, offset, kind, ord);
+        var list = TensorList.Of(xs);
+        var cfg = new KernelConfig(count * parts, GroupSize);
+        var finish = new KernelConfig(1, MultiTensor.MaxTensors);
+        if (kind == ForeachKernels.General)
+        {
+            Kernel("ForeachNormPartials", typeof(PowerNorm), k => k.LoadStreamKernel<TensorList, ArrayView<byte>, int, int, double>(ForeachKernels.NormPartials<PowerNorm>))
+                (cfg, list, partials, parts, kind, ord);
+            Kernel("ForeachNormFinish", typeof(PowerNorm), k => k.LoadStreamKernel<ArrayView<byte>, int, int, ArrayView<byte>, int, int, int, double>(ForeachKernels.NormFinish<PowerNorm>))
+                (finish, partials, parts, count, V(norms), (int)norms.DType, offset, kind, ord);
+            return;
+        }
+        Kernel("ForeachNormPartials", typeof(PlainNorm), k => k.LoadStreamKernel<TensorList, ArrayView<byte>, int, int, double>(ForeachKernels.NormPartials<PlainNorm>))
+            (cfg, list, partials, parts, kind, ord);
+        Kernel("ForeachNormFinish", typeof(PlainNorm), k => k.LoadStreamKernel<ArrayView<byte>, int, int, ArrayView<byte>, int, int, int, double>(ForeachKernels.NormFinish<PlainNorm>))
+            (finish, partials, parts, count, V(norms), (int)norms.DType, offset, kind, ord);
     }
 
     /// <inheritdoc/>

@@ -144,8 +144,11 @@ public static class KernelRegistry
         yield return new("ForeachSgd", Optimizer, s_floats, M(opt, nameof(OptimizerKernels.ForeachSgd)), GridGroupSize);
         yield return new("ForeachUnscale", Amp, s_floats, M(typeof(AmpKernels), nameof(AmpKernels.ForeachUnscale)), GridGroupSize);
         var fe = typeof(ForeachKernels);
-        yield return new("ForeachNormPartials", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormPartials)), GridGroupSize);
-        yield return new("ForeachNormFinish", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormFinish)), MultiTensor.MaxTensors);
+        foreach (var power in new[] { typeof(PlainNorm), typeof(PowerNorm) })
+        {
+            yield return new($"ForeachNormPartials<{power.Name}>", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormPartials)).MakeGenericMethod(power), GridGroupSize);
+            yield return new($"ForeachNormFinish<{power.Name}>", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormFinish)).MakeGenericMethod(power), MultiTensor.MaxTensors);
+        }
         yield return new("ForeachMul", Elementwise, s_floats, M(fe, nameof(ForeachKernels.Mul)), GridGroupSize);
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 

@@ -4,6 +4,27 @@ using static Engine.Backends.Cuda.DeviceElements;
 
 namespace Engine.Backends.Cuda.Kernels;
 
+/// <summary>Whether a norm kernel carries the general p-norm's float64 pow (its own instantiation, so the others do not).</summary>
+public interface INormPower
+{
+    /// <summary>True for the instantiation that computes Σ|x|ᵖ and its 1/p-th power.</summary>
+    static abstract bool General { get; }
+}
+
+/// <summary>p ∈ {0, 1, 2, ±∞}: no pow, no stack frame.</summary>
+public readonly struct PlainNorm : INormPower
+{
+    /// <inheritdoc/>
+    public static bool General => false;
+}
+
+/// <summary>Any other p (clip_grad_norm_ with an unusual norm_type): float64 Math.Pow, which needs a stack frame on PTX.</summary>
+public readonly struct PowerNorm : INormPower
+{
+    /// <inheritdoc/>
+    static bool INormPower.General => true;
+}
+
 /// <summary>
 /// The multi-tensor norm and multiply (PyTorch's <c>_foreach_norm</c>, <c>_foreach_mul_</c>), each over a
 /// <see cref="TensorList"/>. The norm takes two launches with one count: every group reduces one part of one entry
@@ -33,12 +54,12 @@ static class ForeachKernels
         return a + b;
     }
 
-    static double Term(int kind, double x, double p)
+    static double Term<TP>(int kind, double x, double p) where TP : struct, INormPower
     {
         double a = Math.Abs(x);
+        if (TP.General) return Math.Pow(a, p);
         if (kind == NonZeros) return a > 0 || double.IsNaN(a) ? 1.0 : 0.0;
         if (kind == L2) return x * x;
-        if (kind == General) return Math.Pow(a, p);
         return a;
     }
 
@@ -59,7 +80,7 @@ static class ForeachKernels
     }
 
     /// <summary>Pass 1: group g reduces part g % parts of entry g / parts into partials[g] (float64).</summary>
-    public static void NormPartials(TensorList xs, ArrayView<byte> partials, int parts, int kind, double p)
+    public static void NormPartials<TP>(TensorList xs, ArrayView<byte> partials, int parts, int kind, double p) where TP : struct, INormPower
     {
         int g = Grid.IdxX, j = g / parts, part = g % parts;
         double acc = Identity(kind);
@@ -68,21 +89,22 @@ static class ForeachKernels
             var x = xs[j];
             int t = xs.Type(j);
             long n = xs.Length(j), stride = (long)parts * Group.DimX;
-            for (long i = (long)part * Group.DimX + Group.IdxX; i < n; i += stride) acc = Combine(kind, acc, Term(kind, LoadDouble(x, t, i), p));
+            for (long i = (long)part * Group.DimX + Group.IdxX; i < n; i += stride) acc = Combine(kind, acc, Term<TP>(kind, LoadDouble(x, t, i), p));
         }
         acc = GroupCombine(kind, acc);
         if (Group.IdxX == 0) partials.Cast<double>()[g] = acc;
     }
 
     /// <summary>Pass 2: thread j combines entry j's parts in order and stores its norm, rounded once to the norms' type.</summary>
-    public static void NormFinish(ArrayView<byte> partials, int parts, int count, ArrayView<byte> norms, int normsType, int offset, int kind, double p)
+    public static void NormFinish<TP>(ArrayView<byte> partials, int parts, int count, ArrayView<byte> norms, int normsType, int offset, int kind, double p)
+        where TP : struct, INormPower
     {
         int j = Grid.GlobalIndex.X;
         if (j >= count) return;
         var ps = partials.Cast<double>();
         double acc = ps[j * parts];
         for (int b = 1; b < parts; b++) acc = Combine(kind, acc, ps[j * parts + b]);
-        double r = kind == L2 ? Math.Sqrt(acc) : kind == General ? Math.Pow(acc, 1 / p) : acc;
+        double r = TP.General ? Math.Pow(acc, 1 / p) : kind == L2 ? Math.Sqrt(acc) : acc;
         StoreDouble(norms, normsType, offset + j, r);
     }
 
