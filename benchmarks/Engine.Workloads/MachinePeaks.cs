@@ -70,59 +70,64 @@ public static class MachinePeaks
 
     static float FmaLoop(int lanes, long iterations) => lanes switch
     {
-        16 => Loop<Vector512<float>>(iterations),
-        8 => Loop<Vector256<float>>(iterations),
-        _ => Loop<Vector128<float>>(iterations),
+        16 => Loop<Lanes512>(iterations),
+        8 => Loop<Lanes256>(iterations),
+        _ => Loop<Lanes128>(iterations),
     };
 
     // The multiplier is just under 1 and the addend tiny, so the chains neither overflow nor go denormal.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static float Loop<TVec>(long iterations) where TVec : struct
+    static float Loop<TV>(long iterations) where TV : struct, IFmaLanes<TV>
     {
-        if (typeof(TVec) == typeof(Vector512<float>))
+        TV a = TV.Create(0.9999999f), b = TV.Create(1e-7f);
+        TV c0 = b, c1 = b, c2 = b, c3 = b, c4 = b, c5 = b, c6 = b, c7 = b, c8 = b, c9 = b, c10 = b, c11 = b;
+        for (long i = 0; i < iterations; i++)
         {
-            var a = Vector512.Create(0.9999999f); var b = Vector512.Create(1e-7f);
-            Vector512<float> c0 = b, c1 = b, c2 = b, c3 = b, c4 = b, c5 = b, c6 = b, c7 = b, c8 = b, c9 = b, c10 = b, c11 = b;
-            for (long i = 0; i < iterations; i++)
-            {
-                c0 = Vector512.FusedMultiplyAdd(c0, a, b); c1 = Vector512.FusedMultiplyAdd(c1, a, b);
-                c2 = Vector512.FusedMultiplyAdd(c2, a, b); c3 = Vector512.FusedMultiplyAdd(c3, a, b);
-                c4 = Vector512.FusedMultiplyAdd(c4, a, b); c5 = Vector512.FusedMultiplyAdd(c5, a, b);
-                c6 = Vector512.FusedMultiplyAdd(c6, a, b); c7 = Vector512.FusedMultiplyAdd(c7, a, b);
-                c8 = Vector512.FusedMultiplyAdd(c8, a, b); c9 = Vector512.FusedMultiplyAdd(c9, a, b);
-                c10 = Vector512.FusedMultiplyAdd(c10, a, b); c11 = Vector512.FusedMultiplyAdd(c11, a, b);
-            }
-            return Vector512.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11);
+            c0 = TV.Fma(c0, a, b); c1 = TV.Fma(c1, a, b); c2 = TV.Fma(c2, a, b); c3 = TV.Fma(c3, a, b);
+            c4 = TV.Fma(c4, a, b); c5 = TV.Fma(c5, a, b); c6 = TV.Fma(c6, a, b); c7 = TV.Fma(c7, a, b);
+            c8 = TV.Fma(c8, a, b); c9 = TV.Fma(c9, a, b); c10 = TV.Fma(c10, a, b); c11 = TV.Fma(c11, a, b);
         }
-        if (typeof(TVec) == typeof(Vector256<float>))
-        {
-            var a = Vector256.Create(0.9999999f); var b = Vector256.Create(1e-7f);
-            Vector256<float> c0 = b, c1 = b, c2 = b, c3 = b, c4 = b, c5 = b, c6 = b, c7 = b, c8 = b, c9 = b, c10 = b, c11 = b;
-            for (long i = 0; i < iterations; i++)
-            {
-                c0 = Vector256.FusedMultiplyAdd(c0, a, b); c1 = Vector256.FusedMultiplyAdd(c1, a, b);
-                c2 = Vector256.FusedMultiplyAdd(c2, a, b); c3 = Vector256.FusedMultiplyAdd(c3, a, b);
-                c4 = Vector256.FusedMultiplyAdd(c4, a, b); c5 = Vector256.FusedMultiplyAdd(c5, a, b);
-                c6 = Vector256.FusedMultiplyAdd(c6, a, b); c7 = Vector256.FusedMultiplyAdd(c7, a, b);
-                c8 = Vector256.FusedMultiplyAdd(c8, a, b); c9 = Vector256.FusedMultiplyAdd(c9, a, b);
-                c10 = Vector256.FusedMultiplyAdd(c10, a, b); c11 = Vector256.FusedMultiplyAdd(c11, a, b);
-            }
-            return Vector256.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11);
-        }
-        {
-            var a = Vector128.Create(0.9999999f); var b = Vector128.Create(1e-7f);
-            Vector128<float> c0 = b, c1 = b, c2 = b, c3 = b, c4 = b, c5 = b, c6 = b, c7 = b, c8 = b, c9 = b, c10 = b, c11 = b;
-            for (long i = 0; i < iterations; i++)
-            {
-                c0 = Vector128.FusedMultiplyAdd(c0, a, b); c1 = Vector128.FusedMultiplyAdd(c1, a, b);
-                c2 = Vector128.FusedMultiplyAdd(c2, a, b); c3 = Vector128.FusedMultiplyAdd(c3, a, b);
-                c4 = Vector128.FusedMultiplyAdd(c4, a, b); c5 = Vector128.FusedMultiplyAdd(c5, a, b);
-                c6 = Vector128.FusedMultiplyAdd(c6, a, b); c7 = Vector128.FusedMultiplyAdd(c7, a, b);
-                c8 = Vector128.FusedMultiplyAdd(c8, a, b); c9 = Vector128.FusedMultiplyAdd(c9, a, b);
-                c10 = Vector128.FusedMultiplyAdd(c10, a, b); c11 = Vector128.FusedMultiplyAdd(c11, a, b);
-            }
-            return Vector128.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11);
-        }
+        return TV.Sum(c0) + TV.Sum(c1) + TV.Sum(c2) + TV.Sum(c3) + TV.Sum(c4) + TV.Sum(c5)
+            + TV.Sum(c6) + TV.Sum(c7) + TV.Sum(c8) + TV.Sum(c9) + TV.Sum(c10) + TV.Sum(c11);
+    }
+
+    // One vector width each: the JIT inlines these to the bare vfmadd instruction, so the loop above is one loop for
+    // every width (a generic over Vector512<float> itself would need the runtime's internal ISimdVector).
+    interface IFmaLanes<TSelf> where TSelf : struct
+    {
+        static abstract TSelf Create(float x);
+        static abstract TSelf Fma(TSelf c, TSelf a, TSelf b);
+        static abstract float Sum(TSelf v);
+    }
+
+    readonly struct Lanes512 : IFmaLanes<Lanes512>
+    {
+        readonly Vector512<float> _v;
+        Lanes512(Vector512<float> v) => _v = v;
+        public static Lanes512 Create(float x) => new(Vector512.Create(x));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Lanes512 Fma(Lanes512 c, Lanes512 a, Lanes512 b) => new(Vector512.FusedMultiplyAdd(c._v, a._v, b._v));
+        public static float Sum(Lanes512 v) => Vector512.Sum(v._v);
+    }
+
+    readonly struct Lanes256 : IFmaLanes<Lanes256>
+    {
+        readonly Vector256<float> _v;
+        Lanes256(Vector256<float> v) => _v = v;
+        public static Lanes256 Create(float x) => new(Vector256.Create(x));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Lanes256 Fma(Lanes256 c, Lanes256 a, Lanes256 b) => new(Vector256.FusedMultiplyAdd(c._v, a._v, b._v));
+        public static float Sum(Lanes256 v) => Vector256.Sum(v._v);
+    }
+
+    readonly struct Lanes128 : IFmaLanes<Lanes128>
+    {
+        readonly Vector128<float> _v;
+        Lanes128(Vector128<float> v) => _v = v;
+        public static Lanes128 Create(float x) => new(Vector128.Create(x));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Lanes128 Fma(Lanes128 c, Lanes128 a, Lanes128 b) => new(Vector128.FusedMultiplyAdd(c._v, a._v, b._v));
+        public static float Sum(Lanes128 v) => Vector128.Sum(v._v);
     }
 
     static float s_sink;
