@@ -53,14 +53,27 @@ public sealed partial class Tensor
             var b2 = b.Rank == 1 ? b.Unsqueeze(1) : b;                                        // [.., k, n]
             var g2 = a.Rank == 1 ? grad.Unsqueeze(-2) : b.Rank == 1 ? grad.Unsqueeze(-1) : grad; // [.., m, n]
             Tensor? da = null, db = null;
+            // A gradient is computed in its input's layout when that input is a column-major matrix (as PyTorch's
+            // mm_mat2_backward): for y = x·Wᵀ, dWᵀ comes out as a transposed view, so the transpose's backward hands
+            // the weight a contiguous gradient, which the executor takes over instead of copying.
             if (NeedsGrad(0))
             {
-                da = g2.MatMul(b2.Transpose(-1, -2));                                        // [batch.., m, k]
-                if (a.Rank == 1) da = da.Squeeze(-2);
+                if (a.Rank == 2 && b.Rank == 2 && IsColumnMajor(a))
+                    da = b2.MatMul(g2.Transpose(0, 1)).Transpose(0, 1);                      // (b·gᵀ)ᵀ: [m, k], a's strides
+                else
+                {
+                    da = g2.MatMul(b2.Transpose(-1, -2));                                    // [batch.., m, k]
+                    if (a.Rank == 1) da = da.Squeeze(-2);
+                }
             }
             if (NeedsGrad(1))
             {
-                if (b.Rank == 2 && a2.Rank > 2)
+                if (b.Rank == 2 && a2.Rank >= 2 && IsColumnMajor(b))
+                {
+                    int k = a2.Layout.Shape[^1], n = g2.Layout.Shape[^1];
+                    db = g2.Reshape(-1, n).Transpose(0, 1).MatMul(a2.Reshape(-1, k)).Transpose(0, 1); // (gᵀ·a)ᵀ: [k, n], b's strides
+                }
+                else if (b.Rank == 2 && a2.Rank > 2)
                 {
                     // The Linear case: fold a's batch dims into rows, one GEMM straight to [k, n].
                     int k = a2.Layout.Shape[^1], n = g2.Layout.Shape[^1];
@@ -74,6 +87,13 @@ public sealed partial class Tensor
             }
             return [da, db];
         }
+    }
+
+    // A matrix stored column by column (a transposed view of a contiguous one); size-1 dims make the layout ambiguous.
+    static bool IsColumnMajor(Tensor t)
+    {
+        var l = t.Layout;
+        return l.Rank == 2 && l.Shape[0] > 1 && l.Shape[1] > 1 && l.Strides[0] == 1 && l.Strides[1] == l.Shape[0];
     }
 
     // The unrecorded product of two tensors of one dtype.

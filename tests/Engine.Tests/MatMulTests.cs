@@ -1,3 +1,4 @@
+using Engine.Backends;
 using Engine.Tests.Support;
 using NUnit.Framework;
 
@@ -89,6 +90,59 @@ public class MatMulTests
         var (exp1, _) = Reference(a, [3, 4], b, [4, 5]);
         var exp = Enumerable.Repeat(exp1, 6).SelectMany(x => x).ToArray();
         Ref.AssertClose(y.ToArray<double>(), exp, DType.Float32, "expanded");
+    }
+
+    /// <summary>
+    /// y = a·b with a and/or b transposed views (y = x·Wᵀ, nn.Linear's form): the gradients equal dy·bᵀ and aᵀ·dy
+    /// computed in float64 here, and a transposed leaf's gradient arrives contiguous, so backward makes no copy of it
+    /// (the gradient is computed in the operand's own layout, as PyTorch's mm_mat2_backward).
+    /// </summary>
+    [TestCase(false, true, new[] { 5, 7 })]
+    [TestCase(true, false, new[] { 5, 7 })]
+    [TestCase(true, true, new[] { 5, 7 })]
+    [TestCase(false, true, new[] { 2, 3, 7 })]
+    public void TransposedOperands_GetTheirGradientsInTheirLayout(bool transposeA, bool transposeB, int[] sa)
+    {
+        var rng = new Random(11);
+        int k = sa[^1], n = 6, m = sa.Length == 2 ? sa[0] : sa[0] * sa[1];
+        var a = Ref.Random(rng, m * k, DType.Float64);
+        var b = Ref.Random(rng, k * n, DType.Float64);
+        var dy = Ref.Random(rng, m * n, DType.Float64);
+        // Leaves stored as the transposed layouts; the product reads their transposes.
+        using var aLeaf = transposeA ? Tensor.FromArray(Transposed(a, m, k), [k, m], requiresGrad: true) : Tensor.FromArray(a, sa, requiresGrad: true);
+        using var bLeaf = transposeB ? Tensor.FromArray(Transposed(b, k, n), [n, k], requiresGrad: true) : Tensor.FromArray(b, [k, n], requiresGrad: true);
+        using (var scope = Tensor.NewScope())
+        {
+            var av = transposeA ? aLeaf.Transpose(0, 1) : aLeaf;
+            var bv = transposeB ? bLeaf.Transpose(0, 1) : bLeaf;
+            var y = av.MatMul(bv);
+            var g = Tensor.FromArray(dy, y.Shape);
+            using var counts = KernelCounter.Begin();
+            y.Backward(g);
+            Assert.That(counts.Count(nameof(IBackend.Copy)), Is.Zero, "no copy of a transposed operand's gradient");
+        }
+        var da = new double[m * k];
+        var db = new double[k * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                for (int p = 0; p < k; p++)
+                {
+                    da[i * k + p] += dy[i * n + j] * b[p * n + j];
+                    db[p * n + j] += a[i * k + p] * dy[i * n + j];
+                }
+        Assert.That(aLeaf.Grad!.IsContiguous && bLeaf.Grad!.IsContiguous);
+        Ref.AssertClose(aLeaf.Grad!.ToArray<double>(), transposeA ? Transposed(da, m, k) : da, DType.Float64, "da");
+        Ref.AssertClose(bLeaf.Grad!.ToArray<double>(), transposeB ? Transposed(db, k, n) : db, DType.Float64, "db");
+        aLeaf.Grad!.Dispose(); bLeaf.Grad!.Dispose();
+    }
+
+    // The [cols, rows] row-major copy of a [rows, cols] row-major matrix.
+    static double[] Transposed(double[] x, int rows, int cols)
+    {
+        var t = new double[x.Length];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) t[j * rows + i] = x[i * cols + j];
+        return t;
     }
 
     [Test]
