@@ -212,7 +212,7 @@ internal sealed class GraphExecutor
             if (g is not null && node.Hooks is { Count: > 0 } nh) g = RunHooks(nh, g);
             if (g is not null && _nodeTargets.TryGetValue(node, out var idx)) CaptureInto(idx, g);
             run = g is not null && (_runs is null || _runs.Contains(node));
-            if (run) results = CallRule(node, g!);
+            if (run && !TryAccumulateInPlace(node, g!)) results = CallRule(node, g!);
         }
         finally { g?.Dispose(); }
 
@@ -280,6 +280,19 @@ internal sealed class GraphExecutor
         }
         if (x.DType != info.DType || x.Device != info.Device) return x.To(info.Device, info.DType);
         return Share(x);
+    }
+
+    // A slice's (or select's) gradient added straight into the gradient its input already has from another slice, when
+    // the pass owns that one privately and it matches the input exactly (see GradFunction.TryAccumulateInto).
+    bool TryAccumulateInPlace(GradNode node, Tensor g)
+    {
+        if (node.Edges.Length != 1 || !node.Edges[0].IsLive || node.Edges[0].Tensor is not { } t) return false;
+        var prev = node.Edges[0].Node is { } c ? _nodeGrads.GetValueOrDefault(c) : _leafGrads.GetValueOrDefault(t);
+        var info = node.Inputs[0];
+        if (prev is null || !IsPrivate(prev) || prev.DType != g.DType || prev.DType != info.DType || prev.Device != g.Device
+            || !prev.Layout.Shape.AsSpan().SequenceEqual(info.Shape))
+            return false;
+        return node.Function.TryAccumulateInto(prev, g);
     }
 
     // Fan-out: gradients reaching one node or leaf along several edges are summed.

@@ -268,6 +268,14 @@ public sealed partial class Tensor
             if (count > 0) z.Slice(dim, start, start + (count - 1) * step + 1, step).CopyInPlace(grad);
             return [z];
         }
+
+        protected internal override bool TryAccumulateInto(Tensor accumulated, Tensor grad)
+        {
+            if (count == 0) return true;
+            using var region = accumulated.Slice(dim, start, start + (count - 1) * step + 1, step);
+            region.AddInPlace(grad);
+            return true;
+        }
     }
 
     internal sealed class SelectBackward(int dim, int index) : GradFunction
@@ -277,6 +285,13 @@ public sealed partial class Tensor
             var z = Zeros(Input(0).Shape, grad.DType, grad.Device);
             z.Select(dim, index).CopyInPlace(grad);
             return [z];
+        }
+
+        protected internal override bool TryAccumulateInto(Tensor accumulated, Tensor grad)
+        {
+            using var region = accumulated.Select(dim, index);
+            region.AddInPlace(grad);
+            return true;
         }
     }
 

@@ -40,6 +40,31 @@ public class AutogradTests
 
     // ---------------------------------------------------------------- engine semantics
 
+    /// <summary>
+    /// The slices of one tensor (q, k, v of a fused projection) accumulate their gradients into one buffer: one fill
+    /// and one copy for the first, an in-place add into its region for each other, and the same gradient as the
+    /// zeros-and-copy backward of each slice summed (checked elementwise against the upstream gradients here).
+    /// </summary>
+    [Test]
+    public void SlicesOfOneTensor_AccumulateIntoOneGradient()
+    {
+        var data = Enumerable.Range(0, 2 * 9).Select(i => (float)i).ToArray();
+        using var x = Tensor.FromArray(data, [2, 9], requiresGrad: true);
+        var dy = new float[2 * 9];
+        using (Tensor.NewScope())
+        {
+            var parts = x.Split(3, 1);
+            var loss = parts[0].Mul(1.0).Sum().Add(parts[1].Mul(2.0).Sum()).Add(parts[2].Mul(3.0).Sum());
+            using var counts = KernelCounter.Begin();
+            loss.Backward();
+            Assert.That(counts.Count(nameof(IBackend.Fill)), Is.EqualTo(2), "the root's ones and one zero buffer for the three slices");
+        }
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < 9; c++) dy[r * 9 + c] = c / 3 + 1;
+        Assert.That(x.Grad!.ToArray<float>(), Is.EqualTo(dy));
+        x.Grad!.Dispose();
+    }
+
     [Test]
     public void ScalarBackwardGivesHandWrittenGradient()
     {

@@ -63,6 +63,16 @@ public abstract class GradFunction
     /// </summary>
     protected internal abstract Tensor?[] Backward(Tensor grad);
 
+    /// <summary>
+    /// For an op of one input whose gradient is zero outside one region of it (slice, select): adds
+    /// <paramref name="grad"/> into that region of <paramref name="accumulated"/>, a gradient of the input that the
+    /// pass already holds privately (from another slice of the same tensor), and returns true. The executor then skips
+    /// <see cref="Backward"/>, which would fill zeros and copy only for the result to be summed in: three slices of
+    /// one tensor (q, k, v of a fused projection) cost one fill, one copy and two in-place adds instead of three fills,
+    /// three copies and two adds. The default declines.
+    /// </summary>
+    protected internal virtual bool TryAccumulateInto(Tensor accumulated, Tensor grad) => false;
+
     internal IReadOnlyList<SavedTensor> SavedValues => (IReadOnlyList<SavedTensor>?)_saved ?? [];
 
     internal void Attach(GradNode node)
