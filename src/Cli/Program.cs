@@ -43,7 +43,7 @@ public static class EngineCli
                 .WithDescription("Held-out accuracy of a checkpoint on its task.")
                 .WithExample("eval", "--checkpoint", "runs/sort");
             c.AddCommand<ExportCommand>("export")
-                .WithDescription("Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json, model.safetensors) that transformers loads.")
+                .WithDescription("Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json, model.safetensors; vocab.json and merges.txt for a gpt2-tokenized model) that transformers loads.")
                 .WithExample("export", "--checkpoint", "runs/sort", "--format", "hf", "--out", "out/sort-hf");
             c.AddCommand<BenchCommand>("bench")
                 .WithDescription("Time the shared workloads and print a table of medians (--json FILE: one JSON object per line).")
