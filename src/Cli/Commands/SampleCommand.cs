@@ -10,7 +10,7 @@ namespace Engine.Cli.Commands;
 /// <summary>The options of <c>engine sample</c>.</summary>
 sealed class SampleSettings : CommandSettings
 {
-    [CommandOption("--checkpoint|--model <DIR>"), Description("One option, two names: an engine run directory (its latest checkpoint), one of its step directories, or an old flat checkpoint directory; or a Hugging Face GPT-2 directory (config.json, model.safetensors, and vocab.json + merges.txt or tokenizer.json; without them a 50,257-token model uses the gpt2 tokenizer), told apart by its config.json. Required.")]
+    [CommandOption("--checkpoint|--model <DIR>"), Description("Also spelled --model (one option, two names). An engine run directory (its latest checkpoint), one of its step directories, or an old flat checkpoint directory; or a Hugging Face GPT-2 directory (config.json, model.safetensors, and vocab.json + merges.txt or tokenizer.json; without them a 50,257-token model uses the gpt2 tokenizer), told apart by its config.json. Required.")]
     public string? Checkpoint { get; set; }
 
     [CommandOption("--prompt <TEXT>"), Description("Text to continue, encoded with the model's tokenizer (sorting task: the digits separated by spaces). Without it, a few held-out examples are completed (engine checkpoints only).")]
