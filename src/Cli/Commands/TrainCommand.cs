@@ -156,10 +156,10 @@ sealed class TrainCommand : Command<TrainSettings>
             SortLength = s.SortLength ?? d.SortLength, SortDigits = s.SortDigits ?? d.SortDigits,
             WeightDecay = s.WeightDecay ?? d.WeightDecay, ClipNorm = s.Clip ?? d.ClipNorm,
         };
-        Check(o.Text is null || o.Data is null, "--text and --data are two kinds of run: give one");
         if (s.InitFrom is not null) o = HfInit.Shape(o, s);
         Validate(o);
         var device = Devices.Parse(o.Device);
+        Check(o.Text is null || o.Data is null, "--text and --data are two kinds of run: give one");
         if (o.Data is not null)
         {
             // The data set's own tokenizer; a --tokenizer that names another is a mistake worth stopping for.
