@@ -30,18 +30,20 @@ public static class EngineCli
                 .WithExample("train", "--steps", "2000", "--save-every", "200", "--out", "runs/long")
                 .WithExample("train", "--resume", "runs/long", "--steps", "4000")
                 .WithExample("train", "--text", "book.txt", "--precision", "bf16")
-                .WithExample("train", "--data", "data/book", "--eval-every", "100");
+                .WithExample("train", "--data", "data/book", "--eval-every", "100")
+                .WithExample("train", "--init-from", "models/gpt2", "--data", "data/book", "--lr", "3e-5");
             c.AddCommand<PrepareCommand>("prepare")
                 .WithDescription("Tokenize text files (gpt2, cl100k, o200k or char) into train.bin/val.bin and meta.json for train --data, in bounded memory.")
                 .WithExample("prepare", "--text", "book.txt", "--tokenizer", "gpt2", "--out", "data/book");
             c.AddCommand<SampleCommand>("sample")
-                .WithDescription("Generate from a checkpoint (a run directory or one of its step directories).")
-                .WithExample("sample", "--checkpoint", "runs/sort", "--prompt", "2 1 0 2 1 0");
+                .WithDescription("Generate from a checkpoint (a run directory or one of its step directories) or a Hugging Face GPT-2 directory (--model DIR, the same option).")
+                .WithExample("sample", "--checkpoint", "runs/sort", "--prompt", "2 1 0 2 1 0")
+                .WithExample("sample", "--model", "models/gpt2", "--prompt", "Hello", "--temperature", "0");
             c.AddCommand<EvalCommand>("eval")
                 .WithDescription("Held-out accuracy of a checkpoint on its task.")
                 .WithExample("eval", "--checkpoint", "runs/sort");
             c.AddCommand<ExportCommand>("export")
-                .WithDescription("Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json, model.safetensors) that transformers loads.")
+                .WithDescription("Write a checkpoint's model as a Hugging Face GPT-2 directory (config.json, model.safetensors; vocab.json and merges.txt for a gpt2-tokenized model) that transformers loads.")
                 .WithExample("export", "--checkpoint", "runs/sort", "--format", "hf", "--out", "out/sort-hf");
             c.AddCommand<BenchCommand>("bench")
                 .WithDescription("Time the shared workloads and print a table of medians (--json FILE: one JSON object per line).")

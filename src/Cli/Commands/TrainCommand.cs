@@ -28,6 +28,9 @@ sealed class TrainSettings : CommandSettings
     [CommandOption("--data <DIR>"), Description("Train on a token data set written by engine prepare (train.bin, val.bin, meta.json), read memory-mapped; validation loss every --eval-every steps, the lowest kept as best/.")]
     public string? Data { get; set; }
 
+    [CommandOption("--init-from <DIR>"), Description("Fine-tune a Hugging Face GPT-2 directory (config.json, model.safetensors): the model's shape and weights come from it (--layers, --heads, --dmodel may only repeat them; --context is the training window, at most its n_positions; --dropout defaults to its resid_pdrop). Needs --data DIR or --text FILE; the tokenizer is the data set's, or --tokenizer, or the directory's own files (gpt2 for a 50,257-token model without any).")]
+    public string? InitFrom { get; set; }
+
     [CommandOption("--eval-every <N>"), Description("With --data: steps between validation losses (val_loss in metrics.csv; the checkpoint with the lowest is saved and linked as best), and at the last step (default 100).")]
     public long? EvalEvery { get; set; }
 
@@ -103,7 +106,7 @@ sealed class TrainSettings : CommandSettings
         var inv = CultureInfo.InvariantCulture;
         var d = new Dictionary<string, string>();
         void Add(string name, object? v) { if (v is not null) d[name] = Convert.ToString(v is double x ? x.ToString("R", inv) : v, inv)!; }
-        Add("text", TrainCommand.FullTextPath(Text)); Add("tokenizer", Tokenizer); Add("data", TrainCommand.FullTextPath(Data)); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
+        Add("text", TrainCommand.FullTextPath(Text)); Add("tokenizer", Tokenizer); Add("data", TrainCommand.FullTextPath(Data)); Add("init-from", TrainCommand.FullTextPath(InitFrom)); Add("steps", Steps); Add("batch", Batch); Add("lr", Lr); Add("weight-decay", WeightDecay);
         Add("clip", Clip); Add("layers", Layers); Add("heads", Heads); Add("dmodel", DModel); Add("context", Context);
         Add("dropout", Dropout); Add("seed", Seed); Add("sort-length", SortLength); Add("sort-digits", SortDigits);
         Add("precision", Precision); Add("device", Device);
@@ -153,6 +156,7 @@ sealed class TrainCommand : Command<TrainSettings>
             SortLength = s.SortLength ?? d.SortLength, SortDigits = s.SortDigits ?? d.SortDigits,
             WeightDecay = s.WeightDecay ?? d.WeightDecay, ClipNorm = s.Clip ?? d.ClipNorm,
         };
+        if (s.InitFrom is not null) o = HfInit.Shape(o, s);
         Validate(o);
         var device = Devices.Parse(o.Device);
         Check(o.Text is null || o.Data is null, "--text and --data are two kinds of run: give one");
@@ -165,9 +169,11 @@ sealed class TrainCommand : Command<TrainSettings>
             o = o with { Tokenizer = meta.Tokenizer.Name };
         }
         else if (o.Text is null && s.Tokenizer is not null) throw new UsageException("--tokenizer applies to --text FILE (or is read from --data DIR's meta.json)");
+        if (o.InitFrom is { } init) o = o with { Tokenizer = HfInit.Tokenizer(init, o, s.Tokenizer) };
         if (o.Tokenizer is { } tn) TextTokenizer.CheckName(tn);
         // Read the text before touching the run directory: a missing or binary file changes nothing.
         using var task = MakeTask(o);
+        if (o.InitFrom is not null) HfInit.CheckVocabulary(o, task.Task);
         var outDir = s.Out ?? Path.Combine("runs", o.Data is not null ? "tokens" : o.Text is null ? "sort" : "text");
         using var run = RunDirectory.OpenForWriting(outDir);
         var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFile).ToList();

@@ -3,6 +3,9 @@ using System.Reflection;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using System.Text.RegularExpressions;
+using Engine.Cli.Training;
+using Microsoft.ML.Tokenizers;
 
 namespace Engine.Cli.Text;
 
@@ -18,7 +21,102 @@ static class HfTokenizerFiles
     public const string VocabFile = "vocab.json";
     public const string MergesFile = "merges.txt";
     public const string ConfigFile = "tokenizer_config.json";
+    /// <summary>Hugging Face's "fast" tokenizer file, which holds the same vocabulary and merges in one JSON.</summary>
+    public const string FastFile = "tokenizer.json";
     const string EndOfText = "<|endoftext|>";
+
+    /// <summary>GPT-2's pre-tokenizer: contractions, letter runs, digit runs, other runs, each with one leading space.</summary>
+    static readonly Regex s_gpt2Split = new(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.Compiled);
+
+    /// <summary>
+    /// The tokenizer of a Hugging Face GPT-2 directory: <c>vocab.json</c> + <c>merges.txt</c>, else a byte-level BPE
+    /// <c>tokenizer.json</c>; null when it has neither. Files that describe GPT-2's own encoding (its 50,257 tokens at
+    /// their ids, 50,000 merges) give the built-in <c>gpt2</c> tokenizer, which a checkpoint can record by name; others
+    /// give a BPE tokenizer built from the files with GPT-2's pre-tokenizer (<see cref="TextTokenizer.Recordable"/>
+    /// false). Files that are present but unreadable are a <see cref="CheckpointException"/> naming the file.
+    /// </summary>
+    public static TextTokenizer? Read(string dir)
+    {
+        string vocabPath = Path.Combine(dir, VocabFile), mergesPath = Path.Combine(dir, MergesFile), fastPath = Path.Combine(dir, FastFile);
+        Dictionary<string, int> vocab;
+        List<string> merges;
+        string source;
+        if (File.Exists(vocabPath) || File.Exists(mergesPath))
+        {
+            if (!File.Exists(vocabPath) || !File.Exists(mergesPath))
+                throw Bad(File.Exists(vocabPath) ? vocabPath : mergesPath, $"has no {(File.Exists(vocabPath) ? MergesFile : VocabFile)} beside it (a GPT-2 tokenizer needs both)");
+            try { vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllBytes(vocabPath)) ?? throw new JsonException("null"); }
+            catch (JsonException e) { throw Bad(vocabPath, $"is not a JSON object of token → id ({e.Message})"); }
+            // merges.txt: an optional "#version" line, then one "left right" pair per line.
+            merges = [.. File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal))];
+            source = $"{VocabFile}/{MergesFile}";
+        }
+        else if (File.Exists(fastPath))
+        {
+            if (ReadFast(fastPath) is not { } fast) return TextTokenizer.Read(Fields.ReadJson(fastPath));
+            (vocab, merges) = fast;
+            source = FastFile;
+        }
+        else return null;
+        if (vocab.Count == 0) throw Bad(Path.Combine(dir, source), "has an empty vocabulary");
+        if (merges.FirstOrDefault(m => m.Split(' ').Length != 2) is { } bad) throw Bad(Path.Combine(dir, source), $"has a merge that is not two tokens: '{bad}'");
+        if (IsGpt2(vocab, merges)) return TextTokenizer.Bpe("gpt2");
+        var specials = vocab.Where(kv => kv.Key.StartsWith("<|", StringComparison.Ordinal) && kv.Key.EndsWith("|>", StringComparison.Ordinal)).ToDictionary();
+        var bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+        {
+            Merges = merges,
+            ByteLevel = true,
+            PreTokenizer = new RegexPreTokenizer(s_gpt2Split, specials.Count > 0 ? specials : null),
+            SpecialTokens = specials.Count > 0 ? specials : null,
+        });
+        return TextTokenizer.Files($"{Path.GetFileName(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar))}'s {source}", bpe,
+            vocab.Values.Max() + 1, vocab.TryGetValue(EndOfText, out var eot) ? eot : null);
+    }
+
+    /// <summary>
+    /// The vocabulary and merges of a Hugging Face <c>tokenizer.json</c> (a byte-level BPE model; its added tokens join
+    /// the vocabulary); null when the file is instead the engine's own <see cref="TextTokenizer.FileName"/>.
+    /// </summary>
+    static (Dictionary<string, int>, List<string>)? ReadFast(string path)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            var root = doc.RootElement;
+            if (root.TryGetProperty("format", out _)) return null;
+            if (!root.TryGetProperty("model", out var model) || !model.TryGetProperty("type", out var type) || type.GetString() != "BPE")
+                throw Bad(path, "is not a BPE tokenizer (model.type is not \"BPE\")");
+            if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object || !pre.TryGetProperty("type", out var pt) || pt.GetString() != "ByteLevel")
+                throw Bad(path, "is not a byte-level BPE like GPT-2's (pre_tokenizer.type is not \"ByteLevel\")");
+            if (pre.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind == JsonValueKind.True)
+                throw Bad(path, "adds a prefix space (pre_tokenizer.add_prefix_space true), which GPT-2's tokenizer does not");
+            var vocab = model.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32());
+            // Older files list a merge as "left right", newer ones as ["left", "right"].
+            var merges = model.GetProperty("merges").EnumerateArray()
+                .Select(m => m.ValueKind == JsonValueKind.Array ? string.Join(' ', m.EnumerateArray().Select(x => x.GetString())) : m.GetString()!).ToList();
+            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
+                foreach (var a in added.EnumerateArray()) vocab[a.GetProperty("content").GetString()!] = a.GetProperty("id").GetInt32();
+            return (vocab, merges);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw Bad(path, $"is not a Hugging Face tokenizer.json ({e.Message})");
+        }
+    }
+
+    /// <summary>
+    /// True when the files are GPT-2's encoding: every one of its tokens at its id and as many merges. (Merges follow
+    /// from the ranks, so equal vocabularies with equally many merges encode alike.)
+    /// </summary>
+    static bool IsGpt2(Dictionary<string, int> vocab, List<string> merges)
+    {
+        if (vocab.Count != 50257 || merges.Count != 50000 || !vocab.TryGetValue(EndOfText, out var eot) || eot != 50256) return false;
+        foreach (var (token, rank) in Gpt2Ranks())
+            if (!vocab.TryGetValue(token, out var id) || id != rank) return false;
+        return true;
+    }
+
+    static CheckpointException Bad(string path, string what) => new("HfTokenizerFiles", $"{path}: {what}");
 
     /// <summary>
     /// Writes the three files into <paramref name="dir"/> (created if needed) for <paramref name="tokenizer"/>, which must

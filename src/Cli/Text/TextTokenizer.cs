@@ -24,12 +24,17 @@ sealed class TextTokenizer
     readonly string? _chars;
     readonly Dictionary<char, int>? _index;
 
-    TextTokenizer(string name, Tokenizer? bpe, string? chars)
+    TextTokenizer(string name, Tokenizer? bpe, string? chars, int? vocabSize = null, int? endOfText = null)
     {
         Name = name;
         _bpe = bpe;
         _chars = chars;
-        if (bpe is TiktokenTokenizer tk)
+        if (vocabSize is int n)
+        {
+            VocabSize = n;
+            EndOfText = endOfText;
+        }
+        else if (bpe is TiktokenTokenizer tk)
         {
             // The special tokens sit just above the merged ranks in all three encodings, so the highest is the last id.
             VocabSize = tk.SpecialTokens!.Values.Max() + 1;
@@ -44,6 +49,12 @@ sealed class TextTokenizer
 
     /// <summary><c>char</c>, <c>gpt2</c>, <c>cl100k</c> or <c>o200k</c>.</summary>
     public string Name { get; }
+
+    /// <summary>
+    /// True for the tokenizers a checkpoint can record by name (<see cref="Names"/>); false for one read from a Hugging
+    /// Face model's own files (<see cref="HfTokenizerFiles.Read"/>) that is none of them, which can sample but not train.
+    /// </summary>
+    public bool Recordable => Names.Contains(Name);
 
     /// <summary>Ids run from 0 to VocabSize − 1.</summary>
     public int VocabSize { get; }
@@ -62,6 +73,12 @@ sealed class TextTokenizer
         "o200k" => new("o200k", TiktokenTokenizer.CreateForEncoding("o200k_base"), null),
         _ => throw new UsageException($"--tokenizer must be one of {string.Join(", ", Names)}, got '{name}'"),
     };
+
+    /// <summary>
+    /// A Hugging Face model's own BPE tokenizer (its vocab.json and merges.txt, or tokenizer.json), named by where it
+    /// came from; not <see cref="Recordable"/>.
+    /// </summary>
+    public static TextTokenizer Files(string name, Tokenizer bpe, int vocabSize, int? endOfText) => new(name, bpe, null, vocabSize, endOfText);
 
     /// <summary>A character tokenizer over <paramref name="vocabulary"/> (distinct characters, in id order).</summary>
     public static TextTokenizer Char(string vocabulary)

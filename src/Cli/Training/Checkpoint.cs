@@ -45,6 +45,8 @@ static class Checkpoint
             ["config.dmodel"] = model.Config.DModel.ToString(Inv),
             ["config.dropout"] = model.Config.Dropout.ToString("R", Inv),
             ["config.tied"] = model.Config.TiedHead ? "1" : "0",
+            ["config.activation"] = ActivationName(model.Config.Activation),
+            ["config.layer_norm_eps"] = model.Config.LayerNormEpsilon.ToString("R", Inv),
         };
         SafeTensors.Save(Path.Combine(dir, ModelFile), model.StateDict(), meta);
         task.Tokenizer?.Write(dir);
@@ -117,17 +119,40 @@ static class Checkpoint
             t.Has("best.step") ? new BestCheckpoint(t.Long("best.step", 0), t.Double("best.val_loss")) : null);
     }
 
-    /// <summary>The model config in a model file's metadata.</summary>
+    /// <summary>A <see cref="GptActivation"/> as a model file records it: Hugging Face's names, as config.json has them.</summary>
+    static string ActivationName(GptActivation a) => a == GptActivation.GeluTanh ? "gelu_new" : "gelu";
+
+    /// <summary>
+    /// The model config in a model file's metadata. The activation and the LayerNorm epsilon are recorded since models
+    /// could come from Hugging Face (<c>--init-from</c>); a file without them is from before, when every model had the
+    /// exact GELU and epsilon 1e-5, the <see cref="GptConfig"/> defaults.
+    /// </summary>
     public static GptConfig ReadConfig(Fields m)
     {
         if (m.StrOrNull("format") is { } fmt && fmt != ModelFormat) throw m.Bad("format", $"is '{fmt}', expected '{ModelFormat}'");
         if (!m.Has("config.vocab")) throw m.Bad("config.vocab", "is missing (not a model written by engine train?)");
+        var activation = m.StrOrNull("config.activation") switch
+        {
+            null or "gelu" => GptActivation.Gelu,
+            "gelu_new" => GptActivation.GeluTanh,
+            var a => throw m.Bad("config.activation", $"is '{a}', expected 'gelu' or 'gelu_new'"),
+        };
         try
         {
-            return new GptConfig(m.Int("config.vocab", 1), m.Int("config.context", 1), m.Int("config.layers", 1), m.Int("config.heads", 1),
+            var config = new GptConfig(m.Int("config.vocab", 1), m.Int("config.context", 1), m.Int("config.layers", 1), m.Int("config.heads", 1),
                 m.Int("config.dmodel", 1), m.Double("config.dropout"), m.Bool("config.tied"));
+            return (m.Has("config.layer_norm_eps") ? config with { Activation = activation, LayerNormEpsilon = m.Double("config.layer_norm_eps") }
+                : config with { Activation = activation }).Validate();
         }
         catch (ArgumentException e) { throw new CheckpointException("Checkpoint", $"{m.File}: invalid model config ({e.Message})", e); }
+    }
+
+    /// <summary>The model config of a checkpoint (its model file's metadata).</summary>
+    public static GptConfig ReadConfig(ResolvedCheckpoint c)
+    {
+        var path = Path.Combine(c.StepDir, ModelFile);
+        using var contents = SafeTensors.Load(path);
+        return ReadConfig(new Fields(contents.Metadata, path));
     }
 
     /// <summary>
@@ -142,8 +167,9 @@ static class Checkpoint
         if (kind == "sort") return new SortTask(m.Int("task.length", 2), m.Int("task.digits", 2));
         var tokPath = Path.Combine(stepDir, TextTokenizer.FileName);
         TextTokenizer? tok = File.Exists(tokPath) ? TextTokenizer.Read(Fields.ReadJson(tokPath)) : null;
-        if (m.Has("config.vocab") && tok is not null && tok.VocabSize != m.Int("config.vocab", 1))
-            throw new CheckpointException("Checkpoint", $"{tokPath}: the {tok.Name} tokenizer has {tok.VocabSize} tokens, the model {m.Int("config.vocab", 1)}");
+        // A model may have more ids than its tokenizer (a Hugging Face model's padded vocabulary), never fewer.
+        if (m.Has("config.vocab") && tok is not null && tok.VocabSize > m.Int("config.vocab", 1))
+            throw new CheckpointException("Checkpoint", $"{tokPath}: the {tok.Name} tokenizer has {tok.VocabSize} tokens, the model only {m.Int("config.vocab", 1)}");
         int context = m.Int("task.context", 1);
         if (kind == "text")
         {

@@ -103,8 +103,9 @@ sealed class TokenDataTask : ITask, IDisposable
                 var (x, y) = Windows(_val, from, count, n);
                 var device = SortTask.ModelDevice(model);
                 var logits = model.Forward(Tensor.FromArray(x, [count, t], device));
-                // Mean over this batch's tokens, weighted by its share of the windows.
-                sum += logits.View(-1, VocabSize).CrossEntropy(Tensor.FromArray(y, [count * t], device)).Item() * count;
+                // Mean over this batch's tokens, weighted by its share of the windows; the model may have more ids than the
+                // tokenizer (a padded Hugging Face vocabulary).
+                sum += logits.View(-1, model.Config.VocabSize).CrossEntropy(Tensor.FromArray(y, [count * t], device)).Item() * count;
             }
             return sum / n;
         }

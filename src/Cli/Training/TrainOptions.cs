@@ -17,6 +17,8 @@ sealed record TrainOptions
     public string? Tokenizer { get; init; }
     /// <summary>The prepared token data directory of a <c>--data</c> run (absolute).</summary>
     public string? Data { get; init; }
+    /// <summary>The Hugging Face GPT-2 directory a <c>--init-from</c> run started from (absolute): its model's shape and weights.</summary>
+    public string? InitFrom { get; init; }
     public long Steps { get; init; } = 300;
     public int Batch { get; init; } = 64;
     public double Lr { get; init; } = 3e-3;
@@ -39,7 +41,7 @@ sealed record TrainOptions
     /// <summary>Every option by its command-line name, as text (for comparing a resume's flags with the checkpoint).</summary>
     public IReadOnlyDictionary<string, string> ByName() => new Dictionary<string, string>
     {
-        ["device"] = Device, ["precision"] = Precision, ["text"] = Text ?? "", ["tokenizer"] = Tokenizer ?? "", ["data"] = Data ?? "", ["steps"] = Steps.ToString(Inv),
+        ["device"] = Device, ["precision"] = Precision, ["text"] = Text ?? "", ["tokenizer"] = Tokenizer ?? "", ["data"] = Data ?? "", ["init-from"] = InitFrom ?? "", ["steps"] = Steps.ToString(Inv),
         ["batch"] = Batch.ToString(Inv), ["lr"] = Lr.ToString("R", Inv), ["layers"] = Layers.ToString(Inv),
         ["heads"] = Heads.ToString(Inv), ["dmodel"] = DModel.ToString(Inv), ["context"] = Context.ToString(Inv),
         ["dropout"] = Dropout.ToString("R", Inv), ["seed"] = Seed.ToString(Inv), ["sort-length"] = SortLength.ToString(Inv),
@@ -54,6 +56,7 @@ sealed record TrainOptions
         if (Text is not null) w.WriteString("text", Text);
         if (Tokenizer is not null) w.WriteString("tokenizer", Tokenizer);
         if (Data is not null) w.WriteString("data", Data);
+        if (InitFrom is not null) w.WriteString("init_from", InitFrom);
         w.WriteNumber("steps", Steps);
         w.WriteNumber("batch", Batch);
         w.WriteNumber("lr", Lr);
@@ -78,6 +81,7 @@ sealed record TrainOptions
         Text = f.StrOrNull(prefix + "text") is { Length: > 0 } t ? t : null,
         Tokenizer = f.StrOrNull(prefix + "tokenizer") is { Length: > 0 } k ? k : null,
         Data = f.StrOrNull(prefix + "data") is { Length: > 0 } d ? d : null,
+        InitFrom = f.StrOrNull(prefix + "init_from") is { Length: > 0 } i ? i : null,
         Steps = f.Long(prefix + "steps", 1),
         Batch = f.Int(prefix + "batch", 1),
         Lr = f.Double(prefix + "lr"),

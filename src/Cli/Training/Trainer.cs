@@ -18,9 +18,13 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
     public int Run()
     {
         var w = Console.Out;
-        var config = new GptConfig(task.VocabSize, task.ContextLength, o.Layers, o.Heads, o.DModel, o.Dropout);
+        // A --init-from run's model is the Hugging Face directory's (its vocabulary, head, activation and epsilon too);
+        // resumed, the checkpoint's, which records all of it.
+        var config = o.InitFrom is not { } init ? new GptConfig(task.VocabSize, task.ContextLength, o.Layers, o.Heads, o.DModel, o.Dropout)
+            : resumeFrom is { } rc0 ? Checkpoint.ReadConfig(rc0) : HfInit.Config(init, o.Dropout);
         var generator = new Generator(o.Seed);
         using var model = new Gpt(config, device, DType.Float32, generator);
+        if (o.InitFrom is { } from && resumeFrom is null) HfInit.LoadWeights(model, from);
         using var optimizer = new AdamW(model.Parameters(), o.Lr, weightDecay: o.WeightDecay);
         DType? autocast = o.Precision switch { "fp16" => DType.Float16, "bf16" => DType.BFloat16, _ => null };
         // The scaler is always constructed for mixed precision: for bf16 it is the documented pass-through.
@@ -42,6 +46,8 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
         schedule.SetStep(resumed?.ScheduleStep ?? 0);
 
         w.WriteLine($"engine train: task {task.Name}{(task.Tokenizer is { } tk ? $" ({tk.Name} tokenizer)" : "")} (vocab {task.VocabSize}, context {task.ContextLength}), GPT {o.Layers} layers × {o.Heads} heads × d{o.DModel}, {model.ParameterCount():N0} parameters, on {device}");
+        if (o.InitFrom is { } source && resumeFrom is null)
+            w.WriteLine($"initialized from {source}: vocab {config.VocabSize}, {config.ContextLength} positions, {(config.Activation == GptActivation.GeluTanh ? "gelu_new" : "gelu")}, LayerNorm ε {config.LayerNormEpsilon:G}, {(config.TiedHead ? "tied" : "untied")} head");
         w.WriteLine(o.Precision switch
         {
             "fp16" => $"precision fp16: float32 master weights, float16 autocast; gradient scaler on: dynamic loss scaling from {scaler.GetScale():G} (×{scaler.GrowthFactor} after {scaler.GrowthInterval} clean steps, ×{scaler.BackoffFactor} and the step skipped on Inf/NaN)",
@@ -117,7 +123,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                     using (autocast is { } region ? AutocastMode.Autocast(region, device.Type) : null)
                     {
                         var logits = model.Forward(x.To(device));
-                        loss = logits.View(-1, task.VocabSize).CrossEntropy(y.To(device).View(-1));
+                        loss = logits.View(-1, config.VocabSize).CrossEntropy(y.To(device).View(-1));
                     }
                     if (autocast is null)
                     {
