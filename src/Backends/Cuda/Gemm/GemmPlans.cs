@@ -117,8 +117,10 @@ static class GemmPlans
         F32Large, F32Small, F32Emulated,
         Simt<float, FloatMath, Tile64x64x16, Micro8x8<float, FloatMath>>("f32-64x64x16-8x8", GemmFamily.Float32),
         Simt<float, FloatMath, Tile16x16x32, Micro2x2<float, FloatMath>>("f32-16x16x32-2x2", GemmFamily.Float32),
+        Simt<float, FloatMath, Tile32x32x8, Micro4x4<float, FloatMath>>("f32-32x32x8-4x4", GemmFamily.Float32),
         F64, F64Emulated,
         Simt<double, DoubleMath, Tile16x16x32, Micro2x2<double, DoubleMath>>("f64-16x16x32-2x2", GemmFamily.Float64),
+        Simt<double, DoubleMath, Tile32x32x8, Micro4x4<double, DoubleMath>>("f64-32x32x8-4x4", GemmFamily.Float64),
         HalfLarge, HalfSmall, HalfEmulated,
         // The large tiling's 64×64 warp tile at the emulator's 64 threads.
         Mma<Warps1x2, Mma4x8<PtxWarpMmaBf16>, Mma4x8<PtxWarpMmaF16>, Mma4x8<EmulatedWarpMma>>("mma-64x128x32-4x8", emulatorOnly: true),

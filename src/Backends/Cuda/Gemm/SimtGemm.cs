@@ -7,7 +7,9 @@ namespace Engine.Backends.Cuda.Gemm;
 /// slices of a and b in shared memory and keeping each thread's TM×TN outputs in registers (the shape that reached
 /// 15.9 TFLOP/s on the H200 at 128×128×8 with 8×8 per thread, see shared/gpu/README.md). Shared a is stored
 /// [k][m] and b [k][n], both padded by 4 so that loads walking k store without bank conflicts; the inner loop then reads
-/// TM values of a (a warp broadcast) and TN consecutive-thread values of b per k.
+/// TM values of a (a warp broadcast) and TN consecutive-thread values of b per k. The GPU tilings double-buffer: the
+/// next stage's global loads are issued into registers before the current stage's FMAs and stored to the other
+/// shared buffer after them, one barrier per stage.
 /// Operands are read with any strides: the host picks, per operand, whether consecutive threads walk the tile along
 /// its contiguous dim (NN, NT, TN, TT all coalesce) and a general strided operand is read the same way. Tiles past
 /// m, n or k load zeros and store nothing, so any sizes work.
@@ -29,8 +31,9 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         TMicro acc = default;
         int bm = tile.BM, bn = tile.BN, bk = tile.BK;
         int pa = bm + Pad, pb = bn + Pad;
-        var sA = SharedMemory.Allocate<T>(tile.BK * (tile.BM + Pad));
-        var sB = SharedMemory.Allocate<T>(tile.BK * (tile.BN + Pad));
+        // Two stages of each operand: the pipelined path fills one while it computes from the other.
+        var sA = SharedMemory.Allocate<T>(2 * tile.BK * (tile.BM + Pad));
+        var sB = SharedMemory.Allocate<T>(2 * tile.BK * (tile.BN + Pad));
         int tx = bn / acc.TN, ty = bm / acc.TM, threads = tx * ty;
 
         int tid = Group.IdxX;
@@ -44,26 +47,75 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         long baseB = g.OffsetB + batch * g.BatchStrideB + col0 * g.StrideBn;
         int mLeft = g.M - row0, nLeft = g.N - col0;
 
+        // Each thread stages perA elements of a's stage and perB of b's. The GPU tilings give 4 or 2 (in registers,
+        // loaded one stage ahead); the emulator's deep-BK tilings give more and take the single-buffered loop, since
+        // on ILGPU's CPU accelerator a barrier, not memory latency, is the cost.
+        int perA = bm * bk / threads, perB = bn * bk / threads;
+        if (perA * threads == bm * bk && perB * threads == bn * bk && (perA == 1 || perA == 2 || perA == 4) && (perB == 1 || perB == 2 || perB == 4))
+            Pipelined(g, av, bv, sA, sB, ref acc, baseA, baseB, mLeft, nLeft, tid, threads, row, col, tx, ty, perA, perB);
+        else
+            SingleBuffered(g, av, bv, sA, sB, ref acc, baseA, baseB, mLeft, nLeft, tid, threads, row, col, tx, ty);
+        acc.Store(y, batch * g.M * g.N, row0 + row, ty, col0 + col, tx, g.M, g.N);
+    }
+
+    // Double buffering: while the group computes stage s from one shared buffer, each thread's loads of stage s + 1
+    // are in flight into registers; they go to the other buffer after the stage's FMAs. One barrier per stage: it
+    // orders this stage's reads of buffer s against the next stage's writes into it. Where each staged element comes
+    // from and goes to is worked out once (Slots): a stage's load is one add and one bounds test per element.
+    static void Pipelined(in GemmArgs g, ArrayView<T> av, ArrayView<T> bv, ArrayView<T> sA, ArrayView<T> sB, ref TMicro acc,
+        long baseA, long baseB, int mLeft, int nLeft, int tid, int threads, int row, int col, int tx, int ty, int perA, int perB)
+    {
+        TTile tile = default;
+        int bm = tile.BM, bn = tile.BN, bk = tile.BK, pa = bm + Pad, pb = bn + Pad;
+        int sizeA = bk * pa, sizeB = bk * pb;
+        int stages = (g.K + bk - 1) / bk;
+        var slotsA = SlotsOf(g, true, baseA, tid, threads, perA, mLeft);
+        var slotsB = SlotsOf(g, false, baseB, tid, threads, perB, nLeft);
+        var ra = Fetch(av, slotsA, perA, 0, g.K);
+        var rb = Fetch(bv, slotsB, perB, 0, g.K);
+        Put(sA, 0, slotsA, ra, perA);
+        Put(sB, 0, slotsB, rb, perB);
+        Group.Barrier();
+        int cur = 0;
+        for (int s = 0; s < stages; s++)
+        {
+            int k0 = s * bk, kLeft = g.K - k0;
+            bool next = s + 1 < stages;
+            if (next)
+            {
+                ra = Fetch(av, slotsA, perA, (k0 + bk) * g.StrideAk, kLeft - bk);
+                rb = Fetch(bv, slotsB, perB, (k0 + bk) * g.StrideBk, kLeft - bk);
+            }
+            int oa = cur * sizeA + row, ob = cur * sizeB + col;
+            if (kLeft >= bk) for (int kk = 0; kk < bk; kk++) acc.Step(sA, oa + kk * pa, ty, sB, ob + kk * pb, tx);
+            else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, oa + kk * pa, ty, sB, ob + kk * pb, tx);
+            if (next)
+            {
+                Put(sA, (cur ^ 1) * sizeA, slotsA, ra, perA);
+                Put(sB, (cur ^ 1) * sizeB, slotsB, rb, perB);
+            }
+            Group.Barrier();
+            cur ^= 1;
+        }
+    }
+
+    static void SingleBuffered(in GemmArgs g, ArrayView<T> av, ArrayView<T> bv, ArrayView<T> sA, ArrayView<T> sB, ref TMicro acc,
+        long baseA, long baseB, int mLeft, int nLeft, int tid, int threads, int row, int col, int tx, int ty)
+    {
+        TTile tile = default;
+        int bm = tile.BM, bn = tile.BN, bk = tile.BK, pa = bm + Pad, pb = bn + Pad;
         for (int k0 = 0; k0 < g.K; k0 += bk)
         {
             int kLeft = g.K - k0;
             for (int l = tid; l < bm * bk; l += threads)
             {
-                int r, kk;
-                if (g.AAlongM != 0) { r = l % bm; kk = l / bm; }
-                else { r = l / bk; kk = l - r * bk; }
-                T v = default;
-                if (r < mLeft && kk < kLeft) v = av[baseA + r * g.StrideAm + (k0 + kk) * g.StrideAk];
-                sA[kk * pa + r] = v;
+                SlotA(g, l, out int r, out int kk);
+                sA[kk * pa + r] = r < mLeft && kk < kLeft ? av[baseA + r * g.StrideAm + (k0 + kk) * g.StrideAk] : default;
             }
             for (int l = tid; l < bn * bk; l += threads)
             {
-                int c, kk;
-                if (g.BAlongN != 0) { c = l % bn; kk = l / bn; }
-                else { c = l / bk; kk = l - c * bk; }
-                T v = default;
-                if (c < nLeft && kk < kLeft) v = bv[baseB + c * g.StrideBn + (k0 + kk) * g.StrideBk];
-                sB[kk * pb + c] = v;
+                SlotB(g, l, out int c, out int kk);
+                sB[kk * pb + c] = c < nLeft && kk < kLeft ? bv[baseB + c * g.StrideBn + (k0 + kk) * g.StrideBk] : default;
             }
             Group.Barrier();
             // Full stages keep a constant trip count (ptxas may unroll it); the last one stops at k.
@@ -71,7 +123,79 @@ static class SimtGemm<T, TMath, TTile, TMicro>
             else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, kk * pa + row, ty, sB, kk * pb + col, tx);
             Group.Barrier();
         }
-        acc.Store(y, batch * g.M * g.N, row0 + row, ty, col0 + col, tx, g.M, g.N);
+    }
+
+    // Element l of a stage (a: BM×BK, b: BN×BK) as (row or column, k): consecutive threads walk the operand's
+    // contiguous dim, so the global loads coalesce.
+    static void SlotA(in GemmArgs g, int l, out int r, out int kk)
+    {
+        TTile tile = default;
+        if (g.AAlongM != 0) { r = l % tile.BM; kk = l / tile.BM; }
+        else { r = l / tile.BK; kk = l - r * tile.BK; }
+    }
+
+    static void SlotB(in GemmArgs g, int l, out int c, out int kk)
+    {
+        TTile tile = default;
+        if (g.BAlongN != 0) { c = l % tile.BN; kk = l / tile.BN; }
+        else { c = l / tile.BK; kk = l - c * tile.BK; }
+    }
+
+    /// <summary>A thread's share of one stage of an operand, in registers (ILGPU keeps constant-named fields there).</summary>
+    struct Staged
+    {
+        public T V0, V1, V2, V3;
+    }
+
+    /// <summary>
+    /// Where a thread's staged elements live: O, the element's global offset at k = 0 (−1 past the m or n edge); K, its
+    /// k within the stage; S, its index in a shared buffer.
+    /// </summary>
+    struct Slots
+    {
+        public long O0, O1, O2, O3;
+        public int K0, K1, K2, K3;
+        public int S0, S1, S2, S3;
+    }
+
+    static void Slot(in GemmArgs g, bool isA, long origin, int l, int edge, out long o, out int k, out int s)
+    {
+        TTile tile = default;
+        int r;
+        if (isA) { SlotA(g, l, out r, out k); s = k * (tile.BM + Pad) + r; o = r < edge ? origin + r * g.StrideAm + k * g.StrideAk : -1; }
+        else { SlotB(g, l, out r, out k); s = k * (tile.BN + Pad) + r; o = r < edge ? origin + r * g.StrideBn + k * g.StrideBk : -1; }
+    }
+
+    static Slots SlotsOf(in GemmArgs g, bool isA, long origin, int tid, int threads, int per, int edge)
+    {
+        Slots x = default;
+        Slot(g, isA, origin, tid, edge, out x.O0, out x.K0, out x.S0);
+        if (per > 1) Slot(g, isA, origin, tid + threads, edge, out x.O1, out x.K1, out x.S1);
+        if (per > 2)
+        {
+            Slot(g, isA, origin, tid + 2 * threads, edge, out x.O2, out x.K2, out x.S2);
+            Slot(g, isA, origin, tid + 3 * threads, edge, out x.O3, out x.K3, out x.S3);
+        }
+        return x;
+    }
+
+    // The stage whose first k is at offset kOffset (k0·stride along k), with kLeft of its k still inside K.
+    static T Load(ArrayView<T> v, long o, int k, long kOffset, int kLeft) => o >= 0 && k < kLeft ? v[o + kOffset] : default;
+
+    static Staged Fetch(ArrayView<T> v, in Slots x, int per, long kOffset, int kLeft)
+    {
+        Staged s = default;
+        s.V0 = Load(v, x.O0, x.K0, kOffset, kLeft);
+        if (per > 1) s.V1 = Load(v, x.O1, x.K1, kOffset, kLeft);
+        if (per > 2) { s.V2 = Load(v, x.O2, x.K2, kOffset, kLeft); s.V3 = Load(v, x.O3, x.K3, kOffset, kLeft); }
+        return s;
+    }
+
+    static void Put(ArrayView<T> shared, int buffer, in Slots x, in Staged s, int per)
+    {
+        shared[buffer + x.S0] = s.V0;
+        if (per > 1) shared[buffer + x.S1] = s.V1;
+        if (per > 2) { shared[buffer + x.S2] = s.V2; shared[buffer + x.S3] = s.V3; }
     }
 }
 
@@ -83,6 +207,10 @@ public struct Tile128x128x8 : ISimtTile { public readonly int BM => 128; public 
 public struct Tile64x64x8 : ISimtTile { public readonly int BM => 64; public readonly int BN => 64; public readonly int BK => 8; }
 
 // The emulator's tilings (64 threads): deep BK, because a group barrier costs milliseconds on ILGPU's CPU accelerator.
+
+/// <summary>32×32 block tiles, BK 8: 64 threads at 4×4 per thread, 4 elements of each operand per thread: the GPU
+/// tilings' double-buffered path at the emulator's group size (a test tiling).</summary>
+public struct Tile32x32x8 : ISimtTile { public readonly int BM => 32; public readonly int BN => 32; public readonly int BK => 8; }
 
 /// <summary>64×64 block tiles, BK 16: 64 threads at 8×8 per thread.</summary>
 public struct Tile64x64x16 : ISimtTile { public readonly int BM => 64; public readonly int BN => 64; public readonly int BK => 16; }
