@@ -129,6 +129,17 @@ static class Scenarios
                 Check($"reducescatter {dtype}", Close(output.ToArray<double>(), want, Tol(dtype), out var d), d);
             }
         }
+        // Bool (a mask buffer) is broadcast and gathered as bytes.
+        using (var mask = Tensor.FromArray(Enumerable.Range(0, 9).Select(i => (i + r) % 3 == 0 ? 1.0 : 0.0).ToArray()).To(DType.Bool))
+        using (var gathered = Tensor.Zeros([9 * w], DType.Bool))
+        {
+            g.AllGather(gathered, mask).Wait();
+            g.Broadcast(mask, 0).Wait();
+            var want0 = Enumerable.Range(0, 9).Select(i => i % 3 == 0).ToArray();
+            var wantAll = Enumerable.Range(0, w).SelectMany(k => Enumerable.Range(0, 9).Select(i => (i + k) % 3 == 0)).ToArray();
+            Check("broadcast Bool", mask.ToArray<bool>().SequenceEqual(want0));
+            Check("allgather Bool", gathered.ToArray<bool>().SequenceEqual(wantAll));
+        }
         // Several handles in flight at once, waited in reverse order.
         var ts = Enumerable.Range(0, 4).Select(k => Input(r, 5, DType.Float64, 10 + k)).ToArray();
         var works = ts.Select(t => g.AllReduce(t, ReduceOp.Sum)).ToArray();

@@ -100,7 +100,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
 
     static int NcclType(DType d) => d switch
     {
-        DType.Int32 => 2, DType.Int64 => 4, DType.Float16 => 6, DType.Float32 => 7, DType.Float64 => 8, DType.BFloat16 => 9,
+        DType.Bool => 1, DType.Int32 => 2, DType.Int64 => 4, DType.Float16 => 6, DType.Float32 => 7, DType.Float64 => 8, DType.BFloat16 => 9,
         _ => throw new DTypeException("ProcessGroup", $"NCCL has no type for {d.Name()}"),
     };
 

@@ -43,7 +43,7 @@ public sealed class MpiScenarioTests
 
     [Test]
     public void BroadcastAllGatherReduceScatterMatchOneProcess() =>
-        ExpectChecks("", Dtypes.SelectMany(d => new[] { $"broadcast {d}", $"allgather {d}", $"reducescatter {d}" }).ToArray());
+        ExpectChecks("", Dtypes.SelectMany(d => new[] { $"broadcast {d}", $"allgather {d}", $"reducescatter {d}" }).Append("broadcast Bool").Append("allgather Bool").ToArray());
 
     [Test]
     public void AsyncHandlesBarrierAndFoundInf() => ExpectChecks("", "async handles", "barrier", "found-inf agreement");
