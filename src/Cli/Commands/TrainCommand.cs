@@ -127,7 +127,8 @@ sealed class TrainCommand : Command<TrainSettings>
     {
         Check(s.Threads is null or >= 1, "--threads must be at least 1");
         if (s.Threads is int threads) CpuBackend.DefaultOptions = CpuBackend.DefaultOptions with { Threads = threads };
-        if (NprocLauncher.RunIfAsked(s.Nproc, s.Batch, s.Resume is not null) is int job) return job;
+        // A new run's batch is known here; a resume takes the checkpoint's, which the ranks check.
+        if (NprocLauncher.RunIfAsked(s.Nproc, s.Batch ?? (s.Resume is null ? new TrainOptions().Batch : null)) is int job) return job;
         using var ranks = DataParallel.Join(s.DistTimeout);
         return s.Resume is null ? StartNew(s, Knobs(s, null), ranks) : Continue(s, ranks);
     }

@@ -99,7 +99,7 @@ sealed class DataParallel : IDisposable
 }
 
 /// <summary>
-/// <c>engine train --nproc N</c>: runs <c>mpirun -np N</c> on the same engine binary with the same arguments but
+/// <c>engine train --nproc N</c> (and <c>engine bench --nproc N</c>): runs <c>mpirun -np N</c> on the same engine binary with the same arguments but
 /// <c>--nproc</c>, and exits with its code. mpirun runs in a session of its own (<c>setsid</c>), so a Ctrl-C reaches it
 /// once, through this process: mpirun passes it on to the ranks as SIGTERM, they stop at the same step, rank 0 saves,
 /// and this command exits 130 as a single process would. Each rank finds its place through
@@ -108,10 +108,10 @@ sealed class DataParallel : IDisposable
 static class NprocLauncher
 {
     /// <summary>
-    /// Null when this process should train itself (no --nproc, --nproc 1, or already a rank), else the exit code of
-    /// the mpirun job it ran.
+    /// Null when this process should do the work itself (no --nproc, --nproc 1, or already a rank), else the exit code
+    /// of the mpirun job it ran. <paramref name="globalBatch"/>, when known, must divide across the ranks.
     /// </summary>
-    public static int? RunIfAsked(int? nproc, int? batch, bool resume)
+    public static int? RunIfAsked(int? nproc, int? globalBatch)
     {
         if (nproc is not int n) return null;
         if (n < 1) throw new UsageException($"--nproc must be at least 1, got {n}");
@@ -122,10 +122,8 @@ static class NprocLauncher
             return null;
         }
         if (n == 1) return null;
-        // The batch of a new run is known here: refuse a split that cannot work before starting N processes. (A resume
-        // takes the checkpoint's batch; the ranks check it.)
-        int global = batch ?? (resume ? 0 : new TrainOptions().Batch);
-        if (global > 0 && global % n != 0)
+        // Refuse a split that cannot work before starting N processes.
+        if (globalBatch is int global && global % n != 0)
             throw new UsageException($"--batch {global} (the global batch) does not divide across --nproc {n} ranks: give a multiple of {n}");
         var mpirun = FindOnPath("ENGINE_MPIRUN", "mpirun") ?? throw new UsageException($"--nproc {n} runs the ranks through Open MPI's mpirun, which is not on PATH (nor ENGINE_MPIRUN): install openmpi-bin, or start engine train under your own launcher (mpirun, srun)");
         var psi = new ProcessStartInfo(FindOnPath(null, "setsid") ?? mpirun) { UseShellExecute = false };
