@@ -67,7 +67,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
             }
             finally { t.Dispose(); }
         }
-        else
+        else if (WorldSize > 1)   // a world of one has its own id already: no rendezvous
         {
             var (addr, port) = TcpRendezvous.FromEnvironment();
             TcpRendezvous.Exchange(addr, port, Rank, WorldSize, Rank == 0 ? bytes.ToArray() : null, timeout).CopyTo(bytes);
