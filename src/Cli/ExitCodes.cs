@@ -17,7 +17,7 @@ static class ExitCodes
     public const int InvalidFile = 5;
     /// <summary>The run directory is locked by another live process.</summary>
     public const int Locked = 6;
-    /// <summary>A distributed rank failed (reserved for the distributed issue).</summary>
+    /// <summary>A distributed rank failed: another rank died or hung past --dist-timeout, or MPI/NCCL reported an error.</summary>
     public const int RankFailed = 10;
     /// <summary>Interrupted (SIGINT/SIGTERM) after saving a checkpoint.</summary>
     public const int Interrupted = 130;

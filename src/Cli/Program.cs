@@ -83,6 +83,8 @@ public static class EngineCli
         TrainingDivergedException => (ExitCodes.Diverged, e.Message),
         CheckpointException or InvalidDataException => (ExitCodes.InvalidFile, e.Message),
         RunLockedException => (ExitCodes.Locked, e.Message),
+        // A rank that died or hung, or a communication library's error (the message names the ranks).
+        Engine.Distributed.DistributedException => (ExitCodes.RankFailed, e.Message),
         // Configuration that the engine itself rejects (a model shape, an optimizer value) is a usage error.
         ArgumentException => (ExitCodes.Usage, e.Message),
         EngineException or IOException or UnauthorizedAccessException => (ExitCodes.Error, e.Message),

@@ -97,6 +97,9 @@ public sealed class DistributedDataParallel : IDisposable
     public IReadOnlyList<IReadOnlyList<string>> BucketParameterNames =>
         _buckets.Select(b => (IReadOnlyList<string>)b.Params.Select(i => _names[i]).ToArray()).ToArray();
 
+    /// <summary>The elements of each bucket, bucket 0 first (what one all-reduce of it moves).</summary>
+    public IReadOnlyList<long> BucketNumels => _buckets.Select(b => b.Flat.Numel).ToArray();
+
     /// <summary>
     /// What the last synchronized backward did, per bucket: when its all-reduce was posted and when it was seen
     /// complete (<see cref="Stopwatch.GetTimestamp"/>), plus when each gradient hook ran, in order: how a test sees

@@ -9,7 +9,8 @@ namespace Engine.Distributed;
 /// place on its tensors. <see cref="DistributedBackend.Mpi"/> takes CPU tensors, <see cref="DistributedBackend.Nccl"/>
 /// CUDA tensors on the rank's device. Dtypes: float32, float64, int64 (and int32) natively; float16 and bfloat16 move
 /// as their 16-bit patterns in broadcast and all-gather, and are reduced in float32 by MPI (converted, reduced,
-/// rounded once on the way back) and natively by NCCL.
+/// rounded once on the way back) and natively by NCCL; bool (a mask buffer) is broadcast and gathered as bytes, never
+/// reduced.
 /// </summary>
 public abstract class ProcessGroup : IDisposable
 {
@@ -115,15 +116,15 @@ public abstract class ProcessGroup : IDisposable
         if (t.IsDisposed) throw new DisposedTensorException(op);
         if (t.Device != Device)
             throw new DeviceMismatchException(op, $"the {role} is on {t.Device}; the {Backend} process group of rank {Rank} takes tensors on {Device}");
-        if (t.DType == DType.Bool)
-            throw new DTypeException(op, $"the {role} is {t.DType.Name()}; collectives take float32, float64, float16, bfloat16, int32 or int64");
         if (t.Numel > int.MaxValue)
             throw new ShapeException(op, $"the {role} has {t.Numel} elements; one collective moves at most {int.MaxValue} (split it)");
     }
 
-    /// <summary>Checks an op against a dtype: an average needs a floating dtype.</summary>
+    /// <summary>Checks a reduction against a dtype: bool is not reduced, an average needs a floating dtype.</summary>
     protected static void CheckOp(string op, ReduceOp reduce, DType dtype)
     {
+        if (dtype == DType.Bool)
+            throw new DTypeException(op, $"a bool tensor cannot be reduced (broadcast and all-gather move it); reductions take float32, float64, float16, bfloat16, int32 or int64");
         if (reduce == ReduceOp.Average && !dtype.IsFloatingPoint())
             throw new DTypeException(op, $"ReduceOp.Average needs a floating dtype, got {dtype.Name()} (use Sum and divide)");
     }

@@ -1,19 +1,26 @@
 using Engine;
+using Engine.Amp;
 using Engine.Autograd.Nn;
+using Engine.Autograd.Optim;
 using Engine.Distributed;
 
 // One rank of a test job: `mpirun -np 2 Engine.Distributed.Worker <scenario>`. Each scenario prints "OK <name>" lines
 // (checked against a single-process reference computed here, in float64) or "FAIL <what>"; the NUnit tests read them.
-// A DistributedException exits with its code 10, after printing the message.
+// A DistributedException exits with its code 10, after printing the message. Several scenarios may be named at once
+// ("collectives,ddp,...") so one mpirun start serves them all.
 var scenario = args.Length > 0 ? args[0] : "collectives";
 ProcessGroup? group = null;
 try
 {
     group = ProcessGroup.Create(DistributedBackend.Mpi);
-    int fails = scenario switch
+    int fails = 0;
+    foreach (var name in scenario.Split(','))
+    fails += name switch
     {
         "collectives" => Scenarios.Collectives(group),
         "ddp" => Scenarios.Ddp(group),
+        "train" => Scenarios.Train(group),
+        "scaler" => Scenarios.Scaler(group),
         "sampler" => Scenarios.Sampler(group),
         "hang" => Scenarios.Hang(group),
         "kill" => Scenarios.Kill(group),
@@ -33,6 +40,8 @@ catch (DistributedException e)
 static class Scenarios
 {
     static int s_fails;
+
+    static int Failures() { int f = s_fails; s_fails = 0; return f; }
 
     static void Check(string name, bool ok, string detail = "")
     {
@@ -120,6 +129,17 @@ static class Scenarios
                 Check($"reducescatter {dtype}", Close(output.ToArray<double>(), want, Tol(dtype), out var d), d);
             }
         }
+        // Bool (a mask buffer) is broadcast and gathered as bytes.
+        using (var mask = Tensor.FromArray(Enumerable.Range(0, 9).Select(i => (i + r) % 3 == 0 ? 1.0 : 0.0).ToArray()).To(DType.Bool))
+        using (var gathered = Tensor.Zeros([9 * w], DType.Bool))
+        {
+            g.AllGather(gathered, mask).Wait();
+            g.Broadcast(mask, 0).Wait();
+            var want0 = Enumerable.Range(0, 9).Select(i => i % 3 == 0).ToArray();
+            var wantAll = Enumerable.Range(0, w).SelectMany(k => Enumerable.Range(0, 9).Select(i => (i + k) % 3 == 0)).ToArray();
+            Check("broadcast Bool", mask.ToArray<bool>().SequenceEqual(want0));
+            Check("allgather Bool", gathered.ToArray<bool>().SequenceEqual(wantAll));
+        }
         // Several handles in flight at once, waited in reverse order.
         var ts = Enumerable.Range(0, 4).Select(k => Input(r, 5, DType.Float64, 10 + k)).ToArray();
         var works = ts.Select(t => g.AllReduce(t, ReduceOp.Sum)).ToArray();
@@ -139,7 +159,7 @@ static class Scenarios
             g.ReduceFoundInf(found);
             Check("found-inf agreement", found.Item() == 1);
         }
-        return s_fails;
+        return Failures();
     }
 
     sealed class Net : Module
@@ -202,7 +222,91 @@ static class Scenarios
             Check($"ddp nosync {dtype}", local1);
             x.Dispose(); y.Dispose();
         }
-        return s_fails;
+        return Failures();
+    }
+
+    // Thirty AdamW steps at lr 1e-3: the DDP ranks' global loss (the average of the local ones) and weights follow one
+    // process with the global batch, float64 within 1e-12 and float32 within 1e-5 (summation order only).
+    public static int Train(ProcessGroup g)
+    {
+        int w = g.WorldSize, r = g.Rank, local = 8, global = local * w, steps = 30;
+        foreach (var (dtype, tol) in new[] { (DType.Float64, 1e-12), (DType.Float32, 1e-5) })
+        {
+            using var reference = new Net(dtype, 11);
+            using var net = new Net(dtype, 11 + (ulong)r);
+            using var ddp = new DistributedDataParallel(net, g, bucketCapBytes: 1024);
+            var optRef = new AdamW(reference.Parameters(), lr: 1e-3);
+            var opt = new AdamW(ddp.Parameters(), lr: 1e-3);
+            double worst = 0; string detail = "";
+            for (int step = 0; step < steps; step++)
+            {
+                using var scope = Tensor.NewScope();
+                // A fresh global batch every step; each rank takes its contiguous share.
+                var x = Tensor.FromArray(Enumerable.Range(0, global * 6).Select(i => Math.Cos(0.31 * i + step)).ToArray(), new Shape([global, 6])).To(dtype);
+                var y = Tensor.FromArray(Enumerable.Range(0, global * 3).Select(i => Math.Sin(0.17 * i - step)).ToArray(), new Shape([global, 3])).To(dtype);
+                var lossRef = reference.Forward(x).MseLoss(y);
+                lossRef.Backward(); optRef.Step(); optRef.ZeroGrad();
+                var loss = ddp.Forward(x.Narrow(0, r * local, local)).MseLoss(y.Narrow(0, r * local, local));
+                loss.Backward(); opt.Step(); opt.ZeroGrad();
+                var mean = loss.Detach().Clone();
+                g.AllReduce(mean, ReduceOp.Average).Wait();
+                double want = lossRef.Item(), got = mean.Item(), err = Math.Abs(got - want) / Math.Max(Math.Abs(want), 1e-30);
+                if (err > worst) { worst = err; detail = $"step {step + 1}: {got:R} vs {want:R}"; }
+            }
+            Check($"ddp 30 steps losses {dtype}", worst <= tol, $"worst relative {worst:E2} at {detail}");
+            bool ok = true; string wd = "";
+            foreach (var ((name, p), (_, q)) in net.NamedParameters().Zip(reference.NamedParameters()))
+                if (!Close(p.ToArray<double>(), q.ToArray<double>(), tol, out var d)) { ok = false; wd += $"{name}: {d}; "; }
+            Check($"ddp 30 steps weights {dtype}", ok, wd);
+        }
+        return Failures();
+    }
+
+    // Dynamic loss scaling across ranks: at step 2 only the last rank's batch holds an inf, so only its local gradients
+    // overflow. DDP's average makes every rank's gradients non-finite, so every rank's scaler skips that step and halves
+    // its scale, and the replicas stay equal. Without DDP, ReduceFoundInf makes a per-rank flag agree.
+    public static int Scaler(ProcessGroup g)
+    {
+        int w = g.WorldSize, r = g.Rank, local = 4;
+        using var net = new Net(DType.Float32, 5);
+        using var ddp = new DistributedDataParallel(net, g);
+        var opt = new AdamW(ddp.Parameters(), lr: 1e-2);
+        using var scaler = new GradScaler(initScale: 1024);
+        bool agree = true; string detail = "";
+        for (int step = 1; step <= 3; step++)
+        {
+            using var scope = Tensor.NewScope();
+            var xs = Enumerable.Range(0, local * 6).Select(i => Math.Cos(0.3 * i + r + step)).ToArray();
+            if (step == 2 && r == w - 1) xs[5] = double.PositiveInfinity;
+            var x = Tensor.FromArray(xs, new Shape([local, 6])).To(DType.Float32);
+            var y = Tensor.Zeros([local, 3], DType.Float32);
+            var before = net.Parameters().Select(p => p.ToArray<double>()).ToArray();
+            var loss = ddp.Forward(x).MseLoss(y);
+            scaler.Scale(loss).Backward();
+            scaler.Step(opt);
+            scaler.Update();
+            opt.ZeroGrad();
+            bool taken = scaler.LastStepTaken!.Item<bool>();
+            bool unchanged = net.Parameters().Zip(before).All(z => z.First.ToArray<double>().SequenceEqual(z.Second));
+            // Every rank's (taken, scale, first weight) gathered: they must be identical.
+            var mine = Tensor.FromArray(new[] { taken ? 1.0 : 0.0, scaler.GetScale(), net.Parameters().First().ToArray<double>()[0] });
+            var all = Tensor.Zeros([3 * w], DType.Float64);
+            g.AllGather(all, mine).Wait();
+            var v = all.ToArray<double>();
+            for (int k = 1; k < w; k++)
+                if (v[3 * k] != v[0] || v[3 * k + 1] != v[1] || v[3 * k + 2] != v[2]) { agree = false; detail += $"step {step}: rank {k} ({v[3 * k]}, {v[3 * k + 1]}, {v[3 * k + 2]}) vs rank 0 ({v[0]}, {v[1]}, {v[2]}); "; }
+            bool wantTaken = step != 2;
+            double wantScale = step < 2 ? 1024 : 512;
+            Check($"scaler step {step}: {(wantTaken ? "taken" : "skipped")} on every rank, scale {wantScale}",
+                taken == wantTaken && unchanged == !wantTaken && scaler.GetScale() == wantScale, $"taken {taken}, weights unchanged {unchanged}, scale {scaler.GetScale()}");
+        }
+        Check("scaler agreement across ranks", agree, detail);
+        using (var found = Tensor.Full([], r == 0 ? 1.0 : 0.0))
+        {
+            g.ReduceFoundInf(found);
+            Check("ReduceFoundInf: a flag raised on rank 0 only is raised on every rank", found.Item() == 1);
+        }
+        return Failures();
     }
 
     public static int Sampler(ProcessGroup g)
@@ -230,7 +334,7 @@ static class Scenarios
         bx.Dispose(); by.Dispose();
         s.SetEpoch(3);
         Check("SetEpoch reshuffles", !s.Indices().SequenceEqual(mine));
-        return s_fails;
+        return Failures();
     }
 
     // Rank 1 never joins: rank 0's watchdog fires (ENGINE_DIST_TIMEOUT) and the job exits 10.

@@ -36,6 +36,13 @@ public sealed class CudaStorage : Storage
     /// <summary>The storage's bytes on the device (valid until the storage is freed).</summary>
     public ArrayView<byte> View => _buffer is not null ? _view : throw new ObjectDisposedException(nameof(CudaStorage));
 
+    /// <summary>
+    /// The device address of the storage's first byte (valid until the storage is freed): what a C library that takes
+    /// raw device pointers (NCCL, cuBLAS) is passed. ILGPU keeps an ArrayView's address internal; the view starts at
+    /// offset 0 of its buffer, whose address is public.
+    /// </summary>
+    public IntPtr DevicePointer => _buffer?.NativePtr ?? throw new ObjectDisposedException(nameof(CudaStorage));
+
     /// <summary>The bytes of the whole block (the view plus the rounding of its size class).</summary>
     internal long BlockLength => _buffer?.Length ?? 0;
 

@@ -26,6 +26,9 @@ sealed class BenchSettings : CommandSettings
     [CommandOption("--emulate"), Description("Run the CUDA kernels on ILGPU's CPU accelerator (no GPU needed): the timings mean nothing, the launch counts are exact.")]
     public bool Emulate { get; set; }
 
+    [CommandOption("--nproc <N>"), Description("Data-parallel ranks through mpirun (N ≥ 2): instead of the workloads, time the DDP training step of a small GPT on the CPU (rows compute_ms, comm_ms, step_ms, exposed_comm_ms, hidden_fraction; default reps 10).")]
+    public int? Nproc { get; set; }
+
     [CommandOption("--launches-only"), Description("Only count the kernel launches of the training-step workloads (one warm-up and one counted step each; no timing).")]
     public bool LaunchesOnly { get; set; }
 }
@@ -41,6 +44,13 @@ sealed class BenchCommand : Command<BenchSettings>
 {
     public override int Execute(CommandContext context, BenchSettings s, CancellationToken cancellationToken)
     {
+        if (s.Nproc is not null || Engine.Distributed.LaunchEnvironment.FromEnvironment().WorldSize > 1)
+        {
+            if (Training.NprocLauncher.RunIfAsked(s.Nproc, null) is int job) return job;
+            if (Engine.Distributed.LaunchEnvironment.FromEnvironment().WorldSize < 2) throw new UsageException("--nproc: the data-parallel benchmark needs at least 2 ranks");
+            if (s.Reps is < 1 or > 100_000) throw new UsageException($"--reps must be in [1, 100000], got {s.Reps}");
+            return DdpBench.Run(s.Reps ?? 10, s.Json);
+        }
         if (s.Emulate) Engine.Backends.Cuda.CudaBackend.EnableEmulation();
         var device = Devices.Parse(s.Device);
         var only = s.Only?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

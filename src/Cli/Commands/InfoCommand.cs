@@ -34,6 +34,12 @@ sealed class InfoCommand : Command<InfoCommand.Settings>
             if (driver) NativeLibrary.Free(h);
             Console.WriteLine($"  cuda     unavailable: {(driver ? "" : "no NVIDIA driver (libcuda not found); ")}{e.Message}");
         }
+        // The libraries of engine train --nproc / under mpirun: MPI for CPU ranks, NCCL for CUDA ranks.
+        Console.WriteLine("distributed:");
+        var (mpiFound, mpi) = Engine.Distributed.Libraries.Mpi();
+        Console.WriteLine($"  mpi      {(mpiFound ? mpi : "unavailable: " + mpi)}");
+        var (ncclFound, nccl) = Engine.Distributed.Libraries.Nccl();
+        Console.WriteLine($"  nccl     {(ncclFound ? nccl : "unavailable: " + nccl)}");
         return ExitCodes.Ok;
     }
 

@@ -100,6 +100,12 @@ sealed class TrainSettings : CommandSettings
     [CommandOption("--quiet"), Description("Print no progress, only the summary.")]
     public bool Quiet { get; set; }
 
+    [CommandOption("--nproc <N>"), Description("Data-parallel ranks on this machine, started through Open MPI's mpirun; --batch is the global batch, split across them (default 1). Under mpirun or srun the ranks are found without it.")]
+    public int? Nproc { get; set; }
+
+    [CommandOption("--dist-timeout <SECONDS>"), Description("With several ranks: how long a rank waits for the others in a collective before it fails naming them, exit code 10 (default 60).")]
+    public double? DistTimeout { get; set; }
+
     /// <summary>The options given on the command line, by name, as text (to compare with a checkpoint's).</summary>
     public Dictionary<string, string> Given()
     {
@@ -124,7 +130,10 @@ sealed class TrainCommand : Command<TrainSettings>
     {
         Check(s.Threads is null or >= 1, "--threads must be at least 1");
         if (s.Threads is int threads) CpuBackend.DefaultOptions = CpuBackend.DefaultOptions with { Threads = threads };
-        return s.Resume is null ? StartNew(s, Knobs(s, null)) : Continue(s);
+        // A new run's batch is known here; a resume takes the checkpoint's, which the ranks check.
+        if (NprocLauncher.RunIfAsked(s.Nproc, s.Batch ?? (s.Resume is null ? new TrainOptions().Batch : null)) is int job) return job;
+        using var ranks = DataParallel.Join(s.DistTimeout);
+        return s.Resume is null ? StartNew(s, Knobs(s, null), ranks) : Continue(s, ranks);
     }
 
     /// <summary>How to carry the run out: the flags given, else the checkpoint's (a resume keeps them), else the defaults.</summary>
@@ -144,7 +153,7 @@ sealed class TrainCommand : Command<TrainSettings>
         return knobs;
     }
 
-    static int StartNew(TrainSettings s, TrainKnobs knobs)
+    static int StartNew(TrainSettings s, TrainKnobs knobs, DataParallel ranks)
     {
         var d = new TrainOptions();
         var o = new TrainOptions
@@ -175,6 +184,9 @@ sealed class TrainCommand : Command<TrainSettings>
         using var task = MakeTask(o);
         if (o.InitFrom is not null) HfInit.CheckVocabulary(o, task.Task);
         var outDir = s.Out ?? Path.Combine("runs", o.Data is not null ? "tokens" : o.Text is null ? "sort" : "text");
+        ranks.LocalBatch(o.Batch);
+        // Rank 0 alone owns the run directory; the other ranks train without touching it.
+        if (!ranks.IsWriter) return new Trainer(null, task.Task, o, device, knobs, resumeFrom: null, ranks).Run();
         using var run = RunDirectory.OpenForWriting(outDir);
         var existing = Directory.EnumerateFileSystemEntries(outDir).Select(Path.GetFileName).Where(n => n is not RunDirectory.LockFile).ToList();
         if (existing.Count > 0)
@@ -186,7 +198,7 @@ sealed class TrainCommand : Command<TrainSettings>
             }
             ClearRun(outDir);
         }
-        return new Trainer(run, task.Task, o, device, knobs, resumeFrom: null).Run();
+        return new Trainer(run, task.Task, o, device, knobs, resumeFrom: null, ranks).Run();
     }
 
     /// <summary>The run's task, disposed with it (a token data task holds its memory-mapped files).</summary>
@@ -201,7 +213,7 @@ sealed class TrainCommand : Command<TrainSettings>
         : o.Text is not null ? new TextTask(TextTask.ReadText(o.Text), o.Context, o.Tokenizer is null or "char" ? null : TextTokenizer.Bpe(o.Tokenizer))
         : new SortTask(o.SortLength, o.SortDigits));
 
-    static int Continue(TrainSettings s)
+    static int Continue(TrainSettings s, DataParallel ranks)
     {
         var c = Checkpoints.Resolve(s.Resume!);
         bool fork = s.Out is not null && !SamePath(s.Out, c.RunDir);
@@ -219,7 +231,7 @@ sealed class TrainCommand : Command<TrainSettings>
         }
         // Into the run's own directory: take its lock first, so a live writer is reported as such (exit 6) and cannot
         // prune the checkpoint while it is being verified; then resolve again under the lock.
-        using var own = fork ? null : RunDirectory.OpenForWriting(c.RunDir);
+        using var own = fork || !ranks.IsWriter ? null : RunDirectory.OpenForWriting(c.RunDir);
         if (own is not null) c = Checkpoints.Resolve(s.Resume!);
         Checkpoints.Verify(c);
         var state = Checkpoint.ReadTrainer(c);
@@ -236,6 +248,12 @@ sealed class TrainCommand : Command<TrainSettings>
         if (text is not null && !File.Exists(text)) throw new UsageException($"the run trains on {text}, which is gone: restore the file to resume");
         if (o.Data is { } data && !File.Exists(Path.Combine(data, TokenDataset.MetaFile))) throw new UsageException($"the run trains on the data set {data}, which is gone: restore it to resume");
         var knobs = Knobs(s, state.Knobs);
+        ranks.LocalBatch(o.Batch);
+        if (!ranks.IsWriter)
+        {
+            using var readOnly = MakeTask(o);
+            return new Trainer(null, readOnly.Task, o, device, knobs, resumeFrom: c, ranks).Run();
+        }
         var outDir = fork ? s.Out! : c.RunDir;
         using var forked = fork ? RunDirectory.OpenForWriting(outDir) : null;
         var run = own ?? forked!;
@@ -263,7 +281,7 @@ sealed class TrainCommand : Command<TrainSettings>
             if (File.Exists(src)) File.Copy(src, Path.Combine(outDir, Metrics.FileName));
         }
         using var task = MakeTask(o);
-        return new Trainer(run, task.Task, o, device, knobs, resumeFrom: c).Run();
+        return new Trainer(run, task.Task, o, device, knobs, resumeFrom: c, ranks).Run();
     }
 
     static int Finished(ResolvedCheckpoint c, TrainerState state)

@@ -9,15 +9,21 @@ namespace Engine.Cli.Training;
 /// <summary>
 /// The training loop of <c>engine train</c>: AdamW with warm-up + cosine schedule, optional clipping and AMP; a
 /// checkpoint every <see cref="TrainKnobs.SaveEvery"/> steps and at the end, only ever of finite weights; metrics
-/// appended per step; SIGINT/SIGTERM save and exit 130; too many bad steps in a row stop with exit code 4.
+/// appended per step; SIGINT/SIGTERM save and exit 130; too many bad steps in a row stop with exit code 4. With
+/// several ranks (<see cref="DataParallel"/>) each trains on its share of the global batch under
+/// DistributedDataParallel; rank 0 alone, given the run directory (<paramref name="run"/> is null on the others),
+/// writes and prints.
 /// </summary>
-sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device, TrainKnobs knobs, ResolvedCheckpoint? resumeFrom)
+sealed class Trainer(RunDirectory? run, ITask task, TrainOptions o, Device device, TrainKnobs knobs, ResolvedCheckpoint? resumeFrom, DataParallel? ranks = null)
 {
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
     public int Run()
     {
-        var w = Console.Out;
+        var dist = ranks ?? DataParallel.Single;
+        var w = dist.IsWriter ? Console.Out : TextWriter.Null;
+        device = dist.RankDevice(device);
+        string runPath = run?.Path ?? "rank 0's run directory";
         // A --init-from run's model is the Hugging Face directory's (its vocabulary, head, activation and epsilon too);
         // resumed, the checkpoint's, which records all of it.
         var config = o.InitFrom is not { } init ? new GptConfig(task.VocabSize, task.ContextLength, o.Layers, o.Heads, o.DModel, o.Dropout)
@@ -44,6 +50,8 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
         foreach (var g in optimizer.ParamGroups) g.Lr = o.Lr;
         var schedule = new WarmupCosineLr(optimizer, Math.Max(1, o.Steps / 10), o.Steps, o.Lr / 10);
         schedule.SetStep(resumed?.ScheduleStep ?? 0);
+        // After the restore: DDP checks that every rank built the same model and copies rank 0's weights to the others.
+        using var ddp = dist.Wrap(model, device);
 
         w.WriteLine($"engine train: task {task.Name}{(task.Tokenizer is { } tk ? $" ({tk.Name} tokenizer)" : "")} (vocab {task.VocabSize}, context {task.ContextLength}), GPT {o.Layers} layers × {o.Heads} heads × d{o.DModel}, {model.ParameterCount():N0} parameters, on {device}");
         if (o.InitFrom is { } source && resumeFrom is null)
@@ -59,11 +67,11 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
             var changes = resumed!.Options.ByName().Where(kv => o.ByName()[kv.Key] != kv.Value).Select(kv => $"{kv.Key} {kv.Value} → {o.ByName()[kv.Key]}").ToList();
             w.WriteLine($"resuming from {rc.StepDir} (step {start}){(rc.Note is null ? "" : "; " + rc.Note)}{(changes.Count > 0 ? "; from this step on: " + string.Join(", ", changes) : "")}");
         }
-        w.WriteLine(string.Create(Inv, $"steps {start}→{o.Steps}, batch {o.Batch}, AdamW lr {o.Lr:G3} (warm-up + cosine), weight decay {o.WeightDecay}, clip {(o.ClipNorm > 0 ? o.ClipNorm.ToString(Inv) : "off")}, seed {o.Seed}; checkpoints every {knobs.SaveEvery} steps (keeping {knobs.Keep}) in {Path.GetFullPath(run.Path)}"));
+        w.WriteLine(string.Create(Inv, $"steps {start}→{o.Steps}, batch {o.Batch}, AdamW lr {o.Lr:G3} (warm-up + cosine), weight decay {o.WeightDecay}, clip {(o.ClipNorm > 0 ? o.ClipNorm.ToString(Inv) : "off")}, seed {o.Seed}; checkpoints every {knobs.SaveEvery} steps (keeping {knobs.Keep}) in {Path.GetFullPath(runPath)}{(dist.IsDistributed ? $"; {dist.WorldSize} ranks × {dist.LocalBatch(o.Batch)} sequences" : "")}"));
 
-        using var metrics = new Metrics(run.Path, start);
+        using var metrics = run is null ? null : new Metrics(run.Path, start);
         using var interrupts = new Interrupts();
-        var progress = new Progress(o.Steps, knobs.Quiet);
+        var progress = new Progress(o.Steps, knobs.Quiet || !dist.IsWriter);   // reported by rank 0 only
         long end = Math.Min(o.Steps, knobs.StopAt ?? long.MaxValue);
         long step = start, lastSaved = resumeFrom is null ? -1 : start, badRun = 0, skipped = 0;
         double lastLoss = double.NaN, lastGoodLoss = double.NaN;
@@ -84,8 +92,11 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
             }
             var state = new TrainerState(o, step, schedule.LastStep, dataPosition, generator.GetState().Seed, generator.GetState().Offset,
                 autocast is null ? null : scaler.StateDict(), knobs, newBest ?? best);
-            run.SaveCheckpoint(step, dir => Checkpoint.Write(dir, model, task, optimizer, state), knobs.Keep);
-            Metrics.WritePlot(run.Path);
+            if (run is not null)
+            {
+                run.SaveCheckpoint(step, dir => Checkpoint.Write(dir, model, task, optimizer, state), knobs.Keep);
+                Metrics.WritePlot(run.Path);
+            }
             lastSaved = step;
             return true;
         }
@@ -103,7 +114,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                 if (Save(candidate))
                 {
                     best = candidate;
-                    run.SetBest(step);
+                    run?.SetBest(step);
                 }
             }
         }
@@ -118,11 +129,12 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                 bool taken = true;
                 using (var scope = Tensor.NewScope())
                 {
-                    var (x, y) = task.Batch(o.Batch, o.Seed, dataPosition);
+                    var (x, y) = dist.Shard(task.Batch(o.Batch, o.Seed, dataPosition));
                     Tensor loss;
                     using (autocast is { } region ? AutocastMode.Autocast(region, device.Type) : null)
                     {
-                        var logits = model.Forward(x.To(device));
+                        var input = x.To(device);
+                        var logits = ddp is null ? model.Forward(input) : ddp.Forward(input);
                         loss = logits.View(-1, config.VocabSize).CrossEntropy(y.To(device).View(-1));
                     }
                     if (autocast is null)
@@ -141,7 +153,7 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                         if (scaler.LastStepTaken is { } t && !t.Item<bool>()) { taken = false; skipped++; }
                     }
                     optimizer.ZeroGrad();
-                    lastLoss = loss.Item();
+                    lastLoss = dist.Average(loss.Item());
                 }
                 schedule.Step();
                 step++;
@@ -151,8 +163,8 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
                 bool good = double.IsFinite(lastLoss) && taken;
                 if (good) Validate();
                 else lastVal = null;
-                metrics.Add(step, lastLoss, lr, scale, tps, o.Batch, lastVal);
-                progress.Report(step, lastLoss, tps, string.Join("  ", new[]
+                metrics?.Add(step, lastLoss, lr, scale, tps, o.Batch, lastVal);
+                if (dist.IsWriter) progress.Report(step, lastLoss, tps, string.Join("  ", new[]
                 {
                     o.Precision == "fp16" ? string.Create(Inv, $"scale {scale:G}  skipped {skipped}") : "",
                     best is { } b ? string.Create(Inv, $"val {b.ValLoss:F4} (best, step {b.Step})") : "",
@@ -160,37 +172,38 @@ sealed class Trainer(RunDirectory run, ITask task, TrainOptions o, Device device
 
                 if (good) { badRun = 0; lastGoodLoss = lastLoss; lastGoodStep = step; }
                 else if (++badRun >= knobs.MaxBadSteps) { stopReason = "diverged"; return; }
-                if (interrupts.Requested is { } sig) { stopReason = sig; Save(); return; }
+                if (dist.StopRequested(interrupts.Requested) is { } sig) { stopReason = sig; Save(); return; }
                 if (good && step % knobs.SaveEvery == 0) Save();
             }
         });
 
         if (stopReason == "diverged")
         {
-            string last = lastSaved >= 0 ? $"the last good checkpoint, step {lastSaved}, is kept in {run.Path}" : "no checkpoint was written";
+            string last = lastSaved >= 0 ? $"the last good checkpoint, step {lastSaved}, is kept in {runPath}" : "no checkpoint was written";
             throw new TrainingDivergedException(string.Create(Inv,
                 $"training diverged: {badRun} consecutive steps (up to step {step}) with a non-finite loss or an update skipped by the gradient scaler (--max-bad-steps {knobs.MaxBadSteps}); last finite loss {lastGoodLoss:G4} at step {lastGoodStep}; {last}. Try a lower --lr or fp32/bf16"));
         }
         if (stopReason is { } signal)
         {
+            if (dist.IsWriter)
             Console.Error.WriteLine(lastSaved == step
-                ? $"engine: interrupted by {signal} at step {step}: checkpoint saved; continue with: engine train --resume {run.Path}"
+                ? $"engine: interrupted by {signal} at step {step}: checkpoint saved; continue with: engine train --resume {runPath}"
                 : $"engine: interrupted by {signal} at step {step}: nothing new saved (the weights were not finite)");
             return ExitCodes.Interrupted;
         }
         Save();
         if (end < o.Steps)
         {
-            w.WriteLine($"stopped at step {end} of {o.Steps}; continue with: engine train --resume {run.Path}");
+            w.WriteLine($"stopped at step {end} of {o.Steps}; continue with: engine train --resume {runPath}");
             return ExitCodes.Ok;
         }
         double acc = task.Evaluate(model, knobs.EvalSamples);
         w.WriteLine(string.Create(Inv, $"final loss: {lastLoss:F4}"));
-        if (best is { } bb) w.WriteLine(string.Create(Inv, $"best val loss: {bb.ValLoss:F4} at step {bb.Step} ({Path.Combine(run.Path, RunDirectory.BestLink)} → {RunDirectory.StepName(bb.Step)})"));
+        if (best is { } bb) w.WriteLine(string.Create(Inv, $"best val loss: {bb.ValLoss:F4} at step {bb.Step} ({Path.Combine(runPath, RunDirectory.BestLink)} → {RunDirectory.StepName(bb.Step)})"));
         w.WriteLine(string.Create(Inv, $"eval accuracy: {acc * 100:F1}%"));
         w.WriteLine("samples:");
         foreach (var s in task.Samples(model, 3, o.Seed)) w.WriteLine("  " + s);
-        w.WriteLine($"wrote {Path.Combine(run.Path, RunDirectory.StepName(step))}, {Path.Combine(run.Path, Metrics.FileName)}, {Path.Combine(run.Path, Metrics.PlotName)}");
+        w.WriteLine($"wrote {Path.Combine(runPath, RunDirectory.StepName(step))}, {Path.Combine(runPath, Metrics.FileName)}, {Path.Combine(runPath, Metrics.PlotName)}");
         return ExitCodes.Ok;
     }
 }

@@ -88,6 +88,7 @@ internal sealed unsafe class MpiProcessGroup : ProcessGroup
         DType.Int64 => "ompi_mpi_int64_t",
         DType.Int32 => "ompi_mpi_int32_t",
         DType.Float16 or DType.BFloat16 => "ompi_mpi_uint16_t",     // moved as bit patterns, never reduced by MPI
+        DType.Bool => "ompi_mpi_uint8_t",                           // moved as bytes (a mask buffer), never reduced
         _ => throw new DTypeException("ProcessGroup", $"no MPI datatype for {d.Name()}"),
     });
 

@@ -67,7 +67,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
             }
             finally { t.Dispose(); }
         }
-        else
+        else if (WorldSize > 1)   // a world of one has its own id already: no rendezvous
         {
             var (addr, port) = TcpRendezvous.FromEnvironment();
             TcpRendezvous.Exchange(addr, port, Rank, WorldSize, Rank == 0 ? bytes.ToArray() : null, timeout).CopyTo(bytes);
@@ -100,7 +100,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
 
     static int NcclType(DType d) => d switch
     {
-        DType.Int32 => 2, DType.Int64 => 4, DType.Float16 => 6, DType.Float32 => 7, DType.Float64 => 8, DType.BFloat16 => 9,
+        DType.Bool => 1, DType.Int32 => 2, DType.Int64 => 4, DType.Float16 => 6, DType.Float32 => 7, DType.Float64 => 8, DType.BFloat16 => 9,
         _ => throw new DTypeException("ProcessGroup", $"NCCL has no type for {d.Name()}"),
     };
 
@@ -117,18 +117,10 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
         return (s.DetachFromScopes(), true);
     }
 
-    // CudaStorage exposes its bytes as an ArrayView, whose device address ILGPU keeps internal; the storage's view
-    // starts at offset 0 of its MemoryBuffer, whose NativePtr is public. Read through reflection until the backend
-    // exposes the pointer itself (src/Backends is outside this library).
-    static readonly System.Reflection.FieldInfo s_bufferField = typeof(CudaStorage).GetField("_buffer",
-        System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)
-        ?? throw new DistributedException("ProcessGroup", "CudaStorage has no _buffer field: update NcclProcessGroup.Address");
-
     static IntPtr Address(Tensor t)
     {
         var s = (CudaStorage)t.Storage;
-        var buffer = s_bufferField.GetValue(s) as ILGPU.Runtime.MemoryBuffer ?? throw new DisposedTensorException("ProcessGroup");
-        return buffer.NativePtr + (nint)(t.Layout.Offset * t.DType.ElementSize());
+        return s.DevicePointer + (nint)(t.Layout.Offset * t.DType.ElementSize());
     }
 
     Work Enqueue(string op, string what, Func<IntPtr, int> call, params (Tensor Original, Tensor Buffer, bool Staged, bool Write)[] buffers)
