@@ -210,7 +210,8 @@ public readonly struct GeluTanhOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public string Name => "GeluTanh";
     /// <inheritdoc/>
-    public float Apply(float x) => 0.5f * x * (1f + MathF.Tanh((float)C * (x + (float)K * x * x * x)));
+    // x·σ(2z), the same function as 0.5·x·(1 + tanh z) without the cancellation of 1 + tanh z for x &lt; 0.
+    public float Apply(float x) => x * default(SigmoidOp).Apply(2f * (float)C * (x + (float)K * x * x * x));
     /// <inheritdoc/>
     public double Apply(double x) => 0.5 * x * (1.0 + Math.Tanh(C * (x + K * x * x * x)));
     /// <inheritdoc/>
@@ -228,25 +229,25 @@ public readonly struct GeluTanhOp : IDifferentiableUnaryOp
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * C * (1 + 3 * K * x * x);
     }
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.GeluTanh(x, y); return true; }
 }
 
-/// <summary>GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)).</summary>
+/// <summary>GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), evaluated from erfc for x &lt; 0 so the tail does not cancel.</summary>
 public readonly struct GeluOp : IDifferentiableUnaryOp
 {
-    const double InvSqrt2 = 0.7071067811865476, InvSqrt2Pi = 0.3989422804014327;
+    const double InvSqrt2 = SpecialFunctions.InvSqrt2, InvSqrt2Pi = SpecialFunctions.InvSqrt2Pi;
     /// <inheritdoc/>
     public string Name => "Gelu";
     /// <inheritdoc/>
-    public float Apply(float x) => 0.5f * x * (1f + SpecialFunctions.Erf(x * (float)InvSqrt2));
+    public float Apply(float x) => SpecialFunctions.Gelu(x);
     /// <inheritdoc/>
     public double Apply(double x) => 0.5 * x * (1.0 + SpecialFunctions.Erf(x * InvSqrt2));
     /// <inheritdoc/>
-    public float Derivative(float x) => 0.5f * (1f + SpecialFunctions.Erf(x * (float)InvSqrt2)) + x * (float)InvSqrt2Pi * MathF.Exp(-0.5f * x * x);
+    public float Derivative(float x) => SpecialFunctions.NormalCdf(x) + x * (float)InvSqrt2Pi * MathF.Exp(-0.5f * x * x);
     /// <inheritdoc/>
     public double Derivative(double x) => 0.5 * (1.0 + SpecialFunctions.Erf(x * InvSqrt2)) + x * InvSqrt2Pi * Math.Exp(-0.5 * x * x);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Gelu(x, y); return true; }
 }
 
 /// <summary>SiLU (swish): x·σ(x).</summary>
@@ -263,7 +264,7 @@ public readonly struct SiluOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) { double s = default(SigmoidOp).Apply(x); return s * (1.0 + x * (1.0 - s)); }
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Silu(x, y); return true; }
 }
 
 /// <summary>xᵖ for a scalar exponent.</summary>

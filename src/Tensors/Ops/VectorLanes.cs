@@ -54,6 +54,11 @@ internal unsafe interface IFloatLanes<TSelf> where TSelf : unmanaged, IFloatLane
     static abstract TSelf MultiplyInDouble(TSelf a, TSelf b);
     /// <summary>(a + b)/(c + d) computed in float64 and rounded once to float32.</summary>
     static abstract TSelf RatioOfSumsInDouble(TSelf a, TSelf b, TSelf c, TSelf d);
+    /// <summary>
+    /// A float64 kernel applied to the lanes widened to float64 (exact) and rounded once back to float32: the way the
+    /// Gaussian and logistic kernels get a correctly rounded float32 result without double-float tricks.
+    /// </summary>
+    static abstract TSelf InDouble<TK>(TSelf x) where TK : struct, VectorMath.IDoubleKernel;
 }
 
 /// <summary>float64 lanes, with their bits also usable as int64 lanes.</summary>
@@ -117,6 +122,11 @@ internal readonly unsafe struct F512(Vector512<float> v) : IFloatLanes<F512>
         var (blo, bhi) = Vector512.Widen(b._v);
         return new(Vector512.Narrow(alo * blo, ahi * bhi));
     }
+    [MethodImpl(Inline)] public static F512 InDouble<TK>(F512 x) where TK : struct, VectorMath.IDoubleKernel
+    {
+        var (lo, hi) = Vector512.Widen(x._v);
+        return new(Vector512.Narrow(TK.Apply(new D512(lo)).V, TK.Apply(new D512(hi)).V));
+    }
     [MethodImpl(Inline)] public static F512 RatioOfSumsInDouble(F512 a, F512 b, F512 c, F512 d)
     {
         var (alo, ahi) = Vector512.Widen(a._v);
@@ -159,6 +169,11 @@ internal readonly unsafe struct F256(Vector256<float> v) : IFloatLanes<F256>
         var (alo, ahi) = Vector256.Widen(a._v);
         var (blo, bhi) = Vector256.Widen(b._v);
         return new(Vector256.Narrow(alo * blo, ahi * bhi));
+    }
+    [MethodImpl(Inline)] public static F256 InDouble<TK>(F256 x) where TK : struct, VectorMath.IDoubleKernel
+    {
+        var (lo, hi) = Vector256.Widen(x._v);
+        return new(Vector256.Narrow(TK.Apply(new D256(lo)).V, TK.Apply(new D256(hi)).V));
     }
     [MethodImpl(Inline)] public static F256 RatioOfSumsInDouble(F256 a, F256 b, F256 c, F256 d)
     {
@@ -203,6 +218,11 @@ internal readonly unsafe struct F128(Vector128<float> v) : IFloatLanes<F128>
         var (blo, bhi) = Vector128.Widen(b._v);
         return new(Vector128.Narrow(alo * blo, ahi * bhi));
     }
+    [MethodImpl(Inline)] public static F128 InDouble<TK>(F128 x) where TK : struct, VectorMath.IDoubleKernel
+    {
+        var (lo, hi) = Vector128.Widen(x._v);
+        return new(Vector128.Narrow(TK.Apply(new D128(lo)).V, TK.Apply(new D128(hi)).V));
+    }
     [MethodImpl(Inline)] public static F128 RatioOfSumsInDouble(F128 a, F128 b, F128 c, F128 d)
     {
         var (alo, ahi) = Vector128.Widen(a._v);
@@ -245,12 +265,14 @@ internal readonly unsafe struct F1(float v) : IFloatLanes<F1>
     [MethodImpl(Inline)] public static F1 ShiftRightLogicalInt(F1 a, int n) => F((int)((uint)I(a) >> n));
     [MethodImpl(Inline)] public static bool AnyIntLessThan(F1 a, int bound) => I(a) < bound;
     [MethodImpl(Inline)] public static F1 MultiplyInDouble(F1 a, F1 b) => new((float)((double)a._v * b._v));
+    [MethodImpl(Inline)] public static F1 InDouble<TK>(F1 x) where TK : struct, VectorMath.IDoubleKernel => new((float)TK.Apply(new D1(x._v)).V);
     [MethodImpl(Inline)] public static F1 RatioOfSumsInDouble(F1 a, F1 b, F1 c, F1 d) => new((float)(((double)a._v + b._v) / ((double)c._v + d._v)));
 }
 
 internal readonly unsafe struct D512(Vector512<double> v) : IDoubleLanes<D512>
 {
     readonly Vector512<double> _v = v;
+    internal Vector512<double> V { [MethodImpl(Inline)] get => _v; }
     public static int Count { [MethodImpl(Inline)] get => Vector512<double>.Count; }
     [MethodImpl(Inline)] public static D512 Load(double* p) => new(Vector512.Load(p));
     [MethodImpl(Inline)] public static void Store(D512 v, double* p) => v._v.Store(p);
@@ -278,6 +300,7 @@ internal readonly unsafe struct D512(Vector512<double> v) : IDoubleLanes<D512>
 internal readonly unsafe struct D256(Vector256<double> v) : IDoubleLanes<D256>
 {
     readonly Vector256<double> _v = v;
+    internal Vector256<double> V { [MethodImpl(Inline)] get => _v; }
     public static int Count { [MethodImpl(Inline)] get => Vector256<double>.Count; }
     [MethodImpl(Inline)] public static D256 Load(double* p) => new(Vector256.Load(p));
     [MethodImpl(Inline)] public static void Store(D256 v, double* p) => v._v.Store(p);
@@ -305,6 +328,7 @@ internal readonly unsafe struct D256(Vector256<double> v) : IDoubleLanes<D256>
 internal readonly unsafe struct D128(Vector128<double> v) : IDoubleLanes<D128>
 {
     readonly Vector128<double> _v = v;
+    internal Vector128<double> V { [MethodImpl(Inline)] get => _v; }
     public static int Count { [MethodImpl(Inline)] get => Vector128<double>.Count; }
     [MethodImpl(Inline)] public static D128 Load(double* p) => new(Vector128.Load(p));
     [MethodImpl(Inline)] public static void Store(D128 v, double* p) => v._v.Store(p);
@@ -333,6 +357,7 @@ internal readonly unsafe struct D128(Vector128<double> v) : IDoubleLanes<D128>
 internal readonly unsafe struct D1(double v) : IDoubleLanes<D1>
 {
     readonly double _v = v;
+    internal double V { [MethodImpl(Inline)] get => _v; }
     static long L(D1 a) => BitConverter.DoubleToInt64Bits(a._v);
     static D1 D(long bits) => new(BitConverter.Int64BitsToDouble(bits));
     static D1 Mask(bool b) => D(b ? -1L : 0L);
@@ -393,6 +418,7 @@ internal readonly unsafe struct X2F<TL>(TL a, TL b) : IFloatLanes<X2F<TL>> where
     [MethodImpl(Inline)] public static X2F<TL> ShiftRightLogicalInt(X2F<TL> a, int n) => new(TL.ShiftRightLogicalInt(a._a, n), TL.ShiftRightLogicalInt(a._b, n));
     [MethodImpl(Inline)] public static bool AnyIntLessThan(X2F<TL> a, int bound) => TL.AnyIntLessThan(a._a, bound) | TL.AnyIntLessThan(a._b, bound);
     [MethodImpl(Inline)] public static X2F<TL> MultiplyInDouble(X2F<TL> a, X2F<TL> b) => new(TL.MultiplyInDouble(a._a, b._a), TL.MultiplyInDouble(a._b, b._b));
+    [MethodImpl(Inline)] public static X2F<TL> InDouble<TK>(X2F<TL> x) where TK : struct, VectorMath.IDoubleKernel => new(TL.InDouble<TK>(x._a), TL.InDouble<TK>(x._b));
     [MethodImpl(Inline)] public static X2F<TL> RatioOfSumsInDouble(X2F<TL> a, X2F<TL> b, X2F<TL> c, X2F<TL> d) =>
         new(TL.RatioOfSumsInDouble(a._a, b._a, c._a, d._a), TL.RatioOfSumsInDouble(a._b, b._b, c._b, d._b));
 }

@@ -20,7 +20,7 @@ namespace Engine.Ops;
 /// the whole range, is within 2 ulp (1 ulp is the largest error seen); see <c>VectorMathTests</c>. The source <c>x</c> and destination <c>y</c> of every
 /// function may be the same span (in place) but must not otherwise overlap; <c>y</c> must be at least as long as <c>x</c>.
 /// </remarks>
-public static unsafe class VectorMath
+public static unsafe partial class VectorMath
 {
     /// <summary>
     /// The widest vector the kernels may use (512, 256, 128, or 0 for the scalar lanes): a test switch that shows every
@@ -53,12 +53,12 @@ public static unsafe class VectorMath
 
     // ---------------- the kernels ----------------
 
-    interface IFloatKernel
+    internal interface IFloatKernel
     {
         static abstract TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>;
     }
 
-    interface IDoubleKernel
+    internal interface IDoubleKernel
     {
         static abstract TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>;
     }
