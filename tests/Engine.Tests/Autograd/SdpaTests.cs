@@ -1,3 +1,5 @@
+using Engine.Amp;
+using Engine.Autocast;
 using Engine.Autograd;
 using Engine.Backends.Cpu;
 using Engine.Tests.Support;
@@ -292,5 +294,25 @@ public class SdpaTests
         Assert.Catch<DTypeException>(() => Tensor.ScaledDotProductAttention(qh, k, v).Dispose());
         using var mask = Tensor.Ones([3, 5]);
         Assert.Catch<EngineException>(() => Tensor.ScaledDotProductAttention(q, k, v, mask, isCausal: true).Dispose());
+    }
+
+    // PyTorch's CPU and CUDA autocast both run scaled_dot_product_attention in the lower precision.
+    [Test]
+    public void Autocast_RunsInTheLowerPrecisionOnEveryDevice()
+    {
+        foreach (var d in new[] { DeviceType.Cpu, DeviceType.Cuda })
+        {
+            Assert.That(AutocastPolicy.CategoryOf(typeof(Tensor.ScaledDotProductAttentionBackward), d), Is.EqualTo(AutocastCategory.LowerPrecision), d.ToString());
+            Assert.That(AutocastPolicy.TargetDType(typeof(Tensor.ScaledDotProductAttentionBackward), d, DType.BFloat16), Is.EqualTo(DType.BFloat16), d.ToString());
+        }
+        using var q = Tensor.Ones([2, 3, 4], requiresGrad: true);
+        using (AutocastMode.Autocast(DType.BFloat16, DeviceType.Cpu))
+        {
+            using var o = Tensor.ScaledDotProductAttention(q, q, q, isCausal: true);
+            Assert.That(o.DType, Is.EqualTo(DType.BFloat16));
+            using var loss = o.To(DType.Float32).Sum();
+            loss.Backward();
+        }
+        Assert.That(q.Grad!.DType, Is.EqualTo(DType.Float32));
     }
 }
