@@ -52,6 +52,8 @@ public static class AutocastPolicy
     {
         // Lower precision: tensor-core friendly products.
         [typeof(Tensor.MatMulBackward)] = AutocastCategory.LowerPrecision,
+        // scaled_dot_product_attention is in AT_FORALL_LOWER_PRECISION_FP, and in the CPU lower-precision list too.
+        [typeof(Tensor.ScaledDotProductAttentionBackward)] = AutocastCategory.LowerPrecision,
 
         // Float32: large dynamic range or long accumulations.
         [typeof(ExpOp)] = AutocastCategory.Float32,

@@ -1,19 +1,22 @@
 namespace Engine.Autograd.Nn;
 
 /// <summary>
-/// Causal multi-head self-attention written with explicit matmuls and a masked softmax: the reference that a fused
-/// attention kernel must match. Input and output [batch, time, dModel]; the q, k, v projections are one Linear
-/// (<c>qkv</c>) and the output projection is <c>proj</c>.
+/// Causal multi-head self-attention. Input and output [batch, time, dModel]; the q, k, v projections are one Linear
+/// (<c>qkv</c>) and the output projection is <c>proj</c>. By default the attention itself is the fused
+/// <see cref="Tensor.ScaledDotProductAttention"/> (causal); with <see cref="FusedAttention"/> false it is written with
+/// explicit matmuls and a masked softmax, the reference the fused op is tested against.
 /// </summary>
 public sealed class CausalSelfAttention : Module
 {
     readonly Tensor _future;
+    readonly Generator? _generator; // the attention dropout's, for the fused op's dropout
 
     /// <summary>Creates the layer for sequences up to <paramref name="contextLength"/>.</summary>
     public CausalSelfAttention(int dModel, int heads, int contextLength, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null)
     {
         if (dModel % heads != 0) throw new EngineException("CausalSelfAttention", $"dModel {dModel} is not divisible by heads {heads}");
         DModel = dModel; Heads = heads; ContextLength = contextLength;
+        _generator = generator;
         Qkv = RegisterModule("qkv", new Linear(dModel, 3 * dModel, true, device, dtype, generator));
         Proj = RegisterModule("proj", new Linear(dModel, dModel, true, device, dtype, generator));
         AttnDropout = RegisterModule("attn_dropout", new Dropout(dropout, generator));
@@ -39,6 +42,11 @@ public sealed class CausalSelfAttention : Module
     public Dropout AttnDropout { get; }
     /// <summary>Dropout on the output.</summary>
     public Dropout ResidDropout { get; }
+    /// <summary>
+    /// True (the default): one fused scaled-dot-product attention op (dropout on the weights, when training with
+    /// p &gt; 0, drawn inside it from the attention dropout's generator); false: the explicit matmul/softmax path.
+    /// </summary>
+    public bool FusedAttention { get; set; } = true;
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
@@ -53,11 +61,21 @@ public sealed class CausalSelfAttention : Module
         var q = parts[0].View(b, t, h, d).Transpose(1, 2);               // [b, h, t, d]
         var k = parts[1].View(b, t, h, d).Transpose(1, 2);
         var v = parts[2].View(b, t, h, d).Transpose(1, 2);
-        var att = q.MatMul(k.Transpose(-2, -1)).Mul(1.0 / Math.Sqrt(d)); // [b, h, t, t]
-        var mask = _future.Narrow(0, 0, t).Narrow(1, 0, t);
-        att = att.MaskedFill(mask, double.NegativeInfinity).Softmax(-1);
-        att = AttnDropout.Forward(att);
-        var y = att.MatMul(v).Transpose(1, 2).Reshape(b, t, DModel);     // [b, t, c]
+        Tensor heads;                                                    // [b, h, t, d]
+        if (FusedAttention)
+        {
+            double p = AttnDropout.Training ? AttnDropout.P : 0;
+            heads = Tensor.ScaledDotProductAttention(q, k, v, dropoutP: p, isCausal: true, generator: _generator);
+        }
+        else
+        {
+            var att = q.MatMul(k.Transpose(-2, -1)).Mul(1.0 / Math.Sqrt(d)); // [b, h, t, t]
+            var mask = _future.Narrow(0, 0, t).Narrow(1, 0, t);
+            att = att.MaskedFill(mask, double.NegativeInfinity).Softmax(-1);
+            att = AttnDropout.Forward(att);
+            heads = att.MatMul(v);
+        }
+        var y = heads.Transpose(1, 2).Reshape(b, t, DModel);             // [b, t, c]
         var result = ResidDropout.Forward(Proj.Forward(y));
         return result.MoveToOuterScope();
     }

@@ -264,4 +264,11 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     void IBackend.ForeachMul(IReadOnlyList<Storage> xs, Storage scalar)
     { KernelCounter.Record(nameof(IBackend.ForeachMul)); ForeachMul(xs, scalar); }
+
+    void IBackend.ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape)
+    { KernelCounter.Record(nameof(IBackend.ScaledDotProductAttention)); ScaledDotProductAttention(q, k, v, mask, o, lse, shape); }
+
+    void IBackend.ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
+        Storage dq, Storage dk, Storage dv, AttentionShape shape)
+    { KernelCounter.Record(nameof(IBackend.ScaledDotProductAttentionBackward)); ScaledDotProductAttentionBackward(q, k, v, mask, o, lse, dO, dq, dk, dv, shape); }
 }

@@ -152,6 +152,12 @@ public static class KernelRegistry
         yield return new("ForeachMul", Elementwise, s_floats, M(fe, nameof(ForeachKernels.Mul)), GridGroupSize);
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 
+        // ---- attention: Kernels/AttentionKernels.cs (grid-stride, a thread per output element; Float64 runs the composite) ----
+        var att = typeof(AttentionKernels);
+        foreach (var name in new[] { nameof(AttentionKernels.RowStats), nameof(AttentionKernels.Output), nameof(AttentionKernels.Delta),
+            nameof(AttentionKernels.GradQuery), nameof(AttentionKernels.GradKeyValue) })
+            yield return new($"Attention{name}", Row, s_narrow, M(att, name), GridGroupSize);
+
         // ---- GEMM: CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
         foreach (var p in GemmPlans.All.Where(p => !p.EmulatorOnly))
         {

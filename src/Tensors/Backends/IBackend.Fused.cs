@@ -129,7 +129,41 @@ public partial interface IBackend
     /// </summary>
     void UpdateScale(Storage scale, Storage growthTracker, Storage foundInf, double growthFactor, double backoffFactor, int growthInterval) =>
         CompositeKernels.UpdateScale(this, scale, growthTracker, foundInf, growthFactor, backoffFactor, growthInterval);
+
+    /// <summary>
+    /// Scaled-dot-product attention without dropout over <see cref="AttentionShape.Batch"/> independent heads:
+    /// o = softmax(q·kᵀ·scale + mask)·v, with q [batch, L, E], k [batch, S, E], v [batch, S, Ev] and o [batch, L, Ev]
+    /// contiguous in one float dtype. <paramref name="mask"/>, when given, is additive, contiguous [batch, L, S] (or
+    /// one [L, S] for every head when <see cref="AttentionShape.SharedMask"/>) in the work dtype (Float64 for Float64
+    /// operands, else Float32); <see cref="AttentionShape.Causal"/> also hides key j from query i when j &gt; i.
+    /// Writes the per-row logsumexp of the scaled, masked scores into <paramref name="lse"/> ([batch, L], work dtype)
+    /// for the backward; rows with no key (S = 0) give o = 0 and lse = −∞. Default:
+    /// <see cref="CompositeKernels.ScaledDotProductAttention"/>.
+    /// </summary>
+    void ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape) =>
+        CompositeKernels.ScaledDotProductAttention(this, q, k, v, mask, o, lse, shape);
+
+    /// <summary>
+    /// Gradients of <see cref="ScaledDotProductAttention"/> from its inputs, output, logsumexp and the output
+    /// gradient <paramref name="dO"/> (FlashAttention-2's rule: P = exp(s − lse), D = rowsum(dO∘o),
+    /// dS = P∘(dO·vᵀ − D)): dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dO, each of q's dtype and contiguous. Default:
+    /// <see cref="CompositeKernels.ScaledDotProductAttentionBackward"/>.
+    /// </summary>
+    void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
+        Storage dq, Storage dk, Storage dv, AttentionShape shape) =>
+        CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape);
 }
+
+/// <summary>The sizes and flags of one <see cref="IBackend.ScaledDotProductAttention"/> call.</summary>
+/// <param name="Batch">Independent heads (all batch dims folded).</param>
+/// <param name="Queries">L, queries per head.</param>
+/// <param name="Keys">S, keys (and values) per head.</param>
+/// <param name="HeadDim">E, the width of q and k.</param>
+/// <param name="ValueDim">Ev, the width of v and o.</param>
+/// <param name="Scale">Multiplies q·kᵀ before the mask is added.</param>
+/// <param name="Causal">Key j is hidden from query i when j &gt; i (PyTorch's top-left aligned lower triangle).</param>
+/// <param name="SharedMask">The mask is one [L, S] matrix for every head rather than [Batch, L, S].</param>
+public readonly record struct AttentionShape(int Batch, int Queries, int Keys, int HeadDim, int ValueDim, double Scale, bool Causal, bool SharedMask);
 
 /// <summary>Hyper-parameters of one Adam/AdamW update.</summary>
 /// <param name="Lr">Learning rate.</param>

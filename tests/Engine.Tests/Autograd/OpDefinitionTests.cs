@@ -101,6 +101,7 @@ public class OpDefinitionTests
             x.ScatterAdd(1, Tensor.FromArray(new long[] { 2, 0 }, [2, 1]), P(2, 1)), x.IndexAdd(1, idx, P(2, 3)),
             Tensor.Cat([x, x], 0), Tensor.Stack([x, x], 1), x.T, x.Permute(1, 0), x.Slice(1, 0, 2), x.Select(0, 1), x.Reshape(6),
             x.Unsqueeze(0).Expand(4, 2, 3), x.To(DType.Float32), x.Clone(), x.Contiguous(),
+            Tensor.ScaledDotProductAttention(x, x, x.MatMul(w), isCausal: true),
         };
         var seen = new HashSet<Type>();
         var stack = new Stack<GradNode>(outputs.Select(o => o.GradFn!));

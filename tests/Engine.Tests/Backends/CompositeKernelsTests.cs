@@ -337,6 +337,31 @@ public class CompositeKernelsTests
         }
     }
 
+    // ---- scaled-dot-product attention (odd sizes, L ≠ S, causal and a shared or per-head additive mask) ----
+
+    [TestCase(DType.Float32, false, 0), TestCase(DType.Float32, true, 0), TestCase(DType.Float32, false, 1), TestCase(DType.Float32, false, 2),
+     TestCase(DType.BFloat16, true, 0), TestCase(DType.BFloat16, false, 2)]
+    public void ScaledDotProductAttention_MatchesFused(DType dt, bool causal, int maskKind)
+    {
+        const int b = 3, l = 5, sk = 7, e = 4, ev = 3;
+        var shape = new AttentionShape(b, l, sk, e, ev, 0.6, causal, maskKind == 1);
+        double[] q = Data(b * l * e, 1), k = Data(b * sk * e, 2), v = Data(b * sk * ev, 3), g = Data(b * l * ev, 4);
+        double[]? mask = maskKind == 0 ? null : Data((maskKind == 1 ? 1 : b) * l * sk, 5, -3, 1);
+        var (f, c) = Both(be =>
+        {
+            using var qs = Buf.Of(q, dt); using var ks = Buf.Of(k, dt); using var vs = Buf.Of(v, dt);
+            using var ms = mask is null ? null : Buf.Of(mask, DType.Float32);
+            using var o = Buf.New(dt, b * l * ev); using var lse = Buf.New(DType.Float32, b * l);
+            be.ScaledDotProductAttention(qs, ks, vs, ms, o, lse, shape);
+            using var gs = Buf.Of(g, dt);
+            using var dq = Buf.New(dt, b * l * e); using var dk = Buf.New(dt, b * sk * e); using var dv = Buf.New(dt, b * sk * ev);
+            be.ScaledDotProductAttentionBackward(qs, ks, vs, ms, o, lse, gs, dq, dk, dv, shape);
+            return [o.Read(), lse.Read(), dq.Read(), dk.Read(), dv.Read()];
+        }, "ScaledDotProductAttention");
+        string[] names = ["o", "lse", "dq", "dk", "dv"];
+        for (int i = 0; i < f.Length; i++) AssertClose(c[i], f[i], i == 1 ? DType.Float32 : dt, names[i], i >= 2 ? 4 : 1);
+    }
+
     // Runs f on the fused and on the composite backend; the counter checks that the composite ran no fused kernel.
     static (double[][] Fused, double[][] Composite) Both(Func<IBackend, double[][]> f, string kernel)
     {

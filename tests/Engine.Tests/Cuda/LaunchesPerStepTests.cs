@@ -59,7 +59,12 @@ public class LaunchesPerStepTests
             // reductions are gone); the remaining Copy/Binary/MatMul are the fusion work of other changes.
             Assert.That(s.Count(nameof(IBackend.Reduce)), Is.LessThanOrEqualTo(20));
             Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 78 : 175));
-            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 360 : 470));
+            // The fused attention, one launch each way per layer, replaced the explicit path's two MatMul, masked fill
+            // and Softmax per layer and their backward: 247 (fp32), 336 (bf16) and 349 (fp16) launches now.
+            Assert.That(s.Count(nameof(IBackend.ScaledDotProductAttention)), Is.EqualTo(Small.Layers), "one fused attention per layer");
+            Assert.That(s.Count(nameof(IBackend.ScaledDotProductAttentionBackward)), Is.EqualTo(Small.Layers));
+            Assert.That(s.Count(nameof(IBackend.Softmax)) + s.Count(nameof(IBackend.SoftmaxBackward)), Is.Zero, "no attention softmax left");
+            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 250 : 350));
         }
         if (budgetAsserted) Assert.That(cuda.Launches, Is.LessThanOrEqualTo(budget), "the CUDA issue's budget");
         if (autocast is null)
@@ -70,10 +75,11 @@ public class LaunchesPerStepTests
         }
         // Under autocast the two devices follow their own policy tables (PyTorch's CPU list leaves softmax, the norms,
         // exp and sum in the input type, CUDA's runs them in float32): only the number of casts (Copy) may differ,
-        // and the CPU casts less.
+        // and the CPU casts no more. (The attention softmax was the one such op of the step; it is inside the fused
+        // attention now, which both tables run in the lower precision, so today the counts are equal.)
         static IEnumerable<KeyValuePair<string, long>> NoCopies(KernelCounterScope s) =>
             s.Counts.Where(kv => kv.Key != nameof(IBackend.Copy)).OrderBy(kv => kv.Key);
         Assert.That(NoCopies(cuda), Is.EqualTo(NoCopies(cpu)), $"cpu {cpu}\ncuda {cuda}");
-        Assert.That(cpu.Count(nameof(IBackend.Copy)), Is.LessThan(cuda.Count(nameof(IBackend.Copy))), "the CPU table casts fewer ops");
+        Assert.That(cpu.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(cuda.Count(nameof(IBackend.Copy))), "the CPU table casts no more ops");
     }
 }

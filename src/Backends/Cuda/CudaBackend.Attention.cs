@@ -1,0 +1,69 @@
+using Engine.Backends.Cuda.Kernels;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Engine.Backends.Cuda;
+
+public sealed partial class CudaBackend
+{
+    // Scaled-dot-product attention (Kernels/AttentionKernels.cs): two launches forward, three backward, counted as one
+    // call each. Float64 runs the composite (its float64 math would cost the float32 kernels registers; nothing in a
+    // training step uses it).
+
+    static AttentionArgs AttentionArgsOf(string op, Storage q, AttentionShape s, bool hasMask)
+    {
+        long widest = (long)s.Batch * Math.Max(s.Queries, s.Keys) * Math.Max(1, s.HeadDim + s.ValueDim);
+        if (widest > int.MaxValue) throw new ShapeException(op, $"{s.Batch} heads of [{s.Queries}, {s.Keys}] × {s.HeadDim + s.ValueDim} are more than one launch takes");
+        return new AttentionArgs
+        {
+            Batch = s.Batch, L = s.Queries, S = s.Keys, E = s.HeadDim, Ev = s.ValueDim, Type = (int)q.DType,
+            Causal = s.Causal ? 1 : 0, SharedMask = s.SharedMask ? 1 : 0, HasMask = hasMask ? 1 : 0, Scale = (float)s.Scale,
+        };
+    }
+
+    /// <inheritdoc/>
+    public void ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape)
+    {
+        const string op = "ScaledDotProductAttention";
+        ContractChecks.Floating(op, q.DType);
+        if (q.DType == DType.Float64) { CompositeKernels.ScaledDotProductAttention(this, q, k, v, mask, o, lse, shape); return; }
+        var a = AttentionArgsOf(op, q, shape, mask is not null);
+        long rows = (long)shape.Batch * shape.Queries;
+        if (rows == 0) return;
+        var mv = V(mask ?? lse);
+        Kernel("AttentionRowStats", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.RowStats))
+            (Grid(rows), V(q), V(k), mv, V(lse), a);
+        if (shape.ValueDim == 0) return;
+        Kernel("AttentionOutput", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.Output))
+            (Grid(rows * shape.ValueDim), V(q), V(k), V(v), mv, V(lse), V(o), a);
+    }
+
+    /// <inheritdoc/>
+    public void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
+        Storage dq, Storage dk, Storage dv, AttentionShape shape)
+    {
+        const string op = "ScaledDotProductAttentionBackward";
+        ContractChecks.Floating(op, q.DType);
+        if (q.DType == DType.Float64) { CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape); return; }
+        var a = AttentionArgsOf(op, q, shape, mask is not null);
+        long rows = (long)shape.Batch * shape.Queries, keys = (long)shape.Batch * shape.Keys;
+        var mv = V(mask ?? lse);
+        var delta = Allocate(Device, DType.Float32, Math.Max(rows, 1));
+        delta.AddRef();
+        try
+        {
+            if (rows > 0)
+            {
+                Kernel("AttentionDelta", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.Delta))
+                    (Grid(rows), V(o), V(dO), V(delta), a);
+                if (shape.HeadDim > 0)
+                    Kernel("AttentionGradQuery", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.GradQuery))
+                        (Grid(rows * shape.HeadDim), V(q), V(k), V(v), mv, V(lse), V(dO), V(delta), V(dq), a);
+            }
+            if (keys > 0 && shape.HeadDim + shape.ValueDim > 0)
+                Kernel("AttentionGradKeyValue", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.GradKeyValue))
+                    (Grid(keys * (shape.HeadDim + shape.ValueDim)), V(q), V(k), V(v), mv, V(lse), V(dO), V(delta), V(dk), V(dv), a);
+        }
+        finally { delta.Release(); }
+    }
+}
