@@ -264,4 +264,10 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     void IBackend.ForeachMul(IReadOnlyList<Storage> xs, Storage scalar)
     { KernelCounter.Record(nameof(IBackend.ForeachMul)); ForeachMul(xs, scalar); }
+
+    void IBackend.Linear(Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? bias, Storage y, Storage? pre, int m, int n, int k, Activation activation)
+    { KernelCounter.Record(nameof(IBackend.Linear)); Linear(x, xLayout, w, wLayout, bias, y, pre, m, n, k, activation); }
+
+    void IBackend.LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation)
+    { KernelCounter.Record(nameof(IBackend.LinearBackward)); LinearBackward(dy, saved, dz, dBias, m, n, activation); }
 }
