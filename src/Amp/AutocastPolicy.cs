@@ -52,6 +52,7 @@ public static class AutocastPolicy
     {
         // Lower precision: tensor-core friendly products.
         [typeof(Tensor.MatMulBackward)] = AutocastCategory.LowerPrecision,
+        [typeof(Tensor.LinearBackward)] = AutocastCategory.LowerPrecision,
         // scaled_dot_product_attention is in AT_FORALL_LOWER_PRECISION_FP, and in the CPU lower-precision list too.
         [typeof(Tensor.ScaledDotProductAttentionBackward)] = AutocastCategory.LowerPrecision,
 

@@ -72,4 +72,12 @@ public static class ContractChecks
         foreach (var c in otherCounts)
             if (c != count) throw new EngineException(op, $"the lists have {count} and {c} entries (a contract violation)");
     }
+
+    /// <summary>Asserts a fused Linear call's operands: x laid out [m, k], weight [n, k], non-negative sizes.</summary>
+    [Conditional("DEBUG")]
+    public static void Linear(string op, Layout x, Layout weight, int m, int n, int k)
+    {
+        if (x.Rank != 2 || weight.Rank != 2 || x.Shape[0] != m || x.Shape[1] != k || weight.Shape[0] != n || weight.Shape[1] != k)
+            throw new ShapeException(op, $"expected x [{m}, {k}] and weight [{n}, {k}] layouts, got {x} and {weight} (a contract violation)");
+    }
 }

@@ -152,6 +152,23 @@ public partial interface IBackend
     void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
         Storage dq, Storage dk, Storage dv, AttentionShape shape) =>
         CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape);
+    /// The fused linear layer, as <c>F.linear</c> followed by an activation: y = act(x·wᵀ + bias) with x laid out as
+    /// [m, k] and w as [n, k] (any strides), bias contiguous [n] or null, y contiguous [m, n]. When
+    /// <paramref name="pre"/> is given (contiguous [m, n]) it receives x·wᵀ + bias, the pre-activation a GELU backward
+    /// needs. One dtype for all; half types compute in float32 and round once on store. k may be 0 (y = act(bias)).
+    /// Default: <see cref="CompositeKernels.Linear"/> (matmul, add, activation).
+    /// </summary>
+    void Linear(Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? bias, Storage y, Storage? pre, int m, int n, int k, Activation activation) =>
+        CompositeKernels.Linear(this, x, xLayout, w, wLayout, bias, y, pre, m, n, k, activation);
+
+    /// <summary>
+    /// The elementwise half of <see cref="Linear"/>'s backward, in one pass over the contiguous [m, n] output gradient
+    /// <paramref name="dy"/>: dz = dy·act′ (from <paramref name="saved"/>: the output y for Relu, the pre-activation
+    /// for Gelu and GeluTanh; dz and saved are null for None) and dBias = Σ over rows of dz (of dy for None), when
+    /// given, accumulated in float32 or wider. Default: <see cref="CompositeKernels.LinearBackward"/>.
+    /// </summary>
+    void LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation) =>
+        CompositeKernels.LinearBackward(this, dy, saved, dz, dBias, m, n, activation);
 }
 
 /// <summary>The sizes and flags of one <see cref="IBackend.ScaledDotProductAttention"/> call.</summary>

@@ -11,6 +11,8 @@ internal unsafe struct GemmProblem<T> where T : unmanaged
     public T* B; public long* BOffsets; public long BRowStride, BColStride;
     public T* C; public long* COffsets; public long CRowStride;
     public bool Accumulate;
+    /// <summary>Applied to each finished block of C (never with <see cref="Accumulate"/>); the default does nothing.</summary>
+    public GemmEpilogue Epilogue;
 }
 
 /// <summary>
@@ -36,6 +38,8 @@ internal static unsafe class GemmDriver<T, TK>
         if (p.K <= 0)
         {
             if (!p.Accumulate) ZeroC(p);
+            if (p.Epilogue.Active)
+                for (int b = 0; b < p.Batch; b++) p.Epilogue.Apply(p.C, p.COffsets[b], p.CRowStride, 0, p.M, 0, p.N);
             return;
         }
 
@@ -128,6 +132,8 @@ internal static unsafe class GemmDriver<T, TK>
                         c + i * crs, p.Accumulate, fused);
                 break;
         }
+        // The direct paths produce this item's rows whole; they are small, so the item is still in cache.
+        if (p.Epilogue.Active) p.Epilogue.Apply(p.C, p.COffsets[b], crs, i0, i1, j0, j1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -161,6 +167,8 @@ internal static unsafe class GemmDriver<T, TK>
                     int mc = Math.Min(mcb, i1 - ic);
                     GemmPack<T>.PackA(mc, kc, mr, a + ic * p.ARowStride + pc * p.AColStride, p.ARowStride, p.AColStride, pa);
                     Macro(mc, nc, kc, pa, pb, c + ic * p.CRowStride + jc, p.CRowStride, add, scratch);
+                    // The block is final after the last KC panel: run the epilogue while it is in cache.
+                    if (pc + kc >= p.K && p.Epilogue.Active) p.Epilogue.Apply(p.C, p.COffsets[b], p.CRowStride, ic, ic + mc, jc, jc + nc);
                 }
             }
         }

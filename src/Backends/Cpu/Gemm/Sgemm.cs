@@ -34,7 +34,19 @@ public static unsafe class Sgemm
         float* a, ReadOnlySpan<long> aOffsets, long aRowStride, long aColStride,
         float* b, ReadOnlySpan<long> bOffsets, long bRowStride, long bColStride,
         float* c, ReadOnlySpan<long> cOffsets, long cRowStride,
-        bool accumulate, int maxThreads)
+        bool accumulate, int maxThreads) =>
+        GemmWithEpilogue(batch, m, n, k, a, aOffsets, aRowStride, aColStride, b, bOffsets, bRowStride, bColStride, c, cOffsets, cRowStride,
+            accumulate, maxThreads, default);
+
+    /// <summary>
+    /// <see cref="Gemm"/>
+    /// with an epilogue run on each finished block of C (the fused Linear's bias and activation).
+    /// </summary>
+    internal static void GemmWithEpilogue(int batch, int m, int n, int k,
+        float* a, ReadOnlySpan<long> aOffsets, long aRowStride, long aColStride,
+        float* b, ReadOnlySpan<long> bOffsets, long bRowStride, long bColStride,
+        float* c, ReadOnlySpan<long> cOffsets, long cRowStride,
+        bool accumulate, int maxThreads, in GemmEpilogue epilogue)
     {
         GemmKernelSelection.Validate(batch, m, n, k, aOffsets.Length, bOffsets.Length, cOffsets.Length);
         if (batch == 0 || m == 0 || n == 0) return;
@@ -46,7 +58,7 @@ public static unsafe class Sgemm
                 A = a, AOffsets = ao, ARowStride = aRowStride, AColStride = aColStride,
                 B = b, BOffsets = bo, BRowStride = bRowStride, BColStride = bColStride,
                 C = c, COffsets = co, CRowStride = cRowStride,
-                Accumulate = accumulate,
+                Accumulate = accumulate, Epilogue = epilogue,
             };
             switch (GemmKernelSelection.Current)
             {

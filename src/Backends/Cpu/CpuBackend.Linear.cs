@@ -1,0 +1,136 @@
+using Engine.Backends.Cpu.Gemm;
+using Engine.Ops;
+
+namespace Engine.Backends.Cpu;
+
+// The fused linear layer: one GEMM whose store epilogue adds the bias and applies the activation block by block
+// (GemmEpilogue), and a one-pass backward for dz = dy·act′ and the bias gradient.
+public sealed unsafe partial class CpuBackend
+{
+    /// <inheritdoc cref="IBackend.Linear"/>
+    public void Linear(Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? bias, Storage y, Storage? pre, int m, int n, int k, Activation activation)
+    {
+        const string op = nameof(Linear);
+        ContractChecks.Linear(op, xLayout, wLayout, m, n, k);
+        ContractChecks.SameDType(op, x, w, y);
+        ContractChecks.Floating(op, x.DType);
+        if (m == 0 || n == 0) return;
+        var dtype = x.DType;
+        if (dtype == DType.Float32 || dtype == DType.Float64)
+        {
+            var e = new GemmEpilogue { Bias = bias is null ? null : (void*)P(bias), Pre = pre is null ? null : (void*)P(pre), Activation = activation };
+            // y = x·wᵀ: B is w read transposed, B(k, j) = w(j, k).
+            if (dtype == DType.Float32)
+                Sgemm.GemmWithEpilogue(1, m, n, k, (float*)P(x), [xLayout.Offset], xLayout.Strides[0], xLayout.Strides[1],
+                    (float*)P(w), [wLayout.Offset], wLayout.Strides[1], wLayout.Strides[0],
+                    (float*)P(y), [0], n, accumulate: false, CpuParallel.MaxThreads, e);
+            else
+                Dgemm.GemmWithEpilogue(1, m, n, k, (double*)P(x), [xLayout.Offset], xLayout.Strides[0], xLayout.Strides[1],
+                    (double*)P(w), [wLayout.Offset], wLayout.Strides[1], wLayout.Strides[0],
+                    (double*)P(y), [0], n, accumulate: false, CpuParallel.MaxThreads, e);
+            return;
+        }
+        // Half types: widen the operands to float32 (uncounted: part of this one kernel), run the fused float32 GEMM,
+        // round once on store, as MatMul's half path.
+        var dev = x.Device;
+        var xw = Allocate(dev, DType.Float32, (long)m * k);
+        var ww = Allocate(dev, DType.Float32, (long)n * k);
+        var bw = bias is null ? null : Allocate(dev, DType.Float32, n);
+        var yw = Allocate(dev, DType.Float32, (long)m * n);
+        var pw = pre is null ? null : Allocate(dev, DType.Float32, (long)m * n);
+        xw.AddRef(); ww.AddRef(); bw?.AddRef(); yw.AddRef(); pw?.AddRef();
+        try
+        {
+            var xl = Layout.Contiguous([m, k]);
+            var wl = Layout.Contiguous([n, k]);
+            var yl = Layout.Contiguous([m, n]);
+            CopyUncounted(x, xLayout, xw, xl);
+            CopyUncounted(w, wLayout, ww, wl);
+            if (bias is not null) CopyUncounted(bias, Layout.Contiguous([n]), bw!, Layout.Contiguous([n]));
+            Linear(xw, xl, ww, wl, bw, yw, pw, m, n, k, activation);
+            CopyUncounted(yw, yl, y, yl);
+            if (pre is not null) CopyUncounted(pw!, yl, pre, yl);
+        }
+        finally { xw.Release(); ww.Release(); bw?.Release(); yw.Release(); pw?.Release(); }
+    }
+
+    /// <inheritdoc cref="IBackend.LinearBackward"/>
+    public void LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation)
+    {
+        ContractChecks.Floating(nameof(LinearBackward), dy.DType);
+        if (activation != Activation.None && (saved is null || dz is null))
+            throw new EngineException(nameof(LinearBackward), $"{activation} needs the saved activation and dz (a contract violation)");
+        if (n == 0 || activation == Activation.None && dBias is null) return;
+        var v = new LinearBackwardVisitor
+        {
+            DY = P(dy), Saved = saved is null ? 0 : P(saved), DZ = dz is null ? 0 : P(dz), DB = dBias is null ? 0 : P(dBias),
+            M = m, N = n, Activation = activation,
+        };
+        DTypeDispatch.Visit(dy.DType, ref v);
+    }
+
+    struct LinearBackwardVisitor : IDTypeVisitor
+    {
+        public nint DY, Saved, DZ, DB; public int M, N; public Activation Activation;
+        public readonly void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T>
+        {
+            switch (Activation)
+            {
+                case Activation.Relu: LinearBackwardKernel<T, TE, ReluOp>(DY, Saved, DZ, DB, M, N, true); break;
+                case Activation.Gelu: LinearBackwardKernel<T, TE, GeluOp>(DY, Saved, DZ, DB, M, N, true); break;
+                case Activation.GeluTanh: LinearBackwardKernel<T, TE, GeluTanhOp>(DY, Saved, DZ, DB, M, N, true); break;
+                default: LinearBackwardKernel<T, TE, ReluOp>(DY, 0, 0, DB, M, N, false); break;
+            }
+        }
+    }
+
+    // Column blocks are split over threads; each walks every row in order, so dz and the bias sums (float64
+    // accumulators) do not depend on the thread count. Float32 and half math in float32, float64 in float64.
+    const int LinearColumnBlock = 64;
+
+    static void LinearBackwardKernel<T, TE, TOp>(nint dyP, nint savedP, nint dzP, nint dbP, int m, int n, bool act)
+        where T : unmanaged where TE : struct, IElement<T> where TOp : struct, IDifferentiableUnaryOp
+    {
+        int blocks = (n + LinearColumnBlock - 1) / LinearColumnBlock;
+        long grain = Math.Max(1, (1L << 15) / Math.Max(1L, (long)m * LinearColumnBlock));
+        CpuParallel.For(blocks, grain, (s, e) =>
+        {
+            T* dy = (T*)dyP, sv = (T*)savedP, dz = (T*)dzP, db = (T*)dbP;
+            var op = default(TOp);
+            Span<double> acc = stackalloc double[LinearColumnBlock];
+            for (long blk = s; blk < e; blk++)
+            {
+                int j0 = (int)blk * LinearColumnBlock, cols = Math.Min(LinearColumnBlock, n - j0);
+                acc.Clear();
+                for (int i = 0; i < m; i++)
+                {
+                    long at = (long)i * n + j0;
+                    if (!act)
+                    {
+                        for (int j = 0; j < cols; j++) acc[j] += TE.ToDouble(dy[at + j]);
+                    }
+                    else if (typeof(T) == typeof(double))
+                    {
+                        for (int j = 0; j < cols; j++)
+                        {
+                            double d = TE.ToDouble(dy[at + j]) * op.Derivative(TE.ToDouble(sv[at + j]));
+                            dz[at + j] = TE.FromDouble(d);
+                            acc[j] += d;
+                        }
+                    }
+                    else
+                    {
+                        for (int j = 0; j < cols; j++)
+                        {
+                            // The bias gradient sums the stored dz (what the weight GEMMs read), as the composite does.
+                            var d = TE.FromFloat(TE.ToFloat(dy[at + j]) * op.Derivative(TE.ToFloat(sv[at + j])));
+                            dz[at + j] = d;
+                            acc[j] += TE.ToDouble(d);
+                        }
+                    }
+                }
+                if (db != null) for (int j = 0; j < cols; j++) db[j0 + j] = TE.FromDouble(acc[j]);
+            }
+        });
+    }
+}
