@@ -152,6 +152,8 @@ public partial interface IBackend
     void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
         Storage dq, Storage dk, Storage dv, AttentionShape shape) =>
         CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape);
+
+    /// <summary>
     /// The fused linear layer, as <c>F.linear</c> followed by an activation: y = act(x·wᵀ + bias) with x laid out as
     /// [m, k] and w as [n, k] (any strides), bias contiguous [n] or null, y contiguous [m, n]. When
     /// <paramref name="pre"/> is given (contiguous [m, n]) it receives x·wᵀ + bias, the pre-activation a GELU backward

@@ -1,0 +1,127 @@
+using Engine.Autograd;
+using Engine.Tests.Support;
+using NUnit.Framework;
+
+namespace Engine.Tests.Autograd;
+
+/// <summary>
+/// <see cref="Tensor.Linear"/> (F.linear with an optional fused activation) against act(x·Wᵀ + b) computed in
+/// float64 here, on every layout the test helpers make, batched, 1-D, empty and without bias; and its float64
+/// gradients by finite differences for every activation.
+/// </summary>
+public class LinearTests
+{
+    static readonly DType[] Floats = [DType.Float64, DType.Float32, DType.BFloat16, DType.Float16];
+
+    static double Act(Activation a, double z) => a switch
+    {
+        Activation.Relu => Math.Max(z, 0),
+        Activation.Gelu => 0.5 * z * (1 + Erf(z / Math.Sqrt(2))),
+        Activation.GeluTanh => 0.5 * z * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (z + 0.044715 * z * z * z))),
+        _ => z,
+    };
+
+    // Abramowitz-Stegun 7.1.26 is too coarse here; a series / continued fraction pair accurate to ~1e-15.
+    static double Erf(double x)
+    {
+        double ax = Math.Abs(x);
+        if (ax < 3)
+        {
+            double sum = 0, term = ax;
+            for (int n = 0; n < 200; n++) { sum += term / (2 * n + 1); term *= -ax * ax / (n + 1); }
+            return Math.Sign(x) * 2 / Math.Sqrt(Math.PI) * sum;
+        }
+        double f = 0;
+        for (int n = 60; n >= 1; n--) f = n / 2.0 / (ax + f);
+        return Math.Sign(x) * (1 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / (ax + f));
+    }
+
+    static (double[] y, double[] magnitude) Reference(double[] x, int rows, int inF, double[] w, int outF, double[]? b, Activation a)
+    {
+        var y = new double[rows * outF];
+        var mag = new double[rows * outF];
+        for (int r = 0; r < rows; r++)
+            for (int o = 0; o < outF; o++)
+            {
+                double s = b?[o] ?? 0, m = Math.Abs(b?[o] ?? 0);
+                for (int i = 0; i < inF; i++) { s += x[r * inF + i] * w[o * inF + i]; m += Math.Abs(x[r * inF + i] * w[o * inF + i]); }
+                y[r * outF + o] = Act(a, s);
+                mag[r * outF + o] = m;
+            }
+        return (y, mag);
+    }
+
+    static IEnumerable<TestCaseData> Shapes()
+    {
+        foreach (var a in new[] { Activation.None, Activation.Relu, Activation.Gelu, Activation.GeluTanh })
+        {
+            yield return new TestCaseData(new[] { 5, 7 }, 4, true, a);
+            yield return new TestCaseData(new[] { 2, 3, 7 }, 6, true, a);
+        }
+        yield return new TestCaseData(new[] { 7 }, 3, true, Activation.None);
+        yield return new TestCaseData(new[] { 5, 7 }, 4, false, Activation.Gelu);
+        yield return new TestCaseData(new[] { 0, 7 }, 4, true, Activation.None);
+        yield return new TestCaseData(new[] { 3, 1 }, 1, true, Activation.Relu);
+        yield return new TestCaseData(new[] { 3, 0 }, 4, true, Activation.None);
+    }
+
+    [TestCaseSource(nameof(Shapes))]
+    public void MatchesReference(int[] inputShape, int outF, bool withBias, Activation act)
+    {
+        var rng = new Random(inputShape.Sum() + outF + (int)act);
+        int inF = inputShape[^1], rows = Ref.Numel(inputShape[..^1]);
+        foreach (var dt in Floats)
+            foreach (var kind in Layouts.All)
+            {
+                var x = Ref.Random(rng, Ref.Numel(inputShape), dt);
+                var w = Ref.Random(rng, outF * inF, dt);
+                var b = withBias ? Ref.Random(rng, outF, dt) : null;
+                using var tx = Layouts.Make(x, inputShape, dt, kind);
+                using var tw = Layouts.Make(w, [outF, inF], dt, kind == Layouts.Kind.Transposed ? Layouts.Kind.Strided : Layouts.Kind.Transposed);
+                using var tb = b is null ? null : Layouts.Make(b, [outF], dt, Layouts.Kind.Contiguous);
+                using var y = Tensor.Linear(tx, tw, tb, act);
+                Assert.That(y.Shape, Is.EqualTo(inputShape[..^1].Append(outF).ToArray()), $"{dt} {kind}");
+                Assert.That(y.DType, Is.EqualTo(dt));
+                var (expected, magnitude) = Reference(x, rows, inF, w, outF, b, act);
+                var got = y.ToArray<double>();
+                var (rtol, atol) = Ref.Tol(dt);
+                // Sums of inF products: the error is relative to the terms' magnitude, not to a cancelling sum.
+                for (int i = 0; i < got.Length; i++)
+                    Assert.That(Math.Abs(got[i] - expected[i]), Is.LessThanOrEqualTo(2 * rtol * Math.Max(1, Math.Sqrt(inF)) * (magnitude[i] + Math.Abs(expected[i])) + atol),
+                        $"linear {act} {dt} {kind} [{i}]: got {got[i]}, expected {expected[i]}");
+            }
+    }
+
+    [TestCase(Activation.None, true)]
+    [TestCase(Activation.None, false)]
+    [TestCase(Activation.Relu, true)]
+    [TestCase(Activation.Gelu, true)]
+    [TestCase(Activation.GeluTanh, false)]
+    public void Float64Gradients_MatchFiniteDifferences(Activation act, bool withBias)
+    {
+        var rng = new Random(5 + (int)act);
+        // Away from ReLU's kink: finite differences across it are meaningless.
+        var xs = Ref.Random(rng, 2 * 3 * 4, DType.Float64);
+        using var x = Tensor.FromArray(xs, [2, 3, 4], requiresGrad: true);
+        using var w = Tensor.FromArray(Ref.Random(rng, 5 * 4, DType.Float64), [5, 4], requiresGrad: true);
+        using var b = Tensor.FromArray(Ref.Random(rng, 5, DType.Float64), [5], requiresGrad: true);
+        if (withBias) GradCheck.Check(t => Tensor.Linear(t[0], t[1], t[2], act), [x, w, b]);
+        else GradCheck.Check(t => Tensor.Linear(t[0], t[1], null, act), [x, w]);
+    }
+
+    [Test]
+    public void BadShapesAndDTypes_AreRefusedNamingThem()
+    {
+        using var x = Tensor.Zeros([2, 3]);
+        using var w = Tensor.Zeros([4, 5]);
+        var e = Assert.Throws<ShapeException>(() => Tensor.Linear(x, w).Dispose())!;
+        Assert.That(e.Message, Does.Contain("Linear").And.Contain("[2, 3]").And.Contain("[4, 5]"));
+        using var w2 = Tensor.Zeros([4, 3]);
+        using var b = Tensor.Zeros([5]);
+        e = Assert.Throws<ShapeException>(() => Tensor.Linear(x, w2, b).Dispose())!;
+        Assert.That(e.Message, Does.Contain("Linear").And.Contain("[5]"));
+        using var wd = Tensor.Zeros([4, 3], DType.Float64);
+        var d = Assert.Throws<DTypeException>(() => Tensor.Linear(x, wd).Dispose())!;
+        Assert.That(d.Message, Does.Contain("float32").And.Contain("float64").And.Contain("Linear"));
+    }
+}
