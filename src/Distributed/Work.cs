@@ -4,8 +4,11 @@ namespace Engine.Distributed;
 
 /// <summary>
 /// An asynchronous collective in flight (as <c>torch.distributed.Work</c>): the tensors it reads and writes must be
-/// left alone until <see cref="Wait()"/> returns. Every wait has a watchdog: past the group's timeout it throws a
-/// <see cref="DistributedTimeoutException"/> that names the ranks, so a dead or hung rank never hangs the others.
+/// left alone until <see cref="Wait()"/> returns. MPI: <c>Wait()</c> blocks the host until the collective is done.
+/// NCCL: <c>Wait()</c> makes the compute stream wait for it on the device and returns at once (as PyTorch's), so
+/// kernels queued afterwards see its results and reading a tensor (a host copy) waits for it. Every host wait has a
+/// watchdog: past the group's timeout it throws a <see cref="DistributedTimeoutException"/> that names the ranks, so a
+/// dead or hung rank never hangs the others (NCCL's group also runs a watchdog thread, for waits on the device).
 /// </summary>
 public abstract class Work
 {
@@ -34,7 +37,10 @@ public abstract class Work
     /// <summary>When it was posted (<see cref="Stopwatch.GetTimestamp"/>).</summary>
     public long StartedTimestamp { get; }
 
-    /// <summary>When it was seen complete (<see cref="Stopwatch.GetTimestamp"/>), or 0 while in flight.</summary>
+    /// <summary>
+    /// When it was seen complete or, for a wait on the device, when the compute stream was made to wait for it
+    /// (<see cref="Stopwatch.GetTimestamp"/>); 0 before.
+    /// </summary>
     public long CompletedTimestamp { get; private set; }
 
     /// <summary>Polls the library once: true when the collective is complete (its results are then in place).</summary>
@@ -49,10 +55,21 @@ public abstract class Work
         }
     }
 
-    /// <summary>Waits with the group's timeout (<see cref="ProcessGroup.Timeout"/>).</summary>
-    public void Wait() => Wait(_group.Timeout);
+    /// <summary>
+    /// Waits with the group's timeout (<see cref="ProcessGroup.Timeout"/>): on the device where the backend can (NCCL),
+    /// else on the host.
+    /// </summary>
+    public void Wait()
+    {
+        if (_finished) return;
+        if (WaitOnStream()) { Complete(); return; }
+        Wait(_group.Timeout);
+    }
 
-    /// <summary>Waits at most <paramref name="timeout"/>, then throws a <see cref="DistributedTimeoutException"/>.</summary>
+    /// <summary>
+    /// Blocks the host until the collective is done, at most <paramref name="timeout"/>, then throws a
+    /// <see cref="DistributedTimeoutException"/> (for NCCL this is <c>work.synchronize()</c> with a timeout).
+    /// </summary>
     public void Wait(TimeSpan timeout)
     {
         if (_finished) return;
@@ -86,7 +103,16 @@ public abstract class Work
     /// <summary>Asks the library whether the collective is done; throws a <see cref="DistributedException"/> on its errors.</summary>
     protected abstract bool Poll();
 
-    /// <summary>Runs once on completion: copies staged results back, divides an average, frees what was held.</summary>
+    /// <summary>
+    /// Makes the consumer (the compute stream) wait for the collective without blocking the host and returns true, or
+    /// returns false when the backend completes collectives only on the host (MPI; NCCL's barrier and blocking mode).
+    /// </summary>
+    protected virtual bool WaitOnStream() => false;
+
+    /// <summary>
+    /// Runs once on completion, or after <see cref="WaitOnStream"/>: copies staged results back (in stream order),
+    /// divides an average, frees what was held.
+    /// </summary>
     protected abstract void Finish();
 
     /// <summary>Waits for every handle in order (as a list of <c>work.wait()</c> calls).</summary>

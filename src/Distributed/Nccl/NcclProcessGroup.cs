@@ -9,10 +9,19 @@ using ILGPU.Runtime.Cuda;
 namespace Engine.Distributed.Nccl;
 
 /// <summary>
-/// A process group over NCCL for CUDA tensors on device <c>cuda:LocalRank</c>. Each collective is enqueued on the
-/// device's stream (the one the CUDA backend runs its kernels on), so it is ordered with them and the host never
-/// synchronizes; its <see cref="Work"/> records a CUDA event after it and polls the event and
-/// <c>ncclCommGetAsyncError</c> under the watchdog, aborting the communicator (<c>ncclCommAbort</c>) when it fails.
+/// A process group over NCCL for CUDA tensors on device <c>cuda:LocalRank</c>. Collectives run on the group's own
+/// communication stream, ordered with the backend's compute stream by events (<see cref="CommStream"/>, as
+/// <c>ProcessGroupNCCL</c>): a collective starts once the kernels queued before it have run, the kernels queued after
+/// it (the rest of backward) run concurrently, and <see cref="Work.Wait()"/> makes the compute stream wait for it on
+/// the device, so the host never synchronizes. <c>ENGINE_NCCL_BLOCKING_WAIT=1</c> (as <c>TORCH_NCCL_BLOCKING_WAIT</c>)
+/// makes <c>Wait()</c> block the host instead, under the timeout; <see cref="Barrier"/> always does.
+/// <para>
+/// Failure: since waits do not block the host, a watchdog thread polls every collective in flight and
+/// <c>ncclCommGetAsyncError</c>; a collective older than the timeout or an NCCL error prints the rank and the
+/// collective, aborts the communicator (<c>ncclCommAbort</c>, which also releases the kernels of a hung collective)
+/// and exits with <see cref="DistributedException.ExitCode"/> (as <c>TORCH_NCCL_ASYNC_ERROR_HANDLING</c>). A host
+/// wait (blocking mode, <see cref="Work.IsCompleted"/>) throws instead.
+/// </para>
 /// The unique id goes from rank 0 over MPI when the job was launched by <c>mpirun</c>, else over
 /// <see cref="TcpRendezvous"/>. Float16 and bfloat16 are reduced by NCCL natively; average is <c>ncclAvg</c>.
 /// </summary>
@@ -33,11 +42,14 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
     readonly IntPtr _comm;
     readonly CudaBackend _backend;
     readonly Device _device;
+    readonly CommStream _streams;
+    readonly CudaStreamDriver? _cudaStreams;
+    readonly Watchdog _watchdog;
     IntPtr _barrierScratch;
     Tensor? _barrier;
-    bool _disposed;
+    volatile bool _disposed;
 
-    NcclProcessGroup(IntPtr lib, LaunchEnvironment env, TimeSpan timeout, ProcessGroup? mpi) : base(DistributedBackend.Nccl, env.Rank, env.WorldSize, env.LocalRank, timeout)
+    NcclProcessGroup(IntPtr lib, LaunchEnvironment env, TimeSpan timeout, ProcessGroup? mpi, IStreamDriver? streams = null) : base(DistributedBackend.Nccl, env.Rank, env.WorldSize, env.LocalRank, timeout)
     {
         _device = Device.Cuda(env.LocalRank);
         _backend = BackendRegistry.Get(_device) as CudaBackend ?? throw new DeviceUnavailableException("ProcessGroup", $"NCCL needs the CUDA backend for {_device}");
@@ -76,6 +88,60 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
         IntPtr comm;
         Ok("ncclCommInitRank", init(&comm, WorldSize, id, Rank));
         _comm = comm;
+        if (streams is null) streams = _cudaStreams = new CudaStreamDriver(_backend);
+        _streams = new CommStream(streams);
+        BlockingWait = Environment.GetEnvironmentVariable("ENGINE_NCCL_BLOCKING_WAIT") == "1";
+        _watchdog = new Watchdog($"rank {Rank} NCCL watchdog", () => Timeout, WatchdogCheck, WatchdogFailed);
+    }
+
+    /// <summary>Whether <see cref="Work.Wait()"/> blocks the host (ENGINE_NCCL_BLOCKING_WAIT=1) rather than the compute stream.</summary>
+    internal bool BlockingWait { get; set; }
+
+    /// <summary>The collectives' stream ordering (a test's view of the buffers held).</summary>
+    internal CommStream Streams => _streams;
+
+    // The watchdog's poll: an NCCL error, or the oldest collective past the timeout.
+    string? WatchdogCheck()
+    {
+        if (_disposed) return null;
+        if (AsyncError() is { } error) return error;
+        if (_streams.Overdue(Timeout) is { } late)
+        {
+            var others = string.Join(", ", Enumerable.Range(0, WorldSize).Where(r => r != Rank));
+            return $"rank {Rank} of {WorldSize}: {late.Name} did not complete within {Timeout.TotalSeconds:0.###} s; " +
+                   $"rank(s) {others} did not join it (dead, hung, or at another collective)";
+        }
+        return null;
+    }
+
+    // Nothing is waiting on the host to throw to: report, abort the communicator so the device's kernels end, exit.
+    void WatchdogFailed(string message)
+    {
+        Console.Error.WriteLine($"engine: distributed failure: {message}; the NCCL communicator was aborted");
+        Abort(DistributedException.ExitCode);
+    }
+
+    // ncclCommGetAsyncError: null, or the error's description (the communicator is then aborted).
+    string? AsyncError()
+    {
+        int err = 0;
+        _asyncError(_comm, &err);
+        if (err == 0 || err == 7) return null;   // 7: ncclInProgress
+        return $"rank {Rank} of {WorldSize}: NCCL reported {Marshal.PtrToStringUTF8(_errorString(err))} (ncclResult {err})";
+    }
+
+    void ThrowOnAsyncError(string op)
+    {
+        if (AsyncError() is not { } error) return;
+        AbortCommunicator();
+        throw new DistributedException(op, error + "; the communicator was aborted");
+    }
+
+    void AbortCommunicator()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _abort(_comm);
     }
 
     public override Device Device => _device;
@@ -106,8 +172,6 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
 
     static int NcclOp(ReduceOp op) => op switch { ReduceOp.Sum => 0, ReduceOp.Max => 2, ReduceOp.Average => 4, _ => 0 };
 
-    IntPtr Stream => ((CudaStream)_backend.Accelerator.DefaultStream).StreamPtr;
-
     // A contiguous tensor on the device (the tensor itself or a staging copy) and its device address.
     (Tensor Buffer, bool Staged) Prepare(Tensor t, bool read)
     {
@@ -123,21 +187,24 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
         return s.DevicePointer + (nint)(t.Layout.Offset * t.DType.ElementSize());
     }
 
-    Work Enqueue(string op, string what, Func<IntPtr, int> call, params (Tensor Original, Tensor Buffer, bool Staged, bool Write)[] buffers)
+    Work Enqueue(string op, string what, Func<IntPtr, int> call, params (Tensor Original, Tensor Buffer, bool Staged, bool Write)[] buffers) =>
+        Enqueue(op, what, blocking: false, call, buffers);
+
+    // The buffers go to the comm stream's keeping (alive until the compute stream waits or the collective has run);
+    // the work keeps one more reference to each staged output, to copy it back in place once waited for.
+    Work Enqueue(string op, string what, bool blocking, Func<IntPtr, int> call, params (Tensor Original, Tensor Buffer, bool Staged, bool Write)[] buffers)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         _backend.Accelerator.Bind();
-        var stream = Stream;
-        int code = call(stream);
-        if (code != 0)
+        var writeBacks = buffers.Where(b => b.Staged && b.Write).Select(b => (b.Original, Staged: b.Buffer.Detach().DetachFromScopes())).ToArray();
+        var (posted, code) = _streams.Post(op, call, buffers.Select(b => (IDisposable)b.Buffer).ToArray());
+        if (posted is null)
         {
-            foreach (var b in buffers) b.Buffer.Dispose();
+            foreach (var w in writeBacks) w.Staged.Dispose();
             Ok(op, code);
         }
-        // Staged results go back by a device copy on the same stream, so it too needs no host synchronization.
-        using (GradMode.NoGrad())
-            foreach (var b in buffers)
-                if (b.Staged && b.Write) b.Original.CopyInPlace(b.Buffer);
-        return new NcclWork(this, op, what, CudaEvent.Record(stream), buffers.Select(b => b.Buffer).ToArray());
+        _watchdog.EnsureStarted();
+        return new NcclWork(this, op, what, posted!, writeBacks, blocking);
     }
 
     public override Work AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
@@ -183,91 +250,70 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
             (input, i, si, false), (output, o, so, true));
     }
 
-    // NCCL has no barrier: a one-element all-reduce, as torch.distributed's NCCL barrier.
+    // NCCL has no barrier: a one-element all-reduce, as torch.distributed's NCCL barrier, which blocks the host.
     public override Work Barrier()
     {
         _barrier ??= Tensor.Zeros([1], DType.Float32, _device).DetachFromScopes();
         _barrierScratch = Address(_barrier);
         var scratch = _barrierScratch;
-        return Enqueue("Barrier", "no data", s => _allReduce(scratch, scratch, 1, 7, 0, _comm, s));
+        return Enqueue("Barrier", "no data", blocking: true, s => _allReduce(scratch, scratch, 1, 7, 0, _comm, s));
     }
 
     public override void Abort(int exitCode = DistributedException.ExitCode)
     {
         Console.Out.Flush();
         Console.Error.Flush();
-        if (!_disposed) { _disposed = true; _abort(_comm); }
+        AbortCommunicator();
         Environment.Exit(exitCode);
     }
 
     public override void Dispose()
     {
         if (_disposed) return;
+        _watchdog.Dispose();
+        _streams.Dispose();   // waits for the comm stream, then frees what it held
         _disposed = true;
         _barrier?.Dispose();
         _destroy(_comm);
+        _cudaStreams?.Dispose();
     }
 
-    sealed class NcclWork(NcclProcessGroup group, string op, string what, CudaEvent done, Tensor[] held) : Work(group, op, what)
+    sealed class NcclWork : Work
     {
+        readonly NcclProcessGroup _group;
+        readonly CommStream.Op _op;
+        readonly (Tensor Original, Tensor Staged)[] _writeBacks;
+        readonly bool _blocking;
+
+        public NcclWork(NcclProcessGroup group, string op, string what, CommStream.Op posted, (Tensor, Tensor)[] writeBacks, bool blocking) : base(group, op, what)
+        {
+            _group = group; _op = posted; _writeBacks = writeBacks; _blocking = blocking;
+            posted.Name = $"collective #{Sequence} ({op} of {what})";
+        }
+
         protected override bool Poll()
         {
-            int err = 0;
-            group._asyncError(group._comm, &err);
-            if (err != 0 && err != 7)   // 7: ncclInProgress
-            {
-                group._abort(group._comm);
-                group._disposed = true;
-                throw new DistributedException(Op, $"rank {group.Rank} of {group.WorldSize}: collective #{Sequence} ({Op} of {Description}) failed: {Marshal.PtrToStringUTF8(group._errorString(err))} (ncclResult {err}); the communicator was aborted");
-            }
-            return done.IsComplete();
+            _group.ThrowOnAsyncError(Op);
+            return _op.IsComplete;
         }
 
+        protected override bool WaitOnStream()
+        {
+            if (_blocking || _group.BlockingWait) return false;
+            _group.ThrowOnAsyncError(Op);
+            _group._streams.WaitOnDevice(_op);
+            return true;
+        }
+
+        // Staged results go back by a copy on the compute stream, queued after its wait (or after completion).
         protected override void Finish()
         {
-            done.Dispose();
-            foreach (var t in held) t.Dispose();
+            using (GradMode.NoGrad())
+                foreach (var (original, staged) in _writeBacks)
+                {
+                    original.CopyInPlace(staged);
+                    staged.Dispose();
+                }
         }
     }
-}
-
-/// <summary>A CUDA event recorded on a stream (driver API), polled without blocking.</summary>
-internal sealed partial class CudaEvent : IDisposable
-{
-    IntPtr _event;
-
-    CudaEvent(IntPtr e) { _event = e; }
-
-    const int DisableTiming = 2, NotReady = 600;
-
-    public static CudaEvent Record(IntPtr stream)
-    {
-        Check("cuEventCreate", EventCreate(out var e, DisableTiming));
-        Check("cuEventRecord", EventRecord(e, stream));
-        return new CudaEvent(e);
-    }
-
-    public bool IsComplete()
-    {
-        int r = EventQuery(_event);
-        if (r == NotReady) return false;
-        Check("cuEventQuery", r);
-        return true;
-    }
-
-    public void Dispose()
-    {
-        var e = Interlocked.Exchange(ref _event, 0);
-        if (e != 0) EventDestroy(e);
-    }
-
-    static void Check(string call, int r)
-    {
-        if (r != 0) throw new DistributedException(call, $"CUDA driver error {r}");
-    }
-
-    [LibraryImport("libcuda.so.1", EntryPoint = "cuEventCreate")] private static partial int EventCreate(out IntPtr e, int flags);
-    [LibraryImport("libcuda.so.1", EntryPoint = "cuEventRecord")] private static partial int EventRecord(IntPtr e, IntPtr stream);
-    [LibraryImport("libcuda.so.1", EntryPoint = "cuEventQuery")] private static partial int EventQuery(IntPtr e);
-    [LibraryImport("libcuda.so.1", EntryPoint = "cuEventDestroy_v2")] private static partial int EventDestroy(IntPtr e);
 }

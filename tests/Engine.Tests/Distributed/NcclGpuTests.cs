@@ -56,6 +56,28 @@ public sealed class NcclGpuTests
     }
 
     [Test]
+    public void WaitOrdersLaterKernelsOnTheDeviceWithoutAHostSynchronization()
+    {
+        var dev = _group.Device;
+        var nccl = (Engine.Distributed.Nccl.NcclProcessGroup)_group;
+        Assert.That(nccl.Streams.Driver.Comm, Is.Not.EqualTo(nccl.Streams.Driver.Compute), "collectives on the compute stream");
+        var values = Values(1 << 20, 3);
+        using var x = Tensor.FromArray(values).To(DType.Float32).To(dev);
+        long syncs = CudaBackend.HostSynchronizations;
+        using var y = x * 2;                       // compute stream, before the post: the all-reduce must see it
+        var work = _group.AllReduce(y, ReduceOp.Sum);
+        work.Wait();
+        using var z = y + 1;                       // compute stream, after the wait: must see the all-reduce's result
+        Assert.That(CudaBackend.HostSynchronizations, Is.EqualTo(syncs), "Wait() synchronized the host");
+        var got = z.ToArray<double>();
+        for (int i = 0; i < values.Length; i += 4099)
+            Assert.That(got[i], Is.EqualTo((double)((float)values[i] * 2 + 1)).Within(1e-6 * (1 + Math.Abs(values[i]))), $"[{i}]");
+        nccl.Streams.Sweep();
+        Assert.That(nccl.Streams.InFlight, Is.Zero, "buffers still held after the host waited");
+        Assert.That(work.IsCompleted, Is.True);
+    }
+
+    [Test]
     public void DdpOverNcclMatchesPlainBackward()
     {
         var dev = _group.Device;
