@@ -20,6 +20,7 @@ try
         "collectives" => Scenarios.Collectives(group),
         "ddp" => Scenarios.Ddp(group),
         "train" => Scenarios.Train(group),
+        "zero" => Scenarios.Zero(group),
         "scaler" => Scenarios.Scaler(group),
         "sampler" => Scenarios.Sampler(group),
         "hang" => Scenarios.Hang(group),
@@ -258,6 +259,49 @@ static class Scenarios
             foreach (var ((name, p), (_, q)) in net.NamedParameters().Zip(reference.NamedParameters()))
                 if (!Close(p.ToArray<double>(), q.ToArray<double>(), tol, out var d)) { ok = false; wd += $"{name}: {d}; "; }
             Check($"ddp 30 steps weights {dtype}", ok, wd);
+        }
+        return Failures();
+    }
+
+    // ZeRO-1: the plain module (no DDP), gradients reduce-scattered, AdamW on this rank's slice, slices all-gathered.
+    // Thirty steps follow one process with the global batch (float64 within 1e-12, float32 within 1e-5), and the
+    // moments held per rank are the slice's: half of one process's on two ranks (435 elements: an odd count, so the
+    // last slice is padded).
+    public static int Zero(ProcessGroup g)
+    {
+        int w = g.WorldSize, r = g.Rank, local = 8, global = local * w, steps = 30;
+        foreach (var (dtype, tol) in new[] { (DType.Float64, 1e-12), (DType.Float32, 1e-5) })
+        {
+            using var reference = new Net(dtype, 13);
+            using var net = new Net(dtype, 13 + (ulong)r);   // rank 1 starts elsewhere: ZeRO copies rank 0's weights
+            var optRef = new AdamW(reference.Parameters(), lr: 1e-3);
+            using var zero = new ZeroRedundancyOptimizer(net.Parameters(), g, ps => new AdamW(ps, lr: 1e-3));
+            double worst = 0; string detail = "";
+            for (int step = 0; step < steps; step++)
+            {
+                using var scope = Tensor.NewScope();
+                var x = Tensor.FromArray(Enumerable.Range(0, global * 6).Select(i => Math.Cos(0.29 * i + step)).ToArray(), new Shape([global, 6])).To(dtype);
+                var y = Tensor.FromArray(Enumerable.Range(0, global * 3).Select(i => Math.Sin(0.13 * i - step)).ToArray(), new Shape([global, 3])).To(dtype);
+                var lossRef = reference.Forward(x).MseLoss(y);
+                lossRef.Backward(); optRef.Step(); optRef.ZeroGrad();
+                var loss = net.Forward(x.Narrow(0, r * local, local)).MseLoss(y.Narrow(0, r * local, local));
+                loss.Backward(); zero.Step(); zero.ZeroGrad();
+                var mean = loss.Detach().Clone();
+                g.AllReduce(mean, ReduceOp.Average).Wait();
+                double want = lossRef.Item(), got = mean.Item(), err = Math.Abs(got - want) / Math.Max(Math.Abs(want), 1e-30);
+                if (err > worst) { worst = err; detail = $"step {step + 1}: {got:R} vs {want:R}"; }
+            }
+            Check($"zero 30 steps losses {dtype}", worst <= tol, $"worst relative {worst:E2} at {detail}");
+            bool ok = true; string wd = "";
+            foreach (var ((name, p), (_, q)) in net.NamedParameters().Zip(reference.NamedParameters()))
+                if (!Close(p.ToArray<double>(), q.ToArray<double>(), tol, out var d)) { ok = false; wd += $"{name}: {d}; "; }
+            Check($"zero 30 steps weights {dtype}", ok, wd);
+            static long Moments(Engine.Autograd.Optim.Optimizer o) =>
+                o.StateDict().Tensors.Where(kv => kv.Key.EndsWith(".exp_avg") || kv.Key.EndsWith(".exp_avg_sq")).Sum(kv => kv.Value.Numel);
+            long all = reference.Parameters().Sum(p => p.Numel), mine = Moments(zero.Optimizer), one = Moments(optRef);
+            Check($"zero state sharded {dtype}", one == 2 * all && zero.ShardNumel == (all + w - 1) / w && mine == 2 * zero.ShardNumel && mine * w < one + 2 * w,
+                $"{mine} moment elements on rank {r}, {one} in one process, {all} parameters");
+            optRef.Dispose();
         }
         return Failures();
     }
