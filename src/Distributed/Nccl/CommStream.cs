@@ -172,6 +172,27 @@ internal sealed class CommStream(IStreamDriver driver) : IDisposable
         }
     }
 
+    /// <summary>
+    /// Polls until every collective has run, at most <paramref name="timeout"/>: true when none is left. A group being
+    /// closed drains first, so a collective a dead peer never joins cannot block its close (it aborts instead, and the
+    /// buffers stay held, since the comm stream may still write them).
+    /// </summary>
+    public bool Drain(TimeSpan timeout)
+    {
+        var watch = Stopwatch.StartNew();
+        int spins = 0;
+        while (true)
+        {
+            lock (_lock)
+            {
+                SweepLocked();
+                if (_inFlight.Count == 0) return true;
+            }
+            if (watch.Elapsed > timeout) return false;
+            if (++spins < 200) Thread.Yield(); else Thread.Sleep(1);
+        }
+    }
+
     /// <summary>Waits for the comm stream (the host blocks), then releases every held buffer and event.</summary>
     public void Dispose()
     {

@@ -43,13 +43,13 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
     readonly CudaBackend _backend;
     readonly Device _device;
     readonly CommStream _streams;
-    readonly CudaStreamDriver? _cudaStreams;
+    readonly CudaStreamDriver _cudaStreams;
     readonly Watchdog _watchdog;
     IntPtr _barrierScratch;
     Tensor? _barrier;
     volatile bool _disposed;
 
-    NcclProcessGroup(IntPtr lib, LaunchEnvironment env, TimeSpan timeout, ProcessGroup? mpi, IStreamDriver? streams = null) : base(DistributedBackend.Nccl, env.Rank, env.WorldSize, env.LocalRank, timeout)
+    NcclProcessGroup(IntPtr lib, LaunchEnvironment env, TimeSpan timeout, ProcessGroup? mpi) : base(DistributedBackend.Nccl, env.Rank, env.WorldSize, env.LocalRank, timeout)
     {
         _device = Device.Cuda(env.LocalRank);
         _backend = BackendRegistry.Get(_device) as CudaBackend ?? throw new DeviceUnavailableException("ProcessGroup", $"NCCL needs the CUDA backend for {_device}");
@@ -88,8 +88,8 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
         IntPtr comm;
         Ok("ncclCommInitRank", init(&comm, WorldSize, id, Rank));
         _comm = comm;
-        if (streams is null) streams = _cudaStreams = new CudaStreamDriver(_backend);
-        _streams = new CommStream(streams);
+        _cudaStreams = new CudaStreamDriver(_backend);
+        _streams = new CommStream(_cudaStreams);
         BlockingWait = Environment.GetEnvironmentVariable("ENGINE_NCCL_BLOCKING_WAIT") == "1";
         _watchdog = new Watchdog($"rank {Rank} NCCL watchdog", () => Timeout, WatchdogCheck, WatchdogFailed);
     }
@@ -271,11 +271,14 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
     {
         if (_disposed) return;
         _watchdog.Dispose();
-        _streams.Dispose();   // waits for the comm stream, then frees what it held
+        // A collective still waiting for a peer past the timeout would block the close for ever: abort it instead
+        // (its buffers stay held, as the comm stream may still write them).
+        if (!_streams.Drain(Timeout)) { AbortCommunicator(); return; }
+        _streams.Dispose();
         _disposed = true;
         _barrier?.Dispose();
         _destroy(_comm);
-        _cudaStreams?.Dispose();
+        _cudaStreams.Dispose();
     }
 
     sealed class NcclWork : Work

@@ -40,6 +40,7 @@ public sealed class CommStreamTests
         public readonly List<string> Ran = [];
         public readonly List<Event> Events = [];
         public int HostSynchronizations;
+        public bool RunsOnItsOwn;   // a poll lets the device go on (it runs while the host spins)
 
         public IntPtr Compute => 1;
         public IntPtr Comm => 2;
@@ -60,6 +61,7 @@ public sealed class CommStreamTests
         {
             var ev = (Event)e;
             Assert.That(ev.Destroyed, Is.False, "an event polled after it was destroyed");
+            if (RunsOnItsOwn) Step();
             return ev.Done;
         }
 
@@ -209,6 +211,21 @@ public sealed class CommStreamTests
         streams.Dispose();
         Assert.That((gpu.HostSynchronizations, held.Disposed, streams.InFlight), Is.EqualTo((1, true, 0)));
         Assert.Throws<ObjectDisposedException>(() => streams.Post("AllReduce", _ => 0, []));
+    }
+
+    [Test]
+    public void DrainPollsUntilEveryCollectiveHasRunOrGivesUpAfterTheTimeout()
+    {
+        var gpu = new FakeGpu { RunsOnItsOwn = true };
+        var streams = new CommStream(gpu);
+        bool peersJoined = false;
+        var (_, held) = AllReduce(streams, gpu, () => peersJoined);
+        Assert.That(streams.Drain(TimeSpan.FromMilliseconds(30)), Is.False, "a collective no peer joins was drained");
+        Assert.That((held.Disposed, gpu.HostSynchronizations), Is.EqualTo((false, 0)));
+        peersJoined = true;
+        Assert.That(streams.Drain(TimeSpan.FromSeconds(10)), Is.True);
+        Assert.That((held.Disposed, streams.InFlight, gpu.HostSynchronizations), Is.EqualTo((true, 0, 0)));
+        streams.Dispose();
     }
 
     [Test]
