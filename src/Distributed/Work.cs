@@ -43,7 +43,11 @@ public abstract class Work
     /// </summary>
     public long CompletedTimestamp { get; private set; }
 
-    /// <summary>Polls the library once: true when the collective is complete (its results are then in place).</summary>
+    /// <summary>
+    /// Polls the library once: true when the collective is complete (its results are then in place), or once
+    /// <see cref="Wait()"/> has made the compute stream wait for it (its results are then in place for every kernel
+    /// and host read queued after).
+    /// </summary>
     public bool IsCompleted
     {
         get

@@ -21,6 +21,7 @@ try
         "ddp" => Scenarios.Ddp(group),
         "train" => Scenarios.Train(group),
         "zero" => Scenarios.Zero(group),
+        "dropout" => Scenarios.DropoutMasks(group),
         "scaler" => Scenarios.Scaler(group),
         "sampler" => Scenarios.Sampler(group),
         "hang" => Scenarios.Hang(group),
@@ -303,6 +304,27 @@ static class Scenarios
                 $"{mine} moment elements on rank {r}, {one} in one process, {all} parameters");
             optRef.Dispose();
         }
+        return Failures();
+    }
+
+    // What docs/SCALING.md says of dropout under DDP: every rank seeds its generator alike, so local sample i gets the
+    // same mask on every rank (the one-process masks of global samples 0..b-1), not the one-process mask of its global
+    // sample r·b + i.
+    public static int DropoutMasks(ProcessGroup g)
+    {
+        int w = g.WorldSize, r = g.Rank, local = 4, k = 32;
+        using var ones = Tensor.Ones([local * w, k], DType.Float64);
+        using var globalMask = ones.Dropout(0.5, generator: new Generator(99));
+        using var mine = ones.Narrow(0, 0, local).Dropout(0.5, generator: new Generator(99));
+        using var all = Tensor.Zeros([w * local * k], DType.Float64);
+        using (var flat = mine.Reshape(local * k)) g.AllGather(all, flat).Wait();
+        var v = all.ToArray<double>();
+        var oneProcess = globalMask.ToArray<double>();
+        bool sameAcrossRanks = Enumerable.Range(1, w - 1).All(q => v.AsSpan(q * local * k, local * k).SequenceEqual(v.AsSpan(0, local * k)));
+        bool firstRowsAsOneProcess = v.AsSpan(0, local * k).SequenceEqual(oneProcess.AsSpan(0, local * k));
+        bool otherRowsDiffer = w == 1 || !oneProcess.AsSpan(local * k, local * k).SequenceEqual(v.AsSpan(local * k, local * k));
+        Check("dropout masks as PyTorch DDP with one seed", sameAcrossRanks && firstRowsAsOneProcess && otherRowsDiffer,
+            $"same across ranks {sameAcrossRanks}, rank 0 as one process {firstRowsAsOneProcess}, rank 1 differs {otherRowsDiffer}");
         return Failures();
     }
 

@@ -121,7 +121,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
         Abort(DistributedException.ExitCode);
     }
 
-    // ncclCommGetAsyncError: null, or the error's description (the communicator is then aborted).
+    // ncclCommGetAsyncError: null, or the error's description (the callers abort the communicator).
     string? AsyncError()
     {
         int err = 0;
@@ -132,6 +132,7 @@ internal sealed unsafe class NcclProcessGroup : ProcessGroup
 
     void ThrowOnAsyncError(string op)
     {
+        if (_disposed) throw new DistributedException(op, $"rank {Rank} of {WorldSize}: the NCCL communicator has been aborted or closed");
         if (AsyncError() is not { } error) return;
         AbortCommunicator();
         throw new DistributedException(op, error + "; the communicator was aborted");

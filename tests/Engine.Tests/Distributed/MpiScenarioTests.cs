@@ -5,8 +5,8 @@ namespace Engine.Tests.Distributed;
 /// <summary>
 /// Two ranks under mpirun against single-process references computed inside the worker (float64): every collective
 /// per dtype, DDP against one process with the global batch (gradients, 30 AdamW steps), the bucket order and the
-/// overlap of the first bucket's all-reduce with backward, NoSync, ZeRO-1 (sharded AdamW, 30 steps), the sampler and
-/// the scaler's skip agreement. One
+/// overlap of the first bucket's all-reduce with backward, NoSync, ZeRO-1 (sharded AdamW, 30 steps), dropout masks
+/// (docs/SCALING.md), the sampler and the scaler's skip agreement. One
 /// mpirun job runs all of them (a job's start costs seconds); each test checks its own "OK"/"FAIL" lines, printed by
 /// both ranks.
 /// </summary>
@@ -14,7 +14,7 @@ namespace Engine.Tests.Distributed;
 public sealed class MpiScenarioTests
 {
     static readonly Lazy<Engine.Tests.Support.EngineResult> s_job = new(() =>
-        MpiJob.Run("collectives,ddp,train,zero,scaler,sampler", TimeSpan.FromSeconds(150)).Result);
+        MpiJob.Run("collectives,ddp,train,zero,dropout,scaler,sampler", TimeSpan.FromSeconds(150)).Result);
 
     // Both ranks print every check: each named one must be there twice as OK. A job that died, or exited nonzero
     // with no FAIL line, fails every test with its output.
@@ -67,6 +67,9 @@ public sealed class MpiScenarioTests
     public void ZeroOneFollowsOneProcessWithHalfTheOptimizerStatePerRank() =>
         ExpectChecks("zero", "zero 30 steps losses Float64", "zero 30 steps weights Float64", "zero state sharded Float64",
             "zero 30 steps losses Float32", "zero 30 steps weights Float32", "zero state sharded Float32");
+
+    [Test]
+    public void DropoutMasksAreTheSameOnEveryRankAsDocumented() => ExpectChecks("", "dropout masks as PyTorch DDP with one seed");
 
     [Test]
     public void ScalerSkipsTheSameStepsOnEveryRank() =>
