@@ -17,13 +17,15 @@ public sealed partial class Tensor
         CheckSameDevice(op.Name, a, b);
         var dt = DTypes.ResultType(a.DType, a.Rank == 0, b.DType, b.Rank == 0);
         if (trueDivision && !dt.IsFloatingPoint()) dt = DType.Float32;
-        var shape = Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name);
+        // Operands of one shape (most calls) need no broadcast layouts: the shape object is immutable and reused.
+        bool same = a.Layout.Shape.Equals(b.Layout.Shape);
+        Shape shape = same ? a.Layout.Shape : new Shape(Shape.Broadcast(a.Layout.Shape, b.Layout.Shape, op.Name));
         var ac = a.DType == dt ? a : a.To(dt);
         var bc = b.DType == dt ? b : b.To(dt);
         try
         {
-            var y = Empty(op.Name, shape, op.IsComparison ? DType.Bool : dt, a.Device);
-            a.Backend.Binary(op, ac.Storage, ac.Layout.TryBroadcastTo(shape)!, bc.Storage, bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
+            var y = EmptyOfShape(op.Name, shape, op.IsComparison ? DType.Bool : dt, a.Device);
+            a.Backend.Binary(op, ac.Storage, same ? ac.Layout : ac.Layout.TryBroadcastTo(shape)!, bc.Storage, same ? bc.Layout : bc.Layout.TryBroadcastTo(shape)!, y.Storage, y.Layout);
             if (backward is null || !ShouldRecord(ac, bc)) return y;
             return y.Record(backward(ac, bc), ac, bc);
         }

@@ -25,7 +25,7 @@ public sealed partial class Tensor
             using var f = To(DType.Float32);
             return f.Apply(op);
         }
-        var y = Empty(op.Name, Layout.Shape, DType, Device);
+        var y = EmptyOfShape(op.Name, Layout.Shape, DType, Device);
         Backend.Unary(op, Storage, Layout, y.Storage, y.Layout);
         if (!ShouldRecord(this)) return y;
         // a·x + b needs only a, not x: saving x would make the in-place forms (x += 1, x *= 2 on a tensor in the

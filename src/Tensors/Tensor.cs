@@ -215,7 +215,10 @@ public sealed partial class Tensor : IDisposable
     /// comes here, so a size that overflows or memory that runs out is reported under the name of the op the user
     /// called, with the shape, dtype, device and bytes, and nothing stays allocated or counted.
     /// </summary>
-    internal static Tensor Empty(string op, ReadOnlySpan<int> shape, DType dtype, Device? device)
+    internal static Tensor Empty(string op, ReadOnlySpan<int> shape, DType dtype, Device? device) => EmptyOfShape(op, new Shape(shape), dtype, device);
+
+    /// <summary>As the span overload, for a shape object the caller already has: it is immutable, so no copy is made.</summary>
+    internal static Tensor EmptyOfShape(string op, Shape shape, DType dtype, Device? device)
     {
         long count = Shape.CheckedNumel(shape, op);
         long bytes = Shape.CheckedByteLength(count, shape, dtype, op);
@@ -232,7 +235,7 @@ public sealed partial class Tensor : IDisposable
             throw new EngineOutOfMemoryException(op,
                 $"out of memory for a tensor of shape {Shape.Format(shape)}, dtype {dtype.Name()} on {dev}: {bytes} bytes ({FormatBytes(bytes)}) ({why})", e);
         }
-        return new Tensor(storage, Layout.Contiguous(new Shape(shape)));
+        return new Tensor(storage, Layout.Contiguous(shape));
     }
 
     static string FormatBytes(long bytes) =>

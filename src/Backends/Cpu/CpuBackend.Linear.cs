@@ -30,8 +30,19 @@ public sealed unsafe partial class CpuBackend
                     (double*)P(y), [0], n, accumulate: false, CpuParallel.MaxThreads, e);
             return;
         }
-        // Half types: widen the operands to float32 (uncounted: part of this one kernel), run the fused float32 GEMM,
-        // round once on store, as MatMul's half path.
+        // Half types: the float32 GEMM widens x and w while packing and rounds each finished block once, after the
+        // epilogue (bias and pre-activation in the half type), as MatMul's half path.
+        if (!Sgemm.PrefersCopies(m, n, k))
+        {
+            var kind = dtype == DType.BFloat16 ? GemmElement.BFloat16 : GemmElement.Float16;
+            var e16 = new GemmEpilogue { Bias = bias is null ? null : (void*)P(bias), Pre = pre is null ? null : (void*)P(pre), Activation = activation };
+            Sgemm.GemmWidening(1, m, n, k, (void*)P(x), kind, [xLayout.Offset], xLayout.Strides[0], xLayout.Strides[1],
+                (void*)P(w), kind, [wLayout.Offset], wLayout.Strides[1], wLayout.Strides[0],
+                (void*)P(y), kind, [0], n, accumulate: false, CpuParallel.MaxThreads, e16);
+            return;
+        }
+        // Small products: widen the operands to float32 copies (uncounted: part of this one kernel) for the GEMM's
+        // direct paths, run the fused float32 GEMM, round once on store.
         var dev = x.Device;
         var xw = Allocate(dev, DType.Float32, (long)m * k);
         var ww = Allocate(dev, DType.Float32, (long)n * k);

@@ -38,6 +38,14 @@ public sealed unsafe partial class CpuBackend
         }
         // Half types multiply in float32 (exact products, float32 sums) and round once on store; integer types go
         // through float64, exact while the sums stay below 2^53.
+        if (dtype == DType.Float16 && !Sgemm.PrefersCopies(m, n, k))
+        {
+            Sgemm.GemmWidening(batch, m, n, k,
+                (Half*)P(a), GemmElement.Float16, BatchOffsets(aLayout, batch), aLayout.Strides[1], aLayout.Strides[2],
+                (Half*)P(b), GemmElement.Float16, BatchOffsets(bLayout, batch), bLayout.Strides[1], bLayout.Strides[2],
+                (Half*)P(y), GemmElement.Float16, DenseOffsets(batch, (long)m * n), n, accumulate: false, CpuParallel.MaxThreads, default);
+            return;
+        }
         var wide = dtype.IsFloatingPoint() ? DType.Float32 : DType.Float64;
         var dev = a.Device;
         var aw = Allocate(dev, wide, (long)batch * m * k);

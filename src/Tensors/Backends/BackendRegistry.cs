@@ -13,6 +13,17 @@ public static class BackendRegistry
     static readonly Func<Device, IBackend>?[] s_factories = new Func<Device, IBackend>?[Enum.GetValues<DeviceType>().Length];
     static readonly Dictionary<Device, IBackend> s_backends = [];
     static readonly Lock s_lock = new();
+    // Every op asks for its backend (a tensor's Backend property): backends already made are read without the lock,
+    // from a per-type table of the first devices, published only after they are fully built.
+    const int FastDevices = 16;
+    static readonly IBackend?[][] s_made = CreateTables();
+
+    static IBackend?[][] CreateTables()
+    {
+        var t = new IBackend?[Enum.GetValues<DeviceType>().Length][];
+        for (int i = 0; i < t.Length; i++) t[i] = new IBackend?[FastDevices];
+        return t;
+    }
 
     /// <summary>Registers the factory for a device type (called by a backend's module initializer).</summary>
     public static void Register(DeviceType type, Func<Device, IBackend> factory)
@@ -23,6 +34,7 @@ public static class BackendRegistry
     /// <summary>The backend of a device; throws <see cref="DeviceUnavailableException"/> when none can be had.</summary>
     public static IBackend Get(Device device)
     {
+        if ((uint)device.Index < FastDevices && (uint)device.Type < (uint)s_made.Length && Volatile.Read(ref s_made[(int)device.Type][device.Index]) is { } made) return made;
         lock (s_lock)
         {
             if (s_backends.TryGetValue(device, out var b)) return b;
@@ -44,6 +56,7 @@ public static class BackendRegistry
             }
             b = factory(device);
             s_backends[device] = b;
+            if ((uint)device.Index < FastDevices) Volatile.Write(ref s_made[(int)device.Type][device.Index], b);
             return b;
         }
     }

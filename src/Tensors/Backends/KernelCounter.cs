@@ -36,9 +36,23 @@ public static class KernelCounter
     public static void Record(string kernel)
     {
         Interlocked.Increment(ref s_total);
-        Interlocked.Increment(ref s_counts.GetOrAdd(kernel, static _ => new StrongBox<long>()).Value);
+        Interlocked.Increment(ref Box(kernel).Value);
         for (var s = s_scope.Value; s is not null; s = s.Parent) s.Add(kernel);
         if (s_meterLaunches.Enabled) s_meterLaunches.Add(1, new KeyValuePair<string, object?>("kernel", kernel));
+    }
+
+    // Kernel names are nameof literals, one string instance per name, so a lookup by reference finds the counter
+    // without hashing the characters (this is on every op's path; see the op_overhead workload). Bounded, so callers
+    // that build names at run time only fall back to the ordinal lookup.
+    static readonly ConcurrentDictionary<string, StrongBox<long>> s_byReference = new(ReferenceEqualityComparer.Instance);
+    const int MaxReferenceEntries = 1024;
+
+    static StrongBox<long> Box(string kernel)
+    {
+        if (s_byReference.TryGetValue(kernel, out var box)) return box;
+        box = s_counts.GetOrAdd(kernel, static _ => new StrongBox<long>());
+        if (s_byReference.Count < MaxReferenceEntries) s_byReference.TryAdd(kernel, box);
+        return box;
     }
 
     /// <summary>Kernel launches in this process so far, all kernels together.</summary>

@@ -116,6 +116,13 @@ public static unsafe class Bf16Gemm
     {
         GemmKernelSelection.Validate(batch, m, n, k, aOffsets.Length, bOffsets.Length, cOffsets.Length);
         if (batch == 0 || m == 0 || n == 0) return;
+        if (!Bf16GemmSelection.UseJit && !Sgemm.PrefersCopies(m, n, k))
+        {
+            // The widening float32 GEMM sums each block of C in float32 and rounds it once: no float32 copy of C.
+            Sgemm.GemmWidening(batch, m, n, k, a, KindOf<TA>(), aOffsets, aRowStride, aColStride, b, KindOf<TB>(), bOffsets, bRowStride, bColStride,
+                c, GemmElement.BFloat16, cOffsets, cRowStride, accumulate, maxThreads, default);
+            return;
+        }
         // A dense float32 C, so that k-blocks accumulate in float32 and rounding to bf16 happens once at the end.
         long size = (long)m * n;
         float* wide = (float*)NativeMemory.AlignedAlloc((nuint)(batch * size * sizeof(float)), 64);
@@ -137,6 +144,9 @@ public static unsafe class Bf16Gemm
         }
         finally { NativeMemory.AlignedFree(wide); }
     }
+
+    // A float32 operand of a bf16 GEMM is rounded to bf16 first.
+    private static GemmElement KindOf<T>() => typeof(T) == typeof(BFloat16) ? GemmElement.BFloat16 : GemmElement.Float32AsBf16;
 
     private static void CheckOperand<T>(string name)
     {
@@ -168,6 +178,15 @@ public static unsafe class Bf16Gemm
     /// </summary>
     private static void Fallback(in Problem p, int maxThreads)
     {
+        if (!Sgemm.PrefersCopies(p.M, p.N, p.K))
+        {
+            // Large enough to pack: widen while packing, as the copies below would, without them.
+            Sgemm.GemmWidening(p.Batch, p.M, p.N, p.K,
+                p.A, p.ABf16 ? GemmElement.BFloat16 : GemmElement.Float32AsBf16, new ReadOnlySpan<long>(p.AOffsets, p.Batch), p.ARowStride, p.AColStride,
+                p.B, p.BBf16 ? GemmElement.BFloat16 : GemmElement.Float32AsBf16, new ReadOnlySpan<long>(p.BOffsets, p.Batch), p.BRowStride, p.BColStride,
+                p.C, GemmElement.Float32, new ReadOnlySpan<long>(p.COffsets, p.Batch), p.CRowStride, p.Accumulate, maxThreads, default);
+            return;
+        }
         long aSize = (long)p.M * p.K, bSize = (long)p.K * p.N;
         float* aw = (float*)NativeMemory.AlignedAlloc((nuint)(p.Batch * aSize * sizeof(float)), 64);
         float* bw = (float*)NativeMemory.AlignedAlloc((nuint)(p.Batch * bSize * sizeof(float)), 64);

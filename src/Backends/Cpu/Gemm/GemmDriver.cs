@@ -13,6 +13,13 @@ internal unsafe struct GemmProblem<T> where T : unmanaged
     public bool Accumulate;
     /// <summary>Applied to each finished block of C (never with <see cref="Accumulate"/>); the default does nothing.</summary>
     public GemmEpilogue Epilogue;
+    /// <summary>
+    /// How A, B and C are stored when not as T (float32 only; see <see cref="GemmWiden"/>): the pointers then point
+    /// at elements of that type, offsets and strides still count elements. Such a problem always takes the packed path.
+    /// </summary>
+    public GemmElement AKind, BKind, CKind;
+    /// <summary>True when an operand is not stored as T.</summary>
+    public readonly bool Widens => AKind != GemmElement.Float32 || BKind != GemmElement.Float32 || CKind != GemmElement.Float32;
 }
 
 /// <summary>
@@ -35,6 +42,12 @@ internal static unsafe class GemmDriver<T, TK>
     public static void Run(in GemmProblem<T> p, int maxThreads)
     {
         if (p.Batch <= 0 || p.M <= 0 || p.N <= 0) return;
+        if (p.Widens && typeof(T) != typeof(float)) throw new NotSupportedException("GemmDriver: only a float32 GEMM reads or writes other element types");
+        if (p.K <= 0 && p.CKind != GemmElement.Float32)
+        {
+            for (int b = 0; b < p.Batch; b++) ZeroKRows16(p, b);
+            return;
+        }
         if (p.K <= 0)
         {
             if (!p.Accumulate) ZeroC(p);
@@ -44,7 +57,7 @@ internal static unsafe class GemmDriver<T, TK>
         }
 
         long perMatrix = (long)p.M * p.N * p.K;
-        var mode = ChooseMode(p, perMatrix < DirectThreshold);
+        var mode = p.Widens ? Mode.Packed : ChooseMode(p, perMatrix < DirectThreshold);
         bool direct = mode != Mode.Packed;
 
         int threads = maxThreads <= 0 ? Environment.ProcessorCount : maxThreads;
@@ -72,6 +85,24 @@ internal static unsafe class GemmDriver<T, TK>
         if (p.BColStride == 1 && (small || p.M < TK.MR)) return Mode.Rows;
         if (p.AColStride == 1 && p.BRowStride == 1 && (small || p.M <= GemmDirect.MaxDotRows || p.N <= 4)) return Mode.Dot;
         return small ? Mode.Strided : Mode.Packed;
+    }
+
+    /// <summary>
+    /// Whether a problem of this size may take a direct (unpacked) path for some operand layout (see ChooseMode): such
+    /// products are small or skinny, so widening them into float32 copies costs little and keeps those faster paths.
+    /// </summary>
+    public static bool PrefersDirect(int m, int n, int k) => (long)m * n * k < DirectThreshold || m < TK.MR || n <= 4;
+
+    // An empty sum into a 16-bit C: C stays (accumulate) or becomes zero, then the epilogue, rounded once.
+    private static void ZeroKRows16(in GemmProblem<T> p, int b)
+    {
+        float* row = (float*)GemmBuffer.Get((nuint)(2 * p.N * sizeof(float)));
+        for (int i = 0; i < p.M; i++)
+        {
+            if (p.Accumulate) GemmWiden.Row(p.CKind, p.C, p.COffsets[b] + i * p.CRowStride, p.N, row);
+            else new Span<float>(row, p.N).Clear();
+            GemmWiden.StoreBlock(p.CKind, row, p.N, 1, p.N, p.C, p.COffsets[b], p.CRowStride, i, 0, p.Epilogue, row + p.N);
+        }
     }
 
     private static void ZeroC(in GemmProblem<T> p)
@@ -144,13 +175,16 @@ internal static unsafe class GemmDriver<T, TK>
         int mcb = GemmBlocking.Balanced(i1 - i0, TK.MC, mr);
         int ncb = GemmBlocking.Balanced(j1 - j0, TK.NC, nr);
 
+        if (p.CKind != GemmElement.Float32) { PackedItem16(p, b, i0, i1, j0, j1); return; }
+
         nuint aBytes = Align((nuint)(mcb * kcb * sizeof(T)));
         nuint bBytes = Align((nuint)(ncb * kcb * sizeof(T)));
         nuint sBytes = Align((nuint)(mr * nr * sizeof(T)));
-        byte* buf = GemmBuffer.Get(aBytes + bBytes + sBytes);
+        nuint wBytes = p.Widens ? Align((nuint)(GemmWiden.StagingFloats(mr, nr, kcb) * sizeof(float))) : 0;
+        byte* buf = GemmBuffer.Get(aBytes + bBytes + sBytes + wBytes);
         T* pa = (T*)buf, pb = (T*)(buf + aBytes), scratch = (T*)(buf + aBytes + bBytes);
+        float* staging = (float*)(buf + aBytes + bBytes + sBytes);
 
-        T* a = p.A + p.AOffsets[b];
         T* bm = p.B + p.BOffsets[b];
         T* c = p.C + p.COffsets[b];
 
@@ -160,16 +194,79 @@ internal static unsafe class GemmDriver<T, TK>
             for (int pc = 0; pc < p.K; pc += kcb)
             {
                 int kc = Math.Min(kcb, p.K - pc);
-                GemmPack<T>.PackB(kc, nc, nr, bm + pc * p.BRowStride + jc * p.BColStride, p.BRowStride, p.BColStride, pb);
+                if (p.BKind == GemmElement.Float32) GemmPack<T>.PackB(kc, nc, nr, bm + pc * p.BRowStride + jc * p.BColStride, p.BRowStride, p.BColStride, pb);
+                else GemmWiden.PackB(p.BKind, kc, nc, nr, p.B, p.BOffsets[b] + pc * p.BRowStride + jc * p.BColStride, p.BRowStride, p.BColStride, (float*)pb, staging);
                 bool add = pc > 0 || p.Accumulate;
                 for (int ic = i0; ic < i1; ic += mcb)
                 {
                     int mc = Math.Min(mcb, i1 - ic);
-                    GemmPack<T>.PackA(mc, kc, mr, a + ic * p.ARowStride + pc * p.AColStride, p.ARowStride, p.AColStride, pa);
+                    PackA(p, b, ic, pc, mc, kc, pa, staging);
                     Macro(mc, nc, kc, pa, pb, c + ic * p.CRowStride + jc, p.CRowStride, add, scratch);
                     // The block is final after the last KC panel: run the epilogue while it is in cache.
                     if (pc + kc >= p.K && p.Epilogue.Active) p.Epilogue.Apply(p.C, p.COffsets[b], p.CRowStride, ic, ic + mc, jc, jc + nc);
                 }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PackA(in GemmProblem<T> p, int b, int ic, int pc, int mc, int kc, T* pa, float* staging)
+    {
+        long at = p.AOffsets[b] + ic * p.ARowStride + pc * p.AColStride;
+        if (p.AKind == GemmElement.Float32) GemmPack<T>.PackA(mc, kc, TK.MR, p.A + at, p.ARowStride, p.AColStride, pa);
+        else GemmWiden.PackA(p.AKind, mc, kc, TK.MR, p.A, at, p.ARowStride, p.AColStride, (float*)pa, staging);
+    }
+
+    /// <summary>
+    /// The packed path into a 16-bit C: each MC×NC block is summed over all of K in a float32 block (k panels in the
+    /// same order as the float32 path, so every element gets the same sum), then finished and rounded once. B's
+    /// panel is packed again for each block of rows unless K fits one panel, which costs about 1/MC of the block's work.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackedItem16(in GemmProblem<T> p, int b, int i0, int i1, int j0, int j1)
+    {
+        const int MaxBlockColumns = 512; // keeps the float32 block (MC x this) near L2
+        int mr = TK.MR, nr = TK.NR;
+        int kcb = GemmBlocking.Balanced(p.K, TK.KC, 1);
+        int mcb = GemmBlocking.Balanced(i1 - i0, TK.MC, mr);
+        int ncb = GemmBlocking.Balanced(j1 - j0, Math.Min(TK.NC, MaxBlockColumns), nr);
+        bool onePanel = kcb >= p.K;
+
+        nuint aBytes = Align((nuint)(mcb * kcb * sizeof(T)));
+        nuint bBytes = Align((nuint)(ncb * kcb * sizeof(T)));
+        nuint sBytes = Align((nuint)(mr * nr * sizeof(T)));
+        nuint wBytes = Align((nuint)(GemmWiden.StagingFloats(mr, nr, kcb) * sizeof(float)));
+        nuint cBytes = Align((nuint)(mcb * ncb * sizeof(float)));
+        nuint biasBytes = Align((nuint)(ncb * sizeof(float)));
+        byte* buf = GemmBuffer.Get(aBytes + bBytes + sBytes + wBytes + cBytes + biasBytes);
+        T* pa = (T*)buf, pb = (T*)(buf + aBytes), scratch = (T*)(buf + aBytes + bBytes);
+        float* staging = (float*)(buf + aBytes + bBytes + sBytes);
+        float* block = (float*)(buf + aBytes + bBytes + sBytes + wBytes);
+        float* bias = (float*)(buf + aBytes + bBytes + sBytes + wBytes + cBytes);
+
+        for (int jc = j0; jc < j1; jc += ncb)
+        {
+            int nc = Math.Min(ncb, j1 - jc);
+            bool packedB = false;
+            for (int ic = i0; ic < i1; ic += mcb)
+            {
+                int mc = Math.Min(mcb, i1 - ic);
+                if (p.Accumulate)
+                    for (int i = 0; i < mc; i++) GemmWiden.Row(p.CKind, p.C, p.COffsets[b] + (ic + i) * p.CRowStride + jc, nc, block + i * nc);
+                for (int pc = 0; pc < p.K; pc += kcb)
+                {
+                    int kc = Math.Min(kcb, p.K - pc);
+                    if (!(onePanel && packedB))
+                    {
+                        long bat = p.BOffsets[b] + pc * p.BRowStride + jc * p.BColStride;
+                        if (p.BKind == GemmElement.Float32) GemmPack<T>.PackB(kc, nc, nr, p.B + bat, p.BRowStride, p.BColStride, pb);
+                        else GemmWiden.PackB(p.BKind, kc, nc, nr, p.B, bat, p.BRowStride, p.BColStride, (float*)pb, staging);
+                        packedB = true;
+                    }
+                    PackA(p, b, ic, pc, mc, kc, pa, staging);
+                    Macro(mc, nc, kc, pa, pb, (T*)block, nc, pc > 0 || p.Accumulate, scratch);
+                }
+                GemmWiden.StoreBlock(p.CKind, block, nc, mc, nc, p.C, p.COffsets[b], p.CRowStride, ic, jc, p.Epilogue, bias);
             }
         }
     }

@@ -42,6 +42,13 @@ internal unsafe struct GemmEpilogue
         var row = new Span<float>(c, n);
         if (bias != null) TensorPrimitives.Add(row, new ReadOnlySpan<float>(bias, n), row);
         if (pre != null) row.CopyTo(new Span<float>(pre, n));
+        Activate(c, n);
+    }
+
+    /// <summary>The activation alone, in place on <paramref name="n"/> floats (the 16-bit store adds bias and copies the pre-activation itself).</summary>
+    public readonly void Activate(float* c, int n)
+    {
+        var row = new Span<float>(c, n);
         switch (Activation)
         {
             // IEEE maximum: NaN stays NaN and −0 becomes +0, as ReluOp.

@@ -42,6 +42,49 @@ public static unsafe class Sgemm
     /// <see cref="Gemm"/>
     /// with an epilogue run on each finished block of C (the fused Linear's bias and activation).
     /// </summary>
+    /// <summary>
+    /// The float32 GEMM over operands stored in other types (<see cref="GemmElement"/>): 16-bit A and B are widened
+    /// while packing and a 16-bit C is summed in float32 blocks and rounded once on store, with the epilogue (bias and
+    /// pre-activation in C's type) applied before rounding. The bits equal those of widening everything into float32
+    /// copies, running <see cref="GemmWithEpilogue"/> and rounding the result, without the copies. Pointers point at
+    /// elements of each operand's type; offsets and strides count elements.
+    /// </summary>
+    internal static void GemmWidening(int batch, int m, int n, int k,
+        void* a, GemmElement aKind, ReadOnlySpan<long> aOffsets, long aRowStride, long aColStride,
+        void* b, GemmElement bKind, ReadOnlySpan<long> bOffsets, long bRowStride, long bColStride,
+        void* c, GemmElement cKind, ReadOnlySpan<long> cOffsets, long cRowStride,
+        bool accumulate, int maxThreads, in GemmEpilogue epilogue)
+    {
+        GemmKernelSelection.Validate(batch, m, n, k, aOffsets.Length, bOffsets.Length, cOffsets.Length);
+        if (batch == 0 || m == 0 || n == 0) return;
+        if (cKind == GemmElement.Float32AsBf16) throw new ArgumentException("Sgemm: C is stored as float32, bfloat16 or half", nameof(cKind));
+        fixed (long* ao = aOffsets, bo = bOffsets, co = cOffsets)
+        {
+            var p = new GemmProblem<float>
+            {
+                Batch = batch, M = m, N = n, K = k,
+                A = (float*)a, AOffsets = ao, ARowStride = aRowStride, AColStride = aColStride, AKind = aKind,
+                B = (float*)b, BOffsets = bo, BRowStride = bRowStride, BColStride = bColStride, BKind = bKind,
+                C = (float*)c, COffsets = co, CRowStride = cRowStride, CKind = cKind,
+                Accumulate = accumulate, Epilogue = epilogue,
+            };
+            switch (GemmKernelSelection.Current)
+            {
+                case GemmKernelKind.Vector512: GemmDriver<float, Avx512Kernel<float>>.Run(p, maxThreads); break;
+                case GemmKernelKind.Vector256: GemmDriver<float, Avx2Kernel<float>>.Run(p, maxThreads); break;
+                default: GemmDriver<float, ScalarKernel<float>>.Run(p, maxThreads); break;
+            }
+        }
+    }
+
+    /// <summary>Whether a product of this size runs faster from dense float32 copies (the driver's direct paths) than widened while packing.</summary>
+    internal static bool PrefersCopies(int m, int n, int k) => GemmKernelSelection.Current switch
+    {
+        GemmKernelKind.Vector512 => GemmDriver<float, Avx512Kernel<float>>.PrefersDirect(m, n, k),
+        GemmKernelKind.Vector256 => GemmDriver<float, Avx2Kernel<float>>.PrefersDirect(m, n, k),
+        _ => GemmDriver<float, ScalarKernel<float>>.PrefersDirect(m, n, k),
+    };
+
     internal static void GemmWithEpilogue(int batch, int m, int n, int k,
         float* a, ReadOnlySpan<long> aOffsets, long aRowStride, long aColStride,
         float* b, ReadOnlySpan<long> bOffsets, long bRowStride, long bColStride,

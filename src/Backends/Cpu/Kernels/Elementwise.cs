@@ -12,9 +12,27 @@ static unsafe class ElementwiseKernels
     // Work is cut in chunks of this many elements; counts of chunks are long, since a row may be int.MaxValue long.
     const int DenseChunk = 1 << 16;
 
+    // Operands that are all dense, in the output's shape, and fit one chunk: the loop runs inline. Building a stride
+    // plan and a parallel closure costs more than the work on the small tensors of scalar bookkeeping (a loss, a
+    // learning rate, a norm), which is what bounds the per-op overhead.
+    static bool SmallDense(Layout y, Layout a, out int n)
+    {
+        long count = y.Numel;
+        n = (int)count;
+        return count <= DenseChunk && y.IsContiguous && a.IsContiguous;
+    }
+
     public static void Unary<T, TE, TOp>(TOp op, nint x, Layout xl, nint y, Layout yl)
         where T : unmanaged where TE : struct, IElement<T> where TOp : struct, IUnaryOp
     {
+        if (SmallDense(yl, xl, out int count))
+        {
+            T* px = (T*)x + xl.Offset, py = (T*)y + yl.Offset;
+            if (typeof(T) == typeof(float) && op.TryApply(new ReadOnlySpan<float>(px, count), new Span<float>(py, count))) return;
+            if (TE.Wide) for (int i = 0; i < count; i++) py[i] = TE.FromDouble(op.Apply(TE.ToDouble(px[i])));
+            else for (int i = 0; i < count; i++) py[i] = TE.FromFloat(op.Apply(TE.ToFloat(px[i])));
+            return;
+        }
         var plan = new StridedPlan(yl, xl);
         if (typeof(T) == typeof(float) && plan.IsDense && op.TryApply(default, default))
         {
@@ -55,6 +73,15 @@ static unsafe class ElementwiseKernels
         where T : unmanaged where TE : struct, IElement<T> where TY : unmanaged where TEY : struct, IElement<TY>
         where TOp : struct, IBinaryOp
     {
+        if (SmallDense(yl, al, out int count) && bl.IsContiguous)
+        {
+            T* pa = (T*)a + al.Offset, pb = (T*)b + bl.Offset; TY* py = (TY*)y + yl.Offset;
+            if (typeof(T) == typeof(float) && typeof(TY) == typeof(float)
+                && op.TryApply(new ReadOnlySpan<float>(pa, count), new ReadOnlySpan<float>(pb, count), new Span<float>(py, count))) return;
+            if (TE.Wide) for (int i = 0; i < count; i++) py[i] = TEY.FromDouble(op.Apply(TE.ToDouble(pa[i]), TE.ToDouble(pb[i])));
+            else for (int i = 0; i < count; i++) py[i] = TEY.FromFloat(op.Apply(TE.ToFloat(pa[i]), TE.ToFloat(pb[i])));
+            return;
+        }
         var plan = new StridedPlan(yl, al, bl);
         if (typeof(T) == typeof(float) && typeof(TY) == typeof(float) && plan.IsDense && op.TryApply(default, default, default))
         {
