@@ -233,17 +233,20 @@ static unsafe class AttentionKernels
                 TA* maskHead = mask is null ? null : mask + (a.SharedMask ? 0 : b * l * s);
                 for (int j0 = 0; j0 < s; j0 += KeyTile)
                 {
-                    int cols = Math.Min(KeyTile, s - j0);
+                    int keys = Math.Min(KeyTile, s - j0);
                     TA* kj = (TA*)(k + (b * s + j0) * e);
-                    if (!same) { Load<T, TE, TA>(k + (b * s + j0) * e, kc, (long)cols * e); kj = kc; }
-                    LoadTransposed<T, TE, TA>(k + b * s * e, e, j0, j0 + cols, j0, kt, KeyTile);
-                    LoadTransposed<T, TE, TA>(v + b * s * ev, ev, j0, j0 + cols, j0, vt, KeyTile);
-                    new Span<TA>(dka, cols * e).Clear();
-                    new Span<TA>(dva, cols * ev).Clear();
+                    if (!same) { Load<T, TE, TA>(k + (b * s + j0) * e, kc, (long)keys * e); kj = kc; }
+                    LoadTransposed<T, TE, TA>(k + b * s * e, e, j0, j0 + keys, j0, kt, KeyTile);
+                    LoadTransposed<T, TE, TA>(v + b * s * ev, ev, j0, j0 + keys, j0, vt, KeyTile);
+                    new Span<TA>(dka, keys * e).Clear();
+                    new Span<TA>(dva, keys * ev).Clear();
                     // Causal: queries before j0 see none of these keys; start at the query tile holding j0.
                     for (int i0 = causal ? j0 / QueryTile * QueryTile : 0; i0 < l; i0 += QueryTile)
                     {
                         int rows = Math.Min(QueryTile, l - i0);
+                        // Causal: keys after the tile's last query are hidden from all of it; leave them out.
+                        int cols = causal ? Math.Min(keys, i0 + rows - j0) : keys;
+                        if (cols <= 0) continue;
                         TA* qi = qh + (long)i0 * e, gi = gh + (long)i0 * ev;
                         Scores<TA, TK>(qi, e, kt, KeyTile, rows, cols, p, scale, maskHead is null ? null : maskHead + (long)i0 * s + j0, s, i0, j0, causal);
                         for (int r = 0; r < rows; r++)
@@ -264,7 +267,7 @@ static unsafe class AttentionKernels
                         Gemm<TA, TK>(cols, e, rows, ds, 1, KeyTile, qi, e, dka, e, true);
                         Gemm<TA, TK>(rows, e, cols, ds, KeyTile, 1, kj, e, dqa + (long)i0 * e, e, true);
                     }
-                    for (int c = 0; c < cols; c++)
+                    for (int c = 0; c < keys; c++)
                     {
                         T* krow = dk + (b * s + j0 + c) * e;
                         for (int x = 0; x < e; x++) krow[x] = Out<T, TE, TA>(dka[c * e + x] * scale);
