@@ -51,7 +51,7 @@ public sealed record Workload(string Name, string DType, int Warmup, int Reps, F
 /// bfloat16 and float16 autocast. A GPT step is what <c>engine train</c> does per step: forward, backward, gradient
 /// clipping to norm 1, the optimizer step (through the loss scaler under float16) and zero-grad.
 /// </summary>
-public static class WorkloadCatalog
+public static partial class WorkloadCatalog
 {
     const int M16 = 16 << 20;
 
@@ -71,6 +71,7 @@ public static class WorkloadCatalog
         new("gpt_train_step_fp16", "f16-autocast", 2, 10, d => new GptStepRun(d, DType.Float16), CountsLaunches: true),
         new("unscale_16M", "f32", 2, 15, d => new UnscaleRun(d)),
         new("op_overhead", "f32", 1, 7, d => new OverheadRun(d)),
+        .. SdpaWorkloads(),
     ];
 
     /// <summary>

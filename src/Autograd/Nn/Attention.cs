@@ -45,8 +45,12 @@ public sealed class CausalSelfAttention : Module
     /// <summary>
     /// True (the default): one fused scaled-dot-product attention op (dropout on the weights, when training with
     /// p &gt; 0, drawn inside it from the attention dropout's generator); false: the explicit matmul/softmax path.
+    /// The environment variable <c>ENGINE_FUSED_ATTENTION=0</c> makes false the default of new layers (for
+    /// benchmarking the two paths, e.g. <c>engine bench --only gpt_train_step</c>).
     /// </summary>
-    public bool FusedAttention { get; set; } = true;
+    public bool FusedAttention { get; set; } = DefaultFused;
+
+    static readonly bool DefaultFused = Environment.GetEnvironmentVariable("ENGINE_FUSED_ATTENTION") != "0";
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)

@@ -2,6 +2,7 @@ using Engine.Amp;
 using Engine.Autocast;
 using Engine.Autograd;
 using Engine.Backends.Cpu;
+using Engine.Backends.Cpu.Gemm;
 using Engine.Tests.Support;
 using NUnit.Framework;
 
@@ -119,8 +120,10 @@ public class SdpaTests
         Close(got.Dv, want.Dv, tol, what + " dv");
     }
 
-    // Sizes beyond one CPU tile (32 queries, 64 keys) and odd ones; L ≠ S both ways; size-1 dims.
-    static readonly (int B, int L, int S, int E, int Ev)[] Sizes = [(2, 5, 7, 4, 3), (1, 1, 1, 1, 1), (3, 9, 4, 5, 6), (2, 37, 70, 8, 5)];
+    // Sizes beyond one CPU tile (32 queries, 64 keys) and odd ones; L ≠ S both ways; size-1 dims; head sizes as a GPT's
+    // (64) and ones that leave vector tails in the tile GEMMs (33, 17).
+    static readonly (int B, int L, int S, int E, int Ev)[] Sizes =
+        [(2, 5, 7, 4, 3), (1, 1, 1, 1, 1), (3, 9, 4, 5, 6), (2, 37, 70, 8, 5), (2, 100, 130, 64, 48), (1, 45, 67, 33, 17)];
 
     static IEnumerable<TestCaseData> Cases() =>
         from dt in new[] { DType.Float32, DType.Float64 }
@@ -241,6 +244,26 @@ public class SdpaTests
         var want = Reference(q, k, v, null, g, b, l, s, e, ev, 1 / Math.Sqrt(e), true);
         var got = Run((x, y, z) => Tensor.ScaledDotProductAttention(x, y, z, isCausal: true), q, [b, l, e], k, [b, s, e], v, [b, s, ev], g, dt);
         Compare(got, want, dt == DType.BFloat16 ? 2e-2 : 3e-3, dt.Name());
+    }
+
+    // The CPU kernel runs its tile products on the GEMM's micro-kernel family; each one the machine has must agree
+    // with the float64 reference (the default is only the widest).
+    [TestCase(GemmKernelKind.Vector512), TestCase(GemmKernelKind.Vector256), TestCase(GemmKernelKind.Scalar)]
+    public void EveryGemmKernelFamily_MatchesFloat64Reference(GemmKernelKind kind)
+    {
+        if (!GemmKernelSelection.IsSupported(kind)) Assert.Ignore($"{kind} is not supported here");
+        int b = 2, l = 40, s = 70, e = 20, ev = 24;
+        double[] q = Rand(b * l * e, 61), k = Rand(b * s * e, 62), v = Rand(b * s * ev, 63), g = Rand(b * l * ev, 64);
+        using var _ = CpuBackend.UseOptions(CpuBackend.Options with { Float32Gemm = kind });
+        foreach (bool causal in new[] { false, true })
+        {
+            var want = Reference(q, k, v, null, g, b, l, s, e, ev, 1 / Math.Sqrt(e), causal);
+            foreach (var dt in new[] { DType.Float32, DType.Float64 })
+            {
+                var got = Run((x, y, z) => Tensor.ScaledDotProductAttention(x, y, z, isCausal: causal), q, [b, l, e], k, [b, s, e], v, [b, s, ev], g, dt);
+                Compare(got, want, dt == DType.Float64 ? 1e-10 : 2e-5, $"{kind} {dt.Name()} causal={causal}");
+            }
+        }
     }
 
     [Test]

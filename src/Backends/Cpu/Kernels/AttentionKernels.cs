@@ -1,25 +1,34 @@
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Engine.Backends.Cpu.Gemm;
 
 namespace Engine.Backends.Cpu.Kernels;
 
 /// <summary>
 /// Flash-style scaled-dot-product attention (FlashAttention-2's forward and backward) over contiguous q [batch, L, E],
-/// k [batch, S, E], v [batch, S, Ev]. The forward walks tiles of <see cref="QueryTile"/> queries against tiles of
-/// <see cref="KeyTile"/> keys keeping each row's running max and sum (online softmax) and a float32 accumulator
-/// (float64 for Float64), so no [L, S] score matrix exists; it stores o rounded once and the row logsumexp. The
-/// backward recomputes P = exp(s − lse) tile by tile: dq in a pass over query tiles, dk and dv in a pass over key
-/// tiles, so every output element is accumulated by one thread in a fixed order and no result depends on the
-/// thread count. Half types are converted to float32 as a tile is loaded. The reference is the composite
-/// (CompositeKernels.Attention.cs) and the float64 computation in tests/Engine.Tests/Autograd/SdpaTests.cs.
+/// k [batch, S, E], v [batch, S, Ev]. Work is a tile of <see cref="QueryTile"/> queries against a tile of
+/// <see cref="KeyTile"/> keys, each product of the tile pair (scores q·kᵀ, p·v and the backward's four) one small GEMM
+/// by the CPU GEMM's unpacked register-blocked row kernel (<see cref="IGemmKernel{T}.DirectRows"/>: 4 rows × 2 vectors
+/// of accumulators), in float32 (float64 for Float64). The forward keeps each row's running max and sum (online
+/// softmax), so no [L, S] score matrix exists, and stores o rounded once and the row logsumexp. The backward is one
+/// walk per head: for each key tile, for each query tile that sees it, it recomputes P = exp(s − lse) and adds to dv
+/// and dk (owned by the key tile) and to a float32 dq for the whole head, so every output element is summed by one
+/// thread in a fixed order and no result depends on the thread count. The forward splits over (head, query tile),
+/// the backward over heads. Half types are converted to float32 as they are loaded; float32 operands are read in
+/// place (only kᵀ and, in the backward, vᵀ are copied, transposed). Scratch is a per-thread native buffer that only
+/// grows. The reference is the composite (CompositeKernels.Attention.cs) and the float64 computation in
+/// tests/Engine.Tests/Autograd/SdpaTests.cs.
 /// </summary>
 static unsafe class AttentionKernels
 {
-    /// <summary>Queries per tile (and per parallel work item with its batch index).</summary>
+    /// <summary>Queries per tile (and per parallel work item of the forward with its batch index).</summary>
     public const int QueryTile = 32;
-    /// <summary>Keys per tile.</summary>
+    /// <summary>Keys per tile (also the row stride of the score tiles).</summary>
     public const int KeyTile = 64;
+
+    const int Rows = GemmDirect.MaxRows;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static TA In<T, TE, TA>(T x) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> =>
@@ -29,23 +38,88 @@ static unsafe class AttentionKernels
     static T Out<T, TE, TA>(TA x) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> =>
         typeof(TA) == typeof(double) ? TE.FromDouble((double)(object)x) : TE.FromFloat((float)(object)x);
 
-    // rows × width elements from src (row stride width) into dst, converted.
-    static void Load<T, TE, TA>(T* src, Span<TA> dst, int count) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
+    // True when T is the compute type, so operands are read in place.
+    static bool Same<T, TA>() => typeof(T) == typeof(TA);
+
+    // count elements from src into dst, converted.
+    static void Load<T, TE, TA>(T* src, TA* dst, long count) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
     {
-        for (int i = 0; i < count; i++) dst[i] = In<T, TE, TA>(src[i]);
+        for (long i = 0; i < count; i++) dst[i] = In<T, TE, TA>(src[i]);
     }
 
-    // The scaled, masked score of query i (row r of the q tile) and key j (row c of the k tile); −∞ when hidden.
+    // Rows [j0, j1) of src [·, width] into the columns [j0 - c0, j1 - c0) of dst [width, ld], converted.
+    static void LoadTransposed<T, TE, TA>(T* src, int width, int j0, int j1, int c0, TA* dst, long ld)
+        where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
+    {
+        for (int j = j0; j < j1; j++)
+        {
+            T* row = src + (long)j * width;
+            TA* col = dst + (j - c0);
+            for (int x = 0; x < width; x++) col[x * ld] = In<T, TE, TA>(row[x]);
+        }
+    }
+
+    // c[rows, n] (+)= a[rows, k] (element (i, p) at a[i·aRow + p·aCol]) · b[k, n] (row stride bRow), by the GEMM's
+    // direct row kernel four rows at a time.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static TA Score<TA>(ReadOnlySpan<TA> qr, ReadOnlySpan<TA> kc, TA scale, TA* mask, long maskRow, int i, int j, bool causal) where TA : unmanaged, IFloatingPointIeee754<TA>
+    static void Gemm<TA, TK>(int rows, int n, int k, TA* a, long aRow, long aCol, TA* b, long bRow, TA* c, long ldc, bool add)
+        where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
     {
-        if (causal && j > i) return TA.NegativeInfinity;
-        TA s = TensorPrimitives.Dot(qr, kc) * scale;
-        return mask is null ? s : s + mask[maskRow + j];
+        if (k == 0)
+        {
+            if (!add) for (int i = 0; i < rows; i++) new Span<TA>(c + i * ldc, n).Clear();
+            return;
+        }
+        for (int r0 = 0; r0 < rows; r0 += Rows)
+            TK.DirectRows(Math.Min(Rows, rows - r0), n, k, a + r0 * aRow, aRow, aCol, b, bRow, c + r0 * ldc, ldc, add);
     }
 
+    // The scaled, masked scores of queries [i0, i0 + rows) (q rows of length e, contiguous) against keys [j0, j0 + cols)
+    // (kᵀ: e rows of stride ktRow, starting at key j0) into sc [rows, KeyTile]; −∞ where hidden. maskRow is the
+    // additive mask's row of query i0 at key j0 (row stride s), or null.
+    static void Scores<TA, TK>(TA* q, int e, TA* kt, long ktRow, int rows, int cols, TA* sc, TA scale, TA* maskRow, int s, int i0, int j0, bool causal)
+        where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
+    {
+        Gemm<TA, TK>(rows, cols, e, q, e, 1, kt, ktRow, sc, KeyTile, false);
+        for (int r = 0; r < rows; r++)
+        {
+            var row = new Span<TA>(sc + r * KeyTile, cols);
+            TensorPrimitives.Multiply(row, scale, row);
+            if (maskRow is not null) TensorPrimitives.Add(row, new ReadOnlySpan<TA>(maskRow + (long)r * s, cols), row);
+            if (causal)
+            {
+                int first = i0 + r - j0 + 1; // the first key after query i0 + r
+                if (first < cols) row[Math.Max(first, 0)..].Fill(TA.NegativeInfinity);
+            }
+        }
+    }
+
+    /// <summary>Runs <c>Forward</c> with the GEMM micro-kernel family the GEMM uses now.</summary>
     public static void Forward<T, TE, TA>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, AttentionShape a)
         where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
+    {
+        switch (GemmKernelSelection.Current)
+        {
+            case GemmKernelKind.Vector512: Forward<T, TE, TA, Avx512Kernel<TA>>(qp, kp, vp, maskp, op, lsep, a); break;
+            case GemmKernelKind.Vector256: Forward<T, TE, TA, Avx2Kernel<TA>>(qp, kp, vp, maskp, op, lsep, a); break;
+            default: Forward<T, TE, TA, ScalarKernel<TA>>(qp, kp, vp, maskp, op, lsep, a); break;
+        }
+    }
+
+    /// <summary>Runs <c>Backward</c> with the GEMM micro-kernel family the GEMM uses now.</summary>
+    public static void Backward<T, TE, TA>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, nint dop, nint dqp, nint dkp, nint dvp, AttentionShape a)
+        where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
+    {
+        switch (GemmKernelSelection.Current)
+        {
+            case GemmKernelKind.Vector512: Backward<T, TE, TA, Avx512Kernel<TA>>(qp, kp, vp, maskp, op, lsep, dop, dqp, dkp, dvp, a); break;
+            case GemmKernelKind.Vector256: Backward<T, TE, TA, Avx2Kernel<TA>>(qp, kp, vp, maskp, op, lsep, dop, dqp, dkp, dvp, a); break;
+            default: Backward<T, TE, TA, ScalarKernel<TA>>(qp, kp, vp, maskp, op, lsep, dop, dqp, dkp, dvp, a); break;
+        }
+    }
+
+    static void Forward<T, TE, TA, TK>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, AttentionShape a)
+        where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
     {
         int l = a.Queries, s = a.Keys, e = a.HeadDim, ev = a.ValueDim;
         int tiles = (l + QueryTile - 1) / QueryTile;
@@ -53,48 +127,53 @@ static unsafe class AttentionKernels
         T* q = (T*)qp, k = (T*)kp, v = (T*)vp, o = (T*)op;
         TA* mask = (TA*)maskp, lse = (TA*)lsep;
         TA scale = TA.CreateChecked(a.Scale);
+        bool same = Same<T, TA>();
         CpuParallel.For((long)a.Batch * tiles, 1, (w0, w1) =>
         {
-            var qt = new TA[QueryTile * e]; var kt = new TA[KeyTile * e]; var vt = new TA[KeyTile * ev];
-            var sc = new TA[KeyTile]; var acc = new TA[QueryTile * ev]; var mx = new TA[QueryTile]; var sum = new TA[QueryTile];
+            // kᵀ [e, s] and v [s, ev] of the current head (v only when converted), the q tile, scores, accumulators.
+            long vSize = same ? 0 : (long)s * ev, qSize = same ? 0 : (long)QueryTile * e;
+            TA* kt = Scratch.Get<TA>((long)e * s + vSize + qSize + QueryTile * KeyTile + (long)QueryTile * ev + 2 * QueryTile);
+            TA* vc = kt + (long)e * s, qc = vc + vSize, sc = qc + qSize, acc = sc + QueryTile * KeyTile, mx = acc + QueryTile * ev, sum = mx + QueryTile;
+            int head = -1, loaded = 0; // keys [0, loaded) of head are in kt (and vc)
             for (long w = w0; w < w1; w++)
             {
                 int b = (int)(w / tiles), i0 = (int)(w % tiles) * QueryTile, rows = Math.Min(QueryTile, l - i0);
-                Load<T, TE, TA>(q + ((long)b * l + i0) * e, qt, rows * e);
-                Array.Fill(acc, TA.Zero); Array.Fill(mx, TA.NegativeInfinity); Array.Fill(sum, TA.Zero);
                 int kEnd = a.Causal ? Math.Min(s, i0 + rows) : s;
-                long maskBase = mask is null ? 0 : (a.SharedMask ? 0 : (long)b * l * s);
+                if (b != head) { head = b; loaded = 0; }
+                if (loaded < kEnd)
+                {
+                    LoadTransposed<T, TE, TA>(k + (long)b * s * e, e, loaded, kEnd, 0, kt, s);
+                    if (!same) Load<T, TE, TA>(v + ((long)b * s + loaded) * ev, vc + (long)loaded * ev, (long)(kEnd - loaded) * ev);
+                    loaded = kEnd;
+                }
+                TA* qt = (TA*)(q + ((long)b * l + i0) * e);
+                if (!same) { Load<T, TE, TA>(q + ((long)b * l + i0) * e, qc, (long)rows * e); qt = qc; }
+                TA* vh = same ? (TA*)(v + (long)b * s * ev) : vc;
+                new Span<TA>(acc, rows * ev).Clear();
+                new Span<TA>(mx, rows).Fill(TA.NegativeInfinity);
+                new Span<TA>(sum, rows).Clear();
+                TA* maskHead = mask is null ? null : mask + (a.SharedMask ? 0 : (long)b * l * s) + (long)i0 * s;
                 for (int j0 = 0; j0 < kEnd; j0 += KeyTile)
                 {
                     int cols = Math.Min(KeyTile, kEnd - j0);
-                    Load<T, TE, TA>(k + ((long)b * s + j0) * e, kt, cols * e);
-                    Load<T, TE, TA>(v + ((long)b * s + j0) * ev, vt, cols * ev);
+                    Scores<TA, TK>(qt, e, kt + j0, s, rows, cols, sc, scale, maskHead is null ? null : maskHead + j0, s, i0, j0, a.Causal);
                     for (int r = 0; r < rows; r++)
                     {
-                        int i = i0 + r;
-                        var qr = new ReadOnlySpan<TA>(qt, r * e, e);
-                        TA rowMax = TA.NegativeInfinity;
-                        for (int c = 0; c < cols; c++)
-                        {
-                            TA x = Score(qr, new ReadOnlySpan<TA>(kt, c * e, e), scale, mask, maskBase + (long)i * s, i, j0 + c, a.Causal);
-                            sc[c] = x;
-                            if (x > rowMax) rowMax = x;
-                        }
-                        TA newMax = TA.Max(mx[r], rowMax);
-                        if (TA.IsNegativeInfinity(newMax)) continue; // every key so far hidden: nothing to add
+                        var row = new Span<TA>(sc + r * KeyTile, cols);
+                        TA newMax = TA.Max(mx[r], TensorPrimitives.Max<TA>(row));
+                        if (TA.IsNegativeInfinity(newMax)) { row.Clear(); continue; } // every key so far hidden: nothing to add
                         TA alpha = TA.Exp(mx[r] - newMax);
-                        var ar = new Span<TA>(acc, r * ev, ev);
-                        if (alpha != TA.One) TensorPrimitives.Multiply(ar, alpha, ar);
-                        TA total = sum[r] * alpha;
-                        for (int c = 0; c < cols; c++)
+                        if (alpha != TA.One)
                         {
-                            TA p = TA.Exp(sc[c] - newMax);
-                            total += p;
-                            if (p != TA.Zero) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<TA>(vt, c * ev, ev), p, ar, ar);
+                            var ar = new Span<TA>(acc + r * ev, ev);
+                            TensorPrimitives.Multiply(ar, alpha, ar);
                         }
-                        sum[r] = total;
+                        TensorPrimitives.Subtract(row, newMax, row);
+                        TensorPrimitives.Exp<TA>(row, row);
+                        sum[r] = sum[r] * alpha + TensorPrimitives.Sum<TA>(row);
                         mx[r] = newMax;
                     }
+                    Gemm<TA, TK>(rows, ev, cols, sc, KeyTile, 1, vh + (long)j0 * ev, ev, acc, ev, true);
                 }
                 for (int r = 0; r < rows; r++)
                 {
@@ -115,116 +194,123 @@ static unsafe class AttentionKernels
         });
     }
 
-    public static void Backward<T, TE, TA>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, nint dop, nint dqp, nint dkp, nint dvp, AttentionShape a)
-        where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
+    static void Backward<T, TE, TA, TK>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, nint dop, nint dqp, nint dkp, nint dvp, AttentionShape a)
+        where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
     {
         int l = a.Queries, s = a.Keys, e = a.HeadDim, ev = a.ValueDim, batch = a.Batch;
         if (batch == 0) return;
         T* q = (T*)qp, k = (T*)kp, v = (T*)vp, o = (T*)op, dO = (T*)dop, dq = (T*)dqp, dk = (T*)dkp, dv = (T*)dvp;
         TA* mask = (TA*)maskp, lse = (TA*)lsep;
         TA scale = TA.CreateChecked(a.Scale);
-        bool causal = a.Causal;
-
-        // D = rowsum(dO∘o), one value per query row.
-        var delta = new TA[(long)batch * l];
-        CpuParallel.For((long)batch * l, 256, (r0, r1) =>
+        bool causal = a.Causal, same = Same<T, TA>();
+        CpuParallel.For(batch, 1, (b0, b1) =>
         {
-            for (long r = r0; r < r1; r++)
+            // Per head: q and dO (when converted), the dq accumulator, D; per key tile: k (when converted), kᵀ, vᵀ,
+            // the dk and dv accumulators; per tile pair: P and dP/dS.
+            long qSize = same ? 0 : (long)l * e, gSize = same ? 0 : (long)l * ev, kSize = same ? 0 : (long)KeyTile * e;
+            long total = qSize + gSize + (long)l * e + l + kSize + 2L * KeyTile * e + 2L * KeyTile * ev + 2L * QueryTile * KeyTile;
+            TA* qc = Scratch.Get<TA>(total);
+            TA* gc = qc + qSize, dqa = gc + gSize, delta = dqa + (long)l * e, kc = delta + l, kt = kc + kSize, vt = kt + e * KeyTile;
+            TA* dka = vt + ev * KeyTile, dva = dka + e * KeyTile, p = dva + ev * KeyTile, ds = p + QueryTile * KeyTile;
+            for (long b = b0; b < b1; b++)
             {
-                TA d = TA.Zero;
-                for (int c = 0; c < ev; c++) d += In<T, TE, TA>(dO[r * ev + c]) * In<T, TE, TA>(o[r * ev + c]);
-                delta[r] = d;
-            }
-        });
-
-        // dq: per query tile, over the key tiles it sees.
-        int qTiles = (l + QueryTile - 1) / QueryTile;
-        CpuParallel.For((long)batch * qTiles, 1, (w0, w1) =>
-        {
-            var qt = new TA[QueryTile * e]; var gt = new TA[QueryTile * ev]; var kt = new TA[KeyTile * e]; var vt = new TA[KeyTile * ev];
-            var acc = new TA[QueryTile * e];
-            for (long w = w0; w < w1; w++)
-            {
-                int b = (int)(w / qTiles), i0 = (int)(w % qTiles) * QueryTile, rows = Math.Min(QueryTile, l - i0);
-                Load<T, TE, TA>(q + ((long)b * l + i0) * e, qt, rows * e);
-                Load<T, TE, TA>(dO + ((long)b * l + i0) * ev, gt, rows * ev);
-                Array.Fill(acc, TA.Zero);
-                int kEnd = causal ? Math.Min(s, i0 + rows) : s;
-                long maskBase = mask is null ? 0 : (a.SharedMask ? 0 : (long)b * l * s);
-                for (int j0 = 0; j0 < kEnd; j0 += KeyTile)
+                TA* qh = (TA*)(q + b * l * e), gh = (TA*)(dO + b * l * ev);
+                if (!same)
                 {
-                    int cols = Math.Min(KeyTile, kEnd - j0);
-                    Load<T, TE, TA>(k + ((long)b * s + j0) * e, kt, cols * e);
-                    Load<T, TE, TA>(v + ((long)b * s + j0) * ev, vt, cols * ev);
-                    for (int r = 0; r < rows; r++)
+                    Load<T, TE, TA>(q + b * l * e, qc, (long)l * e); qh = qc;
+                    Load<T, TE, TA>(dO + b * l * ev, gc, (long)l * ev); gh = gc;
+                }
+                // D = rowsum(dO∘o), one value per query row.
+                for (int i = 0; i < l; i++)
+                {
+                    T* orow = o + (b * l + i) * ev;
+                    TA d = TA.Zero;
+                    for (int c = 0; c < ev; c++) d += gh[(long)i * ev + c] * In<T, TE, TA>(orow[c]);
+                    delta[i] = d;
+                }
+                new Span<TA>(dqa, l * e).Clear();
+                TA* lseHead = lse + b * l;
+                TA* maskHead = mask is null ? null : mask + (a.SharedMask ? 0 : b * l * s);
+                for (int j0 = 0; j0 < s; j0 += KeyTile)
+                {
+                    int keys = Math.Min(KeyTile, s - j0);
+                    TA* kj = (TA*)(k + (b * s + j0) * e);
+                    if (!same) { Load<T, TE, TA>(k + (b * s + j0) * e, kc, (long)keys * e); kj = kc; }
+                    LoadTransposed<T, TE, TA>(k + b * s * e, e, j0, j0 + keys, j0, kt, KeyTile);
+                    LoadTransposed<T, TE, TA>(v + b * s * ev, ev, j0, j0 + keys, j0, vt, KeyTile);
+                    new Span<TA>(dka, keys * e).Clear();
+                    new Span<TA>(dva, keys * ev).Clear();
+                    // Causal: queries before j0 see none of these keys; start at the query tile holding j0.
+                    for (int i0 = causal ? j0 / QueryTile * QueryTile : 0; i0 < l; i0 += QueryTile)
                     {
-                        int i = i0 + r;
-                        long row = (long)b * l + i;
-                        var qr = new ReadOnlySpan<TA>(qt, r * e, e);
-                        var gr = new ReadOnlySpan<TA>(gt, r * ev, ev);
-                        var ar = new Span<TA>(acc, r * e, e);
-                        for (int c = 0; c < cols; c++)
+                        int rows = Math.Min(QueryTile, l - i0);
+                        // Causal: keys after the tile's last query are hidden from all of it; leave them out.
+                        int cols = causal ? Math.Min(keys, i0 + rows - j0) : keys;
+                        if (cols <= 0) continue;
+                        TA* qi = qh + (long)i0 * e, gi = gh + (long)i0 * ev;
+                        Scores<TA, TK>(qi, e, kt, KeyTile, rows, cols, p, scale, maskHead is null ? null : maskHead + (long)i0 * s + j0, s, i0, j0, causal);
+                        for (int r = 0; r < rows; r++)
                         {
-                            TA p = TA.Exp(Score(qr, new ReadOnlySpan<TA>(kt, c * e, e), scale, mask, maskBase + (long)i * s, i, j0 + c, causal) - lse[row]);
-                            if (p == TA.Zero) continue;
-                            TA ds = p * (TensorPrimitives.Dot(gr, new ReadOnlySpan<TA>(vt, c * ev, ev)) - delta[row]);
-                            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<TA>(kt, c * e, e), ds, ar, ar);
+                            var row = new Span<TA>(p + r * KeyTile, cols);
+                            TensorPrimitives.Subtract(row, lseHead[i0 + r], row);
+                            TensorPrimitives.Exp<TA>(row, row);
                         }
+                        // dv += Pᵀ·dO; dP = dO·vᵀ; dS = P∘(dP − D); dk += dSᵀ·q; dq += dS·k.
+                        Gemm<TA, TK>(cols, ev, rows, p, 1, KeyTile, gi, ev, dva, ev, true);
+                        Gemm<TA, TK>(rows, cols, ev, gi, ev, 1, vt, KeyTile, ds, KeyTile, false);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            var dsr = new Span<TA>(ds + r * KeyTile, cols);
+                            TensorPrimitives.Subtract(dsr, delta[i0 + r], dsr);
+                            TensorPrimitives.Multiply(dsr, new ReadOnlySpan<TA>(p + r * KeyTile, cols), dsr);
+                        }
+                        Gemm<TA, TK>(cols, e, rows, ds, 1, KeyTile, qi, e, dka, e, true);
+                        Gemm<TA, TK>(rows, e, cols, ds, KeyTile, 1, kj, e, dqa + (long)i0 * e, e, true);
+                    }
+                    for (int c = 0; c < keys; c++)
+                    {
+                        T* krow = dk + (b * s + j0 + c) * e;
+                        for (int x = 0; x < e; x++) krow[x] = Out<T, TE, TA>(dka[c * e + x] * scale);
+                        T* vrow = dv + (b * s + j0 + c) * ev;
+                        for (int x = 0; x < ev; x++) vrow[x] = Out<T, TE, TA>(dva[c * ev + x]);
                     }
                 }
-                for (int r = 0; r < rows; r++)
-                {
-                    T* drow = dq + ((long)b * l + i0 + r) * e;
-                    for (int c = 0; c < e; c++) drow[c] = Out<T, TE, TA>(acc[r * e + c] * scale);
-                }
+                T* dqh = dq + b * l * e;
+                for (long x = 0; x < (long)l * e; x++) dqh[x] = Out<T, TE, TA>(dqa[x] * scale);
             }
         });
+    }
 
-        // dk and dv: per key tile, over the query tiles that see it.
-        int kTiles = (s + KeyTile - 1) / KeyTile;
-        CpuParallel.For((long)batch * kTiles, 1, (w0, w1) =>
+    /// <summary>
+    /// A per-thread, 64-byte aligned native scratch buffer for the attention tiles. It only grows, so steady-state
+    /// calls allocate nothing; the memory is released when the owning thread dies and the holder is finalized.
+    /// </summary>
+    sealed class Scratch
+    {
+        [ThreadStatic] static Scratch? t_current;
+        byte* _ptr;
+        nuint _bytes;
+
+        /// <summary>The calling thread's buffer, at least <paramref name="count"/> elements (contents unspecified).</summary>
+        public static TA* Get<TA>(long count) where TA : unmanaged
         {
-            var qt = new TA[QueryTile * e]; var gt = new TA[QueryTile * ev]; var kt = new TA[KeyTile * e]; var vt = new TA[KeyTile * ev];
-            var dkAcc = new TA[KeyTile * e]; var dvAcc = new TA[KeyTile * ev];
-            for (long w = w0; w < w1; w++)
+            var holder = t_current ??= new Scratch();
+            nuint bytes = (nuint)(Math.Max(count, 1) * sizeof(TA));
+            if (holder._bytes < bytes)
             {
-                int b = (int)(w / kTiles), j0 = (int)(w % kTiles) * KeyTile, cols = Math.Min(KeyTile, s - j0);
-                Load<T, TE, TA>(k + ((long)b * s + j0) * e, kt, cols * e);
-                Load<T, TE, TA>(v + ((long)b * s + j0) * ev, vt, cols * ev);
-                Array.Fill(dkAcc, TA.Zero); Array.Fill(dvAcc, TA.Zero);
-                long maskBase = mask is null ? 0 : (a.SharedMask ? 0 : (long)b * l * s);
-                // Causal: queries before j0 see none of these keys; start at the query tile holding j0.
-                for (int i0 = causal ? j0 / QueryTile * QueryTile : 0; i0 < l; i0 += QueryTile)
-                {
-                    int rows = Math.Min(QueryTile, l - i0);
-                    Load<T, TE, TA>(q + ((long)b * l + i0) * e, qt, rows * e);
-                    Load<T, TE, TA>(dO + ((long)b * l + i0) * ev, gt, rows * ev);
-                    for (int r = 0; r < rows; r++)
-                    {
-                        int i = i0 + r;
-                        long row = (long)b * l + i;
-                        var qr = new ReadOnlySpan<TA>(qt, r * e, e);
-                        var gr = new ReadOnlySpan<TA>(gt, r * ev, ev);
-                        for (int c = 0; c < cols; c++)
-                        {
-                            TA p = TA.Exp(Score(qr, new ReadOnlySpan<TA>(kt, c * e, e), scale, mask, maskBase + (long)i * s, i, j0 + c, causal) - lse[row]);
-                            if (p == TA.Zero) continue;
-                            var dvr = new Span<TA>(dvAcc, c * ev, ev);
-                            TensorPrimitives.MultiplyAdd(gr, p, dvr, dvr);
-                            TA ds = p * (TensorPrimitives.Dot(gr, new ReadOnlySpan<TA>(vt, c * ev, ev)) - delta[row]);
-                            var dkr = new Span<TA>(dkAcc, c * e, e);
-                            TensorPrimitives.MultiplyAdd(qr, ds, dkr, dkr);
-                        }
-                    }
-                }
-                for (int c = 0; c < cols; c++)
-                {
-                    T* krow = dk + ((long)b * s + j0 + c) * e;
-                    for (int x = 0; x < e; x++) krow[x] = Out<T, TE, TA>(dkAcc[c * e + x] * scale);
-                    T* vrow = dv + ((long)b * s + j0 + c) * ev;
-                    for (int x = 0; x < ev; x++) vrow[x] = Out<T, TE, TA>(dvAcc[c * ev + x]);
-                }
+                if (holder._ptr != null) NativeMemory.AlignedFree(holder._ptr);
+                holder._ptr = null;
+                holder._bytes = 0;
+                nuint size = (bytes + 4095) & ~(nuint)4095;
+                holder._ptr = (byte*)NativeMemory.AlignedAlloc(size, 64);
+                holder._bytes = size;
             }
-        });
+            return (TA*)holder._ptr;
+        }
+
+        ~Scratch()
+        {
+            if (_ptr != null) NativeMemory.AlignedFree(_ptr);
+        }
     }
 }
