@@ -14,14 +14,14 @@ public static unsafe partial class VectorMath
 {
     /// <summary>Exact GELU x·Φ(x) elementwise in float32, accurate in relative terms down to where it underflows
     /// (x ≈ −14.1); GELU(−∞) = −0, GELU(+∞) = +∞, NaN stays NaN.</summary>
-    public static void Gelu(ReadOnlySpan<float> x, Span<float> y) => MapFloat<GeluFloat>(x, y, "VectorMath.Gelu");
+    public static void Gelu(ReadOnlySpan<float> x, Span<float> y) => MapFloat<GeluFloat>(x, y, "VectorMath.Gelu", pairs: false);
 
     /// <summary>The tanh approximation of GELU, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), elementwise in float32,
     /// evaluated as x·σ(2z) (the same function) so the negative tail keeps its relative accuracy.</summary>
-    public static void GeluTanh(ReadOnlySpan<float> x, Span<float> y) => MapFloat<GeluTanhFloat>(x, y, "VectorMath.GeluTanh");
+    public static void GeluTanh(ReadOnlySpan<float> x, Span<float> y) => MapFloat<GeluTanhFloat>(x, y, "VectorMath.GeluTanh", pairs: false);
 
     /// <summary>SiLU x·σ(x) elementwise in float32; SiLU(−∞) = −0.</summary>
-    public static void Silu(ReadOnlySpan<float> x, Span<float> y) => MapFloat<SiluFloat>(x, y, "VectorMath.Silu");
+    public static void Silu(ReadOnlySpan<float> x, Span<float> y) => MapFloat<SiluFloat>(x, y, "VectorMath.Silu", pairs: false);
 
     /// <summary>The GELU backward dx = dy·(Φ(x) + x·φ(x)) in one pass; dx may be x or dy (in place).</summary>
     public static void GeluBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) =>
@@ -73,23 +73,25 @@ public static unsafe partial class VectorMath
 
     // For |x| < 1, Φ(x) = ½ + x·P(x²), P the Taylor series of erf(x/√2)/(2x) to degree 8 in v = x² (the next term,
     // 1.1e-10, is 0.05 ulp of Φ(−1) = 0.159): P0 and P1 in float64, the rest (PS, 0.01 of P) in float32. For |x| ≥ 1,
-    // Φ(−|x|) = t·G(t)·e^(−x²/2), t = 1/(1 + |x|/2), G(t) = erfcx(|x|/√2)/(2t) a polynomial in s = t − 3/8 of degree 9
-    // (fitted at Chebyshev nodes on |x| ∈ [1, 14.5], 3.5e-9 relative with G2…G9 rounded to float32): G0 and G1 in
-    // float64, the rest (GS, under 0.04 of G) in float32. x² = h + l exactly (l by a fused multiply-add), so
+    // Φ(−|x|) = t·G(t)·e^(−x²/2), t = 1/(1 + |x|/2), G(t) = erfcx(|x|/√2)/(2t) a polynomial in s = t − 3/16 of degree
+    // 10 (fitted at Chebyshev nodes on |x| ∈ [1, 20], 8e-10 relative with G2…G10 rounded to float32): G0 and G1 in
+    // float64, the rest (gs, under 0.07 of G) in float32. 20 rather than the forward's underflow (14.1): the backward's
+    // dy·x·φ(x) stays representable a little further for a large dy. x² = h + l exactly (l by a fused multiply-add), so
     // e^(−x²/2) carries no rounding of x², which the exponent would amplify (one ulp of x²/2 is 40 ulp of the result at
     // x = −10). t is the rounded quotient, whose error corr (d + dl is 1 + |x|/2 exactly, r the quotient's residual)
-    // goes into e's low part; s = t − 3/8 is exact on the range. Φ(|x|) = 1 − Φ(−|x|).
+    // is applied in float64; s = t − 3/16 is exact on the range (|s| < 1/8 where t < 1/8). Φ(|x|) = 1 − Φ(−|x|).
     const double GeluP0 = 0.3989422804014327, GeluP1 = -0.06649038006690546;
     const float GeluP2 = 9.973556735e-03f, GeluP3 = -1.187328249e-03f, GeluP4 = 1.154346901e-04f, GeluP5 = -9.444655916e-06f,
         GeluP6 = 6.659693668e-07f, GeluP7 = -4.122667363e-08f, GeluP8 = 2.273529809e-09f;
-    const double GeluG0 = 0.2959608177933081, GeluG1 = 0.31029140940480726;
-    const float GeluG2 = 1.100345328e-01f, GeluG3 = -1.263620257e-01f, GeluG4 = -8.031210303e-02f, GeluG5 = 1.251938790e-01f,
-        GeluG6 = 3.346152604e-02f, GeluG7 = -1.544890255e-01f, GeluG8 = 3.786149994e-02f, GeluG9 = 1.163328215e-01f;
-    const float GeluTailFrom = 1f, GeluTailTo = 14.5f, GeluS0 = 0.375f;
+    const double GeluG0 = 0.24235699411675618, GeluG1 = 0.2584981421364427;
+    const float GeluG2 = 1.573045552e-01f, GeluG3 = -3.329675272e-02f, GeluG4 = -1.445053220e-01f, GeluG5 = -1.939869486e-02f,
+        GeluG6 = 1.797541976e-01f, GeluG7 = 6.547894329e-02f, GeluG8 = -4.602923095e-01f, GeluG9 = 4.779260159e-01f,
+        GeluG10 = -1.757812202e-01f;
+    const float GeluTailFrom = 1f, GeluTailTo = 20f, GeluS0 = 0.1875f;
 
     // The float32 pieces of Φ at a = |x|: ps (the erf polynomial's tail), e^(−a²/2) = (hi + lo)·2ⁿ, s and gs (the erfcx
     // polynomial's argument and tail) and corr (t's relative correction). Every lane gets finite pieces: a is clamped
-    // into each polynomial's range (into [2⁻²⁰, 14.5] for e, beyond which nothing changes in float32) and the
+    // into each polynomial's range (into [2⁻²⁰, 20] for e, beyond which nothing changes in float32) and the
     // combine picks.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void GeluParts<TL>(TL a, out TL ps, out TL hi, out TL lo, out TL n, out TL s, out TL gs, out TL corr)
@@ -116,7 +118,8 @@ public static unsafe partial class VectorMath
         var t = one / d;
         corr = TL.Fma(TL.Splat(0f) - dl, t, TL.Fma(TL.Splat(0f) - d, t, one));
         s = t - TL.Splat(GeluS0);
-        gs = TL.Fma(TL.Splat(GeluG9), s, TL.Splat(GeluG8));
+        gs = TL.Fma(TL.Splat(GeluG10), s, TL.Splat(GeluG9));
+        gs = TL.Fma(gs, s, TL.Splat(GeluG8));
         gs = TL.Fma(gs, s, TL.Splat(GeluG7));
         gs = TL.Fma(gs, s, TL.Splat(GeluG6));
         gs = TL.Fma(gs, s, TL.Splat(GeluG5));
@@ -155,7 +158,7 @@ public static unsafe partial class VectorMath
         public static TD Apply<TD>(TD x, TD dy, TD ps, TD hi, TD lo, TD n, TD s, TD gs, TD corr) where TD : unmanaged, IDoubleLanes<TD>
         {
             var phi = GeluPhi(x, ps, (hi + lo) * Pow2(n), s, gs, corr);
-            // −∞ becomes −20, whose GELU (20·Φ(−14.5) ≈ 1e-46) rounds to −0; +∞ stays, times Φ = 1.
+            // −∞ becomes −20, whose GELU (20·Φ(−20) ≈ 1e-87) rounds to −0; +∞ stays, times Φ = 1.
             return TD.Max(x, TD.Splat(-20.0)) * phi;
         }
     }

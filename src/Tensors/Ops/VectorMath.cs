@@ -295,17 +295,20 @@ public static unsafe partial class VectorMath
         if (overlapsElsewhere) throw new EngineException(op, "source and destination overlap without being the same span");
     }
 
-    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IFloatKernel
+    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IFloatKernel => MapFloat<TK>(x, y, op, pairs: true);
+
+    // pairs: false for the large kernels (the activations), which inlined twice exceed the JIT's budget.
+    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op, bool pairs) where TK : struct, IFloatKernel
     {
         Check(x.Length, y.Length, x.Overlaps(y, out int off) && off != 0, op);
         if (x.IsEmpty) return;
         int bits = MaxVectorBits;
         fixed (float* px = x, py = y)
         {
-            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunFloat<TK, F512>(px, py, x.Length);
-            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunFloat<TK, F256>(px, py, x.Length);
-            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunFloat<TK, F128>(px, py, x.Length);
-            else RunFloat<TK, F1>(px, py, x.Length);
+            if (bits >= 512 && Vector512.IsHardwareAccelerated) { if (pairs) RunFloat<TK, F512>(px, py, x.Length); else RunFloatSingles<TK, F512>(px, py, x.Length); }
+            else if (bits >= 256 && Vector256.IsHardwareAccelerated) { if (pairs) RunFloat<TK, F256>(px, py, x.Length); else RunFloatSingles<TK, F256>(px, py, x.Length); }
+            else if (bits >= 128 && Vector128.IsHardwareAccelerated) { if (pairs) RunFloat<TK, F128>(px, py, x.Length); else RunFloatSingles<TK, F128>(px, py, x.Length); }
+            else RunFloatSingles<TK, F1>(px, py, x.Length);
         }
     }
 
