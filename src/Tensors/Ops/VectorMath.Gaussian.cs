@@ -44,7 +44,8 @@ public static unsafe partial class VectorMath
     {
         var z = TL.Fma(w, TL.Splat(ExpFloat.Log2E), TL.Splat(ExpFloat.Shift));
         n = z - TL.Splat(ExpFloat.Shift);
-        // Exact: w is a multiple of 2⁻¹⁶ and n·Ln2Hi of 2⁻²⁴ (|n| < 2⁸), their difference below 1/2 in magnitude.
+        // Exact: where n ≠ 0, |w| > 1/3 is a multiple of 2⁻²⁵ and n·Ln2Hi (|n| < 2⁹) one of 2⁻²⁴ inside the fused
+        // operation, and their difference is below 1/2 in magnitude; where n = 0 it is w.
         var rhi = TL.Fma(n, TL.Splat(-ExpFloat.Ln2Hi), w);
         var rlo = TL.Fma(n, TL.Splat(-ExpFloat.Ln2Lo), wl);
         var r = rhi + rlo;
