@@ -29,6 +29,11 @@ public interface IDifferentiableUnaryOp : IUnaryOp
     float Derivative(float x);
     /// <summary>d Apply(x) / dx in float64.</summary>
     double Derivative(double x);
+    /// <summary>
+    /// Contiguous float32 fast path of the backward, dx = dy · f'(x) in one pass (a <see cref="VectorMath"/> kernel under
+    /// the same reproducibility rule as <see cref="IUnaryOp.TryApply"/>); false if the op has none.
+    /// </summary>
+    bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx);
 }
 
 /// <summary>An elementwise function of two values (operands already broadcast and of one dtype).</summary>
@@ -60,7 +65,7 @@ public readonly struct UnaryGradOp<TOp>(TOp op) : IBinaryOp where TOp : struct, 
     /// <inheritdoc/>
     public double Apply(double x, double dy) => dy * Op.Derivative(x);
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => false;
+    public bool TryApply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => Op.TryBackward(a, b, y);
     /// <inheritdoc/>
     public bool IsComparison => false;
 }

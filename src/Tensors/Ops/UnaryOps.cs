@@ -6,7 +6,8 @@ namespace Engine.Ops;
 // where one exists. Transcendental fast paths are VectorMath's, whose bits do not depend on JIT tier or vector width;
 // TensorPrimitives stays only where each element is one IEEE operation (negate, abs, sqrt, add, multiply), whose
 // result is the same on every code path.
-// Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp.
+// Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp, whose contiguous float32 fast path
+// is TryBackward: a fused VectorMath pass dx = dy·f'(x) for the activations (GELU, tanh-GELU, SiLU), false elsewhere.
 
 /// <summary>−x.</summary>
 public readonly struct NegOp : IDifferentiableUnaryOp
@@ -23,6 +24,8 @@ public readonly struct NegOp : IDifferentiableUnaryOp
     public double Derivative(double x) => -1.0;
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Negate(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>|x|; the derivative at 0 is 0, as PyTorch's.</summary>
@@ -40,6 +43,8 @@ public readonly struct AbsOp : IDifferentiableUnaryOp
     public double Derivative(double x) => x > 0 ? 1.0 : x < 0 ? -1.0 : 0.0;
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Abs(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>eˣ.</summary>
@@ -57,6 +62,8 @@ public readonly struct ExpOp : IDifferentiableUnaryOp
     public double Derivative(double x) => Math.Exp(x);
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Exp(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>Natural logarithm.</summary>
@@ -74,6 +81,8 @@ public readonly struct LogOp : IDifferentiableUnaryOp
     public double Derivative(double x) => 1.0 / x;
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Log(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>√x.</summary>
@@ -91,6 +100,8 @@ public readonly struct SqrtOp : IDifferentiableUnaryOp
     public double Derivative(double x) => 0.5 / Math.Sqrt(x);
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sqrt(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>1/√x.</summary>
@@ -108,6 +119,8 @@ public readonly struct RsqrtOp : IDifferentiableUnaryOp
     public double Derivative(double x) => -0.5 / (x * Math.Sqrt(x));
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>sin x.</summary>
@@ -127,6 +140,8 @@ public readonly struct SinOp : IDifferentiableUnaryOp
     /// <remarks>No fast path: TensorPrimitives.Sin's bits are not guaranteed across JIT tiers (its float64 overload was
     /// seen to change after re-jitting), and sin/cos are rare in training, so MathF.Sin serves every layout.</remarks>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>cos x.</summary>
@@ -146,6 +161,8 @@ public readonly struct CosOp : IDifferentiableUnaryOp
     /// <remarks>No fast path: TensorPrimitives.Cos's bits are not guaranteed across JIT tiers (its float64 overload was
     /// seen to change after re-jitting), and sin/cos are rare in training, so MathF.Cos serves every layout.</remarks>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>tanh x.</summary>
@@ -163,6 +180,8 @@ public readonly struct TanhOp : IDifferentiableUnaryOp
     public double Derivative(double x) { double t = Math.Tanh(x); return 1.0 - t * t; }
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Tanh(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>1/(1+e⁻ˣ), written so that neither tail overflows.</summary>
@@ -184,6 +203,8 @@ public readonly struct SigmoidOp : IDifferentiableUnaryOp
         VectorMath.Sigmoid(x, y);
         return true;
     }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>max(x, 0); the derivative at 0 is 0, as PyTorch's.</summary>
@@ -201,6 +222,8 @@ public readonly struct ReluOp : IDifferentiableUnaryOp
     public double Derivative(double x) => x > 0 ? 1.0 : 0.0;
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>
@@ -230,6 +253,8 @@ public readonly struct GeluTanhOp : IDifferentiableUnaryOp
     }
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.GeluTanh(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.GeluTanhBackward(x, dy, dx); return true; }
 }
 
 /// <summary>GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), evaluated from erfc for x &lt; 0 so the tail does not cancel.</summary>
@@ -248,6 +273,8 @@ public readonly struct GeluOp : IDifferentiableUnaryOp
     public double Derivative(double x) => 0.5 * (1.0 + SpecialFunctions.Erf(x * InvSqrt2)) + x * InvSqrt2Pi * Math.Exp(-0.5 * x * x);
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Gelu(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.GeluBackward(x, dy, dx); return true; }
 }
 
 /// <summary>SiLU (swish): x·σ(x).</summary>
@@ -265,6 +292,8 @@ public readonly struct SiluOp : IDifferentiableUnaryOp
     public double Derivative(double x) { double s = default(SigmoidOp).Apply(x); return s * (1.0 + x * (1.0 - s)); }
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Silu(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.SiluBackward(x, dy, dx); return true; }
 }
 
 /// <summary>xᵖ for a scalar exponent.</summary>
@@ -284,6 +313,8 @@ public readonly struct PowScalarOp(double exponent) : IDifferentiableUnaryOp
     public double Derivative(double x) => Exponent == 0 ? 0.0 : Exponent * Math.Pow(x, Exponent - 1);
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>
@@ -308,6 +339,8 @@ public readonly struct ClampOp(double min, double max) : IDifferentiableUnaryOp
     public double Derivative(double x) => x >= Min && x <= Max ? 1.0 : 0.0;
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>a·x + b for scalars: the scalar forms of +, −, × and ÷ without a broadcast operand. A pure scaling uses b = −0, which adds exactly nothing.</summary>
@@ -336,4 +369,6 @@ public readonly struct AffineOp(double scale, double shift) : IDifferentiableUna
         else { TensorPrimitives.Multiply(x, (float)Scale, y); TensorPrimitives.Add(y, (float)Shift, y); }
         return true;
     }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }

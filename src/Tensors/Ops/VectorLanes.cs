@@ -59,6 +59,16 @@ internal unsafe interface IFloatLanes<TSelf> where TSelf : unmanaged, IFloatLane
     /// Gaussian and logistic kernels get a correctly rounded float32 result without double-float tricks.
     /// </summary>
     static abstract TSelf InDouble<TK>(TSelf x) where TK : struct, VectorMath.IDoubleKernel;
+    /// <summary>
+    /// A float64 combine of nine float32 lane sets, each widened exactly, rounded once to float32: how the activation
+    /// kernels join the pieces they compute in float32 (a value and its derivative's inputs, e^w as hi + lo and 2ⁿ,
+    /// a polynomial's tail) without a float32 rounding between them. Inputs the combine ignores cost nothing.
+    /// </summary>
+    static abstract TSelf CombineInDouble<TK>(TSelf x, TSelf dy, TSelf p0, TSelf p1, TSelf p2, TSelf p3, TSelf p4, TSelf p5, TSelf p6)
+        where TK : struct, VectorMath.IDoubleCombine;
+    /// <summary>A float64 kernel of the widened lanes, returned as the float32 pair hi + lo (hi its rounding, lo the
+    /// rounding of the rest): an argument that must be known beyond float32 precision, such as tanh-GELU's 2z.</summary>
+    static abstract void SplitInDouble<TK>(TSelf x, out TSelf hi, out TSelf lo) where TK : struct, VectorMath.IDoubleKernel;
 }
 
 /// <summary>float64 lanes, with their bits also usable as int64 lanes.</summary>
@@ -127,6 +137,26 @@ internal readonly unsafe struct F512(Vector512<float> v) : IFloatLanes<F512>
         var (lo, hi) = Vector512.Widen(x._v);
         return new(Vector512.Narrow(TK.Apply(new D512(lo)).V, TK.Apply(new D512(hi)).V));
     }
+    [MethodImpl(Inline)] public static F512 CombineInDouble<TK>(F512 x, F512 dy, F512 p0, F512 p1, F512 p2, F512 p3, F512 p4, F512 p5, F512 p6)
+        where TK : struct, VectorMath.IDoubleCombine
+    {
+        var (x0, x1) = Vector512.Widen(x._v); var (y0, y1) = Vector512.Widen(dy._v);
+        var (a0, a1) = Vector512.Widen(p0._v); var (b0, b1) = Vector512.Widen(p1._v); var (c0, c1) = Vector512.Widen(p2._v);
+        var (d0, d1) = Vector512.Widen(p3._v); var (e0, e1) = Vector512.Widen(p4._v); var (f0, f1) = Vector512.Widen(p5._v);
+        var (g0, g1) = Vector512.Widen(p6._v);
+        var lo = TK.Apply(new D512(x0), new D512(y0), new D512(a0), new D512(b0), new D512(c0), new D512(d0), new D512(e0), new D512(f0), new D512(g0));
+        var hi = TK.Apply(new D512(x1), new D512(y1), new D512(a1), new D512(b1), new D512(c1), new D512(d1), new D512(e1), new D512(f1), new D512(g1));
+        return new(Vector512.Narrow(lo.V, hi.V));
+    }
+    [MethodImpl(Inline)] public static void SplitInDouble<TK>(F512 x, out F512 hi, out F512 lo) where TK : struct, VectorMath.IDoubleKernel
+    {
+        var (x0, x1) = Vector512.Widen(x._v);
+        var v0 = TK.Apply(new D512(x0)).V; var v1 = TK.Apply(new D512(x1)).V;
+        var h = Vector512.Narrow(v0, v1);
+        var (h0, h1) = Vector512.Widen(h);
+        hi = new(h);
+        lo = new(Vector512.Narrow(v0 - h0, v1 - h1));
+    }
     [MethodImpl(Inline)] public static F512 RatioOfSumsInDouble(F512 a, F512 b, F512 c, F512 d)
     {
         var (alo, ahi) = Vector512.Widen(a._v);
@@ -174,6 +204,26 @@ internal readonly unsafe struct F256(Vector256<float> v) : IFloatLanes<F256>
     {
         var (lo, hi) = Vector256.Widen(x._v);
         return new(Vector256.Narrow(TK.Apply(new D256(lo)).V, TK.Apply(new D256(hi)).V));
+    }
+    [MethodImpl(Inline)] public static F256 CombineInDouble<TK>(F256 x, F256 dy, F256 p0, F256 p1, F256 p2, F256 p3, F256 p4, F256 p5, F256 p6)
+        where TK : struct, VectorMath.IDoubleCombine
+    {
+        var (x0, x1) = Vector256.Widen(x._v); var (y0, y1) = Vector256.Widen(dy._v);
+        var (a0, a1) = Vector256.Widen(p0._v); var (b0, b1) = Vector256.Widen(p1._v); var (c0, c1) = Vector256.Widen(p2._v);
+        var (d0, d1) = Vector256.Widen(p3._v); var (e0, e1) = Vector256.Widen(p4._v); var (f0, f1) = Vector256.Widen(p5._v);
+        var (g0, g1) = Vector256.Widen(p6._v);
+        var lo = TK.Apply(new D256(x0), new D256(y0), new D256(a0), new D256(b0), new D256(c0), new D256(d0), new D256(e0), new D256(f0), new D256(g0));
+        var hi = TK.Apply(new D256(x1), new D256(y1), new D256(a1), new D256(b1), new D256(c1), new D256(d1), new D256(e1), new D256(f1), new D256(g1));
+        return new(Vector256.Narrow(lo.V, hi.V));
+    }
+    [MethodImpl(Inline)] public static void SplitInDouble<TK>(F256 x, out F256 hi, out F256 lo) where TK : struct, VectorMath.IDoubleKernel
+    {
+        var (x0, x1) = Vector256.Widen(x._v);
+        var v0 = TK.Apply(new D256(x0)).V; var v1 = TK.Apply(new D256(x1)).V;
+        var h = Vector256.Narrow(v0, v1);
+        var (h0, h1) = Vector256.Widen(h);
+        hi = new(h);
+        lo = new(Vector256.Narrow(v0 - h0, v1 - h1));
     }
     [MethodImpl(Inline)] public static F256 RatioOfSumsInDouble(F256 a, F256 b, F256 c, F256 d)
     {
@@ -223,6 +273,26 @@ internal readonly unsafe struct F128(Vector128<float> v) : IFloatLanes<F128>
         var (lo, hi) = Vector128.Widen(x._v);
         return new(Vector128.Narrow(TK.Apply(new D128(lo)).V, TK.Apply(new D128(hi)).V));
     }
+    [MethodImpl(Inline)] public static F128 CombineInDouble<TK>(F128 x, F128 dy, F128 p0, F128 p1, F128 p2, F128 p3, F128 p4, F128 p5, F128 p6)
+        where TK : struct, VectorMath.IDoubleCombine
+    {
+        var (x0, x1) = Vector128.Widen(x._v); var (y0, y1) = Vector128.Widen(dy._v);
+        var (a0, a1) = Vector128.Widen(p0._v); var (b0, b1) = Vector128.Widen(p1._v); var (c0, c1) = Vector128.Widen(p2._v);
+        var (d0, d1) = Vector128.Widen(p3._v); var (e0, e1) = Vector128.Widen(p4._v); var (f0, f1) = Vector128.Widen(p5._v);
+        var (g0, g1) = Vector128.Widen(p6._v);
+        var lo = TK.Apply(new D128(x0), new D128(y0), new D128(a0), new D128(b0), new D128(c0), new D128(d0), new D128(e0), new D128(f0), new D128(g0));
+        var hi = TK.Apply(new D128(x1), new D128(y1), new D128(a1), new D128(b1), new D128(c1), new D128(d1), new D128(e1), new D128(f1), new D128(g1));
+        return new(Vector128.Narrow(lo.V, hi.V));
+    }
+    [MethodImpl(Inline)] public static void SplitInDouble<TK>(F128 x, out F128 hi, out F128 lo) where TK : struct, VectorMath.IDoubleKernel
+    {
+        var (x0, x1) = Vector128.Widen(x._v);
+        var v0 = TK.Apply(new D128(x0)).V; var v1 = TK.Apply(new D128(x1)).V;
+        var h = Vector128.Narrow(v0, v1);
+        var (h0, h1) = Vector128.Widen(h);
+        hi = new(h);
+        lo = new(Vector128.Narrow(v0 - h0, v1 - h1));
+    }
     [MethodImpl(Inline)] public static F128 RatioOfSumsInDouble(F128 a, F128 b, F128 c, F128 d)
     {
         var (alo, ahi) = Vector128.Widen(a._v);
@@ -266,6 +336,16 @@ internal readonly unsafe struct F1(float v) : IFloatLanes<F1>
     [MethodImpl(Inline)] public static bool AnyIntLessThan(F1 a, int bound) => I(a) < bound;
     [MethodImpl(Inline)] public static F1 MultiplyInDouble(F1 a, F1 b) => new((float)((double)a._v * b._v));
     [MethodImpl(Inline)] public static F1 InDouble<TK>(F1 x) where TK : struct, VectorMath.IDoubleKernel => new((float)TK.Apply(new D1(x._v)).V);
+    [MethodImpl(Inline)] public static F1 CombineInDouble<TK>(F1 x, F1 dy, F1 p0, F1 p1, F1 p2, F1 p3, F1 p4, F1 p5, F1 p6)
+        where TK : struct, VectorMath.IDoubleCombine =>
+        new((float)TK.Apply(new D1(x._v), new D1(dy._v), new D1(p0._v), new D1(p1._v), new D1(p2._v), new D1(p3._v), new D1(p4._v), new D1(p5._v), new D1(p6._v)).V);
+    [MethodImpl(Inline)] public static void SplitInDouble<TK>(F1 x, out F1 hi, out F1 lo) where TK : struct, VectorMath.IDoubleKernel
+    {
+        double v = TK.Apply(new D1(x._v)).V;
+        float h = (float)v;
+        hi = new(h);
+        lo = new((float)(v - h));
+    }
     [MethodImpl(Inline)] public static F1 RatioOfSumsInDouble(F1 a, F1 b, F1 c, F1 d) => new((float)(((double)a._v + b._v) / ((double)c._v + d._v)));
 }
 
@@ -419,6 +499,17 @@ internal readonly unsafe struct X2F<TL>(TL a, TL b) : IFloatLanes<X2F<TL>> where
     [MethodImpl(Inline)] public static bool AnyIntLessThan(X2F<TL> a, int bound) => TL.AnyIntLessThan(a._a, bound) | TL.AnyIntLessThan(a._b, bound);
     [MethodImpl(Inline)] public static X2F<TL> MultiplyInDouble(X2F<TL> a, X2F<TL> b) => new(TL.MultiplyInDouble(a._a, b._a), TL.MultiplyInDouble(a._b, b._b));
     [MethodImpl(Inline)] public static X2F<TL> InDouble<TK>(X2F<TL> x) where TK : struct, VectorMath.IDoubleKernel => new(TL.InDouble<TK>(x._a), TL.InDouble<TK>(x._b));
+    [MethodImpl(Inline)] public static X2F<TL> CombineInDouble<TK>(X2F<TL> x, X2F<TL> dy, X2F<TL> p0, X2F<TL> p1, X2F<TL> p2, X2F<TL> p3, X2F<TL> p4, X2F<TL> p5, X2F<TL> p6)
+        where TK : struct, VectorMath.IDoubleCombine =>
+        new(TL.CombineInDouble<TK>(x._a, dy._a, p0._a, p1._a, p2._a, p3._a, p4._a, p5._a, p6._a),
+            TL.CombineInDouble<TK>(x._b, dy._b, p0._b, p1._b, p2._b, p3._b, p4._b, p5._b, p6._b));
+    [MethodImpl(Inline)] public static void SplitInDouble<TK>(X2F<TL> x, out X2F<TL> hi, out X2F<TL> lo) where TK : struct, VectorMath.IDoubleKernel
+    {
+        TL.SplitInDouble<TK>(x._a, out var ha, out var la);
+        TL.SplitInDouble<TK>(x._b, out var hb, out var lb);
+        hi = new(ha, hb);
+        lo = new(la, lb);
+    }
     [MethodImpl(Inline)] public static X2F<TL> RatioOfSumsInDouble(X2F<TL> a, X2F<TL> b, X2F<TL> c, X2F<TL> d) =>
         new(TL.RatioOfSumsInDouble(a._a, b._a, c._a, d._a), TL.RatioOfSumsInDouble(a._b, b._b, c._b, d._b));
 }

@@ -63,6 +63,18 @@ public static unsafe partial class VectorMath
         static abstract TL Apply<TL>(TL x) where TL : unmanaged, IDoubleLanes<TL>;
     }
 
+    /// <summary>A float32 kernel of two inputs (an activation's backward: x and the incoming gradient dy).</summary>
+    internal interface IFloatKernel2
+    {
+        static abstract TL Apply<TL>(TL x, TL dy) where TL : unmanaged, IFloatLanes<TL>;
+    }
+
+    /// <summary>The float64 combine of <see cref="IFloatLanes{TSelf}.CombineInDouble"/>.</summary>
+    internal interface IDoubleCombine
+    {
+        static abstract TL Apply<TL>(TL x, TL dy, TL p0, TL p1, TL p2, TL p3, TL p4, TL p5, TL p6) where TL : unmanaged, IDoubleLanes<TL>;
+    }
+
     // float32 eˣ in float32 arithmetic. x = n·ln2 + r with n = round(x/ln2), |r| ≤ ln2/2 (+ a rounding sliver);
     // eˣ = 2ⁿ·(1 + r + r²·q(r)), q the degree-4 part of the degree-6 minimax fit of eʳ − 1 on [−0.3467, 0.3467]
     // (error 3.1e-9, 0.05 ulp). r is kept as an exact high part rhi and a small low part rlo, and 1 + rhi as an exact
@@ -70,9 +82,9 @@ public static unsafe partial class VectorMath
     // value in all. No tables; the only branch picks between two multiplies that give the same bits.
     readonly struct ExpFloat : IFloatKernel
     {
-        const float Log2E = 1.44269502f, Shift = 12582912f; // 1.5·2²³: adding it rounds to an integer, kept in the low bits
-        const float Ln2Hi = 0.693147182f, Ln2Lo = -1.90465421e-09f; // float(ln2) and float(ln2 − float(ln2))
-        const float C2 = 0.5f, C3 = 0.166665182f, C4 = 0.0416662060f, C5 = 0.00836890843f, C6 = 0.00139505242f;
+        internal const float Log2E = 1.44269502f, Shift = 12582912f; // 1.5·2²³: adding it rounds to an integer, kept in the low bits
+        internal const float Ln2Hi = 0.693147182f, Ln2Lo = -1.90465421e-09f; // float(ln2) and float(ln2 − float(ln2))
+        internal const float C2 = 0.5f, C3 = 0.166665182f, C4 = 0.0416662060f, C5 = 0.00836890843f, C6 = 0.00139505242f;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>
@@ -283,17 +295,35 @@ public static unsafe partial class VectorMath
         if (overlapsElsewhere) throw new EngineException(op, "source and destination overlap without being the same span");
     }
 
-    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IFloatKernel
+    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op) where TK : struct, IFloatKernel => MapFloat<TK>(x, y, op, pairs: true);
+
+    // pairs: false for the large kernels (the activations), which inlined twice exceed the JIT's budget.
+    static void MapFloat<TK>(ReadOnlySpan<float> x, Span<float> y, string op, bool pairs) where TK : struct, IFloatKernel
     {
         Check(x.Length, y.Length, x.Overlaps(y, out int off) && off != 0, op);
         if (x.IsEmpty) return;
         int bits = MaxVectorBits;
         fixed (float* px = x, py = y)
         {
-            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunFloat<TK, F512>(px, py, x.Length);
-            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunFloat<TK, F256>(px, py, x.Length);
-            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunFloat<TK, F128>(px, py, x.Length);
-            else RunFloat<TK, F1>(px, py, x.Length);
+            if (bits >= 512 && Vector512.IsHardwareAccelerated) { if (pairs) RunFloat<TK, F512>(px, py, x.Length); else RunFloatSingles<TK, F512>(px, py, x.Length); }
+            else if (bits >= 256 && Vector256.IsHardwareAccelerated) { if (pairs) RunFloat<TK, F256>(px, py, x.Length); else RunFloatSingles<TK, F256>(px, py, x.Length); }
+            else if (bits >= 128 && Vector128.IsHardwareAccelerated) { if (pairs) RunFloat<TK, F128>(px, py, x.Length); else RunFloatSingles<TK, F128>(px, py, x.Length); }
+            else RunFloatSingles<TK, F1>(px, py, x.Length);
+        }
+    }
+
+    static void MapFloat2<TK>(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> y, string op) where TK : struct, IFloatKernel2
+    {
+        if (dy.Length != x.Length) throw new ShapeException(op, $"gradient length {dy.Length} differs from the input length {x.Length}");
+        Check(x.Length, y.Length, (x.Overlaps(y, out int ox) && ox != 0) || (dy.Overlaps(y, out int od) && od != 0), op);
+        if (x.IsEmpty) return;
+        int bits = MaxVectorBits;
+        fixed (float* px = x, pd = dy, py = y)
+        {
+            if (bits >= 512 && Vector512.IsHardwareAccelerated) RunFloat2<TK, F512>(px, pd, py, x.Length);
+            else if (bits >= 256 && Vector256.IsHardwareAccelerated) RunFloat2<TK, F256>(px, pd, py, x.Length);
+            else if (bits >= 128 && Vector128.IsHardwareAccelerated) RunFloat2<TK, F128>(px, pd, py, x.Length);
+            else RunFloat2<TK, F1>(px, pd, py, x.Length);
         }
     }
 
@@ -342,6 +372,26 @@ public static unsafe partial class VectorMath
         for (int j = 0; j < MaxLanes; j++) buf[j] = j < n ? x[j] : 0f;
         TL.Store(TK.Apply(TL.Load(buf)), buf);
         for (int j = 0; j < n; j++) y[j] = buf[j];
+    }
+
+    // The two-input kernels are larger (a backward carries the forward's work and more), so they run one vector at a
+    // time: a pair would inline the kernel twice, past the JIT's budget.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void RunFloat2<TK, TL>(float* x, float* dy, float* y, int n) where TK : struct, IFloatKernel2 where TL : unmanaged, IFloatLanes<TL>
+    {
+        int i = 0;
+        for (; i <= n - TL.Count; i += TL.Count) TL.Store(TK.Apply(TL.Load(x + i), TL.Load(dy + i)), y + i);
+        if (i < n) RunFloat2Tail<TK, TL>(x + i, dy + i, y + i, n - i);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void RunFloat2Tail<TK, TL>(float* x, float* dy, float* y, int n) where TK : struct, IFloatKernel2 where TL : unmanaged, IFloatLanes<TL>
+    {
+        float* bx = stackalloc float[MaxLanes];
+        float* bd = stackalloc float[MaxLanes];
+        for (int j = 0; j < MaxLanes; j++) { bx[j] = j < n ? x[j] : 0f; bd[j] = j < n ? dy[j] : 0f; }
+        TL.Store(TK.Apply(TL.Load(bx), TL.Load(bd)), bx);
+        for (int j = 0; j < n; j++) y[j] = bx[j];
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
