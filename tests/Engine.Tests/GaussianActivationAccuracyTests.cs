@@ -188,7 +188,7 @@ public class GaussianActivationAccuracyTests
     public void TensorBackwardUsesTheFusedKernel()
     {
         Assert.That(new UnaryGradOp<GeluOp>(new GeluOp()).TryApply(default, default, default), Is.True);
-        Assert.That(new UnaryGradOp<ReluOp>(new ReluOp()).TryApply(default, default, default), Is.False);
+        Assert.That(new UnaryGradOp<SinOp>(new SinOp()).TryApply(default, default, default), Is.False, "an op without a vector backward");
         var rng = new Random(3);
         var data = Enumerable.Range(0, 2 * 70_001).Select(_ => (float)(rng.NextDouble() * 16 - 10)).ToArray();
         var dyv = Enumerable.Range(0, data.Length).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();

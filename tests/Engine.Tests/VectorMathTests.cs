@@ -13,6 +13,38 @@ namespace Engine.Tests;
 [NonParallelizable] // the width test switches the process-wide VectorMath.MaxVectorBits (results never depend on it)
 public class VectorMathTests
 {
+    // ---------------- ReLU: the vector forward and backward equal the scalar op bit for bit ----------------
+
+    [Test]
+    public void Relu_VectorPaths_EqualTheScalarOpBitForBit()
+    {
+        // Special values (both zeros, NaN, infinities, subnormals, extremes) among random values, at lengths that
+        // leave vector tails; the backward's dy includes NaN and infinities, which must give NaN where x <= 0.
+        float[] special = [0f, -0f, float.NaN, float.PositiveInfinity, float.NegativeInfinity, float.Epsilon, -float.Epsilon,
+            float.MaxValue, float.MinValue, 1e-40f, -1e-40f, 1f, -1f];
+        var rng = new Random(3);
+        foreach (int n in new[] { 1, 7, 16, 33, 1000 })
+        {
+            var x = new float[n]; var dy = new float[n];
+            for (int i = 0; i < n; i++)
+            {
+                x[i] = i < special.Length ? special[i] : (float)(rng.NextDouble() * 4 - 2);
+                dy[i] = special[(i * 7 + 3) % special.Length];
+            }
+            var op = new ReluOp();
+            var y = new float[n]; var dx = new float[n];
+            Assert.That(op.TryApply(x, y), Is.True);
+            Assert.That(new UnaryGradOp<ReluOp>(op).TryApply(x, dy, dx), Is.True);
+            for (int i = 0; i < n; i++)
+            {
+                Assert.That(BitConverter.SingleToInt32Bits(y[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(op.Apply(x[i]))), $"relu({x[i]:R})");
+                float want = new UnaryGradOp<ReluOp>(op).Apply(x[i], dy[i]);
+                Assert.That(float.IsNaN(dx[i]) ? float.NaN : dx[i], Is.EqualTo(want), $"relu'({x[i]:R}) * {dy[i]:R}");
+                if (!float.IsNaN(want)) Assert.That(BitConverter.SingleToInt32Bits(dx[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(want)), $"sign of relu'({x[i]:R}) * {dy[i]:R}");
+            }
+        }
+    }
+
     // ---------------- ulp distance through the integer representation ----------------
 
     // Monotone in the value: adjacent floats differ by 1, and −0 and +0 both map to 0.

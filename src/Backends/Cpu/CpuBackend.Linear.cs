@@ -129,6 +129,12 @@ public sealed unsafe partial class CpuBackend
                             acc[j] += d;
                         }
                     }
+                    else if (typeof(T) == typeof(float)
+                        && op.TryBackward(new ReadOnlySpan<float>((float*)sv + at, cols), new ReadOnlySpan<float>((float*)dy + at, cols), new Span<float>((float*)dz + at, cols)))
+                    {
+                        // The op's vectorized dy·f′(x), as the unfused UnaryGradOp takes on dense float32.
+                        for (int j = 0; j < cols; j++) acc[j] += ((float*)dz)[at + j];
+                    }
                     else
                     {
                         for (int j = 0; j < cols; j++)

@@ -221,9 +221,10 @@ public readonly struct ReluOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Derivative(double x) => x > 0 ? 1.0 : 0.0;
     /// <inheritdoc/>
-    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <remarks>IEEE maximum with +0: NaN stays NaN and −0 becomes +0, as <see cref="Apply(float)"/>.</remarks>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Max(x, 0f, y); return true; }
     /// <inheritdoc/>
-    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.ReluBackward(x, dy, dx); return true; }
 }
 
 /// <summary>GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>

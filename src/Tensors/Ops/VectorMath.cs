@@ -47,6 +47,27 @@ public static unsafe partial class VectorMath
     /// (an odd polynomial there, not 1 − 2/(e²ˣ + 1)).</summary>
     public static void Tanh(ReadOnlySpan<float> x, Span<float> y) => MapFloat<TanhFloat>(x, y, "VectorMath.Tanh");
 
+    /// <summary>
+    /// The ReLU gradient dx = dy·(x &gt; 0 ? 1 : 0), bit for bit as <see cref="UnaryGradOp{TOp}"/>'s scalar form (a NaN
+    /// or infinite dy still gives NaN where x ≤ 0, as a product with 0). <paramref name="dx"/> may alias either input.
+    /// </summary>
+    public static void ReluBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        if (x.Length != dy.Length || x.Length != dx.Length) throw new ArgumentException("VectorMath.ReluBackward: spans of different lengths");
+        int i = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            int w = System.Numerics.Vector<float>.Count;
+            var one = System.Numerics.Vector<float>.One;
+            for (; i <= x.Length - w; i += w)
+            {
+                var gate = System.Numerics.Vector.ConditionalSelect(System.Numerics.Vector.GreaterThan(new System.Numerics.Vector<float>(x[i..]), System.Numerics.Vector<float>.Zero), one, System.Numerics.Vector<float>.Zero);
+                (new System.Numerics.Vector<float>(dy[i..]) * gate).CopyTo(dx[i..]);
+            }
+        }
+        for (; i < x.Length; i++) dx[i] = dy[i] * (x[i] > 0 ? 1f : 0f);
+    }
+
     /// <summary>The logistic function 1/(1 + e⁻ˣ) elementwise in float32, from e^−|x| so nothing overflows: relative
     /// accuracy in the lower tail, down to the subnormal results below x ≈ −87.3; 1 for large x.</summary>
     public static void Sigmoid(ReadOnlySpan<float> x, Span<float> y) => MapFloat<SigmoidFloat>(x, y, "VectorMath.Sigmoid");
