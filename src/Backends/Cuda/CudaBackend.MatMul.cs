@@ -138,11 +138,18 @@ public sealed partial class CudaBackend
                 (b, bLayout) = (pbs, new Layout([pl.Shape[0], pl.Shape[2], pl.Shape[1]], [pl.Strides[0], pl.Strides[2], pl.Strides[1]], pl.Offset));
                 bv = V(b); pb = Address(bv); bK = 0;
             }
+            // The bias is staged by 16-byte cp.async copies: a GPU needs its address aligned (a fresh buffer always is).
+            var biasS = e.Bias;
+            if (biasS is not null && !IsEmulated && Address(V(biasS)) % 16 != 0)
+            {
+                var (aligned, _) = Pack(biasS, new Layout([1, 1, n], [0, n, 1], 0), 1, 1, n, packed);
+                biasS = aligned;
+            }
             var args = Args(plan, aLayout, bLayout, batch, m, n, k, dt, e);
-            var biasV = e.Bias is null ? yv : V(e.Bias);
+            var biasV = biasS is null ? yv : V(biasS);
             var preV = e.Pre is null ? yv : V(e.Pre);
             long pp = e.Pre is null ? py : Address(preV);
-            args.PtrA = pa; args.PtrB = pb; args.PtrY = py; args.PtrPre = pp;
+            args.PtrA = pa; args.PtrB = pb; args.PtrY = py; args.PtrPre = pp; args.PtrBias = Address(biasV);
             args.VectorY = n % 8 == 0 && (IsEmulated || py % 16 == 0 && pp % 16 == 0) ? 1 : 0;
             Launch(plan, plan.For(dt, IsEmulated, 2 * aT + bK), args, av, bv, yv, biasV, preV, batch);
         }

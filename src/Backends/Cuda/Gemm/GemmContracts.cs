@@ -49,8 +49,11 @@ public struct GemmArgs
     /// </summary>
     public int Bias, Pre, Activation;
 
-    /// <summary>The tensor-core kernel's device byte address of the pre view's element 0 (its 16-byte stores).</summary>
-    public long PtrPre;
+    /// <summary>
+    /// The tensor-core kernel's device byte addresses of the pre view's element 0 (its 16-byte stores) and of the
+    /// bias's (16-byte aligned: the block's slice of the bias is staged into shared memory by cp.async).
+    /// </summary>
+    public long PtrPre, PtrBias;
 
     /// <summary>True when the launch has anything for the epilogue to do besides the plain store.</summary>
     public readonly bool Fused => (Bias | Pre | Activation) != 0;
@@ -227,24 +230,26 @@ public interface IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma
 }
 
 /// <summary>
-/// The bias of the tensor-core GEMM's Linear epilogue as its warp tile stages it: the half-type bias [N] and the
-/// thread's first column (the tile's column plus 2·(lane mod 4), the C fragment's); fragment column block j adds the
-/// bias at column <see cref="Col"/> + 8·j (+1 for the second value of the pair). Off (<see cref="On"/> = 0) for a
-/// plain MatMul, whose staged values are then the accumulators themselves (no +0 that would turn −0 into +0).
+/// The bias of the tensor-core GEMM's Linear epilogue as its warp tile stages it: the block's BN columns of the bias,
+/// staged in shared memory (the kernel copies them in with cp.async, so the epilogue issues no 2-byte global loads),
+/// at half index <see cref="Base"/>; the thread's first column in the block tile (the warp's column plus
+/// 2·(lane mod 4), the C fragment's); fragment column block j adds the bias at <see cref="Col"/> + 8·j (+1 for the
+/// second value of the pair). Off (<see cref="On"/> = 0) for a plain MatMul, whose staged values are then the
+/// accumulators themselves (no +0 that would turn −0 into +0).
 /// </summary>
 public struct MmaBias
 {
 #pragma warning disable CS1591
-    public ArrayView<ushort> Values;
-    public int Col, N, On, Bf16;
+    public ArrayView<ushort> Shared;
+    public int Base, Col, Left, On, Bf16;
 #pragma warning restore CS1591
 
-    /// <summary>x plus the bias at column <see cref="Col"/> + <paramref name="offset"/> (x alone when off or past N).</summary>
+    /// <summary>x plus the bias at block column <see cref="Col"/> + <paramref name="offset"/> (x alone when off or past the last column).</summary>
     public readonly float Add(float x, int offset)
     {
         int c = Col + offset;
-        if (On == 0 || c >= N) return x;
-        ushort h = Values[c];
+        if (On == 0 || c >= Left) return x;
+        ushort h = Shared[Base + c];
         return x + (Bf16 != 0 ? DeviceElements.Bf16ToFloat(h) : DeviceElements.HalfToFloat(h));
     }
 }

@@ -59,7 +59,7 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
     public static int BN => default(TBlock).WarpsN * default(TWarp).NI * 8;
 
     /// <summary>Half words of the stage ring or of the epilogue's staging tiles, whichever is larger (they share the memory).</summary>
-    static int DataHalves => Math.Max(Stages * (BM + BN) * BK, default(TBlock).WarpsM * default(TBlock).WarpsN * default(TWarp).MI * 16 * (default(TWarp).NI * 8 + 8));
+    static int DataHalves => Math.Max(Stages * (BM + BN) * BK, default(TBlock).WarpsM * default(TBlock).WarpsN * default(TWarp).MI * 16 * (default(TWarp).NI * 8 + 8) + BN);
 
     /// <summary>Bytes of the one shared allocation (the stages, or the epilogue staging, and the emulation's scratch).</summary>
     public static int SharedBytes => 2 * DataHalves + 4 * default(TBlock).WarpsM * default(TBlock).WarpsN * default(TInstr).ScratchWords;
@@ -86,8 +86,9 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         int mi16 = acc.MI * 16, ni8 = acc.NI * 8;
         int bm = blk.WarpsM * mi16, bn = blk.WarpsN * ni8;
         int epiPitch = ni8 + 8;
+        // The epilogue's staging tiles, then the block's slice of the Linear's bias (bn halves), share the ring's memory.
         int ringHalves = Stages * (bm + bn) * BK, epiHalves = warps * mi16 * epiPitch;
-        int dataHalves = ringHalves > epiHalves ? ringHalves : epiHalves;
+        int dataHalves = ringHalves > epiHalves + bn ? ringHalves : epiHalves + bn;
         var s = SharedMemory.Allocate<ushort>(dataHalves + 2 * warps * ins.ScratchWords);
         if (CudaAsm.IsSupported) s = s.AsAligned16(); // ldmatrix and cp.async address 16-byte rows
         uint sBase = ins.SharedBase();
@@ -183,7 +184,22 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         ins.WaitGroupAll();
         Group.Barrier();
         uint tile = (uint)(warp * mi16 * epiPitch * 2);
-        var eb = new MmaBias { Values = bias.Cast<ushort>(), Col = col0 + warpCol + 2 * (lane & 3), N = g.N, On = g.Bias, Bf16 = bf16 };
+        if (g.Bias != 0)
+        {
+            // The block's bn bias values into shared memory behind the staging tiles: 16-byte cp.async chunks,
+            // zero-filled past n, like the operands' copies.
+            if (tid < bn / 8)
+            {
+                long bIdx0 = col0 + tid * 8;
+                int left = g.N - (int)bIdx0, bytes = left >= 8 ? 16 : left > 0 ? 2 * left : 0;
+                ins.CopyAsync16(s, sBase, (uint)(2 * epiHalves + 16 * tid), bias.Cast<ushort>(), bytes > 0 ? bIdx0 : 0,
+                    bytes > 0 ? g.PtrBias + 2 * bIdx0 : g.PtrBias, bytes);
+            }
+            ins.CommitGroup();
+            ins.WaitGroupAll();
+            Group.Barrier();
+        }
+        var eb = new MmaBias { Shared = s, Base = epiHalves, Col = warpCol + 2 * (lane & 3), Left = nLeft, On = g.Bias, Bf16 = bf16 };
         acc.StageOutput(s, sBase, tile, epiPitch * 2, lane, bf16, eb);
         Group.Barrier();
         int perRow = acc.NI, rowsPerPass = 32 / acc.NI;
