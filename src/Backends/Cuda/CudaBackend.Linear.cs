@@ -9,7 +9,8 @@ readonly record struct GemmEpilogue(Storage? Bias, Storage? Pre, Activation Acti
 
 // The fused linear layer: the GEMM (Gemm/SimtGemm.cs for float32/float64, Gemm/MmaGemm.cs for the half types) with
 // the bias, the pre-activation store and the activation in its store epilogue, one device launch; and the backward's
-// dz = dy·act′ and bias gradient in one more (Kernels/LinearKernels.cs).
+// dz = dy·act′ and bias gradient in one kernel (Kernels/LinearKernels.cs; with ColumnFinish adding the row blocks'
+// partial sums when there are several, the scheme of LayerNorm's column sums).
 public sealed partial class CudaBackend
 {
     /// <inheritdoc cref="IBackend.Linear"/>
@@ -39,11 +40,38 @@ public sealed partial class CudaBackend
             if (dBias is not null) Fill(dBias, Layout.Contiguous([n]), 0);
             return;
         }
+        // Blocks of rows give partial bias sums that ColumnFinish adds in block order (LayerNorm's scheme): enough
+        // threads for a GPU at GPT widths, and sums that depend only on the shape.
+        int blocks = RowKernels.ColumnBlocks(m, n);
+        var c = new ColumnArgs
+        {
+            Rows = m, Cols = n, Type = (int)dy.DType, Blocks = blocks, PerBlock = (m + blocks - 1) / blocks, ByCols = FastDivisor.Of(n),
+            Flags = dBias is null ? 0 : RowKernels.HasBias,
+        };
         var dyv = V(dy);
-        var kernel = dy.DType == DType.Float64
-            ? Kernel("LinearBackward", typeof(Wide), a => a.LoadStreamKernel<int, int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, int, int>(LinearKernels.Backward<Wide>))
-            : Kernel("LinearBackward", typeof(Narrow), a => a.LoadStreamKernel<int, int, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, int, int, int>(LinearKernels.Backward<Narrow>));
-        kernel(Grid(n), m, n, dyv, saved is null ? dyv : V(saved), dz is null ? dyv : V(dz), dBias is null ? dyv : V(dBias),
-            (int)dy.DType, (int)activation, dBias is null ? 0 : 1);
+        var sv = saved is null ? dyv : V(saved);
+        var dzv = dz is null ? dyv : V(dz);
+        var dbv = dBias is null ? dyv : V(dBias);
+        var width = WidthOf(dy.DType);
+        var kernel = Kernel("LinearBackward", width, a => a.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ColumnArgs, int>(
+            dy.DType == DType.Float64 ? LinearKernels.Backward<Wide> : LinearKernels.Backward<Narrow>));
+        if (blocks == 1 || dBias is null)
+        {
+            kernel(Grid((long)blocks * n), dyv, sv, dzv, dyv, dbv, c, (int)activation);
+            return;
+        }
+        var scratch = Allocate(Device, dy.DType == DType.Float64 ? DType.Float64 : DType.Float32, 2L * blocks * n);
+        scratch.AddRef();
+        try
+        {
+            kernel(Grid((long)blocks * n), dyv, sv, dzv, V(scratch), dbv, c, (int)activation);
+            Kernel("ColumnFinish", width, k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ColumnArgs>(dy.DType == DType.Float64 ? RowKernels.ColumnFinish<Wide> : RowKernels.ColumnFinish<Narrow>))
+                (Grid(n), V(scratch), dbv, dbv, c);
+        }
+        finally
+        {
+            // Back to the pool; stream order keeps the queued kernels' reads ahead of any reuse.
+            scratch.Release();
+        }
     }
 }

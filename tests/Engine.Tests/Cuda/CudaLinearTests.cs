@@ -11,7 +11,7 @@ namespace Engine.Tests.Cuda;
 /// and tensor-core kernels, and the one-launch backward of Kernels/LinearKernels.cs) on the emulated device, against
 /// act(x·Wᵀ + b) and its gradients computed in float64 here, for every dtype and activation, at small odd sizes (rows
 /// of 9 outputs take the tensor-core epilogue's element-wise stores, rows of 16 its 16-byte ones) and k = 0; and
-/// against the CPU backend's result from the same values. Each forward is one counted launch (Linear), each backward
+/// against the CPU backend's result from the same values; 40 rows take the backward's blocked bias sums. Each forward is one counted launch (Linear), each backward
 /// one LinearBackward besides the two products.
 /// </summary>
 [TestFixture]
@@ -86,6 +86,9 @@ public class CudaLinearTests
             yield return new TestCaseData(new[] { 5, 20 }, 16, true, a);    // n = 16: the 16-byte epilogue stores
         }
         yield return new TestCaseData(new[] { 5, 7 }, 9, false, Activation.Gelu);
+        // 40 rows: the backward's bias sums go through row blocks and ColumnFinish.
+        yield return new TestCaseData(new[] { 2, 20, 7 }, 9, true, Activation.Gelu);
+        yield return new TestCaseData(new[] { 2, 20, 7 }, 9, true, Activation.None);
         yield return new TestCaseData(new[] { 3, 0 }, 5, true, Activation.GeluTanh); // k = 0: y = act(bias)
     }
 
