@@ -1,4 +1,6 @@
+using Engine.Backends.Cuda.Gemm;
 using Engine.Backends.Cuda.Kernels;
+using Engine.Ops;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -8,7 +10,8 @@ namespace Engine.Backends.Cuda;
 readonly record struct GemmEpilogue(Storage? Bias, Storage? Pre, Activation Activation);
 
 // The fused linear layer: the GEMM (Gemm/SimtGemm.cs for float32/float64, Gemm/MmaGemm.cs for the half types) with
-// the bias, the pre-activation store and the activation in its store epilogue, one device launch; and the backward's
+// the bias, the pre-activation store and the activation in its store epilogue, one device launch (float64 GELUs: a
+// second, see GemmActivation); and the backward's
 // dz = dy·act′ and bias gradient in one kernel (Kernels/LinearKernels.cs; with ColumnFinish adding the row blocks'
 // partial sums when there are several, the scheme of LayerNorm's column sums).
 public sealed partial class CudaBackend
@@ -24,6 +27,15 @@ public sealed partial class CudaBackend
         // y = x·wᵀ: a is x [m, k], b is w read transposed in place, b(p, j) = w(j, p).
         var a3 = new Layout([1, m, k], [0, xLayout.Strides[0], xLayout.Strides[1]], xLayout.Offset);
         var b3 = new Layout([1, k, n], [0, wLayout.Strides[1], wLayout.Strides[0]], wLayout.Offset);
+        if (x.DType == DType.Float64 && !GemmActivation.InFloat64Epilogue(activation))
+        {
+            // float64 GELUs: the GEMM stores z (and pre), then the activation in place, a second device launch.
+            Gemm(x, a3, w, b3, y, 1, m, n, k, new GemmEpilogue(bias, pre, Activation.None));
+            var mat = Layout.Contiguous([m, n]);
+            if (activation == Activation.Gelu) Unary(new GeluOp(), y, mat, y, mat);
+            else Unary(new GeluTanhOp(), y, mat, y, mat);
+            return;
+        }
         Gemm(x, a3, w, b3, y, 1, m, n, k, new GemmEpilogue(bias, pre, activation));
     }
 

@@ -73,13 +73,14 @@ static class GemmActivation
         _ => x,
     };
 
-    public static double Apply(double x, int activation) => activation switch
-    {
-        (int)Engine.Activation.Relu => default(Engine.Ops.ReluOp).Apply(x),
-        (int)Engine.Activation.Gelu => default(Engine.Ops.GeluOp).Apply(x),
-        (int)Engine.Activation.GeluTanh => default(Engine.Ops.GeluTanhOp).Apply(x),
-        _ => x,
-    };
+    /// <summary>
+    /// The float64 GEMM's epilogue applies ReLU only: float64 erf/exp/tanh are software routines with a stack frame on
+    /// PTX that every float64 GEMM would then carry; the host runs the float64 GELUs as a Unary after the GEMM.
+    /// </summary>
+    public static double Apply(double x, int activation) => activation == (int)Engine.Activation.Relu ? default(Engine.Ops.ReluOp).Apply(x) : x;
+
+    /// <summary>True when the float64 GEMM epilogue can apply <paramref name="activation"/> itself.</summary>
+    public static bool InFloat64Epilogue(Engine.Activation activation) => activation is Engine.Activation.None or Engine.Activation.Relu;
 
     /// <summary>act′(x) (1 for no activation), the Linear backward's factor.</summary>
     public static float Derivative(float x, int activation) => activation switch
