@@ -38,6 +38,18 @@ public sealed partial class CudaBackend
             MatMulThroughFloat64(a, aLayout, b, bLayout, y, batch, m, n, k);
             return;
         }
+        Gemm(a, aLayout, b, bLayout, y, batch, m, n, k, default);
+    }
+
+    /// <summary>
+    /// The floating-point GEMM with its store epilogue (<paramref name="e"/>: default for a plain MatMul, the fused
+    /// Linear's bias, pre-activation and activation otherwise; see CudaBackend.Linear.cs). k may be 0 here: the tile
+    /// loops then run no stage and the epilogue sees zeros.
+    /// </summary>
+    void Gemm(Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k, in GemmEpilogue e)
+    {
+        const string op = "MatMul";
+        var dt = a.DType;
 
         var plan = GemmPlanOverride is { } forced && GemmPlans.Named(forced) is var p && p.Serves(dt)
             ? p
@@ -48,17 +60,18 @@ public sealed partial class CudaBackend
             throw new EngineException(op, $"the {plan.Name} tiling needs {plan.Threads} threads per group; {Device} runs at most {Accelerator.MaxNumThreadsPerGroup}");
         if (plan.Family == GemmFamily.Half)
         {
-            MatMulTensorCore(plan, a, aLayout, b, bLayout, y, batch, m, n, k);
+            MatMulTensorCore(plan, a, aLayout, b, bLayout, y, batch, m, n, k, e);
             return;
         }
-        var args = Args(plan, aLayout, bLayout, batch, m, n, k, dt);
+        var args = Args(plan, aLayout, bLayout, batch, m, n, k, dt, e);
         // Consecutive threads walk each operand along its smaller stride (size-1 dims do not count).
         args.AAlongM = m > 1 && (k == 1 || Math.Abs(aLayout.Strides[1]) < Math.Abs(aLayout.Strides[2])) ? 1 : 0;
         args.BAlongN = n > 1 && (k == 1 || Math.Abs(bLayout.Strides[2]) < Math.Abs(bLayout.Strides[1])) ? 1 : 0;
-        Launch(plan, plan.For(dt, IsEmulated), args, V(a), V(b), V(y), batch);
+        var yv = V(y);
+        Launch(plan, plan.For(dt, IsEmulated), args, V(a), V(b), yv, e.Bias is null ? yv : V(e.Bias), e.Pre is null ? yv : V(e.Pre), batch);
     }
 
-    static GemmArgs Args(GemmPlan plan, Layout aLayout, Layout bLayout, int batch, int m, int n, int k, DType dt)
+    static GemmArgs Args(GemmPlan plan, Layout aLayout, Layout bLayout, int batch, int m, int n, int k, DType dt, in GemmEpilogue e)
     {
         const string op = "MatMul";
         int tilesM = (m + plan.BM - 1) / plan.BM, tilesN = (n + plan.BN - 1) / plan.BN;
@@ -73,10 +86,12 @@ public sealed partial class CudaBackend
             StrideAm = aLayout.Strides[1], StrideAk = aLayout.Strides[2],
             StrideBk = bLayout.Strides[1], StrideBn = bLayout.Strides[2],
             DType = (int)dt,
+            Bias = e.Bias is null ? 0 : 1, Pre = e.Pre is null ? 0 : 1, Activation = (int)e.Activation,
         };
     }
 
-    void Launch(GemmPlan plan, GemmKernel entry, GemmArgs args, ArrayView<byte> av, ArrayView<byte> bv, ArrayView<byte> yv, int batch)
+    void Launch(GemmPlan plan, GemmKernel entry, GemmArgs args, ArrayView<byte> av, ArrayView<byte> bv, ArrayView<byte> yv,
+        ArrayView<byte> biasV, ArrayView<byte> preV, int batch)
     {
         // ILGPU's CPU accelerator gets the kernel whose warp instructions are emulated (Gemm/WarpMma.cs); a GPU's
         // tensor-core kernels are loaded from their PTX after the operand-slot rewrite (PtxDepots).
@@ -88,7 +103,7 @@ public sealed partial class CudaBackend
         {
             args.BatchStart = b0;
             int nb = Math.Min(maxGridY, batch - b0);
-            kernel(new KernelConfig(new Index2D(tiles, nb), new Index2D(plan.Threads, 1)), args, av, bv, yv);
+            kernel(new KernelConfig(new Index2D(tiles, nb), new Index2D(plan.Threads, 1)), args, av, bv, yv, biasV, preV);
         }
     }
 
@@ -100,7 +115,7 @@ public sealed partial class CudaBackend
     /// multiple of 8 (one Copy launch, O(rows·k) against the product's O(m·n·k); counted as part of the MatMul).
     /// The padding is never read: the kernel's copies stop at k.
     /// </summary>
-    void MatMulTensorCore(GemmPlan plan, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k)
+    void MatMulTensorCore(GemmPlan plan, Storage a, Layout aLayout, Storage b, Layout bLayout, Storage y, int batch, int m, int n, int k, in GemmEpilogue e)
     {
         var dt = a.DType;
         var av = V(a); var bv = V(b); var yv = V(y);
@@ -123,10 +138,20 @@ public sealed partial class CudaBackend
                 (b, bLayout) = (pbs, new Layout([pl.Shape[0], pl.Shape[2], pl.Shape[1]], [pl.Strides[0], pl.Strides[2], pl.Strides[1]], pl.Offset));
                 bv = V(b); pb = Address(bv); bK = 0;
             }
-            var args = Args(plan, aLayout, bLayout, batch, m, n, k, dt);
-            args.PtrA = pa; args.PtrB = pb; args.PtrY = py;
-            args.VectorY = n % 8 == 0 && (IsEmulated || py % 16 == 0) ? 1 : 0;
-            Launch(plan, plan.For(dt, IsEmulated, 2 * aT + bK), args, av, bv, yv, batch);
+            // The bias is staged by 16-byte cp.async copies: a GPU needs its address aligned (a fresh buffer always is).
+            var biasS = e.Bias;
+            if (biasS is not null && !IsEmulated && Address(V(biasS)) % 16 != 0)
+            {
+                var (aligned, _) = Pack(biasS, new Layout([1, 1, n], [0, n, 1], 0), 1, 1, n, packed);
+                biasS = aligned;
+            }
+            var args = Args(plan, aLayout, bLayout, batch, m, n, k, dt, e);
+            var biasV = biasS is null ? yv : V(biasS);
+            var preV = e.Pre is null ? yv : V(e.Pre);
+            long pp = e.Pre is null ? py : Address(preV);
+            args.PtrA = pa; args.PtrB = pb; args.PtrY = py; args.PtrPre = pp; args.PtrBias = Address(biasV);
+            args.VectorY = n % 8 == 0 && (IsEmulated || py % 16 == 0 && pp % 16 == 0) ? 1 : 0;
+            Launch(plan, plan.For(dt, IsEmulated, 2 * aT + bK), args, av, bv, yv, biasV, preV, batch);
         }
         finally
         {
@@ -149,15 +174,15 @@ public sealed partial class CudaBackend
     /// ptxas promotes no local memory in a function that issues cp.async (see <see cref="PtxDepots"/>), and every mma
     /// would otherwise go through local memory.
     /// </summary>
-    static Action<KernelConfig, GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> LoadPromoted(Accelerator acc, GemmKernel entry)
+    static Action<KernelConfig, GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> LoadPromoted(Accelerator acc, GemmKernel entry)
     {
         var backend = ((CudaAccelerator)acc).Backend;
         var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(entry.Method), KernelSpecialization.Empty);
         var kernel = acc.LoadKernel(PtxCompiler.Promote(compiled));
-        var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>>>();
-        return (config, g, a, b, y) =>
+        var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>>>();
+        return (config, g, a, b, y, bias, pre) =>
         {
-            launch(acc.DefaultStream, config, g, a, b, y);
+            launch(acc.DefaultStream, config, g, a, b, y, bias, pre);
             GC.KeepAlive(kernel); // the delegate's module lives as long as the launcher
         };
     }

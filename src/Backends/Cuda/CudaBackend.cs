@@ -339,4 +339,10 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     void IBackend.ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
         Storage dq, Storage dk, Storage dv, AttentionShape shape)
     { KernelCounter.Record(nameof(IBackend.ScaledDotProductAttentionBackward)); ScaledDotProductAttentionBackward(q, k, v, mask, o, lse, dO, dq, dk, dv, shape); }
+
+    void IBackend.Linear(Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? bias, Storage y, Storage? pre, int m, int n, int k, Activation activation)
+    { KernelCounter.Record(nameof(IBackend.Linear)); Linear(x, xLayout, w, wLayout, bias, y, pre, m, n, k, activation); }
+
+    void IBackend.LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation)
+    { KernelCounter.Record(nameof(IBackend.LinearBackward)); LinearBackward(dy, saved, dz, dBias, m, n, activation); }
 }

@@ -158,7 +158,13 @@ public static class KernelRegistry
             nameof(AttentionKernels.GradQuery), nameof(AttentionKernels.GradKeyValue) })
             yield return new($"Attention{name}", Row, s_narrow, M(att, name), GridGroupSize);
 
-        // ---- GEMM: CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
+        // ---- the fused Linear's backward: Kernels/LinearKernels.cs (its forward is the GEMM's epilogue, below) ----
+        var lb = M(typeof(LinearKernels), nameof(LinearKernels.Backward));
+        yield return new("LinearBackward<Narrow>", Reduce, s_narrow, lb.MakeGenericMethod(typeof(Narrow)), GridGroupSize);
+        yield return new("LinearBackward<Wide>", Reduce, s_f64, lb.MakeGenericMethod(typeof(Wide)), GridGroupSize);
+
+        // ---- GEMM (MatMul and the fused Linear, whose bias/pre-activation/activation epilogue is in every tiling):
+        // CudaBackend.MatMul.cs, Gemm/GemmPlans.cs (every tiling; GemmPlans.Choose picks among them) ----
         foreach (var p in GemmPlans.All.Where(p => !p.EmulatorOnly))
         {
             if (p.Family == GemmFamily.Half)

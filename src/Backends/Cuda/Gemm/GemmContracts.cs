@@ -39,8 +39,66 @@ public struct GemmArgs
     /// </summary>
     public long PtrA, PtrB, PtrY;
 
-    /// <summary>1 when y's rows start 16-byte aligned (n a multiple of 8, y's address aligned): the epilogue stores 16 bytes at a time.</summary>
+    /// <summary>1 when y's rows start 16-byte aligned (n a multiple of 8, y's address aligned, pre's too when given): the epilogue stores 16 bytes at a time.</summary>
     public int VectorY;
+
+    /// <summary>
+    /// The fused Linear's store epilogue (IBackend.Linear): 1 when a bias [N] is added to every row, 1 when the
+    /// pre-activation (the product plus the bias) is also stored to the pre view (contiguous [M, N], as y), and the
+    /// <see cref="Engine.Activation"/> applied last, as an int. All 0 for a plain MatMul, which then stores as before.
+    /// </summary>
+    public int Bias, Pre, Activation;
+
+    /// <summary>
+    /// The tensor-core kernel's device byte addresses of the pre view's element 0 (its 16-byte stores) and of the
+    /// bias's (16-byte aligned: the block's slice of the bias is staged into shared memory by cp.async).
+    /// </summary>
+    public long PtrPre, PtrBias;
+
+    /// <summary>True when the launch has anything for the epilogue to do besides the plain store.</summary>
+    public readonly bool Fused => (Bias | Pre | Activation) != 0;
+}
+
+/// <summary>
+/// The activations of the fused Linear epilogue, by <see cref="Engine.Activation"/> code, in float32 and float64: the
+/// op structs' own math (Engine.Ops), so the CUDA epilogue computes what the Unary kernels and the CPU compute.
+/// </summary>
+static class GemmActivation
+{
+    public static float Apply(float x, int activation) => activation switch
+    {
+        (int)Engine.Activation.Relu => default(Engine.Ops.ReluOp).Apply(x),
+        (int)Engine.Activation.Gelu => default(Engine.Ops.GeluOp).Apply(x),
+        (int)Engine.Activation.GeluTanh => default(Engine.Ops.GeluTanhOp).Apply(x),
+        _ => x,
+    };
+
+    /// <summary>
+    /// The float64 GEMM's epilogue applies ReLU only: float64 erf/exp/tanh are software routines with a stack frame on
+    /// PTX that every float64 GEMM would then carry; the host runs the float64 GELUs as a Unary after the GEMM.
+    /// </summary>
+    public static double Apply(double x, int activation) => activation == (int)Engine.Activation.Relu ? default(Engine.Ops.ReluOp).Apply(x) : x;
+
+    /// <summary>True when the float64 GEMM epilogue can apply <paramref name="activation"/> itself.</summary>
+    public static bool InFloat64Epilogue(Engine.Activation activation) => activation is Engine.Activation.None or Engine.Activation.Relu;
+
+    /// <summary>act′(x) (1 for no activation), the Linear backward's factor.</summary>
+    public static float Derivative(float x, int activation) => activation switch
+    {
+        (int)Engine.Activation.Relu => default(Engine.Ops.ReluOp).Derivative(x),
+        (int)Engine.Activation.Gelu => default(Engine.Ops.GeluOp).Derivative(x),
+        (int)Engine.Activation.GeluTanh => default(Engine.Ops.GeluTanhOp).Derivative(x),
+        _ => 1f,
+    };
+
+    /// <inheritdoc cref="Derivative(float, int)"/>
+    public static double Derivative(double x, int activation) => activation switch
+    {
+        (int)Engine.Activation.Relu => default(Engine.Ops.ReluOp).Derivative(x),
+        (int)Engine.Activation.Gelu => default(Engine.Ops.GeluOp).Derivative(x),
+        (int)Engine.Activation.GeluTanh => default(Engine.Ops.GeluTanhOp).Derivative(x),
+        _ => 1.0,
+    };
 }
 
 /// <summary>The arithmetic of the SIMT GEMM for one element type (float32 or float64): what differs between the two.</summary>
@@ -51,6 +109,15 @@ public interface IGemmMath<T> where T : unmanaged
 
     /// <summary>Stores element <paramref name="index"/> of a byte view holding T's.</summary>
     void Store(ArrayView<byte> y, long index, T value);
+
+    /// <summary>Element <paramref name="index"/> of a byte view holding T's.</summary>
+    T Load(ArrayView<byte> v, long index);
+
+    /// <summary>a + b.</summary>
+    T Add(T a, T b);
+
+    /// <summary>The Linear epilogue's activation (an <see cref="Engine.Activation"/> code; 0 returns x).</summary>
+    T Activate(T x, int activation);
 }
 
 /// <summary>float32 arithmetic for the SIMT GEMM.</summary>
@@ -61,6 +128,15 @@ public readonly struct FloatMath : IGemmMath<float>
 
     /// <inheritdoc/>
     public void Store(ArrayView<byte> y, long index, float value) => y.Cast<float>()[index] = value;
+
+    /// <inheritdoc/>
+    public float Load(ArrayView<byte> v, long index) => v.Cast<float>()[index];
+
+    /// <inheritdoc/>
+    public float Add(float a, float b) => a + b;
+
+    /// <inheritdoc/>
+    public float Activate(float x, int activation) => GemmActivation.Apply(x, activation);
 }
 
 /// <summary>float64 arithmetic for the SIMT GEMM.</summary>
@@ -71,6 +147,15 @@ public readonly struct DoubleMath : IGemmMath<double>
 
     /// <inheritdoc/>
     public void Store(ArrayView<byte> y, long index, double value) => y.Cast<double>()[index] = value;
+
+    /// <inheritdoc/>
+    public double Load(ArrayView<byte> v, long index) => v.Cast<double>()[index];
+
+    /// <inheritdoc/>
+    public double Add(double a, double b) => a + b;
+
+    /// <inheritdoc/>
+    public double Activate(double x, int activation) => GemmActivation.Apply(x, activation);
 }
 
 /// <summary>
@@ -137,11 +222,37 @@ public interface IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma
     void Mma(WarpFragments f, int lane, int bf16, ArrayView<uint> scratch);
 
     /// <summary>
-    /// Writes the accumulators, rounded once to bfloat16 (<paramref name="bf16"/> = 1) or float16, as a row-major
-    /// (MI·16)×(NI·8) tile at shared byte offset <paramref name="tile"/> with rows <paramref name="pitch"/> bytes apart
-    /// (the epilogue's staging, read back 16 bytes at a time).
+    /// Writes the accumulators, plus the Linear epilogue's bias when <paramref name="bias"/> has one (in float32),
+    /// rounded once to bfloat16 (<paramref name="bf16"/> = 1) or float16, as a row-major (MI·16)×(NI·8) tile at shared
+    /// byte offset <paramref name="tile"/> with rows <paramref name="pitch"/> bytes apart (the epilogue's staging, read
+    /// back 16 bytes at a time).
     /// </summary>
-    void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16);
+    void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16, in MmaBias bias);
+}
+
+/// <summary>
+/// The bias of the tensor-core GEMM's Linear epilogue as its warp tile stages it: the block's BN columns of the bias,
+/// staged in shared memory (the kernel copies them in with cp.async, so the epilogue issues no 2-byte global loads),
+/// at half index <see cref="Base"/>; the thread's first column in the block tile (the warp's column plus
+/// 2·(lane mod 4), the C fragment's); fragment column block j adds the bias at <see cref="Col"/> + 8·j (+1 for the
+/// second value of the pair). Off (<see cref="On"/> = 0) for a plain MatMul, whose staged values are then the
+/// accumulators themselves (no +0 that would turn −0 into +0).
+/// </summary>
+public struct MmaBias
+{
+#pragma warning disable CS1591
+    public ArrayView<ushort> Shared;
+    public int Base, Col, Left, On, Bf16;
+#pragma warning restore CS1591
+
+    /// <summary>x plus the bias at block column <see cref="Col"/> + <paramref name="offset"/> (x alone when off or past the last column).</summary>
+    public readonly float Add(float x, int offset)
+    {
+        int c = Col + offset;
+        if (On == 0 || c >= Left) return x;
+        ushort h = Shared[Base + c];
+        return x + (Bf16 != 0 ? DeviceElements.Bf16ToFloat(h) : DeviceElements.HalfToFloat(h));
+    }
 }
 
 /// <summary>The block shape of the tensor-core GEMM: WarpsM×WarpsN warps.</summary>

@@ -59,7 +59,7 @@ sealed class GemmPlan
 }
 
 /// <summary>A kernel entry point and the generic class it belongs to (the kernel cache's key).</summary>
-sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel)
+sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel)
 {
     public MethodInfo Method => Kernel.Method;
 }

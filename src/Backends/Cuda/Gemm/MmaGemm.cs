@@ -24,8 +24,9 @@ namespace Engine.Backends.Cuda.Gemm;
 /// 32-bit value plus a 32-bit offset; the global ones are per-thread 64-bit addresses advanced by a constant per stage.</item>
 /// <item>Epilogue through shared memory: the warp's rounded tile is written as 4-byte pairs to a padded staging tile
 /// (conflict-free), read back 16 bytes at a time and stored with 16-byte global stores when y's rows are aligned
-/// (n a multiple of 8), element by element otherwise. The contract has no bias/scale/activation to fuse and y is always
-/// the input's 16-bit type, so the epilogue is the rounding alone.</item>
+/// (n a multiple of 8), element by element otherwise. The fused Linear (GemmArgs.Bias/Pre/Activation) adds the bias
+/// in float32 before the rounding, stores that tile also to pre when asked, and applies the activation to the read-back
+/// values; a plain MatMul's epilogue is the rounding alone.</item>
 /// <item>Tiles walk groups of 8 tile rows column by column, so that the 8 blocks sharing a B tile run together (L2 reuse).</item>
 /// </list>
 /// A group of WarpsM×WarpsN warps computes a BM×BN tile (BM = WarpsM·MI·16, BN = WarpsN·NI·8). The GPU's large
@@ -58,7 +59,7 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
     public static int BN => default(TBlock).WarpsN * default(TWarp).NI * 8;
 
     /// <summary>Half words of the stage ring or of the epilogue's staging tiles, whichever is larger (they share the memory).</summary>
-    static int DataHalves => Math.Max(Stages * (BM + BN) * BK, default(TBlock).WarpsM * default(TBlock).WarpsN * default(TWarp).MI * 16 * (default(TWarp).NI * 8 + 8));
+    static int DataHalves => Math.Max(Stages * (BM + BN) * BK, default(TBlock).WarpsM * default(TBlock).WarpsN * default(TWarp).MI * 16 * (default(TWarp).NI * 8 + 8) + BN);
 
     /// <summary>Bytes of the one shared allocation (the stages, or the epilogue staging, and the emulation's scratch).</summary>
     public static int SharedBytes => 2 * DataHalves + 4 * default(TBlock).WarpsM * default(TBlock).WarpsN * default(TInstr).ScratchWords;
@@ -75,7 +76,7 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
     /// <summary>The byte offset of (row, chunk) in an operand's stage region of rows of <paramref name="chunks"/> chunks.</summary>
     static uint ChunkOffset(int row, int chunk, int chunks) => (uint)((row * chunks + Swizzle(row, chunk, chunks)) << 4);
 
-    public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y)
+    public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre)
     {
         TBlock blk = default;
         TWarp acc = default;
@@ -85,8 +86,9 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         int mi16 = acc.MI * 16, ni8 = acc.NI * 8;
         int bm = blk.WarpsM * mi16, bn = blk.WarpsN * ni8;
         int epiPitch = ni8 + 8;
+        // The epilogue's staging tiles, then the block's slice of the Linear's bias (bn halves), share the ring's memory.
         int ringHalves = Stages * (bm + bn) * BK, epiHalves = warps * mi16 * epiPitch;
-        int dataHalves = ringHalves > epiHalves ? ringHalves : epiHalves;
+        int dataHalves = ringHalves > epiHalves + bn ? ringHalves : epiHalves + bn;
         var s = SharedMemory.Allocate<ushort>(dataHalves + 2 * warps * ins.ScratchWords);
         if (CudaAsm.IsSupported) s = s.AsAligned16(); // ldmatrix and cp.async address 16-byte rows
         uint sBase = ins.SharedBase();
@@ -182,7 +184,23 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         ins.WaitGroupAll();
         Group.Barrier();
         uint tile = (uint)(warp * mi16 * epiPitch * 2);
-        acc.StageOutput(s, sBase, tile, epiPitch * 2, lane, bf16);
+        if (g.Bias != 0)
+        {
+            // The block's bn bias values into shared memory behind the staging tiles: 16-byte cp.async chunks,
+            // zero-filled past n, like the operands' copies.
+            if (tid < bn / 8)
+            {
+                long bIdx0 = col0 + tid * 8;
+                int left = g.N - (int)bIdx0, bytes = left >= 8 ? 16 : left > 0 ? 2 * left : 0;
+                ins.CopyAsync16(s, sBase, (uint)(2 * epiHalves + 16 * tid), bias.Cast<ushort>(), bytes > 0 ? bIdx0 : 0,
+                    bytes > 0 ? g.PtrBias + 2 * bIdx0 : g.PtrBias, bytes);
+            }
+            ins.CommitGroup();
+            ins.WaitGroupAll();
+            Group.Barrier();
+        }
+        var eb = new MmaBias { Shared = s, Base = epiHalves, Col = warpCol + 2 * (lane & 3), Left = nLeft, On = g.Bias, Bf16 = bf16 };
+        acc.StageOutput(s, sBase, tile, epiPitch * 2, lane, bf16, eb);
         Group.Barrier();
         int perRow = acc.NI, rowsPerPass = 32 / acc.NI;
         int cr = lane / perRow, cc = lane - cr * perRow;
@@ -190,28 +208,52 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         long yIdx = (batch * g.M + gRow) * g.N + gCol;
         long yPtr = g.PtrY + 2 * yIdx, yStep = (long)rowsPerPass * g.N;
         uint sOut = tile + (uint)((cr * epiPitch + cc * 8) * 2), sStep = (uint)(rowsPerPass * epiPitch * 2);
+        var pv = pre.Cast<ushort>();
+        long preDelta = g.PtrPre - g.PtrY;
         for (int r = 0; r < mi16; r += rowsPerPass)
         {
             if (gRow + r < g.M && gCol < g.N)
             {
                 var v = ins.SharedLoad128(s, sBase, sOut);
-                if (g.VectorY != 0) ins.GlobalStore128(yv, yIdx, yPtr, v);
-                else
-                {
-                    int left = g.N - gCol;
-                    yv[yIdx] = (ushort)v.X;
-                    if (left > 1) yv[yIdx + 1] = (ushort)(v.X >> 16);
-                    if (left > 2) yv[yIdx + 2] = (ushort)v.Y;
-                    if (left > 3) yv[yIdx + 3] = (ushort)(v.Y >> 16);
-                    if (left > 4) yv[yIdx + 4] = (ushort)v.Z;
-                    if (left > 5) yv[yIdx + 5] = (ushort)(v.Z >> 16);
-                    if (left > 6) yv[yIdx + 6] = (ushort)v.W;
-                    if (left > 7) yv[yIdx + 7] = (ushort)(v.W >> 16);
-                }
+                // The Linear epilogue: the staged tile is the pre-activation (bias added before the one rounding); it
+                // is stored as is, and the activation reads it back as the backward will (one rounding more than the
+                // float32 path for y, the rounding PyTorch's unfused autocast GELU also has).
+                if (g.Pre != 0) StoreChunk(ins, pv, yIdx, yPtr + preDelta, v, g.VectorY, g.N - gCol);
+                if (g.Activation != 0) v = Activate(v, g.Activation, bf16);
+                StoreChunk(ins, yv, yIdx, yPtr, v, g.VectorY, g.N - gCol);
             }
             yIdx += yStep; yPtr += 2 * yStep; sOut += sStep;
         }
     }
+
+    /// <summary>Eight consecutive outputs of a row: one 16-byte store when rows are aligned, else the <paramref name="left"/> (≤ 8) that exist.</summary>
+    static void StoreChunk(TInstr ins, ArrayView<ushort> yv, long yIdx, long yPtr, U4 v, int vector, int left)
+    {
+        if (vector != 0) { ins.GlobalStore128(yv, yIdx, yPtr, v); return; }
+        yv[yIdx] = (ushort)v.X;
+        if (left > 1) yv[yIdx + 1] = (ushort)(v.X >> 16);
+        if (left > 2) yv[yIdx + 2] = (ushort)v.Y;
+        if (left > 3) yv[yIdx + 3] = (ushort)(v.Y >> 16);
+        if (left > 4) yv[yIdx + 4] = (ushort)v.Z;
+        if (left > 5) yv[yIdx + 5] = (ushort)(v.Z >> 16);
+        if (left > 6) yv[yIdx + 6] = (ushort)v.W;
+        if (left > 7) yv[yIdx + 7] = (ushort)(v.W >> 16);
+    }
+
+    /// <summary>The activation on eight packed half-type values, in float32, each rounded once back.</summary>
+    static U4 Activate(U4 v, int activation, int bf16)
+    {
+        v.X = ActivatePair(v.X, activation, bf16);
+        v.Y = ActivatePair(v.Y, activation, bf16);
+        v.Z = ActivatePair(v.Z, activation, bf16);
+        v.W = ActivatePair(v.W, activation, bf16);
+        return v;
+    }
+
+    static uint ActivatePair(uint pair, int activation, int bf16) =>
+        WarpMma.Pack(GemmActivation.Apply(Widen((ushort)pair, bf16), activation), GemmActivation.Apply(Widen((ushort)(pair >> 16), bf16), activation), bf16);
+
+    static float Widen(ushort h, int bf16) => bf16 != 0 ? DeviceElements.Bf16ToFloat(h) : DeviceElements.HalfToFloat(h);
 
     /// <summary>
     /// One operand's copies of one stage: <paramref name="count"/> (a constant, at most 8) chunks of this thread, rows

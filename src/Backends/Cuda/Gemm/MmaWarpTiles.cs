@@ -32,19 +32,19 @@ public struct Mma2x4<TInstr> : IMmaWarpTile<TInstr> where TInstr : struct, IWarp
     }
 
     /// <inheritdoc/>
-    public readonly void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16)
+    public readonly void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16, in MmaBias bias)
     {
         TInstr w = default;
         // c0, c1 at row g, columns 2t, 2t + 1 of each m16×n8 block; c2, c3 eight rows down.
         uint o = tile + (uint)((lane >> 2) * pitch + ((lane & 3) << 2)), down = (uint)(8 * pitch);
-        w.SharedStore32(s, sBase, o + 0u, WarpMma.Pack(c00.X, c00.Y, bf16)); w.SharedStore32(s, sBase, o + 0u + down, WarpMma.Pack(c00.Z, c00.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u, WarpMma.Pack(c01.X, c01.Y, bf16)); w.SharedStore32(s, sBase, o + 16u + down, WarpMma.Pack(c01.Z, c01.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u, WarpMma.Pack(c02.X, c02.Y, bf16)); w.SharedStore32(s, sBase, o + 32u + down, WarpMma.Pack(c02.Z, c02.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u, WarpMma.Pack(c03.X, c03.Y, bf16)); w.SharedStore32(s, sBase, o + 48u + down, WarpMma.Pack(c03.Z, c03.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u, WarpMma.Pack(c10.X, c10.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u + down, WarpMma.Pack(c10.Z, c10.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u, WarpMma.Pack(c11.X, c11.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u + down, WarpMma.Pack(c11.Z, c11.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u, WarpMma.Pack(c12.X, c12.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u + down, WarpMma.Pack(c12.Z, c12.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u, WarpMma.Pack(c13.X, c13.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u + down, WarpMma.Pack(c13.Z, c13.W, bf16));
+        w.SharedStore32(s, sBase, o + 0u, WarpMma.Pack(bias.Add(c00.X, 0), bias.Add(c00.Y, 1), bf16)); w.SharedStore32(s, sBase, o + 0u + down, WarpMma.Pack(bias.Add(c00.Z, 0), bias.Add(c00.W, 1), bf16));
+        w.SharedStore32(s, sBase, o + 16u, WarpMma.Pack(bias.Add(c01.X, 8), bias.Add(c01.Y, 9), bf16)); w.SharedStore32(s, sBase, o + 16u + down, WarpMma.Pack(bias.Add(c01.Z, 8), bias.Add(c01.W, 9), bf16));
+        w.SharedStore32(s, sBase, o + 32u, WarpMma.Pack(bias.Add(c02.X, 16), bias.Add(c02.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 32u + down, WarpMma.Pack(bias.Add(c02.Z, 16), bias.Add(c02.W, 17), bf16));
+        w.SharedStore32(s, sBase, o + 48u, WarpMma.Pack(bias.Add(c03.X, 24), bias.Add(c03.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 48u + down, WarpMma.Pack(bias.Add(c03.Z, 24), bias.Add(c03.W, 25), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u, WarpMma.Pack(bias.Add(c10.X, 0), bias.Add(c10.Y, 1), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u + down, WarpMma.Pack(bias.Add(c10.Z, 0), bias.Add(c10.W, 1), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u, WarpMma.Pack(bias.Add(c11.X, 8), bias.Add(c11.Y, 9), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u + down, WarpMma.Pack(bias.Add(c11.Z, 8), bias.Add(c11.W, 9), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u, WarpMma.Pack(bias.Add(c12.X, 16), bias.Add(c12.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u + down, WarpMma.Pack(bias.Add(c12.Z, 16), bias.Add(c12.W, 17), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u, WarpMma.Pack(bias.Add(c13.X, 24), bias.Add(c13.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u + down, WarpMma.Pack(bias.Add(c13.Z, 24), bias.Add(c13.W, 25), bf16));
     }
 }
 
@@ -101,42 +101,42 @@ public struct Mma4x8<TInstr> : IMmaWarpTile<TInstr> where TInstr : struct, IWarp
     }
 
     /// <inheritdoc/>
-    public readonly void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16)
+    public readonly void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16, in MmaBias bias)
     {
         TInstr w = default;
         // c0, c1 at row g, columns 2t, 2t + 1 of each m16×n8 block; c2, c3 eight rows down.
         uint o = tile + (uint)((lane >> 2) * pitch + ((lane & 3) << 2)), down = (uint)(8 * pitch);
-        w.SharedStore32(s, sBase, o + 0u, WarpMma.Pack(c00.X, c00.Y, bf16)); w.SharedStore32(s, sBase, o + 0u + down, WarpMma.Pack(c00.Z, c00.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u, WarpMma.Pack(c01.X, c01.Y, bf16)); w.SharedStore32(s, sBase, o + 16u + down, WarpMma.Pack(c01.Z, c01.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u, WarpMma.Pack(c02.X, c02.Y, bf16)); w.SharedStore32(s, sBase, o + 32u + down, WarpMma.Pack(c02.Z, c02.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u, WarpMma.Pack(c03.X, c03.Y, bf16)); w.SharedStore32(s, sBase, o + 48u + down, WarpMma.Pack(c03.Z, c03.W, bf16));
-        w.SharedStore32(s, sBase, o + 64u, WarpMma.Pack(c04.X, c04.Y, bf16)); w.SharedStore32(s, sBase, o + 64u + down, WarpMma.Pack(c04.Z, c04.W, bf16));
-        w.SharedStore32(s, sBase, o + 80u, WarpMma.Pack(c05.X, c05.Y, bf16)); w.SharedStore32(s, sBase, o + 80u + down, WarpMma.Pack(c05.Z, c05.W, bf16));
-        w.SharedStore32(s, sBase, o + 96u, WarpMma.Pack(c06.X, c06.Y, bf16)); w.SharedStore32(s, sBase, o + 96u + down, WarpMma.Pack(c06.Z, c06.W, bf16));
-        w.SharedStore32(s, sBase, o + 112u, WarpMma.Pack(c07.X, c07.Y, bf16)); w.SharedStore32(s, sBase, o + 112u + down, WarpMma.Pack(c07.Z, c07.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u, WarpMma.Pack(c10.X, c10.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u + down, WarpMma.Pack(c10.Z, c10.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u, WarpMma.Pack(c11.X, c11.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u + down, WarpMma.Pack(c11.Z, c11.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u, WarpMma.Pack(c12.X, c12.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u + down, WarpMma.Pack(c12.Z, c12.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u, WarpMma.Pack(c13.X, c13.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u + down, WarpMma.Pack(c13.Z, c13.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 64u, WarpMma.Pack(c14.X, c14.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 64u + down, WarpMma.Pack(c14.Z, c14.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 80u, WarpMma.Pack(c15.X, c15.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 80u + down, WarpMma.Pack(c15.Z, c15.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 96u, WarpMma.Pack(c16.X, c16.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 96u + down, WarpMma.Pack(c16.Z, c16.W, bf16));
-        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 112u, WarpMma.Pack(c17.X, c17.Y, bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 112u + down, WarpMma.Pack(c17.Z, c17.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 0u, WarpMma.Pack(c20.X, c20.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 0u + down, WarpMma.Pack(c20.Z, c20.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 16u, WarpMma.Pack(c21.X, c21.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 16u + down, WarpMma.Pack(c21.Z, c21.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 32u, WarpMma.Pack(c22.X, c22.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 32u + down, WarpMma.Pack(c22.Z, c22.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 48u, WarpMma.Pack(c23.X, c23.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 48u + down, WarpMma.Pack(c23.Z, c23.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 64u, WarpMma.Pack(c24.X, c24.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 64u + down, WarpMma.Pack(c24.Z, c24.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 80u, WarpMma.Pack(c25.X, c25.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 80u + down, WarpMma.Pack(c25.Z, c25.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 96u, WarpMma.Pack(c26.X, c26.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 96u + down, WarpMma.Pack(c26.Z, c26.W, bf16));
-        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 112u, WarpMma.Pack(c27.X, c27.Y, bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 112u + down, WarpMma.Pack(c27.Z, c27.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 0u, WarpMma.Pack(c30.X, c30.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 0u + down, WarpMma.Pack(c30.Z, c30.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 16u, WarpMma.Pack(c31.X, c31.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 16u + down, WarpMma.Pack(c31.Z, c31.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 32u, WarpMma.Pack(c32.X, c32.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 32u + down, WarpMma.Pack(c32.Z, c32.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 48u, WarpMma.Pack(c33.X, c33.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 48u + down, WarpMma.Pack(c33.Z, c33.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 64u, WarpMma.Pack(c34.X, c34.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 64u + down, WarpMma.Pack(c34.Z, c34.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 80u, WarpMma.Pack(c35.X, c35.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 80u + down, WarpMma.Pack(c35.Z, c35.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 96u, WarpMma.Pack(c36.X, c36.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 96u + down, WarpMma.Pack(c36.Z, c36.W, bf16));
-        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 112u, WarpMma.Pack(c37.X, c37.Y, bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 112u + down, WarpMma.Pack(c37.Z, c37.W, bf16));
+        w.SharedStore32(s, sBase, o + 0u, WarpMma.Pack(bias.Add(c00.X, 0), bias.Add(c00.Y, 1), bf16)); w.SharedStore32(s, sBase, o + 0u + down, WarpMma.Pack(bias.Add(c00.Z, 0), bias.Add(c00.W, 1), bf16));
+        w.SharedStore32(s, sBase, o + 16u, WarpMma.Pack(bias.Add(c01.X, 8), bias.Add(c01.Y, 9), bf16)); w.SharedStore32(s, sBase, o + 16u + down, WarpMma.Pack(bias.Add(c01.Z, 8), bias.Add(c01.W, 9), bf16));
+        w.SharedStore32(s, sBase, o + 32u, WarpMma.Pack(bias.Add(c02.X, 16), bias.Add(c02.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 32u + down, WarpMma.Pack(bias.Add(c02.Z, 16), bias.Add(c02.W, 17), bf16));
+        w.SharedStore32(s, sBase, o + 48u, WarpMma.Pack(bias.Add(c03.X, 24), bias.Add(c03.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 48u + down, WarpMma.Pack(bias.Add(c03.Z, 24), bias.Add(c03.W, 25), bf16));
+        w.SharedStore32(s, sBase, o + 64u, WarpMma.Pack(bias.Add(c04.X, 32), bias.Add(c04.Y, 33), bf16)); w.SharedStore32(s, sBase, o + 64u + down, WarpMma.Pack(bias.Add(c04.Z, 32), bias.Add(c04.W, 33), bf16));
+        w.SharedStore32(s, sBase, o + 80u, WarpMma.Pack(bias.Add(c05.X, 40), bias.Add(c05.Y, 41), bf16)); w.SharedStore32(s, sBase, o + 80u + down, WarpMma.Pack(bias.Add(c05.Z, 40), bias.Add(c05.W, 41), bf16));
+        w.SharedStore32(s, sBase, o + 96u, WarpMma.Pack(bias.Add(c06.X, 48), bias.Add(c06.Y, 49), bf16)); w.SharedStore32(s, sBase, o + 96u + down, WarpMma.Pack(bias.Add(c06.Z, 48), bias.Add(c06.W, 49), bf16));
+        w.SharedStore32(s, sBase, o + 112u, WarpMma.Pack(bias.Add(c07.X, 56), bias.Add(c07.Y, 57), bf16)); w.SharedStore32(s, sBase, o + 112u + down, WarpMma.Pack(bias.Add(c07.Z, 56), bias.Add(c07.W, 57), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u, WarpMma.Pack(bias.Add(c10.X, 0), bias.Add(c10.Y, 1), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 0u + down, WarpMma.Pack(bias.Add(c10.Z, 0), bias.Add(c10.W, 1), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u, WarpMma.Pack(bias.Add(c11.X, 8), bias.Add(c11.Y, 9), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 16u + down, WarpMma.Pack(bias.Add(c11.Z, 8), bias.Add(c11.W, 9), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u, WarpMma.Pack(bias.Add(c12.X, 16), bias.Add(c12.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u + down, WarpMma.Pack(bias.Add(c12.Z, 16), bias.Add(c12.W, 17), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u, WarpMma.Pack(bias.Add(c13.X, 24), bias.Add(c13.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u + down, WarpMma.Pack(bias.Add(c13.Z, 24), bias.Add(c13.W, 25), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 64u, WarpMma.Pack(bias.Add(c14.X, 32), bias.Add(c14.Y, 33), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 64u + down, WarpMma.Pack(bias.Add(c14.Z, 32), bias.Add(c14.W, 33), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 80u, WarpMma.Pack(bias.Add(c15.X, 40), bias.Add(c15.Y, 41), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 80u + down, WarpMma.Pack(bias.Add(c15.Z, 40), bias.Add(c15.W, 41), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 96u, WarpMma.Pack(bias.Add(c16.X, 48), bias.Add(c16.Y, 49), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 96u + down, WarpMma.Pack(bias.Add(c16.Z, 48), bias.Add(c16.W, 49), bf16));
+        w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 112u, WarpMma.Pack(bias.Add(c17.X, 56), bias.Add(c17.Y, 57), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 112u + down, WarpMma.Pack(bias.Add(c17.Z, 56), bias.Add(c17.W, 57), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 0u, WarpMma.Pack(bias.Add(c20.X, 0), bias.Add(c20.Y, 1), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 0u + down, WarpMma.Pack(bias.Add(c20.Z, 0), bias.Add(c20.W, 1), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 16u, WarpMma.Pack(bias.Add(c21.X, 8), bias.Add(c21.Y, 9), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 16u + down, WarpMma.Pack(bias.Add(c21.Z, 8), bias.Add(c21.W, 9), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 32u, WarpMma.Pack(bias.Add(c22.X, 16), bias.Add(c22.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 32u + down, WarpMma.Pack(bias.Add(c22.Z, 16), bias.Add(c22.W, 17), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 48u, WarpMma.Pack(bias.Add(c23.X, 24), bias.Add(c23.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 48u + down, WarpMma.Pack(bias.Add(c23.Z, 24), bias.Add(c23.W, 25), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 64u, WarpMma.Pack(bias.Add(c24.X, 32), bias.Add(c24.Y, 33), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 64u + down, WarpMma.Pack(bias.Add(c24.Z, 32), bias.Add(c24.W, 33), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 80u, WarpMma.Pack(bias.Add(c25.X, 40), bias.Add(c25.Y, 41), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 80u + down, WarpMma.Pack(bias.Add(c25.Z, 40), bias.Add(c25.W, 41), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 96u, WarpMma.Pack(bias.Add(c26.X, 48), bias.Add(c26.Y, 49), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 96u + down, WarpMma.Pack(bias.Add(c26.Z, 48), bias.Add(c26.W, 49), bf16));
+        w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 112u, WarpMma.Pack(bias.Add(c27.X, 56), bias.Add(c27.Y, 57), bf16)); w.SharedStore32(s, sBase, o + 32u * (uint)pitch + 112u + down, WarpMma.Pack(bias.Add(c27.Z, 56), bias.Add(c27.W, 57), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 0u, WarpMma.Pack(bias.Add(c30.X, 0), bias.Add(c30.Y, 1), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 0u + down, WarpMma.Pack(bias.Add(c30.Z, 0), bias.Add(c30.W, 1), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 16u, WarpMma.Pack(bias.Add(c31.X, 8), bias.Add(c31.Y, 9), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 16u + down, WarpMma.Pack(bias.Add(c31.Z, 8), bias.Add(c31.W, 9), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 32u, WarpMma.Pack(bias.Add(c32.X, 16), bias.Add(c32.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 32u + down, WarpMma.Pack(bias.Add(c32.Z, 16), bias.Add(c32.W, 17), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 48u, WarpMma.Pack(bias.Add(c33.X, 24), bias.Add(c33.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 48u + down, WarpMma.Pack(bias.Add(c33.Z, 24), bias.Add(c33.W, 25), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 64u, WarpMma.Pack(bias.Add(c34.X, 32), bias.Add(c34.Y, 33), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 64u + down, WarpMma.Pack(bias.Add(c34.Z, 32), bias.Add(c34.W, 33), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 80u, WarpMma.Pack(bias.Add(c35.X, 40), bias.Add(c35.Y, 41), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 80u + down, WarpMma.Pack(bias.Add(c35.Z, 40), bias.Add(c35.W, 41), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 96u, WarpMma.Pack(bias.Add(c36.X, 48), bias.Add(c36.Y, 49), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 96u + down, WarpMma.Pack(bias.Add(c36.Z, 48), bias.Add(c36.W, 49), bf16));
+        w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 112u, WarpMma.Pack(bias.Add(c37.X, 56), bias.Add(c37.Y, 57), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 112u + down, WarpMma.Pack(bias.Add(c37.Z, 56), bias.Add(c37.W, 57), bf16));
     }
 }

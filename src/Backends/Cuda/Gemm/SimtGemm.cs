@@ -12,7 +12,8 @@ namespace Engine.Backends.Cuda.Gemm;
 /// shared buffer after them, one barrier per stage.
 /// Operands are read with any strides: the host picks, per operand, whether consecutive threads walk the tile along
 /// its contiguous dim (NN, NT, TN, TT all coalesce) and a general strided operand is read the same way. Tiles past
-/// m, n or k load zeros and store nothing, so any sizes work.
+/// m, n or k load zeros and store nothing, so any sizes work. The fused Linear (IBackend.Linear) runs the same kernel
+/// with GemmArgs' epilogue flags: bias, pre-activation store and activation after the tile's store (see Epilogue).
 /// </summary>
 static class SimtGemm<T, TMath, TTile, TMicro>
     where T : unmanaged
@@ -25,7 +26,7 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     /// <summary>Threads per group for this tiling.</summary>
     public static int Threads => default(TTile).BM / default(TMicro).TM * (default(TTile).BN / default(TMicro).TN);
 
-    public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y)
+    public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre)
     {
         TTile tile = default;
         TMicro acc = default;
@@ -56,6 +57,32 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         else
             SingleBuffered(g, av, bv, sA, sB, ref acc, baseA, baseB, mLeft, nLeft, tid, threads, row, col, tx, ty);
         acc.Store(y, batch * g.M * g.N, row0 + row, ty, col0 + col, tx, g.M, g.N);
+        if (g.Fused) Epilogue(g, y, bias, pre, batch * g.M * g.N, row0 + row, ty, col0 + col, tx);
+    }
+
+    // The fused Linear's store epilogue: each thread reads back the outputs it has just stored (its own writes, so no
+    // barrier), adds the bias, stores the pre-activation when asked and then the activation. A loop rather than the
+    // register tile's straight-line code: the activations' math once, not once per accumulator, at the cost of
+    // reading TM·TN values back from L1. Same arithmetic as the CPU's float32 epilogue (no rounding in between).
+    static void Epilogue(in GemmArgs g, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre, long yBase, int row, int rowStride, int col, int colStride)
+    {
+        TMath f = default;
+        TMicro acc = default;
+        for (int i = 0; i < acc.TM; i++)
+        {
+            int r = row + i * rowStride;
+            if (r >= g.M) break;
+            for (int j = 0; j < acc.TN; j++)
+            {
+                int c = col + j * colStride;
+                if (c >= g.N) break;
+                long o = yBase + (long)r * g.N + c;
+                T v = f.Load(y, o);
+                if (g.Bias != 0) v = f.Add(v, f.Load(bias, c));
+                if (g.Pre != 0) f.Store(pre, o, v);
+                f.Store(y, o, f.Activate(v, g.Activation));
+            }
+        }
     }
 
     // Double buffering: while the group computes stage s from one shared buffer, each thread's loads of stage s + 1
