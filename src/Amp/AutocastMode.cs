@@ -10,7 +10,7 @@ namespace Engine.Amp;
 /// (the inner one wins until disposed) and flow with async code (<see cref="AsyncLocal{T}"/>), like
 /// <see cref="GradMode"/>; <c>enabled: false</c> opens a region that turns autocast
 /// off. Only floating tensors are cast, never Float64 ones; in-place ops are not autocast. Casts of a float32 leaf
-/// parameter that requires grad (or of its transpose, as <c>Linear</c> uses it) are cached for the outermost region
+/// parameter that requires grad (weights and biases, or a transpose of one, as <c>x.MatMul(w.T)</c> reads it) are cached for the outermost region
 /// and freed when it ends, as PyTorch's autocast cache; gradients reach the float32 parameters in float32.
 /// Run <c>Backward()</c> inside or outside a region: the backward pass never autocasts.
 /// </summary>
@@ -124,7 +124,7 @@ internal sealed class CastCache : IDisposable
             var c = Get(t, dtype);
             return c?.To(dtype); // an "Alias" record on the shared cast: the caller owns (and disposes) its handle
         }
-        // Linear multiplies by weight.T: a transpose view of a parameter is served as the transpose of the cached cast.
+        // x.MatMul(weight.T) reads a transpose view of a parameter: it is served as the transpose of the cached cast.
         if (t.GradFn is { Function: Tensor.TransposeBackward tr } n && n.Edges.Length == 1
             && n.Edges[0].Tensor is { IsLeaf: true, RequiresGrad: true, IsDisposed: false } leaf
             && leaf.DType == DType.Float32 && ReferenceEquals(leaf.Storage, t.Storage))

@@ -9,8 +9,10 @@ public sealed partial class Tensor
     /// The fused linear layer, PyTorch's <c>F.linear</c> with an optional activation: act(input·weightᵀ + bias) for
     /// input [..., in], weight [out, in], bias [out] or null; the result is [..., out]. One backend kernel (the CPU runs
     /// the bias add and the activation in its GEMM's store epilogue, CUDA in one kernel after its GEMM); transposed and
-    /// strided operands are read in place. Recorded as <see cref="LinearBackward"/>, which saves the pre-activation
-    /// only for the GELUs (ReLU's derivative is read from its output).
+    /// strided operands are read in place. Mixed floating dtypes promote as the unfused composition's MatMul and Add
+    /// (<see cref="DTypes.Promote"/>); under autocast every floating input, bias included, is cast to the region's
+    /// dtype first, as PyTorch's autocast <c>linear</c>. Recorded as <see cref="LinearBackward"/>, which saves the
+    /// pre-activation only for the GELUs (ReLU's derivative is read from its output).
     /// </summary>
     public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias = null, Activation activation = Activation.None)
     {
@@ -19,15 +21,25 @@ public sealed partial class Tensor
             using (ac) return Linear(ac[0], ac[1], ac.Optional(2), activation);
         CheckSameDevice(op, input, weight);
         if (bias is not null) CheckSameDevice(op, input, bias);
-        if (input.DType != weight.DType || bias is not null && bias.DType != input.DType)
-            throw new DTypeException(op, $"input {input.Describe()}, weight {weight.Describe()}{(bias is null ? "" : $" and bias {bias.Describe()}")} must share one dtype");
-        input.CheckFloating(op);
         if (!Enum.IsDefined(activation)) throw new EngineException(op, $"unknown activation {(int)activation}");
         if (input.Rank < 1 || weight.Rank != 2 || input.Layout.Shape[^1] != weight.Layout.Shape[1])
             throw new ShapeException(op, $"input {Shape.Format(input.Layout.Shape)} and weight {Shape.Format(weight.Layout.Shape)} do not fit: expected input [..., in] and weight [out, in]");
         int k = weight.Layout.Shape[1], n = weight.Layout.Shape[0];
         if (bias is not null && (bias.Rank != 1 || bias.Layout.Shape[0] != n))
             throw new ShapeException(op, $"bias {Shape.Format(bias.Layout.Shape)} does not fit weight {Shape.Format(weight.Layout.Shape)}: expected [{n}]");
+        // Mixed dtypes promote as the unfused input.MatMul(weight.T).Add(bias) does (DTypes.Promote, as
+        // torch.promote_types): the inputs that differ are cast, differentiably, and the op re-entered with one dtype.
+        var dt = DTypes.Promote(input.DType, weight.DType);
+        if (bias is not null) dt = DTypes.Promote(dt, bias.DType);
+        if (!dt.IsFloatingPoint())
+            throw new DTypeException(op, $"input {input.Describe()}, weight {weight.Describe()}{(bias is null ? "" : $" and bias {bias.Describe()}")} promote to {dt.Name()}, not a floating point type");
+        if (input.DType != dt || weight.DType != dt || bias is not null && bias.DType != dt)
+        {
+            using var xp = input.DType == dt ? null : input.To(dt);
+            using var wp = weight.DType == dt ? null : weight.To(dt);
+            using var bp = bias is null || bias.DType == dt ? null : bias.To(dt);
+            return Linear(xp ?? input, wp ?? weight, bp ?? bias, activation);
+        }
         long rowsAll = input.Numel / Math.Max(k, 1);
         if (k == 0) rowsAll = Shape.Numel(input.Layout.Shape[..^1]);
         if (rowsAll > int.MaxValue)

@@ -187,9 +187,13 @@ public class AmpTests
             Assert.That(AutocastMode.RegionDType(DeviceType.Cpu), Is.EqualTo(region));
             // Lower precision.
             Assert.That(x.MatMul(w).DType, Is.EqualTo(region), "MatMul");
+            // Linear is one op (PyTorch's autocast linear, which casts all its floating inputs, bias included): the
+            // output stays in the region's dtype, unlike the unfused MatMul + float32 bias Add, which promotes.
             using (var lin = new Linear(6, 3, generator: new Generator(1)))
-                Assert.That(lin.Weight.DType == DType.Float32 && lin.Forward(x).DType == DType.Float32, Is.True,
-                    "Linear: the product in the region's dtype, + a float32 bias promotes");
+                Assert.That(lin.Weight.DType == DType.Float32 && lin.Forward(x).DType == region, Is.True,
+                    "Linear: weight, bias and product in the region's dtype");
+            using (var lin = new Linear(6, 3, generator: new Generator(1)))
+                Assert.That(lin.Forward(x, Activation.Gelu).DType, Is.EqualTo(region), "Linear + GELU");
             var b3 = F(Ref.Random(rng, 2 * 4 * 6, DType.Float32), [2, 4, 6]);
             Assert.That(b3.MatMul(w).DType, Is.EqualTo(region), "batched MatMul");
             // Float32 (PyTorch's CPU list): the losses; a 16-bit input comes out float32.
@@ -402,10 +406,12 @@ public class AmpTests
             Tensor y1, y2;
             using (AutocastMode.Autocast(DType.BFloat16))
             {
+                // Linear casts weight and bias (as PyTorch's autocast linear, whose cache holds every float32 leaf
+                // that requires grad): two entries.
                 y1 = lin.Forward(x);
-                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(1), "the weight (seen through Weight.T) is cast once");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "weight and bias are cast once");
                 y2 = lin.Forward(x);
-                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(1), "and reused");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "and reused");
                 using (AutocastMode.Autocast(DType.Float16))
                 {
                     using var y3 = lin.Forward(x);
@@ -413,10 +419,13 @@ public class AmpTests
                     s3.Backward();                   // frees its graph; the gradients are dropped below
                     lin.ZeroGrad();
                 }
-                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "a float16 cast is another entry of the same cache");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(4), "float16 casts are other entries of the same cache");
                 using (var noGrad = F(Ref.Random(rng, 18, DType.Float32), [6, 3]))
                 using (var y4 = x.MatMul(noGrad))
-                    Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "tensors that do not require grad are not cached");
+                    Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(4), "tensors that do not require grad are not cached");
+                using (var wt = lin.Weight.T)
+                using (var y5 = x.MatMul(wt))
+                    Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(4), "a transpose of a parameter is served from its cast");
             }
             Assert.That(AutocastMode.CachedCastCount, Is.Zero, "the cache ends with the outermost region");
             using (var s1 = y1.Sum())
@@ -435,7 +444,8 @@ public class AmpTests
             {
                 var xb = x.To(DType.BFloat16);
                 var wb = w2.To(DType.BFloat16);
-                var z = xb.MatMul(wb.T).Add(b2);
+                var bb = b2.To(DType.BFloat16);
+                var z = Tensor.Linear(xb, wb, bb);
                 var loss = z.Sum().Add(z.Sum());
                 loss.Backward();
             }
@@ -451,13 +461,13 @@ public class AmpTests
                 using var before = lin.Forward(x);
                 using (GradMode.NoGrad()) lin.Weight.MulInPlace(2.0);
                 using var after = lin.Forward(x);
-                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(1), "the stale cast was replaced");
+                Assert.That(AutocastMode.CachedCastCount, Is.EqualTo(2), "the stale cast was replaced");
                 using (GradMode.NoGrad())
                 {
                     using var wantW = lin.Weight.To(DType.BFloat16);
                     using var xb = x.To(DType.BFloat16);
-                    using var want = xb.MatMul(wantW.T);
-                    using var withBias = want.Add(lin.Bias);
+                    using var wantB = lin.Bias.To(DType.BFloat16);
+                    using var withBias = Tensor.Linear(xb, wantW, wantB);
                     Assert.That(Bits(after), Is.EqualTo(Bits(withBias)), "the cast follows the parameter's version");
                 }
                 using var both = before.Add(after);

@@ -411,6 +411,55 @@ public class NnTests
         tied.ZeroGrad(); untied.ZeroGrad();
     }
 
+    // ---------------------------------------------------------------- fused linear layers
+
+    // The GPT's Linears run as one fused op each (Tensor.Linear, GELU fused into the fc layer): in float64 the forward
+    // and every parameter gradient equal those of the unfused composition x·Wᵀ, + b, GELU written out here.
+    [TestCase(false)]
+    [TestCase(true)]
+    public void GptWithFusedLinearsEqualsTheUnfusedComposition(bool geluTanh)
+    {
+        var cfg = Small(tied: true) with { Activation = geluTanh ? GptActivation.GeluTanh : GptActivation.Gelu };
+        using var m = new Gpt(cfg, null, DType.Float64, new Generator(8));
+        var rng = new Random(12);
+        // Spread the GPT-2 init (std 0.02, zero biases) so every term, biases included, is visible.
+        foreach (var (_, p) in m.NamedParameters()) NnTestUtil.Set(p, Ref.Random(rng, (int)p.Numel, DType.Float64, -0.5, 0.5));
+        using var ids = NnTestUtil.Ids([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2, 5);
+        using var tgt = NnTestUtil.Ids([2, 3, 4, 5, 6, 7, 8, 9, 10, 0], 10);
+
+        static Tensor Lin(Tensor x, Linear l) => l.Bias is null ? x.MatMul(l.Weight.T) : x.MatMul(l.Weight.T).Add(l.Bias);
+        Tensor Unfused(Tensor input)
+        {
+            int b = input.Size(0), t = input.Size(1), c = cfg.DModel, h = cfg.Heads;
+            var x = m.Wte.Forward(input).Add(m.Wpe.Forward(Tensor.Arange(t)));
+            foreach (var blk in m.Blocks.Layers.Cast<TransformerBlock>())
+            {
+                var parts = Lin(blk.Ln1.Forward(x), blk.Attn.Qkv).Split(c, 2);
+                var qkv = parts.Select(q => q.View(b, t, h, c / h).Transpose(1, 2)).ToArray();
+                var heads = Tensor.ScaledDotProductAttention(qkv[0], qkv[1], qkv[2], isCausal: true);
+                x = x.Add(Lin(heads.Transpose(1, 2).Reshape(b, t, c), blk.Attn.Proj));
+                x = x.Add(Lin(Lin(blk.Ln2.Forward(x), blk.Mlp.Fc).Gelu(geluTanh), blk.Mlp.Proj));
+            }
+            return Lin(m.LnF.Forward(x), m.Head);
+        }
+
+        var results = new List<(double[] Logits, Dictionary<string, double[]> Grads)>();
+        foreach (var fused in new[] { true, false })
+        {
+            using var scope = Tensor.NewScope();
+            var logits = fused ? m.Forward(ids) : Unfused(ids);
+            logits.Reshape(10, 11).CrossEntropy(tgt).Backward();
+            results.Add((D(logits), m.NamedParameters().ToDictionary(p => p.Name, p => D(p.Parameter.Grad!))));
+            m.ZeroGrad();
+        }
+        Ref.AssertClose(results[0].Logits, results[1].Logits, 1e-12, 1e-12, "logits");
+        foreach (var (name, g) in results[1].Grads)
+        {
+            Assert.That(g.Any(v => v != 0), Is.True, $"{name} has a gradient");
+            Ref.AssertClose(results[0].Grads[name], g, 1e-12, 1e-12, name);
+        }
+    }
+
     // ---------------------------------------------------------------- initialization
 
     [Test]

@@ -109,8 +109,8 @@ public sealed class FeedForward : Module
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
-        using var h = Fc.Forward(input);
-        using var g = h.Gelu(ApproximateTanh);
+        // The GELU runs in fc's fused op (the GEMM's store epilogue on the CPU): no separate pass over [.., hidden].
+        using var g = Fc.Forward(input, ApproximateTanh ? Activation.GeluTanh : Activation.Gelu);
         using var p = Proj.Forward(g);
         return Drop.Forward(p);
     }

@@ -1,6 +1,9 @@
 namespace Engine.Autograd.Nn;
 
-/// <summary>y = x·Wᵀ + b, W stored [out, in] as PyTorch's; Kaiming-uniform weight and U(±1/√in) bias by default.</summary>
+/// <summary>
+/// y = x·Wᵀ + b, W stored [out, in] as PyTorch's; Kaiming-uniform weight and U(±1/√in) bias by default. One
+/// <see cref="Tensor.Linear"/> op (F.linear): under autocast its output stays in the region's dtype, bias included.
+/// </summary>
 public sealed class Linear : Module
 {
     /// <summary>Creates the layer with PyTorch's default initialization.</summary>
@@ -34,13 +37,13 @@ public sealed class Linear : Module
     public Tensor? Bias { get; }
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input)
-    {
-        using var wt = Weight.T;
-        if (Bias is null) return input.MatMul(wt);
-        using var y = input.MatMul(wt);
-        return y.Add(Bias);
-    }
+    public override Tensor Forward(Tensor input) => Tensor.Linear(input, Weight, Bias);
+
+    /// <summary>
+    /// act(input·Wᵀ + b) as one fused op (<see cref="Tensor.Linear"/>: the CPU applies bias and activation in its
+    /// GEMM's store epilogue), for a model that applies <paramref name="activation"/> right after this layer.
+    /// </summary>
+    public Tensor Forward(Tensor input, Activation activation) => Tensor.Linear(input, Weight, Bias, activation);
 }
 
 /// <summary>
@@ -146,6 +149,9 @@ public sealed class ReLU : Module
 /// <summary>GELU, exact by default (<c>approximate="none"</c>) or the tanh form.</summary>
 public sealed class GELU(bool approximateTanh = false) : Module
 {
+    /// <summary>The fused form of this module (<see cref="Activation.Gelu"/> or <see cref="Activation.GeluTanh"/>).</summary>
+    public Activation Activation => approximateTanh ? Activation.GeluTanh : Activation.Gelu;
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => input.Gelu(approximateTanh);
 }
@@ -228,5 +234,26 @@ public sealed class Mlp : Module
     }
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => _net.Forward(input);
+    /// <remarks>
+    /// The layers of <c>net</c> in order, each ReLU or GELU fused into the Linear before it (one
+    /// <see cref="Tensor.Linear"/> op with that activation); SiLU and Tanh run as their own ops.
+    /// </remarks>
+    public override Tensor Forward(Tensor input)
+    {
+        var layers = _net.Layers;
+        var x = input;
+        for (int i = 0; i < layers.Count; i++)
+        {
+            Tensor y;
+            if (layers[i] is Linear l && i + 1 < layers.Count && layers[i + 1] is ReLU or GELU)
+            {
+                y = l.Forward(x, layers[i + 1] is GELU g ? g.Activation : Activation.Relu);
+                i++;
+            }
+            else y = layers[i].Forward(x);
+            if (!ReferenceEquals(x, input) && !ReferenceEquals(x, y)) x.Dispose();
+            x = y;
+        }
+        return x;
+    }
 }

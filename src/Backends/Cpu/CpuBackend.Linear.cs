@@ -95,19 +95,38 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
-    // Column blocks are split over threads; each walks every row in order, so dz and the bias sums (float64
-    // accumulators) do not depend on the thread count. Float32 and half math in float32, float64 in float64.
+    // Two passes, each over contiguous memory: dz = dy·act′ by row ranges (as the elementwise kernels), then the bias
+    // sums by column blocks, each block walking every row in order, so dz and the sums (float64 accumulators) do not
+    // depend on the thread count. (One pass by column blocks, writing dz 64 columns per row, ran about 20 times
+    // slower than the elementwise backward.) Float32 and half math in float32, float64 in float64.
     const int LinearColumnBlock = 64;
 
     static void LinearBackwardKernel<T, TE, TOp>(nint dyP, nint savedP, nint dzP, nint dbP, int m, int n, bool act)
         where T : unmanaged where TE : struct, IElement<T> where TOp : struct, IDifferentiableUnaryOp
     {
+        long total = (long)m * n;
+        if (act)
+        {
+            CpuParallel.For(total, 1L << 14, (s, e) =>
+            {
+                T* dy = (T*)dyP, sv = (T*)savedP, dz = (T*)dzP;
+                var op = default(TOp);
+                if (typeof(T) == typeof(double))
+                    for (long i = s; i < e; i++) dz[i] = TE.FromDouble(TE.ToDouble(dy[i]) * op.Derivative(TE.ToDouble(sv[i])));
+                // Float32 takes the op's vectorized dy·f′(x) where it has one, as the unfused UnaryGradOp does.
+                else if (typeof(T) != typeof(float) || e - s > int.MaxValue
+                    || !op.TryBackward(new ReadOnlySpan<float>((float*)sv + s, (int)(e - s)), new ReadOnlySpan<float>((float*)dy + s, (int)(e - s)), new Span<float>((float*)dz + s, (int)(e - s))))
+                    for (long i = s; i < e; i++) dz[i] = TE.FromFloat(TE.ToFloat(dy[i]) * op.Derivative(TE.ToFloat(sv[i])));
+            });
+        }
+        if (dbP == 0) return;
+        // The bias gradient sums the stored dz (what the weight GEMMs read), as the composite does.
+        nint src = act ? dzP : dyP;
         int blocks = (n + LinearColumnBlock - 1) / LinearColumnBlock;
         long grain = Math.Max(1, (1L << 15) / Math.Max(1L, (long)m * LinearColumnBlock));
         CpuParallel.For(blocks, grain, (s, e) =>
         {
-            T* dy = (T*)dyP, sv = (T*)savedP, dz = (T*)dzP, db = (T*)dbP;
-            var op = default(TOp);
+            T* g = (T*)src, db = (T*)dbP;
             Span<double> acc = stackalloc double[LinearColumnBlock];
             for (long blk = s; blk < e; blk++)
             {
@@ -116,37 +135,9 @@ public sealed unsafe partial class CpuBackend
                 for (int i = 0; i < m; i++)
                 {
                     long at = (long)i * n + j0;
-                    if (!act)
-                    {
-                        for (int j = 0; j < cols; j++) acc[j] += TE.ToDouble(dy[at + j]);
-                    }
-                    else if (typeof(T) == typeof(double))
-                    {
-                        for (int j = 0; j < cols; j++)
-                        {
-                            double d = TE.ToDouble(dy[at + j]) * op.Derivative(TE.ToDouble(sv[at + j]));
-                            dz[at + j] = TE.FromDouble(d);
-                            acc[j] += d;
-                        }
-                    }
-                    else if (typeof(T) == typeof(float)
-                        && op.TryBackward(new ReadOnlySpan<float>((float*)sv + at, cols), new ReadOnlySpan<float>((float*)dy + at, cols), new Span<float>((float*)dz + at, cols)))
-                    {
-                        // The op's vectorized dy·f′(x), as the unfused UnaryGradOp takes on dense float32.
-                        for (int j = 0; j < cols; j++) acc[j] += ((float*)dz)[at + j];
-                    }
-                    else
-                    {
-                        for (int j = 0; j < cols; j++)
-                        {
-                            // The bias gradient sums the stored dz (what the weight GEMMs read), as the composite does.
-                            var d = TE.FromFloat(TE.ToFloat(dy[at + j]) * op.Derivative(TE.ToFloat(sv[at + j])));
-                            dz[at + j] = d;
-                            acc[j] += TE.ToDouble(d);
-                        }
-                    }
+                    for (int j = 0; j < cols; j++) acc[j] += TE.ToDouble(g[at + j]);
                 }
-                if (db != null) for (int j = 0; j < cols; j++) db[j0 + j] = TE.FromDouble(acc[j]);
+                for (int j = 0; j < cols; j++) db[j0 + j] = TE.FromDouble(acc[j]);
             }
         });
     }

@@ -120,8 +120,53 @@ public class LinearTests
         using var b = Tensor.Zeros([5]);
         e = Assert.Throws<ShapeException>(() => Tensor.Linear(x, w2, b).Dispose())!;
         Assert.That(e.Message, Does.Contain("Linear").And.Contain("[5]"));
-        using var wd = Tensor.Zeros([4, 3], DType.Float64);
-        var d = Assert.Throws<DTypeException>(() => Tensor.Linear(x, wd).Dispose())!;
-        Assert.That(d.Message, Does.Contain("float32").And.Contain("float64").And.Contain("Linear"));
+        using var xi = Tensor.Zeros([2, 3], DType.Int64);
+        using var wi = Tensor.Zeros([4, 3], DType.Int32);
+        var d = Assert.Throws<DTypeException>(() => Tensor.Linear(xi, wi).Dispose())!;
+        Assert.That(d.Message, Does.Contain("int64").And.Contain("int32").And.Contain("Linear"));
+    }
+
+    // Outside autocast, mixed dtypes promote as the unfused x.MatMul(w.T).Add(b) (torch.promote_types): the result
+    // has the composition's dtype and values, and each input's gradient comes back in its own dtype.
+    [TestCase(DType.Float64, DType.Float32, DType.Float32)]
+    [TestCase(DType.Float32, DType.Float64, DType.Float32)]
+    [TestCase(DType.Float32, DType.Float32, DType.Float64)]
+    [TestCase(DType.BFloat16, DType.Float32, DType.BFloat16)]
+    [TestCase(DType.Float16, DType.BFloat16, DType.Float16)]
+    [TestCase(DType.Int64, DType.Float32, DType.Float32)]
+    public void MixedDTypes_PromoteAsTheUnfusedComposition(DType xt, DType wt, DType bt)
+    {
+        using var scope = Tensor.NewScope();
+        var rng = new Random(21);
+        bool xFloat = xt.IsFloatingPoint();
+        var x = Tensor.FromArray(xFloat ? Ref.Random(rng, 2 * 3 * 4, DType.BFloat16) : Ref.Random(rng, 24, DType.Int64, -3, 3), [2, 3, 4]).To(xt);
+        var w = Tensor.FromArray(Ref.Random(rng, 5 * 4, DType.BFloat16), [5, 4]).To(wt);
+        var b = Tensor.FromArray(Ref.Random(rng, 5, DType.BFloat16), [5]).To(bt);
+        x.RequiresGrad = xFloat;
+        w.RequiresGrad = true;
+        b.RequiresGrad = true;
+        var want = x.MatMul(w.T).Add(b);
+        var y = Tensor.Linear(x, w, b, Activation.Relu);
+        Assert.That(y.DType, Is.EqualTo(want.DType));
+        var relu = want.Relu();
+        Ref.AssertClose(y.ToArray<double>(), relu.ToArray<double>(), y.DType, "values");
+        // A float64 reference of the promoted computation.
+        var (r, mag) = Reference(x.ToArray<double>(), 6, 4, w.ToArray<double>(), 5, b.ToArray<double>(), Activation.Relu);
+        var (rtol, _) = Ref.Tol(y.DType);
+        var got = y.ToArray<double>();
+        for (int i = 0; i < got.Length; i++) Assert.That(got[i], Is.EqualTo(r[i]).Within(rtol * (mag[i] + 1)), $"y[{i}]");
+        y.Sum().Backward();
+        if (xFloat) Assert.That(x.Grad!.DType, Is.EqualTo(xt));
+        Assert.That(w.Grad!.DType, Is.EqualTo(wt));
+        Assert.That(b.Grad!.DType, Is.EqualTo(bt));
+        var wGot = w.Grad.ToArray<double>();
+        var wWant = new double[20];
+        var xv = x.ToArray<double>();
+        for (int row = 0; row < 6; row++)
+            for (int o = 0; o < 5; o++)
+                if (r[row * 5 + o] > 0)
+                    for (int i = 0; i < 4; i++) wWant[o * 4 + i] += xv[row * 4 + i];
+        double wtol = Math.Max(rtol, Ref.Tol(wt).rtol); // the gradient is rounded to the weight's own dtype
+        for (int i = 0; i < 20; i++) Assert.That(wGot[i], Is.EqualTo(wWant[i]).Within(wtol * (Math.Abs(wWant[i]) + 6)), $"dW[{i}]");
     }
 }

@@ -102,6 +102,7 @@ public class OpDefinitionTests
             Tensor.Cat([x, x], 0), Tensor.Stack([x, x], 1), x.T, x.Permute(1, 0), x.Slice(1, 0, 2), x.Select(0, 1), x.Reshape(6),
             x.Unsqueeze(0).Expand(4, 2, 3), x.To(DType.Float32), x.Clone(), x.Contiguous(),
             Tensor.ScaledDotProductAttention(x, x, x.MatMul(w), isCausal: true),
+            Tensor.Linear(x, w.T, ln, Activation.Gelu), Tensor.Linear(x, w.T),
         };
         var seen = new HashSet<Type>();
         var stack = new Stack<GradNode>(outputs.Select(o => o.GradFn!));

@@ -47,6 +47,14 @@ public class LaunchesPerStepTests
         TestContext.Out.WriteLine($"GPT step, {precision}, budget {budget}: cuda {cuda}");
         TestContext.Out.WriteLine($"{cpu.Launches} launches/step against the budget of {budget} ({(double)cpu.Launches / budget:F1}×)");
         Assert.That(cpu.Launches, Is.GreaterThan(0));
+        // Every Linear of the model is one fused kernel on the CPU (qkv, proj, fc + GELU, proj per layer, and the head);
+        // its backward one activation/bias kernel for each of the 16 with a bias, and the two products.
+        Assert.That(cpu.Count(nameof(IBackend.Linear)), Is.EqualTo(4 * Small.Layers + 1), "one fused Linear per layer");
+        Assert.That(cpu.Count(nameof(IBackend.LinearBackward)), Is.EqualTo(4 * Small.Layers));
+        Assert.That(cpu.Count(nameof(IBackend.Binary)) + cpu.Count(nameof(IBackend.Unary)), Is.LessThanOrEqualTo(autocast == DType.Float16 ? 36 : 32),
+            "no bias add or GELU pass of its own");
+        // CUDA has its own fused Linear (a backend without one would serve it by the composite kernels, counted apart).
+        Assert.That(cuda.Count(nameof(IBackend.Linear)), Is.EqualTo(cpu.Count(nameof(IBackend.Linear))), "CUDA fuses every Linear too");
         // The multi-tensor optimizer, clip and scaler: one launch per 32 of the 53 parameters, none per parameter.
         foreach (var s in new[] { cpu, cuda })
         {

@@ -9,7 +9,7 @@ namespace Engine.Backends.Cpu.Gemm;
 /// keep a copy of the result (the pre-activation, addressed like C), then apply an activation in place. The default
 /// value does nothing and the drivers test <see cref="Active"/> once per block, so a plain GEMM pays one branch per
 /// macro-block. Float32 and float64 only (the half paths widen to float32 first). The math is the unary op structs'
-/// (ReluOp, GeluOp, GeluTanhOp), so the fused result equals the composed one up to float rounding of the GELUs.
+/// (ReluOp, GeluOp, GeluTanhOp; their vector forms in float32), so the fused result equals the composed one.
 /// </summary>
 internal unsafe struct GemmEpilogue
 {
@@ -53,9 +53,17 @@ internal unsafe struct GemmEpilogue
         {
             // IEEE maximum: NaN stays NaN and −0 becomes +0, as ReluOp.
             case Activation.Relu: TensorPrimitives.Max(row, 0f, row); break;
-            case Activation.Gelu: { var op = new GeluOp(); for (int j = 0; j < n; j++) c[j] = op.Apply(c[j]); break; }
-            case Activation.GeluTanh: { var op = new GeluTanhOp(); for (int j = 0; j < n; j++) c[j] = op.Apply(c[j]); break; }
+            // The ops' vector forms (VectorMath), as the Unary kernel runs them: the fused GELU equals the composed one
+            // bit for bit and is not a scalar erf per element.
+            case Activation.Gelu: Map(new GeluOp(), row); break;
+            case Activation.GeluTanh: Map(new GeluTanhOp(), row); break;
         }
+    }
+
+    static void Map<TOp>(TOp op, Span<float> row) where TOp : struct, IDifferentiableUnaryOp
+    {
+        if (op.TryApply(row, row)) return;
+        for (int j = 0; j < row.Length; j++) row[j] = op.Apply(row[j]);
     }
 
     readonly void Row(double* c, double* pre, double* bias, int n)
