@@ -92,9 +92,12 @@ public sealed partial class Tensor
             bool biasGrad = _hasBias && NeedsGrad(2);
             var (dz, db) = LinearActivationGradient(grad, _saved?.Value, _activation, biasGrad);
             int n = w.Layout.Shape[0], k = w.Layout.Shape[1];
-            var dz2 = dz.Reshape(-1, n);
-            var dx = NeedsGrad(0) ? dz2.MatMul(w).Reshape(x.Layout.Shape.AsSpan()) : null;
-            var dw = NeedsGrad(1) ? dz2.Transpose(0, 1).MatMul(x.Reshape(-1, k)) : null;
+            // Rows from x's batch dims, not -1: with k or n zero a -1 would be ambiguous (PyTorch refuses it too).
+            var xs = x.Layout.Shape.AsSpan();
+            int m = checked((int)Shape.Numel(xs[..^1]));
+            var dz2 = dz.Reshape(m, n);
+            var dx = NeedsGrad(0) ? dz2.MatMul(w).Reshape(xs) : null;
+            var dw = NeedsGrad(1) ? dz2.Transpose(0, 1).MatMul(x.Reshape(m, k)) : null;
             return _hasBias ? [dx, dw, db] : [dx, dw];
         }
     }
