@@ -100,6 +100,7 @@ public sealed unsafe partial class CpuBackend
     // depend on the thread count. (One pass by column blocks, writing dz 64 columns per row, ran about 20 times
     // slower than the elementwise backward.) Float32 and half math in float32, float64 in float64.
     const int LinearColumnBlock = 64;
+    const int HalfChunk = 2048;
 
     static void LinearBackwardKernel<T, TE, TOp>(nint dyP, nint savedP, nint dzP, nint dbP, int m, int n, bool act)
         where T : unmanaged where TE : struct, IElement<T> where TOp : struct, IDifferentiableUnaryOp
@@ -113,7 +114,21 @@ public sealed unsafe partial class CpuBackend
                 var op = default(TOp);
                 if (typeof(T) == typeof(double))
                     for (long i = s; i < e; i++) dz[i] = TE.FromDouble(TE.ToDouble(dy[i]) * op.Derivative(TE.ToDouble(sv[i])));
-                // Float32 takes the op's vectorized dy·f′(x) where it has one, as the unfused UnaryGradOp does.
+                // Float32 takes the op's vectorized dy·f′(x) where it has one, as the unfused UnaryGradOp does; 16-bit
+                // types the same on widened chunks, rounded once.
+                else if ((typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half)) && op.TryBackward(default, default, default))
+                {
+                    Span<float> bx = stackalloc float[HalfChunk], bg = stackalloc float[HalfChunk];
+                    for (long i = s; i < e; i += HalfChunk)
+                    {
+                        int len = (int)Math.Min(HalfChunk, e - i);
+                        var px = bx[..len]; var pg = bg[..len];
+                        Kernels.ElementwiseKernels.Widen(sv + i, px);
+                        Kernels.ElementwiseKernels.Widen(dy + i, pg);
+                        op.TryBackward(px, pg, pg);
+                        Kernels.ElementwiseKernels.Narrow(pg, dz + i);
+                    }
+                }
                 else if (typeof(T) != typeof(float) || e - s > int.MaxValue
                     || !op.TryBackward(new ReadOnlySpan<float>((float*)sv + s, (int)(e - s)), new ReadOnlySpan<float>((float*)dy + s, (int)(e - s)), new Span<float>((float*)dz + s, (int)(e - s))))
                     for (long i = s; i < e; i++) dz[i] = TE.FromFloat(TE.ToFloat(dy[i]) * op.Derivative(TE.ToFloat(sv[i])));
