@@ -45,6 +45,48 @@ public class VectorMathTests
         }
     }
 
+    // ---------------- exp, tanh, sigmoid gradients: the scalar formula on the vector forward's values ----------------
+
+    [Test]
+    public void ExpTanhSigmoidBackward_ApplyTheDerivativeFormulaToTheVectorForward()
+    {
+        var rng = new Random(5);
+        int n = 3000; // crosses the 1,024-element gradient chunk, with a tail
+        var x = new float[n]; var dy = new float[n];
+        for (int i = 0; i < n; i++) { x[i] = (float)(rng.NextDouble() * 20 - 10); dy[i] = (float)(rng.NextDouble() * 2 - 1); }
+        x[0] = 0; x[1] = -0f; x[2] = 88.5f; x[3] = -100f; x[4] = float.NaN; dy[5] = float.PositiveInfinity;
+        var f = new float[n]; var dx = new float[n];
+
+        VectorMath.Exp(x, f);
+        Assert.That(new ExpOp().TryBackward(x, dy, dx), Is.True);
+        for (int i = 0; i < n; i++) AssertSameBits(dx[i], dy[i] * f[i], $"exp' at {x[i]:R}");
+        VectorMath.Tanh(x, f);
+        Assert.That(new TanhOp().TryBackward(x, dy, dx), Is.True);
+        for (int i = 0; i < n; i++) AssertSameBits(dx[i], dy[i] * (1f - f[i] * f[i]), $"tanh' at {x[i]:R}");
+        VectorMath.Sigmoid(x, f);
+        Assert.That(new SigmoidOp().TryBackward(x, dy, dx), Is.True);
+        for (int i = 0; i < n; i++) AssertSameBits(dx[i], dy[i] * (f[i] * (1f - f[i])), $"sigmoid' at {x[i]:R}");
+
+        // And against float64 derivatives, relative to the size of the result (away from NaN and overflow).
+        for (int i = 6; i < n; i++)
+        {
+            double t = Math.Tanh(x[i]), sg = 1 / (1 + Math.Exp(-x[i]));
+            VectorMath.Tanh(x.AsSpan(i, 1), f.AsSpan(i, 1));
+            Assert.That(new TanhOp().TryBackward(x.AsSpan(i, 1), dy.AsSpan(i, 1), dx.AsSpan(i, 1)), Is.True);
+            Assert.That(dx[i], Is.EqualTo(dy[i] * (1 - t * t)).Within(1e-6 + 1e-5 * Math.Abs(dy[i])), $"tanh' at {x[i]:R}");
+            Assert.That(new SigmoidOp().TryBackward(x.AsSpan(i, 1), dy.AsSpan(i, 1), dx.AsSpan(i, 1)), Is.True);
+            Assert.That(dx[i], Is.EqualTo(dy[i] * sg * (1 - sg)).Within(1e-7 + 1e-5 * Math.Abs(dy[i] * sg * (1 - sg))), $"sigmoid' at {x[i]:R}");
+            Assert.That(new ExpOp().TryBackward(x.AsSpan(i, 1), dy.AsSpan(i, 1), dx.AsSpan(i, 1)), Is.True);
+            Assert.That(dx[i], Is.EqualTo(dy[i] * Math.Exp(x[i])).Within(1e-5 * Math.Abs(dy[i] * Math.Exp(x[i])) + 1e-30), $"exp' at {x[i]:R}");
+        }
+    }
+
+    static void AssertSameBits(float got, float want, string what)
+    {
+        if (float.IsNaN(want)) { Assert.That(float.IsNaN(got), Is.True, what); return; }
+        Assert.That(BitConverter.SingleToInt32Bits(got), Is.EqualTo(BitConverter.SingleToInt32Bits(want)), what);
+    }
+
     // ---------------- ulp distance through the integer representation ----------------
 
     // Monotone in the value: adjacent floats differ by 1, and −0 and +0 both map to 0.

@@ -7,7 +7,7 @@ namespace Engine.Ops;
 // TensorPrimitives stays only where each element is one IEEE operation (negate, abs, sqrt, add, multiply), whose
 // result is the same on every code path.
 // Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp, whose contiguous float32 fast path
-// is TryBackward: a fused VectorMath pass dx = dy·f'(x) for the activations (GELU, tanh-GELU, SiLU), false elsewhere.
+// is TryBackward: a fused VectorMath pass dx = dy·f'(x) for exp, tanh, sigmoid, ReLU, GELU, tanh-GELU and SiLU, false elsewhere.
 
 /// <summary>−x.</summary>
 public readonly struct NegOp : IDifferentiableUnaryOp
@@ -63,7 +63,7 @@ public readonly struct ExpOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Exp(x, y); return true; }
     /// <inheritdoc/>
-    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.ExpBackward(x, dy, dx); return true; }
 }
 
 /// <summary>Natural logarithm.</summary>
@@ -181,7 +181,7 @@ public readonly struct TanhOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Tanh(x, y); return true; }
     /// <inheritdoc/>
-    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.TanhBackward(x, dy, dx); return true; }
 }
 
 /// <summary>1/(1+e⁻ˣ), written so that neither tail overflows.</summary>
@@ -204,7 +204,7 @@ public readonly struct SigmoidOp : IDifferentiableUnaryOp
         return true;
     }
     /// <inheritdoc/>
-    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => false;
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.SigmoidBackward(x, dy, dx); return true; }
 }
 
 /// <summary>max(x, 0); the derivative at 0 is 0, as PyTorch's.</summary>

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -47,13 +48,68 @@ public static unsafe partial class VectorMath
     /// (an odd polynomial there, not 1 − 2/(e²ˣ + 1)).</summary>
     public static void Tanh(ReadOnlySpan<float> x, Span<float> y) => MapFloat<TanhFloat>(x, y, "VectorMath.Tanh");
 
+    // The gradients below apply the op's scalar derivative formula, operation by operation (each rounds once, as in
+    // the scalar code), to the vector forward's values, a chunk at a time.
+    const int GradientChunk = 1024;
+
+    /// <summary>dx = dy·(1 − t²) with t = <see cref="Tanh(ReadOnlySpan{float}, Span{float})"/>(x); <paramref name="dx"/> may alias either input.</summary>
+    public static void TanhBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        CheckGradientSpans(x, dy, dx, "VectorMath.TanhBackward");
+        Span<float> t = stackalloc float[GradientChunk];
+        for (int i = 0; i < x.Length; i += GradientChunk)
+        {
+            int n = Math.Min(GradientChunk, x.Length - i);
+            var ti = t[..n];
+            Tanh(x.Slice(i, n), ti);
+            TensorPrimitives.Multiply(ti, ti, ti);
+            TensorPrimitives.Subtract(1f, ti, ti);
+            TensorPrimitives.Multiply(dy.Slice(i, n), ti, dx.Slice(i, n));
+        }
+    }
+
+    /// <summary>dx = dy·(s·(1 − s)) with s = <see cref="Sigmoid(ReadOnlySpan{float}, Span{float})"/>(x); <paramref name="dx"/> may alias either input.</summary>
+    public static void SigmoidBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        CheckGradientSpans(x, dy, dx, "VectorMath.SigmoidBackward");
+        Span<float> s = stackalloc float[GradientChunk], d = stackalloc float[GradientChunk];
+        for (int i = 0; i < x.Length; i += GradientChunk)
+        {
+            int n = Math.Min(GradientChunk, x.Length - i);
+            var si = s[..n]; var di = d[..n];
+            Sigmoid(x.Slice(i, n), si);
+            TensorPrimitives.Subtract(1f, si, di);
+            TensorPrimitives.Multiply(si, di, di);
+            TensorPrimitives.Multiply(dy.Slice(i, n), di, dx.Slice(i, n));
+        }
+    }
+
+    /// <summary>dx = dy·eˣ with eˣ from <see cref="Exp(ReadOnlySpan{float}, Span{float})"/>; <paramref name="dx"/> may alias either input.</summary>
+    public static void ExpBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        CheckGradientSpans(x, dy, dx, "VectorMath.ExpBackward");
+        Span<float> e = stackalloc float[GradientChunk];
+        for (int i = 0; i < x.Length; i += GradientChunk)
+        {
+            int n = Math.Min(GradientChunk, x.Length - i);
+            var ei = e[..n];
+            Exp(x.Slice(i, n), ei);
+            TensorPrimitives.Multiply(dy.Slice(i, n), ei, dx.Slice(i, n));
+        }
+    }
+
+    static void CheckGradientSpans(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx, string op)
+    {
+        if (x.Length != dy.Length || x.Length != dx.Length) throw new ArgumentException($"{op}: spans of different lengths");
+    }
+
     /// <summary>
     /// The ReLU gradient dx = dy·(x &gt; 0 ? 1 : 0), bit for bit as <see cref="UnaryGradOp{TOp}"/>'s scalar form (a NaN
     /// or infinite dy still gives NaN where x ≤ 0, as a product with 0). <paramref name="dx"/> may alias either input.
     /// </summary>
     public static void ReluBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
     {
-        if (x.Length != dy.Length || x.Length != dx.Length) throw new ArgumentException("VectorMath.ReluBackward: spans of different lengths");
+        CheckGradientSpans(x, dy, dx, "VectorMath.ReluBackward");
         int i = 0;
         if (System.Numerics.Vector.IsHardwareAccelerated)
         {
