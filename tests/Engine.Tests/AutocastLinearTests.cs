@@ -19,17 +19,9 @@ public class AutocastLinearTests
 {
     const int Rows = 6, In = 16, Out = 10;
 
-    static double Gelu(double z) => 0.5 * z * (1 + Erf(z / Math.Sqrt(2)));
+    static double Gelu(double z) => 0.5 * z * (1 + RefErf.Erf(z / Math.Sqrt(2)));
 
-    static double GeluGrad(double z) => 0.5 * (1 + Erf(z / Math.Sqrt(2))) + z * Math.Exp(-0.5 * z * z) / Math.Sqrt(2 * Math.PI);
-
-    // erf by its Maclaurin series (|z| stays small here), accurate to ~1e-15.
-    static double Erf(double x)
-    {
-        double sum = 0, term = x;
-        for (int n = 0; n < 200; n++) { sum += term / (2 * n + 1); term *= -x * x / (n + 1); }
-        return 2 / Math.Sqrt(Math.PI) * sum;
-    }
+    static double GeluGrad(double z) => 0.5 * (1 + RefErf.Erf(z / Math.Sqrt(2))) + z * Math.Exp(-0.5 * z * z) / Math.Sqrt(2 * Math.PI);
 
     static double Bf(double v) => Ref.RoundTo(v, DType.BFloat16);
 

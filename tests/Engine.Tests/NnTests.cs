@@ -710,7 +710,7 @@ public class NnTests
             {
                 double s = fcB[o];
                 for (int j = 0; j < 8; j++) s += n2[r * 8 + j] * fcW[o * 8 + j];
-                hid[o] = 0.5 * s * (1 + Erf(s / Math.Sqrt(2))); // exact GELU
+                hid[o] = 0.5 * s * (1 + RefErf.Erf(s / Math.Sqrt(2))); // exact GELU
             }
             for (int o = 0; o < 8; o++)
             {
@@ -720,34 +720,6 @@ public class NnTests
             }
         }
         Ref.AssertClose(D(y), exp, 1e-9, 1e-10, "transformer block");
-    }
-
-    // Abramowitz–Stegun 7.1.26 is too coarse for 1e-9; use a series/continued fraction good to ~1e-15.
-    static double Erf(double x)
-    {
-        double ax = Math.Abs(x);
-        double r;
-        if (ax < 2.5)
-        {
-            // Maclaurin series.
-            double term = ax, sum = ax;
-            for (int n = 1; n < 200; n++)
-            {
-                term *= -ax * ax / n;
-                double add = term / (2 * n + 1);
-                sum += add;
-                if (Math.Abs(add) < 1e-18) break;
-            }
-            r = 2 / Math.Sqrt(Math.PI) * sum;
-        }
-        else
-        {
-            // Continued fraction for erfc.
-            double f = 0;
-            for (int n = 60; n >= 1; n--) f = n / 2.0 / (ax + f);
-            r = 1 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / (ax + f);
-        }
-        return x < 0 ? -r : r;
     }
 
     sealed class PassThrough : Module
@@ -796,7 +768,7 @@ public class NnTests
         using var ya = act.Forward(tx);
         var ea = x.Select(v =>
         {
-            double gl = 0.5 * v * (1 + Erf(v / Math.Sqrt(2)));
+            double gl = 0.5 * v * (1 + RefErf.Erf(v / Math.Sqrt(2)));
             double sl = gl / (1 + Math.Exp(-gl));
             double th = Math.Tanh(sl);
             return 0.5 * th * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (th + 0.044715 * th * th * th)));

@@ -16,25 +16,10 @@ public class LinearTests
     static double Act(Activation a, double z) => a switch
     {
         Activation.Relu => Math.Max(z, 0),
-        Activation.Gelu => 0.5 * z * (1 + Erf(z / Math.Sqrt(2))),
+        Activation.Gelu => 0.5 * z * (1 + RefErf.Erf(z / Math.Sqrt(2))),
         Activation.GeluTanh => 0.5 * z * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (z + 0.044715 * z * z * z))),
         _ => z,
     };
-
-    // Abramowitz-Stegun 7.1.26 is too coarse here; a series / continued fraction pair accurate to ~1e-15.
-    static double Erf(double x)
-    {
-        double ax = Math.Abs(x);
-        if (ax < 3)
-        {
-            double sum = 0, term = ax;
-            for (int n = 0; n < 200; n++) { sum += term / (2 * n + 1); term *= -ax * ax / (n + 1); }
-            return Math.Sign(x) * 2 / Math.Sqrt(Math.PI) * sum;
-        }
-        double f = 0;
-        for (int n = 60; n >= 1; n--) f = n / 2.0 / (ax + f);
-        return Math.Sign(x) * (1 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / (ax + f));
-    }
 
     static (double[] y, double[] magnitude) Reference(double[] x, int rows, int inF, double[] w, int outF, double[]? b, Activation a)
     {

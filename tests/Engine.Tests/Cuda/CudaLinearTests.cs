@@ -24,20 +24,6 @@ public class CudaLinearTests
     [OneTimeSetUp]
     public void EnableEmulation() => CudaBackend.EnableEmulation();
 
-    static double Erf(double x)
-    {
-        double ax = Math.Abs(x);
-        if (ax < 3)
-        {
-            double sum = 0, term = ax;
-            for (int n = 0; n < 200; n++) { sum += term / (2 * n + 1); term *= -ax * ax / (n + 1); }
-            return Math.Sign(x) * 2 / Math.Sqrt(Math.PI) * sum;
-        }
-        double f = 0;
-        for (int n = 60; n >= 1; n--) f = n / 2.0 / (ax + f);
-        return Math.Sign(x) * (1 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / (ax + f));
-    }
-
     static Tensor Leaf(Tensor t)
     {
         t.RequiresGrad = true;
@@ -49,7 +35,7 @@ public class CudaLinearTests
     static double Act(Activation a, double z) => a switch
     {
         Activation.Relu => Math.Max(z, 0),
-        Activation.Gelu => 0.5 * z * (1 + Erf(z / Math.Sqrt(2))),
+        Activation.Gelu => 0.5 * z * (1 + RefErf.Erf(z / Math.Sqrt(2))),
         Activation.GeluTanh => 0.5 * z * (1 + Math.Tanh(TanhC * (z + TanhK * z * z * z))),
         _ => z,
     };
@@ -59,7 +45,7 @@ public class CudaLinearTests
         switch (a)
         {
             case Activation.Relu: return z > 0 ? 1 : 0;
-            case Activation.Gelu: return 0.5 * (1 + Erf(z / Math.Sqrt(2))) + z * Math.Exp(-0.5 * z * z) / Math.Sqrt(2 * Math.PI);
+            case Activation.Gelu: return 0.5 * (1 + RefErf.Erf(z / Math.Sqrt(2))) + z * Math.Exp(-0.5 * z * z) / Math.Sqrt(2 * Math.PI);
             case Activation.GeluTanh:
                 double th = Math.Tanh(TanhC * (z + TanhK * z * z * z));
                 return 0.5 * (1 + th) + 0.5 * z * (1 - th * th) * TanhC * (1 + 3 * TanhK * z * z);

@@ -281,36 +281,12 @@ static unsafe class AttentionKernels
         });
     }
 
-    /// <summary>
-    /// A per-thread, 64-byte aligned native scratch buffer for the attention tiles. It only grows, so steady-state
-    /// calls allocate nothing; the memory is released when the owning thread dies and the holder is finalized.
-    /// </summary>
+    /// <summary>The attention tiles' per-thread buffer (a <see cref="ThreadScratch{TUse}"/> apart from the GEMM's, whose row kernels it calls).</summary>
     sealed class Scratch
     {
-        [ThreadStatic] static Scratch? t_current;
-        byte* _ptr;
-        nuint _bytes;
+        Scratch() { }
 
         /// <summary>The calling thread's buffer, at least <paramref name="count"/> elements (contents unspecified).</summary>
-        public static TA* Get<TA>(long count) where TA : unmanaged
-        {
-            var holder = t_current ??= new Scratch();
-            nuint bytes = (nuint)(Math.Max(count, 1) * sizeof(TA));
-            if (holder._bytes < bytes)
-            {
-                if (holder._ptr != null) NativeMemory.AlignedFree(holder._ptr);
-                holder._ptr = null;
-                holder._bytes = 0;
-                nuint size = (bytes + 4095) & ~(nuint)4095;
-                holder._ptr = (byte*)NativeMemory.AlignedAlloc(size, 64);
-                holder._bytes = size;
-            }
-            return (TA*)holder._ptr;
-        }
-
-        ~Scratch()
-        {
-            if (_ptr != null) NativeMemory.AlignedFree(_ptr);
-        }
+        public static TA* Get<TA>(long count) where TA : unmanaged => (TA*)ThreadScratch<Scratch>.Get((nuint)(Math.Max(count, 1) * sizeof(TA)));
     }
 }
