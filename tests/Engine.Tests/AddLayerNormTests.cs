@@ -290,6 +290,55 @@ public class AddLayerNormTests
     }
 
     [Test]
+    public void FoldedGradientSum_IsTheSameInCaptureMode_AndSeesHooksOnTheStream()
+    {
+        // The residual pattern on a leaf (its pending gradient lives with the leaves) and on an intermediate with a
+        // hook: Gradients.Grad and Backward agree, and the hook sees the whole (folded) gradient once.
+        var rng = new Random(37);
+        var av = Ref.Random(rng, 24, DType.Float64);
+        var kv = Ref.Random(rng, 24, DType.Float64);
+        var gv = Ref.Random(rng, 24, DType.Float64);
+        using var k = Tensor.FromArray(kv, [4, 6]);
+        using var gt = Tensor.FromArray(gv, [4, 6]);
+        double[] viaBackward, viaGrad, hooked = [];
+        int calls = 0;
+        {
+            using var a = Tensor.FromArray(av, [4, 6], requiresGrad: true);
+            using var h = a.Mul(3.0);
+            h.RegisterHook(g => { calls++; hooked = g.ToArray<double>(); return null; });
+            using var n = h.LayerNorm([6]);
+            using var m = n.Mul(k);
+            using var o = h.Add(m);
+            using var n2 = o.LayerNorm([6]);
+            using var o2 = o.Add(n2);
+            o2.Backward(gt);
+            viaBackward = a.Grad!.ToArray<double>();
+        }
+        {
+            using var a = Tensor.FromArray(av, [4, 6], requiresGrad: true);
+            using var n = a.LayerNorm([6]);
+            using var m = n.Mul(k);
+            using var o = a.Add(m);
+            using var n2 = o.LayerNorm([6]);
+            using var o2 = o.Add(n2);
+            var g = Gradients.Grad([o2], [a], [gt], retainGraph: true);
+            viaGrad = g[0]!.ToArray<double>();
+            g[0]!.Dispose();
+            o2.Backward(gt);
+            Assert.That(a.Grad!.ToArray<double>(), Is.EqualTo(viaGrad), "Grad and Backward on a leaf");
+        }
+        Assert.That(calls, Is.EqualTo(1), "the hook runs once, on the summed gradient");
+        Assert.That(viaBackward, Is.EqualTo(hooked.Select(v => 3 * v).ToArray()), "the leaf's gradient is 3× what the hook saw");
+        // The hooked gradient against float64: dO = g + LN'(g) for o, then dh = dO + LN'(dO·k).
+        var hv = av.Select(v => 3 * v).ToArray();
+        var ov = Enumerable.Range(0, 24).Select(i => 0.0).ToArray();
+        using (var ht = Tensor.FromArray(hv, [4, 6])) using (var nt = ht.LayerNorm([6])) using (var mt = nt.Mul(k)) using (var oo = ht.Add(mt)) ov = oo.ToArray<double>();
+        var (dO, _, _) = RefAddNormBackward(ov, gv, gv, 4, 6, null, 1e-5);
+        var (dh, _, _) = RefAddNormBackward(hv, dO, dO.Select((v, i) => v * kv[i]).ToArray(), 4, 6, null, 1e-5);
+        Ref.AssertClose(hooked, dh, DType.Float64, "hooked gradient", scale: 8);
+    }
+
+    [Test]
     public void AddLayerNorm_PromotesAndRejectsBadInputs()
     {
         using var x = Tensor.Zeros([2, 4]);
