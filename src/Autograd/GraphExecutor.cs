@@ -212,7 +212,7 @@ internal sealed class GraphExecutor
             if (g is not null && node.Hooks is { Count: > 0 } nh) g = RunHooks(nh, g);
             if (g is not null && _nodeTargets.TryGetValue(node, out var idx)) CaptureInto(idx, g);
             run = g is not null && (_runs is null || _runs.Contains(node));
-            if (run && !TryAccumulateInPlace(node, g!)) results = CallRule(node, g!);
+            if (run && !TryAccumulateInPlace(node, g!)) results = CallRule(node, g!, PendingOfFirstInput(node));
         }
         finally { g?.Dispose(); }
 
@@ -238,15 +238,18 @@ internal sealed class GraphExecutor
 
     // Runs a node's backward inside a dispose scope (its temporaries die with it) and turns each result into a
     // gradient of exactly its input: summed down or broadcast up to the input's shape, converted to its dtype and
-    // device, as a handle of the pass's own (taken out of the scope). Inputs that need none get null.
-    static Tensor?[] CallRule(GradNode node, Tensor g)
+    // device, as a handle of the pass's own (taken out of the scope). Inputs that need none get null. With the
+    // pending gradient of input 0 (see Accumulate) the rule may add it in itself; then the pending sum is dropped.
+    Tensor?[] CallRule(GradNode node, Tensor g, Tensor? pending)
     {
         var n = node.Edges.Length;
         var owned = new Tensor?[n];
         var scope = Tensor.NewScope();
         try
         {
-            var raw = node.Function.Backward(g)
+            var folded = pending is null ? null : node.Function.BackwardAccumulating(g, pending);
+            if (folded is not null) DropPendingOfFirstInput(node);
+            var raw = folded ?? node.Function.Backward(g)
                 ?? throw new EngineException(node.ToString(), $"the backward of {node.Op} returned null");
             if (raw.Length != n)
                 throw new EngineException(node.ToString(), $"the backward of {node.Op} returned {raw.Length} gradients for {n} inputs");
@@ -293,6 +296,27 @@ internal sealed class GraphExecutor
             || !prev.Layout.Shape.AsSpan().SequenceEqual(info.Shape))
             return false;
         return node.Function.TryAccumulateInto(prev, g);
+    }
+
+    // The gradient input 0 of a node already holds from other edges, when it matches the input exactly: a rule that
+    // can add it inside its own kernel (GradFunction.BackwardAccumulating: LayerNorm's dx on a residual stream) saves
+    // the fan-out Add below. The gradients of a pre-norm residual stream arrive in that order (the add's share first,
+    // the norm's last), so each of them is summed by the norm's backward kernel.
+    Tensor? PendingOfFirstInput(GradNode node)
+    {
+        if (node.Edges.Length == 0 || !node.Edges[0].IsLive || node.Edges[0].Tensor is not { } t) return null;
+        var prev = node.Edges[0].Node is { } c ? _nodeGrads.GetValueOrDefault(c) : _leafGrads.GetValueOrDefault(t);
+        var info = node.Inputs[0];
+        return prev is not null && prev.DType == info.DType && prev.Device == info.Device && prev.Layout.Shape.AsSpan().SequenceEqual(info.Shape)
+            ? prev : null;
+    }
+
+    void DropPendingOfFirstInput(GradNode node)
+    {
+        var e = node.Edges[0];
+        Tensor? prev;
+        bool removed = e.Node is { } c ? _nodeGrads.Remove(c, out prev) : _leafGrads.Remove(e.Tensor!, out prev);
+        if (removed) prev!.Dispose();
     }
 
     // Fan-out: gradients reaching one node or leaf along several edges are summed.

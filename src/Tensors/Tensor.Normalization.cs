@@ -15,6 +15,74 @@ public sealed partial class Tensor
         NormForward("LayerNorm", normalizedShape, weight, bias, eps, rms: false);
 
     /// <summary>
+    /// The residual add of a pre-norm transformer fused with the norm after it: Sum = this + <paramref name="residual"/>
+    /// (one shape; dtypes promoted as <see cref="Add(Tensor)"/>) and Normalized = Sum.LayerNorm(normalizedShape,
+    /// weight, bias, eps), from one kernel that writes both. The results are the bits of that composition, and it is
+    /// recorded as that composition (Sum as the Add, Normalized as the <see cref="LayerNormBackward"/> of Sum), whose
+    /// backward adds the residual stream's gradient into the norm's dx inside the norm's backward kernel. Where autocast
+    /// would run the norm in another dtype, this runs the composition itself.
+    /// </summary>
+    public (Tensor Sum, Tensor Normalized) AddLayerNorm(Tensor residual, ReadOnlySpan<int> normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5)
+    {
+        const string op = "AddLayerNorm";
+        CheckSameDevice(op, this, residual);
+        if (!Layout.Shape.Equals(residual.Layout.Shape))
+            throw new ShapeException(op, $"the input {Describe()} and the residual {residual.Describe()} must have one shape");
+        var dt = DTypes.ResultType(DType, Rank == 0, residual.DType, residual.Rank == 0);
+        if (!dt.IsFloatingPoint()) throw new DTypeException(op, $"expected floating point inputs, got {Describe()} and {residual.Describe()}");
+        using var xc = DType == dt ? null : To(dt);
+        using var rc = residual.DType == dt ? null : residual.To(dt);
+        return AddNormCore(op, xc ?? this, rc ?? residual, normalizedShape, weight, bias, eps);
+    }
+
+    (Tensor Sum, Tensor Normalized) AddNormCore(string op, Tensor x, Tensor residual, ReadOnlySpan<int> normalizedShape, Tensor? weight, Tensor? bias, double eps)
+    {
+        if (AutocastDispatch.TryAutocast(typeof(LayerNormBackward), x, weight, bias, out var ac))
+        {
+            ac.Dispose();
+            var s = x.Add(residual);
+            try { return (s, s.LayerNorm(normalizedShape, weight, bias, eps)); }
+            catch { s.Dispose(); throw; }
+        }
+        if (x.DType.IsHalf() && (weight?.DType == DType.Float32 || bias?.DType == DType.Float32))
+        {
+            // The mixed-type norm of NormForward: float32 parameters cast to the input's dtype, differentiably.
+            using var wc = weight?.DType == DType.Float32 ? weight.To(x.DType) : null;
+            using var bc = bias?.DType == DType.Float32 ? bias.To(x.DType) : null;
+            return AddNormCore(op, x, residual, normalizedShape, wc ?? weight, bc ?? bias, eps);
+        }
+        int k = x.CheckNormalizedShape(op, normalizedShape);
+        x.CheckNormParameter(op, "weight", weight, normalizedShape);
+        x.CheckNormParameter(op, "bias", bias, normalizedShape);
+        var lead = x.Layout.Shape[..(x.Rank - k)];
+        var (rows, cols) = x.NormRowsCols(op, k);
+        var statType = x.DType == DType.Float64 ? DType.Float64 : DType.Float32;
+
+        using var xd = x.DenseRows(x.DType);
+        using var rd = residual.DenseRows(x.DType);
+        using var wd = weight?.DenseRows(x.DType);
+        using var bd = bias?.DenseRows(x.DType);
+        using var mean = Empty(op, lead, statType, x.Device);
+        using var rstd = Empty(op, lead, statType, x.Device);
+        var sum = Empty(op, x.Layout.Shape, x.DType, x.Device);
+        Tensor? y = null;
+        try
+        {
+            y = Empty(op, x.Layout.Shape, x.DType, x.Device);
+            x.Backend.LayerNorm(xd.Storage, rd.Storage, wd?.Storage, bd?.Storage, sum.Storage, y.Storage, mean.Storage, rstd.Storage, rows, cols, eps, rms: false);
+        }
+        catch
+        {
+            sum.Dispose(); y?.Dispose();
+            throw;
+        }
+        if (ShouldRecord(x, residual)) sum.Record(new AddBackward(), x, residual);
+        Tensor[] inputs = [sum, .. weight is null ? Array.Empty<Tensor>() : [weight], .. bias is null ? Array.Empty<Tensor>() : [bias]];
+        if (ShouldRecord(inputs)) y.Record(new LayerNormBackward(k, sum, wd, bias is not null, mean, rstd), inputs);
+        return (sum, y);
+    }
+
+    /// <summary>
     /// RMS normalization over the trailing dims <paramref name="normalizedShape"/>, as <c>torch.nn.functional.rms_norm</c>:
     /// y = x/√(mean(x²) + eps)·weight. A null <paramref name="eps"/> is the machine epsilon of the dtype, as
     /// PyTorch's (2⁻²³ for float32, 2⁻⁵² for float64, 2⁻¹⁰ for float16, 2⁻⁷ for bfloat16). Recorded as <see cref="RmsNormBackward"/>.
@@ -62,7 +130,7 @@ public sealed partial class Tensor
         var y = Empty(op, Layout.Shape, DType, Device);
         try
         {
-            Backend.LayerNorm(xd.Storage, wd?.Storage, bd?.Storage, y.Storage, mean.Storage, rstd.Storage, rows, cols, e, rms);
+            Backend.LayerNorm(xd.Storage, null, wd?.Storage, bd?.Storage, null, y.Storage, mean.Storage, rstd.Storage, rows, cols, e, rms);
         }
         catch
         {
@@ -91,10 +159,17 @@ public sealed partial class Tensor
             _x = Save(x); _weight = weight is null ? null : Save(weight); _mean = Save(mean); _rstd = Save(rstd);
         }
 
-        protected internal override Tensor?[] Backward(Tensor grad)
+        protected internal override Tensor?[] Backward(Tensor grad) => Gradients(grad, null);
+
+        // The input's pending gradient (its other uses' share, as the residual stream's) is added by the backward
+        // kernel itself when it is dense, so the executor's fan-out Add does not run.
+        protected internal override Tensor?[]? BackwardAccumulating(Tensor grad, Tensor pending) =>
+            pending.IsContiguous && pending.Layout.Offset == 0 && pending.DType == _x.Value.DType ? Gradients(grad, pending) : null;
+
+        Tensor?[] Gradients(Tensor grad, Tensor? pending)
         {
             int wi = _weight is null ? -1 : 1, bi = _hasBias ? (_weight is null ? 1 : 2) : -1;
-            var (dx, dw, db) = LayerNormGradient(_x.Value, _weight?.Value, _mean.Value, _rstd.Value, grad, _dims, _rms,
+            var (dx, dw, db) = LayerNormGradient(_x.Value, _weight?.Value, _mean.Value, _rstd.Value, grad, pending, _dims, _rms,
                 wi > 0 && NeedsGrad(wi), bi > 0 && NeedsGrad(bi));
             var r = new Tensor?[1 + (wi > 0 ? 1 : 0) + (bi > 0 ? 1 : 0)];
             r[0] = dx;
@@ -118,6 +193,15 @@ public sealed partial class Tensor
     /// kernel; column sums are deterministic. Not recorded (no double backward).
     /// </summary>
     public static (Tensor Dx, Tensor? DWeight, Tensor? DBias) LayerNormGradient(Tensor x, Tensor? weight, Tensor mean, Tensor rstd, Tensor dy,
+        int normalizedDims, bool rms, bool weightGrad, bool biasGrad) =>
+        LayerNormGradient(x, weight, mean, rstd, dy, null, normalizedDims, rms, weightGrad, biasGrad);
+
+    /// <summary>
+    /// <see cref="LayerNormGradient(Tensor, Tensor?, Tensor, Tensor, Tensor, int, bool, bool, bool)"/> with
+    /// <paramref name="dxAdd"/>, a gradient x already has from its other uses, added into dx by the same kernel: dx =
+    /// dxAdd + LayerNorm's dx, the bits of the unfused Add (the fan-out sum of a residual stream, folded in).
+    /// </summary>
+    public static (Tensor Dx, Tensor? DWeight, Tensor? DBias) LayerNormGradient(Tensor x, Tensor? weight, Tensor mean, Tensor rstd, Tensor dy, Tensor? dxAdd,
         int normalizedDims, bool rms, bool weightGrad, bool biasGrad)
     {
         string op = rms ? "RmsNormBackward" : "LayerNormBackward";
@@ -129,6 +213,12 @@ public sealed partial class Tensor
             throw new ShapeException(op, $"normalizedDims {normalizedDims} is out of range for {x.Describe()}");
         var normalizedShape = x.Layout.Shape[(x.Rank - normalizedDims)..];
         CheckNormParameter(op, "weight", weight, normalizedShape, x);
+        if (dxAdd is not null)
+        {
+            CheckSameDevice(op, x, dxAdd);
+            if (x.Layout.Shape != dxAdd.Layout.Shape || dxAdd.DType != x.DType)
+                throw new ShapeException(op, $"the gradient to add {dxAdd.Describe()} must have the input's shape and dtype {x.Describe()}");
+        }
         var (rows, cols) = x.NormRowsCols(op, normalizedDims);
         if (mean.Numel != rows || rstd.Numel != rows)
             throw new ShapeException(op, $"mean {mean.Describe()} and rstd {rstd.Describe()} must hold one value per row ({rows})");
@@ -139,12 +229,13 @@ public sealed partial class Tensor
         using var md = mean.DenseRows(statType);
         using var rd = rstd.DenseRows(statType);
         using var gd = dy.DenseRows(x.DType);
+        using var ad = dxAdd?.DenseRows(x.DType);
         var dx = Empty(op, x.Layout.Shape, x.DType, x.Device);
         var dw = weightGrad ? Empty(op, normalizedShape, x.DType, x.Device) : null;
         var db = biasGrad ? Empty(op, normalizedShape, x.DType, x.Device) : null;
         try
         {
-            x.Backend.LayerNormBackward(xd.Storage, wd?.Storage, md.Storage, rd.Storage, gd.Storage, dx.Storage, dw?.Storage, db?.Storage, rows, cols, rms);
+            x.Backend.LayerNormBackward(xd.Storage, wd?.Storage, md.Storage, rd.Storage, gd.Storage, ad?.Storage, dx.Storage, dw?.Storage, db?.Storage, rows, cols, rms);
         }
         catch
         {

@@ -141,11 +141,32 @@ public sealed class TransformerBlock : Module
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
-        using var n1 = Ln1.Forward(input);
-        using var a = Attn.Forward(n1);
-        using var x = input.Add(a);
-        using var n2 = Ln2.Forward(x);
-        using var m = Mlp.Forward(n2);
-        return x.Add(m);
+        var (x, m) = Forward(input, null);
+        using (x) using (m) return x.Add(m);
+    }
+
+    /// <summary>
+    /// The block on a residual stream given as <paramref name="stream"/> + <paramref name="pending"/> (the previous
+    /// block's last residual add, not yet done; null: none): that add is fused into ln1, and the block's own first add
+    /// into ln2 (<see cref="LayerNorm.Forward(Tensor, Tensor)"/>). Returns the stream after the attention and this
+    /// block's last addend, the feed-forward's output, for the next block's ln1 or the final norm to add; their sum is
+    /// <see cref="Forward(Tensor)"/>'s result, bit for bit.
+    /// </summary>
+    public (Tensor Stream, Tensor Pending) Forward(Tensor stream, Tensor? pending)
+    {
+        Tensor? x0 = null, n1;
+        if (pending is null) n1 = Ln1.Forward(stream);
+        else (x0, n1) = Ln1.Forward(stream, pending);
+        try
+        {
+            using var a = Attn.Forward(n1);
+            var (x, n2) = Ln2.Forward(x0 ?? stream, a);
+            using (n2)
+            {
+                try { return (x, Mlp.Forward(n2)); }
+                catch { x.Dispose(); throw; }
+            }
+        }
+        finally { x0?.Dispose(); n1.Dispose(); }
     }
 }

@@ -155,8 +155,17 @@ public sealed class Gpt : Module
         var pos = _positions.Narrow(0, 0, t);
         var x = Wte.Forward(input).Add(Wpe.Forward(pos));
         x = Drop.Forward(x);
-        x = Blocks.Forward(x);
-        x = LnF.Forward(x);
+        // Each block leaves its last residual add to the next block's ln1 and the last one to ln_f, which fuse it.
+        Tensor? pending = null;
+        if (Blocks.Layers.All(b => b is TransformerBlock))
+            foreach (TransformerBlock b in Blocks.Layers)
+            {
+                var (stream, update) = b.Forward(x, pending);
+                if (pending is not null) { x.Dispose(); pending.Dispose(); } // intermediates are ours to free
+                (x, pending) = (stream, update);
+            }
+        else x = Blocks.Forward(x);
+        x = pending is null ? LnF.Forward(x) : LnF.Forward(x, pending).Normalized;
         return Head.Forward(x).MoveToOuterScope();
     }
 

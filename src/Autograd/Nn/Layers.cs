@@ -105,6 +105,12 @@ public sealed class LayerNorm : Module
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => input.LayerNorm(_shape, Weight, Bias, Eps);
+
+    /// <summary>
+    /// The residual add before this norm fused with it (<see cref="Tensor.AddLayerNorm"/>): the stream
+    /// input + residual and its normalization, from one kernel.
+    /// </summary>
+    public (Tensor Sum, Tensor Normalized) Forward(Tensor input, Tensor residual) => input.AddLayerNorm(residual, _shape, Weight, Bias, Eps);
 }
 
 /// <summary>RMS normalization over the trailing <c>normalizedShape</c> with a weight (ones).</summary>

@@ -21,24 +21,25 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <inheritdoc/>
-    public void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
+    public void LayerNorm(Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
     {
         RowKernels.CheckFloat(rms ? "RmsNorm" : "LayerNorm", x.DType);
+        if (residual is not null && sum is null) throw new ArgumentNullException(nameof(sum), "LayerNorm: a residual needs a sum output");
         var v = new LayerNormVisitor
         {
-            X = P(x), W = weight is null ? 0 : P(weight), B = bias is null || rms ? 0 : P(bias), Y = P(y),
+            X = P(x), R = residual is null ? 0 : P(residual), S = residual is null ? 0 : P(sum!), W = weight is null ? 0 : P(weight), B = bias is null || rms ? 0 : P(bias), Y = P(y),
             Mean = P(mean), Rstd = P(rstd), Rows = rows, Cols = cols, Eps = eps, Rms = rms,
         };
         DTypeDispatch.Visit(x.DType, ref v);
     }
 
     /// <inheritdoc/>
-    public void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
+    public void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage? dxAdd, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
     {
         RowKernels.CheckFloat(rms ? "RmsNormBackward" : "LayerNormBackward", x.DType);
         var v = new LayerNormBackwardVisitor
         {
-            X = P(x), W = weight is null ? 0 : P(weight), Mean = P(mean), Rstd = P(rstd), DY = P(dy), DX = P(dx),
+            X = P(x), W = weight is null ? 0 : P(weight), Mean = P(mean), Rstd = P(rstd), DY = P(dy), DXAdd = dxAdd is null ? 0 : P(dxAdd), DX = P(dx),
             DW = dWeight is null ? 0 : P(dWeight), DB = dBias is null || rms ? 0 : P(dBias), Rows = rows, Cols = cols, Rms = rms,
         };
         DTypeDispatch.Visit(x.DType, ref v);
@@ -91,16 +92,16 @@ public sealed unsafe partial class CpuBackend
 
     struct LayerNormVisitor : IDTypeVisitor
     {
-        public nint X, W, B, Y, Mean, Rstd; public int Rows, Cols; public double Eps; public bool Rms;
+        public nint X, R, S, W, B, Y, Mean, Rstd; public int Rows, Cols; public double Eps; public bool Rms;
         public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T> =>
-            RowKernels.LayerNorm<T, TE>(X, W, B, Y, Mean, Rstd, Rows, Cols, Eps, Rms);
+            RowKernels.LayerNorm<T, TE>(X, R, S, W, B, Y, Mean, Rstd, Rows, Cols, Eps, Rms);
     }
 
     struct LayerNormBackwardVisitor : IDTypeVisitor
     {
-        public nint X, W, Mean, Rstd, DY, DX, DW, DB; public int Rows, Cols; public bool Rms;
+        public nint X, W, Mean, Rstd, DY, DXAdd, DX, DW, DB; public int Rows, Cols; public bool Rms;
         public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T> =>
-            RowKernels.LayerNormBackward<T, TE>(X, W, Mean, Rstd, DY, DX, DW, DB, Rows, Cols, Rms);
+            RowKernels.LayerNormBackward<T, TE>(X, W, Mean, Rstd, DY, DXAdd, DX, DW, DB, Rows, Cols, Rms);
     }
 
     struct ColumnSumVisitor : IDTypeVisitor

@@ -74,22 +74,24 @@ public sealed partial class CudaBackend
     }
 
     /// <inheritdoc/>
-    public void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
+    public void LayerNorm(Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
     {
         CheckRowFloat(rms ? "RmsNorm" : "LayerNorm", x.DType);
+        if (residual is not null && sum is null) throw new ArgumentNullException(nameof(sum), "LayerNorm: a residual needs a sum output");
         if (rows <= 0) return;
         var a = new RowArgs
         {
             Rows = rows, Cols = cols, Type = (int)x.DType, Eps = eps,
-            Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight) | (bias is null || rms ? 0 : RowKernels.HasBias),
+            Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight) | (bias is null || rms ? 0 : RowKernels.HasBias)
+                | (residual is null ? 0 : RowKernels.HasResidual),
         };
         var xv = V(x);
-        Kernel("LayerNorm", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNorm<Wide> : RowKernels.LayerNorm<Narrow>))
-            (RowLaunch(rows, cols), xv, weight is null ? xv : V(weight), bias is null ? xv : V(bias), V(y), V(mean), V(rstd), a);
+        Kernel("LayerNorm", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNorm<Wide> : RowKernels.LayerNorm<Narrow>))
+            (RowLaunch(rows, cols), xv, residual is null ? xv : V(residual), residual is null ? xv : V(sum!), weight is null ? xv : V(weight), bias is null ? xv : V(bias), V(y), V(mean), V(rstd), a);
     }
 
     /// <inheritdoc/>
-    public void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
+    public void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage? dxAdd, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
     {
         CheckRowFloat(rms ? "RmsNormBackward" : "LayerNormBackward", x.DType);
         var xv = V(x);
@@ -98,10 +100,10 @@ public sealed partial class CudaBackend
             var a = new RowArgs
             {
                 Rows = rows, Cols = cols, Type = (int)x.DType,
-                Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight),
+                Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight) | (dxAdd is null ? 0 : RowKernels.HasDxAdd),
             };
-            Kernel("LayerNormBackward", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNormBackward<Wide> : RowKernels.LayerNormBackward<Narrow>))
-                (RowLaunch(rows, cols), xv, weight is null ? xv : V(weight), V(mean), V(rstd), V(dy), V(dx), a);
+            Kernel("LayerNormBackward", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNormBackward<Wide> : RowKernels.LayerNormBackward<Narrow>))
+                (RowLaunch(rows, cols), xv, weight is null ? xv : V(weight), V(mean), V(rstd), V(dy), dxAdd is null ? xv : V(dxAdd), V(dx), a);
         }
         if (dWeight is null && dBias is null || cols <= 0) return;
         if (rows <= 0)

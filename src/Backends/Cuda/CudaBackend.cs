@@ -297,11 +297,11 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     void IBackend.SoftmaxBackward(Storage y, Storage dy, Storage dx, int rows, int cols, bool log)
     { KernelCounter.Record(nameof(IBackend.SoftmaxBackward)); SoftmaxBackward(y, dy, dx, rows, cols, log); }
 
-    void IBackend.LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
-    { KernelCounter.Record(nameof(IBackend.LayerNorm)); LayerNorm(x, weight, bias, y, mean, rstd, rows, cols, eps, rms); }
+    void IBackend.LayerNorm(Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
+    { KernelCounter.Record(nameof(IBackend.LayerNorm)); LayerNorm(x, residual, weight, bias, sum, y, mean, rstd, rows, cols, eps, rms); }
 
-    void IBackend.LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
-    { KernelCounter.Record(nameof(IBackend.LayerNormBackward)); LayerNormBackward(x, weight, mean, rstd, dy, dx, dWeight, dBias, rows, cols, rms); }
+    void IBackend.LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage? dxAdd, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
+    { KernelCounter.Record(nameof(IBackend.LayerNormBackward)); LayerNormBackward(x, weight, mean, rstd, dy, dxAdd, dx, dWeight, dBias, rows, cols, rms); }
 
     void IBackend.CrossEntropy(Storage logits, Storage targets, Storage loss, int rows, int cols, long ignoreIndex, double labelSmoothing)
     { KernelCounter.Record(nameof(IBackend.CrossEntropy)); CrossEntropy(logits, targets, loss, rows, cols, ignoreIndex, labelSmoothing); }

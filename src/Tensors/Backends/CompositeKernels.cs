@@ -84,12 +84,19 @@ public static partial class CompositeKernels
     /// <summary>
     /// <see cref="IBackend.LayerNorm"/> composed: mean and variance per row in float64 (two passes, no cancellation),
     /// rstd = 1/√(var + eps), stored rounded to the statistics' dtype; then y = (x − mean)·rstd·w + b from the stored
-    /// statistics, exactly as the backward will see them. RMSNorm uses mean 0 and ignores the bias.
+    /// statistics, exactly as the backward will see them. RMSNorm uses mean 0 and ignores the bias. A residual is
+    /// added first (an Add into sum), and the sum is what is normalized.
     /// </summary>
-    public static void LayerNorm(IBackend backend, Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
+    public static void LayerNorm(IBackend backend, Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
     {
         ContractChecks.Floating(rms ? "RmsNorm" : "LayerNorm", x.DType);
         if (rows <= 0) return;
+        if (residual is not null)
+        {
+            if (sum is null) throw new ArgumentNullException(nameof(sum), "LayerNorm: a residual needs a sum output");
+            if (cols > 0) backend.Binary(new AddOp(), x, Matrix(rows, cols), residual, Matrix(rows, cols), sum, Matrix(rows, cols));
+            x = sum;
+        }
         var v = Vector(rows);
         if (cols <= 0)
         {
@@ -127,9 +134,9 @@ public static partial class CompositeKernels
     /// <summary>
     /// <see cref="IBackend.LayerNormBackward"/> composed. With x̂ = (x − mean)·rstd and g = dy·w:
     /// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (RMSNorm drops mean(g)); dWeight = Σ_rows dy·x̂, dBias = Σ_rows dy (also
-    /// for RMSNorm when asked for: what a bias would get).
+    /// for RMSNorm when asked for: what a bias would get). A dxAdd is added to the finished dx (an Add in place).
     /// </summary>
-    public static void LayerNormBackward(IBackend backend, Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
+    public static void LayerNormBackward(IBackend backend, Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage? dxAdd, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms)
     {
         ContractChecks.Floating(rms ? "RmsNormBackward" : "LayerNormBackward", x.DType);
         if (cols <= 0) return;
@@ -178,6 +185,7 @@ public static partial class CompositeKernels
         backend.Binary(new SubOp(), u, m, xh, m, dxw, m);
         backend.Binary(new MulOp(), dxw, m, rstd, perRow, dxw, m);
         if (dxw != dx) backend.Copy(dxw, m, dx, m);
+        if (dxAdd is not null) backend.Binary(new AddOp(), dx, m, dxAdd, m, dx, m);
     }
 
     // Σ over rows of a contiguous [rows, cols] operand into a [cols] output: the reduction of its transpose.

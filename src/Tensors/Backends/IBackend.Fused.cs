@@ -22,17 +22,22 @@ public partial interface IBackend
     /// <summary>
     /// Layer norm of each row (rms: RMSNorm, no mean subtraction and no bias): y = (x − mean)·rstd·w + b. Writes
     /// per-row mean and rstd (float32, or float64 for Float64 inputs) for the backward. Weight and bias may be null.
+    /// With <paramref name="residual"/> (then <paramref name="sum"/> is given too) the row normalized is
+    /// sum = x + residual, rounded to the dtype and written to <paramref name="sum"/> first: the residual add of a
+    /// pre-norm transformer fused into its norm, the same bits as an Add followed by this kernel.
     /// Default: <see cref="CompositeKernels.LayerNorm"/>.
     /// </summary>
-    void LayerNorm(Storage x, Storage? weight, Storage? bias, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms) =>
-        CompositeKernels.LayerNorm(this, x, weight, bias, y, mean, rstd, rows, cols, eps, rms);
+    void LayerNorm(Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms) =>
+        CompositeKernels.LayerNorm(this, x, residual, weight, bias, sum, y, mean, rstd, rows, cols, eps, rms);
 
     /// <summary>
-    /// Gradients of <see cref="LayerNorm"/>: dx always; dWeight and dBias (summed over rows) when given. Default:
-    /// <see cref="CompositeKernels.LayerNormBackward"/>.
+    /// Gradients of <see cref="LayerNorm"/>: dx always; dWeight and dBias (summed over rows) when given. With
+    /// <paramref name="dxAdd"/>, dx = dxAdd + the gradient (the gradient rounded to the dtype first, then the sum
+    /// rounded: the same bits as this kernel followed by an Add), which folds the other uses' share of x's gradient
+    /// (the residual stream's) into this kernel. Default: <see cref="CompositeKernels.LayerNormBackward"/>.
     /// </summary>
-    void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms) =>
-        CompositeKernels.LayerNormBackward(this, x, weight, mean, rstd, dy, dx, dWeight, dBias, rows, cols, rms);
+    void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage? dxAdd, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms) =>
+        CompositeKernels.LayerNormBackward(this, x, weight, mean, rstd, dy, dxAdd, dx, dWeight, dBias, rows, cols, rms);
 
     /// <summary>
     /// Per-row cross entropy of logits [rows, cols] against Int64 targets: loss[r] = −Σ_c q_c·log_softmax(x)_c with

@@ -73,6 +73,15 @@ public abstract class GradFunction
     /// </summary>
     protected internal virtual bool TryAccumulateInto(Tensor accumulated, Tensor grad) => false;
 
+    /// <summary>
+    /// For an op whose first input is also used elsewhere (a residual stream that feeds a norm and the next add): the
+    /// gradients as <see cref="Backward"/> gives them, except that input 0's is <paramref name="pending"/> (the share
+    /// the executor already summed for that input from its other uses, at the input's shape, dtype and device) plus
+    /// this op's own, added by the op's kernel. The executor then drops its pending sum, so the fan-out Add never
+    /// runs. Must give the bits of <c>pending + Backward(grad)[0]</c>. The default (null) declines.
+    /// </summary>
+    protected internal virtual Tensor?[]? BackwardAccumulating(Tensor grad, Tensor pending) => null;
+
     internal IReadOnlyList<SavedTensor> SavedValues => (IReadOnlyList<SavedTensor>?)_saved ?? [];
 
     internal void Attach(GradNode node)

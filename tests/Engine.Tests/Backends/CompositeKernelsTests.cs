@@ -67,18 +67,23 @@ public class CompositeKernelsTests
         var x = Data(rows * cols, 4, -3, 5);
         var w = Data(cols, 5);
         var b = Data(cols, 6);
+        var res = Data(rows * cols, 13, -2, 2);
         var stat = StatType(dt);
         foreach (bool rms in new[] { false, true })
             foreach (bool affine in new[] { true, false })
+            foreach (bool residual in new[] { false, true })
             {
                 var (f, c) = Both(be =>
                 {
                     using var xs = Buf.Of(x, dt); using var ws = Buf.Of(w, dt); using var bs = Buf.Of(b, dt);
+                    using var rs = Buf.Of(res, dt); using var sum = Buf.New(dt, rows * cols);
                     using var y = Buf.New(dt, rows * cols); using var mean = Buf.New(stat, rows); using var rstd = Buf.New(stat, rows);
-                    be.LayerNorm(xs, affine ? ws : null, affine ? bs : null, y, mean, rstd, rows, cols, 1e-5, rms);
-                    return [y.Read(), mean.Read(), rstd.Read()];
+                    be.LayerNorm(xs, residual ? rs : null, affine ? ws : null, affine ? bs : null, residual ? sum : null, y, mean, rstd, rows, cols, 1e-5, rms);
+                    return [y.Read(), mean.Read(), rstd.Read(), residual ? sum.Read() : []];
                 }, "LayerNorm");
-                string what = $"rms={rms} affine={affine}";
+                string what = $"rms={rms} affine={affine} residual={residual}";
+                // The sum is one rounded add either way: the same bits.
+                Assert.That(c[3], Is.EqualTo(f[3]), "sum " + what);
                 AssertClose(c[0], f[0], dt, "y " + what);
                 AssertClose(c[1], f[1], stat, "mean " + what);
                 AssertClose(c[2], f[2], stat, "rstd " + what);
@@ -91,22 +96,25 @@ public class CompositeKernelsTests
         var x = Data(rows * cols, 7, -3, 3);
         var w = Data(cols, 8);
         var dy = Data(rows * cols, 9);
+        var add = Data(rows * cols, 14);
         var stat = StatType(dt);
         foreach (bool rms in new[] { false, true })
+        foreach (bool withAdd in new[] { false, true })
         {
             using var xs0 = Buf.Of(x, dt); using var ws0 = Buf.Of(w, dt);
             using var y0 = Buf.New(dt, rows * cols); using var mean0 = Buf.New(stat, rows); using var rstd0 = Buf.New(stat, rows);
-            Fused.LayerNorm(xs0, ws0, null, y0, mean0, rstd0, rows, cols, 1e-5, rms);
+            Fused.LayerNorm(xs0, null, ws0, null, null, y0, mean0, rstd0, rows, cols, 1e-5, rms);
             var (mv, rv) = (mean0.Read(), rstd0.Read());
             var (f, c) = Both(be =>
             {
                 using var xs = Buf.Of(x, dt); using var ws = Buf.Of(w, dt); using var g = Buf.Of(dy, dt);
                 using var mean = Buf.Of(mv, stat); using var rstd = Buf.Of(rv, stat);
                 using var dx = Buf.New(dt, rows * cols); using var dw = Buf.New(dt, cols); using var db = Buf.New(dt, cols);
-                be.LayerNormBackward(xs, ws, mean, rstd, g, dx, dw, db, rows, cols, rms);
+                using var ad = Buf.Of(add, dt);
+                be.LayerNormBackward(xs, ws, mean, rstd, g, withAdd ? ad : null, dx, dw, db, rows, cols, rms);
                 return [dx.Read(), dw.Read(), db.Read()];
             }, "LayerNormBackward");
-            AssertClose(c[0], f[0], dt, $"dx rms={rms}");
+            AssertClose(c[0], f[0], dt, $"dx rms={rms} add={withAdd}");
             AssertClose(c[1], f[1], dt, $"dWeight rms={rms}");
             AssertClose(c[2], f[2], dt, $"dBias rms={rms}");
         }

@@ -236,6 +236,23 @@ public class CudaRowAndIndexParityTests
     }
 
     [Test]
+    public void AddLayerNorm_MatchesCpu([ValueSource(nameof(Floats))] DType dt, [Values(1, 33, 300)] int cols)
+    {
+        // The residual add fused into the norm: sum and normalized output (concatenated) and the gradients of x,
+        // residual, weight and bias, from non-contiguous inputs.
+        var rng = new Random(200 + cols);
+        var x = In(rng, [3, cols], dt, Layouts.Kind.Strided, -3, 5);
+        var r = In(rng, [3, cols], dt, cols == 1 ? Layouts.Kind.Offset : Layouts.Kind.Transposed);
+        var w = In(rng, [cols], dt, Layouts.Kind.Offset, 0.5, 1.5);
+        var b = In(rng, [cols], dt);
+        Check($"AddLayerNorm [3, {cols}] ({dt})", dt, [x, r, w, b], t =>
+        {
+            var (s, y) = t[0].AddLayerNorm(t[1], [cols], t[2], t[3]);
+            using (s) using (y) return Tensor.Cat([s, y]);
+        });
+    }
+
+    [Test]
     public void LayerNorm_ManyRows_ColumnSumsInSeveralBlocks_MatchCpu([Values(DType.Float32, DType.BFloat16)] DType dt)
     {
         // 35 rows give three row blocks of partial column sums for dWeight and dBias; a two-dim normalized shape.

@@ -150,17 +150,27 @@ static unsafe class RowKernels
     // ---- layer norm / RMS norm ----
 
     // Mean and variance in float64 with two passes (no cancellation); the normalization itself uses the stored
-    // (rounded) mean and rstd, exactly as the backward will.
-    public static void LayerNorm<T, TE>(nint xp, nint wp, nint bp, nint yp, nint meanp, nint rstdp, int rows, int cols, double eps, bool rms)
+    // (rounded) mean and rstd, exactly as the backward will. With a residual (rp, sp nonzero) the row is first
+    // summed into sp, rounded as the elementwise Add rounds (float32 for the narrow types), and the sum is normalized.
+    public static void LayerNorm<T, TE>(nint xp, nint rp, nint sp, nint wp, nint bp, nint yp, nint meanp, nint rstdp, int rows, int cols, double eps, bool rms)
         where T : unmanaged where TE : struct, IElement<T>
     {
         if (rows <= 0) return;
-        T* x = (T*)xp, w = (T*)wp, b = (T*)bp, y = (T*)yp;
+        T* x = (T*)xp, res = (T*)rp, sum = (T*)sp, w = (T*)wp, b = (T*)bp, y = (T*)yp;
         CpuParallel.For(rows, Grain(cols), (r0, r1) =>
         {
             for (long r = r0; r < r1; r++)
             {
                 T* xr = x + r * cols, yr = y + r * cols;
+                if (res != null)
+                {
+                    T* rr = res + r * cols, sr = sum + r * cols;
+                    if (TE.Wide)
+                        for (int i = 0; i < cols; i++) sr[i] = TE.FromDouble(TE.ToDouble(xr[i]) + TE.ToDouble(rr[i]));
+                    else
+                        for (int i = 0; i < cols; i++) sr[i] = TE.FromFloat(TE.ToFloat(xr[i]) + TE.ToFloat(rr[i]));
+                    xr = sr;
+                }
                 double mean = 0, variance = 0;
                 if (!rms)
                 {
@@ -206,11 +216,12 @@ static unsafe class RowKernels
     // With x̂ = (x − mean)·rstd and g = dy·w: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (RMSNorm drops mean(g));
     // dWeight = Σ_rows dy·x̂, dBias = Σ_rows dy. The column sums are taken per block of rows (the blocks depend only
     // on the shape) in float64 and the blocks are added in order, so the result is the same on any thread count.
-    public static void LayerNormBackward<T, TE>(nint xp, nint wp, nint meanp, nint rstdp, nint dyp, nint dxp, nint dwp, nint dbp, int rows, int cols, bool rms)
+    // A dxAdd (addp nonzero) is added to each dx element after it is rounded, as an Add after this kernel would.
+    public static void LayerNormBackward<T, TE>(nint xp, nint wp, nint meanp, nint rstdp, nint dyp, nint addp, nint dxp, nint dwp, nint dbp, int rows, int cols, bool rms)
         where T : unmanaged where TE : struct, IElement<T>
     {
         if (rows <= 0) { ZeroColumns<T, TE>(dwp, dbp, cols); return; }
-        T* x = (T*)xp, w = (T*)wp, dy = (T*)dyp, dx = (T*)dxp;
+        T* x = (T*)xp, w = (T*)wp, dy = (T*)dyp, add = (T*)addp, dx = (T*)dxp;
         bool columns = dwp != 0 || dbp != 0;
         int blocks = columns ? ColumnBlocks(rows, cols) : 1;
         long perBlock = (rows + blocks - 1) / blocks;
@@ -222,7 +233,7 @@ static unsafe class RowKernels
             var xh = new double[cols];
             for (long r = r0; r < r1; r++)
             {
-                T* xr = x + r * cols, gr = dy + r * cols, dr = dx + r * cols;
+                T* xr = x + r * cols, gr = dy + r * cols, dr = dx + r * cols, ar = add == null ? null : add + r * cols;
                 double mean = TE.Wide ? ((double*)meanp)[r] : ((float*)meanp)[r];
                 double rstd = TE.Wide ? ((double*)rstdp)[r] : ((float*)rstdp)[r];
                 double s1 = 0, s2 = 0;
@@ -244,6 +255,8 @@ static unsafe class RowKernels
                         if (w != null) g *= TE.ToDouble(w[i]);
                         dr[i] = TE.FromDouble(rstd * (g - a - xh[i] * c));
                     }
+                    if (ar != null)
+                        for (int i = 0; i < cols; i++) dr[i] = TE.FromDouble(TE.ToDouble(ar[i]) + TE.ToDouble(dr[i]));
                 }
                 else
                 {
@@ -264,6 +277,8 @@ static unsafe class RowKernels
                         if (w != null) g *= TE.ToFloat(w[i]);
                         dr[i] = TE.FromFloat(rf * (g - a - (float)xh[i] * c));
                     }
+                    if (ar != null)
+                        for (int i = 0; i < cols; i++) dr[i] = TE.FromFloat(TE.ToFloat(ar[i]) + TE.ToFloat(dr[i]));
                 }
             }
         }

@@ -33,7 +33,7 @@ public struct ColumnArgs
 /// </summary>
 static class RowKernels
 {
-    public const int Log = 1, Rms = 2, HasWeight = 4, HasBias = 8, WideLoss = 16;
+    public const int Log = 1, Rms = 2, HasWeight = 4, HasBias = 8, WideLoss = 16, HasResidual = 32, HasDxAdd = 64;
     public const int ErrorSlots = 5;
     public const long ErrorCrossEntropy = 1, ErrorCrossEntropyBackward = 2;
 
@@ -172,31 +172,37 @@ static class RowKernels
 
     // Two passes for the statistics (mean, then Σ (x − mean)², so no cancellation); the normalization uses the stored
     // (rounded) mean and rstd, exactly as the backward will. rstd = 1/√(var + eps) is formed in float64 once per row.
-    public static void LayerNorm<TW>(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> mean, ArrayView<byte> rstd, RowArgs a) where TW : struct, IComputeWidth
+    // With a residual, a first pass writes sum = x + residual (rounded as the elementwise Add) and the passes after it
+    // read the sum back: each thread reads only the elements it wrote, so no barrier is needed.
+    public static void LayerNorm<TW>(ArrayView<byte> x, ArrayView<byte> res, ArrayView<byte> sum, ArrayView<byte> w, ArrayView<byte> b, ArrayView<byte> y,
+        ArrayView<byte> mean, ArrayView<byte> rstd, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
         int t = a.Type, cols = a.Cols, tid = Group.IdxX, step = Group.DimX;
-        bool rms = (a.Flags & Rms) != 0, hasW = (a.Flags & HasWeight) != 0, hasB = (a.Flags & HasBias) != 0;
+        bool rms = (a.Flags & Rms) != 0, hasW = (a.Flags & HasWeight) != 0, hasB = (a.Flags & HasBias) != 0, hasR = (a.Flags & HasResidual) != 0;
+        var src = hasR ? sum : x;
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
             long o = (long)r * cols;
             if (TW.Wide)
             {
+                if (hasR)
+                    for (int c = tid; c < cols; c += step) StoreDouble(sum, t, o + c, LoadDouble(x, t, o + c) + LoadDouble(res, t, o + c));
                 double mu = 0;
                 if (!rms)
                 {
                     double s = 0;
-                    for (int c = tid; c < cols; c += step) s += LoadDouble(x, t, o + c);
+                    for (int c = tid; c < cols; c += step) s += LoadDouble(src, t, o + c);
                     mu = Reduce<double, SumD>(s, sd) / cols;
                 }
                 double v = 0;
-                for (int c = tid; c < cols; c += step) { double d = LoadDouble(x, t, o + c) - mu; v += d * d; }
+                for (int c = tid; c < cols; c += step) { double d = LoadDouble(src, t, o + c) - mu; v += d * d; }
                 double rs = 1 / Math.Sqrt(Reduce<double, SumD>(v, sd) / cols + a.Eps);
                 if (tid == 0) { mean.Cast<double>()[r] = mu; rstd.Cast<double>()[r] = rs; }
                 for (int c = tid; c < cols; c += step)
                 {
-                    double h = (LoadDouble(x, t, o + c) - mu) * rs;
+                    double h = (LoadDouble(src, t, o + c) - mu) * rs;
                     if (hasW) h *= LoadDouble(w, t, c);
                     if (hasB) h += LoadDouble(b, t, c);
                     StoreDouble(y, t, o + c, h);
@@ -204,20 +210,22 @@ static class RowKernels
             }
             else
             {
+                if (hasR)
+                    for (int c = tid; c < cols; c += step) StoreFloat(sum, t, o + c, LoadFloat(x, t, o + c) + LoadFloat(res, t, o + c));
                 float mu = 0;
                 if (!rms)
                 {
                     float s = 0;
-                    for (int c = tid; c < cols; c += step) s += LoadFloat(x, t, o + c);
+                    for (int c = tid; c < cols; c += step) s += LoadFloat(src, t, o + c);
                     mu = Reduce<float, SumF>(s, sf) / cols;
                 }
                 float v = 0;
-                for (int c = tid; c < cols; c += step) { float d = LoadFloat(x, t, o + c) - mu; v += d * d; }
+                for (int c = tid; c < cols; c += step) { float d = LoadFloat(src, t, o + c) - mu; v += d * d; }
                 float rs = (float)(1 / Math.Sqrt((double)(Reduce<float, SumF>(v, sf) / cols) + a.Eps));
                 if (tid == 0) { mean.Cast<float>()[r] = mu; rstd.Cast<float>()[r] = rs; }
                 for (int c = tid; c < cols; c += step)
                 {
-                    float h = (LoadFloat(x, t, o + c) - mu) * rs;
+                    float h = (LoadFloat(src, t, o + c) - mu) * rs;
                     if (hasW) h *= LoadFloat(w, t, c);
                     if (hasB) h += LoadFloat(b, t, c);
                     StoreFloat(y, t, o + c, h);
@@ -226,13 +234,15 @@ static class RowKernels
         }
     }
 
-    // With x̂ = (x − mean)·rstd and g = dy·w: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (RMSNorm drops mean(g)).
-    public static void LayerNormBackward<TW>(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy, ArrayView<byte> dx, RowArgs a) where TW : struct, IComputeWidth
+    // With x̂ = (x − mean)·rstd and g = dy·w: dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (RMSNorm drops mean(g)). A dxAdd is
+    // added after dx is rounded to the dtype (stored, read back, summed, stored), the bits of an Add after this kernel.
+    public static void LayerNormBackward<TW>(ArrayView<byte> x, ArrayView<byte> w, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy,
+        ArrayView<byte> add, ArrayView<byte> dx, RowArgs a) where TW : struct, IComputeWidth
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
         int t = a.Type, cols = a.Cols, tid = Group.IdxX, step = Group.DimX;
-        bool rms = (a.Flags & Rms) != 0, hasW = (a.Flags & HasWeight) != 0;
+        bool rms = (a.Flags & Rms) != 0, hasW = (a.Flags & HasWeight) != 0, hasAdd = (a.Flags & HasDxAdd) != 0;
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
             long o = (long)r * cols;
@@ -253,6 +263,7 @@ static class RowKernels
                     double h = (LoadDouble(x, t, o + c) - mu) * rs, g = LoadDouble(dy, t, o + c);
                     if (hasW) g *= LoadDouble(w, t, c);
                     StoreDouble(dx, t, o + c, rs * (g - ma - h * mc));
+                    if (hasAdd) StoreDouble(dx, t, o + c, LoadDouble(add, t, o + c) + LoadDouble(dx, t, o + c));
                 }
             }
             else
@@ -272,6 +283,7 @@ static class RowKernels
                     float h = (LoadFloat(x, t, o + c) - mu) * rs, g = LoadFloat(dy, t, o + c);
                     if (hasW) g *= LoadFloat(w, t, c);
                     StoreFloat(dx, t, o + c, rs * (g - ma - h * mc));
+                    if (hasAdd) StoreFloat(dx, t, o + c, LoadFloat(add, t, o + c) + LoadFloat(dx, t, o + c));
                 }
             }
         }
