@@ -100,6 +100,22 @@ internal sealed class AutocastHook : IAutocastHook
             return cached;
         return t.To(dtype);
     }
+
+    public void PreCast(Type op, IReadOnlyList<Tensor> tensors)
+    {
+        if (AutocastMode.State is not { CacheEnabled: true } state) return;
+        // What Cast would cache: float32 parameters whose op the policy runs in the region's dtype on their device.
+        var byTarget = new Dictionary<(Device Device, DType DType), List<Tensor>>();
+        foreach (var t in tensors)
+        {
+            if (t is not { IsLeaf: true, RequiresGrad: true, DType: DType.Float32, IsDisposed: false }) continue;
+            if (TargetDType(op, t.Device) is not DType target || target != state.For(t.Device.Type).DType) continue;
+            var key = (t.Device, target);
+            if (!byTarget.TryGetValue(key, out var list)) byTarget[key] = list = [];
+            list.Add(t);
+        }
+        foreach (var ((_, dtype), leaves) in byTarget) state.Cache.Fill(leaves, dtype);
+    }
 }
 
 /// <summary>
@@ -141,15 +157,41 @@ internal sealed class CastCache : IDisposable
         {
             if (_disposed) return null;
             var key = (leaf, dtype);
-            int version = leaf.Version;
-            // A cast made under no-grad has no graph record; with grad on it would cut the gradient's path.
-            if (_map.TryGetValue(key, out var e) && e.Version == version && !e.Cast.IsDisposed
-                && (e.Cast.GradFn is not null || !GradMode.IsEnabled))
-                return e.Cast;
+            if (_map.TryGetValue(key, out var e) && IsCurrent(e, leaf)) return e.Cast;
             if (_map.Remove(key, out var stale)) stale.Cast.Dispose();
             var cast = leaf.To(dtype).DetachFromScopes();
-            _map[key] = (version, cast);
+            _map[key] = (leaf.Version, cast);
             return cast;
+        }
+    }
+
+    // An entry serves its leaf while the leaf is unchanged since the cast (same version). A cast made under no-grad
+    // has no graph record; with grad on it would cut the gradient's path.
+    static bool IsCurrent((int Version, Tensor Cast) e, Tensor leaf) =>
+        e.Version == leaf.Version && !e.Cast.IsDisposed && (e.Cast.GradFn is not null || !GradMode.IsEnabled);
+
+    /// <summary>
+    /// Casts the <paramref name="leaves"/> (float32 parameters on one device) that have no current entry, all in one
+    /// <see cref="Tensor.ForeachTo"/>, and enters them as <see cref="Get"/> would at their first use: the same bits and
+    /// the same graph record, the same version check later.
+    /// </summary>
+    public void Fill(IReadOnlyList<Tensor> leaves, DType dtype)
+    {
+        lock (_lock)
+        {
+            if (_disposed) return;
+            var missing = new List<Tensor>();
+            var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance); // a tied weight is listed twice
+            foreach (var leaf in leaves)
+                if (seen.Add(leaf) && !(_map.TryGetValue((leaf, dtype), out var e) && IsCurrent(e, leaf))) missing.Add(leaf);
+            if (missing.Count == 0) return;
+            var casts = Tensor.ForeachTo(missing, dtype);
+            for (int j = 0; j < missing.Count; j++)
+            {
+                var key = (missing[j], dtype);
+                if (_map.Remove(key, out var stale)) stale.Cast.Dispose();
+                _map[key] = (missing[j].Version, casts[j].DetachFromScopes());
+            }
         }
     }
 

@@ -6,7 +6,8 @@ public sealed partial class Tensor
 {
     // Multi-tensor ("foreach") operations over lists of whole contiguous tensors, as PyTorch's torch._foreach_*: one
     // backend launch per MultiTensor.MaxTensors tensors of one device and dtype instead of one per tensor. Not
-    // recorded by autograd. Gradient clipping is built on them (ClipGrad in Engine.Autograd).
+    // recorded by autograd, but for ForeachTo, whose outputs are casts like To's. Gradient clipping is built on them
+    // (ClipGrad in Engine.Autograd), and autocast fills its cast cache with ForeachTo (AutocastDispatch.PreCast).
 
     static void CheckWhole(string op, Tensor t, int index)
     {
@@ -92,5 +93,53 @@ public sealed partial class Tensor
         }
         finally { foreach (var s in cast.Values) s.Dispose(); }
         foreach (var t in tensors) t.Storage.BumpVersion();
+    }
+
+    /// <summary>
+    /// Each tensor as <paramref name="dtype"/>, as <c>tensors[j].To(dtype)</c> gives it (the same bits: one rounding to
+    /// nearest even, NaN and infinities kept, float16 overflow to ±∞), with one backend launch per
+    /// <see cref="MultiTensor.MaxTensors"/> tensors that need converting instead of one each (PyTorch's
+    /// <c>torch._foreach_copy_</c> into fresh tensors). Differentiable: every output is recorded as its own cast, so
+    /// gradients reach each input in its dtype. A tensor already of <paramref name="dtype"/> comes back as a new handle
+    /// (no copy), and one that is not a whole contiguous tensor (a view) is converted by its own
+    /// <see cref="To(DType)"/>. The tensors are floating, on one device; the outputs belong to the current scope.
+    /// </summary>
+    public static Tensor[] ForeachTo(IReadOnlyList<Tensor> tensors, DType dtype)
+    {
+        const string op = "ForeachTo";
+        ArgumentNullException.ThrowIfNull(tensors);
+        if (!dtype.IsFloatingPoint()) throw new DTypeException(op, $"the target dtype must be floating point, got {dtype.Name()}");
+        for (int j = 0; j < tensors.Count; j++)
+        {
+            var t = tensors[j] ?? throw new ArgumentNullException(nameof(tensors), $"{op}: tensor {j} is null");
+            if (!t.DType.IsFloatingPoint()) throw new DTypeException(op, $"tensor {j} must be floating point, got {t.Describe()}");
+            CheckSameDevice(op, tensors[0], t);
+        }
+        var ys = new Tensor[tensors.Count];
+        var batched = new List<int>();
+        try
+        {
+            for (int j = 0; j < tensors.Count; j++)
+            {
+                var t = tensors[j];
+                if (t.DType == dtype || !t.IsContiguous || t.Layout.Offset != 0 || t.Storage.Count != t.Numel) ys[j] = t.To(dtype);
+                else { ys[j] = Empty(op, t.Layout.Shape, dtype, t.Device); batched.Add(j); }
+            }
+            // One device, and the kernel reads each entry's dtype: any run of entries shares one launch.
+            foreach (var (start, count) in MultiTensor.Chunks(batched.Count, _ => 0))
+            {
+                var xs = new Storage[count];
+                var outs = new Storage[count];
+                for (int i = 0; i < count; i++) { xs[i] = tensors[batched[start + i]].Storage; outs[i] = ys[batched[start + i]].Storage; }
+                tensors[0].Backend.ForeachCopy(xs, outs);
+            }
+        }
+        catch
+        {
+            foreach (var y in ys) y?.Dispose();
+            throw;
+        }
+        foreach (int j in batched) ys[j].RecordCast(tensors[j]);
+        return ys;
     }
 }

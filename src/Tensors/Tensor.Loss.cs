@@ -38,19 +38,15 @@ public sealed partial class Tensor
                     break;
                 }
                 case Reduction.Sum:
-                {
-                    using var s = SumAll(perRow);
-                    y = s.CastCopy(DType, Device);
+                    y = InLogitsDType(SumAll(perRow));
                     break;
-                }
                 default:
                 {
                     using var valid = td.Ne(ignoreIndex);
                     using var validF = valid.CastCopy(acc, Device);
                     count = SumAll(validF);
                     using var s = SumAll(perRow);
-                    using var m = s.Div(count);
-                    y = m.CastCopy(DType, Device);
+                    y = InLogitsDType(s.Div(count));
                     break;
                 }
             }
@@ -61,6 +57,14 @@ public sealed partial class Tensor
         {
             count?.Dispose();
         }
+    }
+
+    // A reduced loss (float32 or float64, fresh) in the logits' dtype: itself when it already is (no copy for float32
+    // or float64 logits), else a rounded copy.
+    Tensor InLogitsDType(Tensor loss)
+    {
+        if (loss.DType == DType) return loss;
+        using (loss) return loss.CastCopy(DType, Device);
     }
 
     // The gradient of the reduced loss becomes a per-sample dloss (broadcast for Sum, divided by the count of

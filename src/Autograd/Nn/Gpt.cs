@@ -1,3 +1,4 @@
+using Engine.Autocast;
 using Engine.Graph;
 
 namespace Engine.Autograd.Nn;
@@ -151,6 +152,9 @@ public sealed class Gpt : Module
         int t = input.Size(1);
         if (t > Config.ContextLength) throw new ShapeException("Gpt", $"sequence length {t} exceeds the context length {Config.ContextLength}");
         using var scope = Tensor.NewScope();
+        // Under autocast every Linear's float32 weight and bias is cast to the region's dtype at its first use: filled
+        // into the region's cast cache here, they take one multi-tensor launch per 32 instead of one launch each.
+        if (AutocastDispatch.RegionDTypeFor(input.Device) is not null) AutocastDispatch.PreCast(typeof(Tensor.LinearBackward), LinearParameters());
         // A slice of the position ids kept on the model's device: no host-to-device upload inside a training step.
         var pos = _positions.Narrow(0, 0, t);
         var x = Wte.Forward(input).Add(Wpe.Forward(pos));
@@ -167,6 +171,20 @@ public sealed class Gpt : Module
         else x = Blocks.Forward(x);
         x = pending is null ? LnF.Forward(x) : LnF.Forward(x, pending).Normalized;
         return Head.Forward(x).MoveToOuterScope();
+    }
+
+    // The weights and biases that reach a Linear (the matrix products autocast runs in the lower precision); not the
+    // embeddings' (a Gather) nor the LayerNorms', which autocast does not cast through its cache.
+    List<Tensor> LinearParameters()
+    {
+        var ps = new List<Tensor>();
+        foreach (var (_, m) in NamedModules())
+        {
+            if (m is not Linear l) continue;
+            ps.Add(l.Weight);
+            if (l.Bias is { } b) ps.Add(b);
+        }
+        return ps;
     }
 
     /// <summary>

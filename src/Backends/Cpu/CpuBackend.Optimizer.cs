@@ -138,4 +138,18 @@ public sealed unsafe partial class CpuBackend
             DTypeDispatch.Visit(x.DType, ref b); // the Binary kernel itself, uncounted: this call is one launch
         }
     }
+
+    /// <inheritdoc/>
+    public void ForeachCopy(IReadOnlyList<Storage> xs, IReadOnlyList<Storage> ys)
+    {
+        ContractChecks.Foreach(nameof(ForeachCopy), xs.Count, ys.Count);
+        // The Copy kernel itself per entry, uncounted (this call is one launch): the bits of each per-tensor cast.
+        for (int j = 0; j < xs.Count; j++)
+        {
+            ContractChecks.ForeachCopyEntry(nameof(ForeachCopy), xs[j], ys[j]);
+            if (xs[j].Count == 0) continue;
+            var v = new Layout([checked((int)xs[j].Count)], [1], 0);
+            CopyUncounted(xs[j], v, ys[j], v);
+        }
+    }
 }

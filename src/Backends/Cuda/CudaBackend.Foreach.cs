@@ -6,7 +6,7 @@ namespace Engine.Backends.Cuda;
 
 public sealed partial class CudaBackend
 {
-    // The multi-tensor norm and multiply (Kernels/ForeachKernels.cs), one TensorList per launch. The norm's parts are
+    // The multi-tensor norm, multiply and copy (Kernels/ForeachKernels.cs), one TensorList per launch. The norm's parts are
     // sized so that all entries together fill about MaxGroups groups, and its partial results go to a device buffer
     // kept for the device's lifetime (stream order makes reuse safe), so a step allocates nothing.
 
@@ -61,5 +61,20 @@ public sealed partial class CudaBackend
         if (n == 0) return;
         Kernel("ForeachMul", null, k => k.LoadStreamKernel<TensorList, ArrayView<byte>>(ForeachKernels.Mul))
             (Grid(n), TensorList.Of(xs), V(scalar));
+    }
+
+    /// <inheritdoc/>
+    public void ForeachCopy(IReadOnlyList<Storage> xs, IReadOnlyList<Storage> ys)
+    {
+        ContractChecks.Foreach(nameof(ForeachCopy), xs.Count, ys.Count);
+        long n = 0;
+        for (int j = 0; j < xs.Count; j++)
+        {
+            ContractChecks.ForeachCopyEntry(nameof(ForeachCopy), xs[j], ys[j]);
+            n = Math.Max(n, xs[j].Count);
+        }
+        if (n == 0) return;
+        Kernel("ForeachCopy", null, k => k.LoadStreamKernel<TensorList, TensorList>(ForeachKernels.Copy))
+            (Grid(n), TensorList.Of(xs), TensorList.Of(ys));
     }
 }

@@ -333,6 +333,9 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     void IBackend.ForeachMul(IReadOnlyList<Storage> xs, Storage scalar)
     { KernelCounter.Record(nameof(IBackend.ForeachMul)); ForeachMul(xs, scalar); }
 
+    void IBackend.ForeachCopy(IReadOnlyList<Storage> xs, IReadOnlyList<Storage> ys)
+    { KernelCounter.Record(nameof(IBackend.ForeachCopy)); ForeachCopy(xs, ys); }
+
     void IBackend.ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape)
     { KernelCounter.Record(nameof(IBackend.ScaledDotProductAttention)); ScaledDotProductAttention(q, k, v, mask, o, lse, shape); }
 

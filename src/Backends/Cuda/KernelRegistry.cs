@@ -150,6 +150,7 @@ public static class KernelRegistry
             yield return new($"ForeachNormFinish<{power.Name}>", Reduce, s_floats, M(fe, nameof(ForeachKernels.NormFinish)).MakeGenericMethod(power), MultiTensor.MaxTensors);
         }
         yield return new("ForeachMul", Elementwise, s_floats, M(fe, nameof(ForeachKernels.Mul)), GridGroupSize);
+        yield return new("ForeachCopy", Elementwise, s_floats, M(fe, nameof(ForeachKernels.Copy)), GridGroupSize);
         yield return new("UpdateScale", Amp, [DType.Float32], M(typeof(AmpKernels), nameof(AmpKernels.UpdateScale)), 1);
 
         // ---- attention: Kernels/AttentionKernels.cs (grid-stride, a thread per output element; Float64 runs the composite) ----

@@ -22,6 +22,13 @@ public interface IAutocastHook
 
     /// <summary>The autocast dtype of the region active for <paramref name="device"/> in the current async flow, or null.</summary>
     DType? RegionDType(Device device);
+
+    /// <summary>
+    /// Casts, ahead of use, those of <paramref name="tensors"/> that <paramref name="op"/> would have
+    /// <see cref="Cast"/> serve from a per-region cache, so that the later lookups hit it; an implementation without a
+    /// cache does nothing (the default). It must not change what any op computes.
+    /// </summary>
+    void PreCast(Type op, IReadOnlyList<Tensor> tensors) { }
 }
 
 /// <summary>
@@ -56,6 +63,25 @@ public static class AutocastDispatch
         bool _done;
         public SuspendScope() { _previous = s_suspended.Value; s_suspended.Value = true; }
         public void Dispose() { if (!_done) { _done = true; s_suspended.Value = _previous; } }
+    }
+
+    /// <summary>
+    /// Fills the autocast cast cache of the current region, in one multi-tensor launch per
+    /// <see cref="Backends.MultiTensor.MaxTensors"/> tensors (<see cref="Tensor.ForeachTo"/>), with the casts that
+    /// <paramref name="op"/> would make of <paramref name="tensors"/> (typically a module's parameters that reach it),
+    /// instead of one launch per tensor at its first use. Only what the cache would hold is cast: float32 parameters
+    /// (leaves that require grad) on a device whose region casts <paramref name="op"/>'s inputs to the region's
+    /// dtype; the rest are left alone. The cache's rules stay: a parameter changed in place before its use is cast
+    /// again then. Does nothing outside an autocast region, in a backward pass, or with the cache disabled. Every op
+    /// computes the same bits with or without it.
+    /// </summary>
+    public static void PreCast(Type op, IReadOnlyList<Tensor> tensors)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        ArgumentNullException.ThrowIfNull(tensors);
+        var h = s_hook;
+        if (h is null || s_suspended.Value || tensors.Count == 0) return;
+        h.PreCast(op, tensors);
     }
 
     /// <summary>The autocast dtype of the active region for <paramref name="device"/>, or null (one null check without a hook).</summary>

@@ -240,6 +240,20 @@ public static partial class CompositeKernels
         }
     }
 
+    /// <summary><see cref="IBackend.ForeachCopy"/> as one <see cref="IBackend.Copy"/> per entry.</summary>
+    public static void ForeachCopy(IBackend backend, IReadOnlyList<Storage> xs, IReadOnlyList<Storage> ys)
+    {
+        const string op = "ForeachCopy";
+        ContractChecks.Foreach(op, xs.Count, ys.Count);
+        for (int j = 0; j < xs.Count; j++)
+        {
+            ContractChecks.ForeachCopyEntry(op, xs[j], ys[j]);
+            if (xs[j].Count == 0) continue;
+            var v = Vector(xs[j].Count, op);
+            backend.Copy(xs[j], v, ys[j], v);
+        }
+    }
+
     // found-inf ≠ 0 as a one-element Bool, or null when there is no found-inf.
     static Storage? SkipFlag(IBackend backend, Scratch s, Storage? foundInf)
     {

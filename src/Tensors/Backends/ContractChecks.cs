@@ -73,6 +73,15 @@ public static class ContractChecks
             if (c != count) throw new EngineException(op, $"the lists have {count} and {c} entries (a contract violation)");
     }
 
+    /// <summary>Asserts one pair of a foreach copy: two floating storages of one element count.</summary>
+    public static void ForeachCopyEntry(string op, Storage x, Storage y)
+    {
+        if (!x.DType.IsFloatingPoint() || !y.DType.IsFloatingPoint())
+            throw new DTypeException(op, $"entries must be floating point, got {x.DType.Name()} → {y.DType.Name()} (a contract violation)");
+        if (x.Count != y.Count)
+            throw new ShapeException(op, $"an entry of {x.Count} elements is copied into one of {y.Count} (a contract violation)");
+    }
+
     /// <summary>Asserts a fused Linear call's operands: x laid out [m, k], weight [n, k], non-negative sizes.</summary>
     [Conditional("DEBUG")]
     public static void Linear(string op, Layout x, Layout weight, int m, int n, int k)

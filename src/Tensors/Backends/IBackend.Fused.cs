@@ -116,6 +116,17 @@ public partial interface IBackend
         CompositeKernels.ForeachMul(this, xs, scalar);
 
     /// <summary>
+    /// ys[j] ← xs[j] converted to ys[j]'s dtype, for every pair of whole storages of one element count, in one launch
+    /// (PyTorch's <c>_foreach_copy_</c>, which also converts): each element converted exactly as <see cref="Copy"/>
+    /// converts it (rounded once, to nearest even; NaN payloads as Copy keeps them), so an entry has the bits of its
+    /// own per-tensor cast. Entries are floating of any dtypes, one device, no ys storage twice and none also an x. At
+    /// most <see cref="MultiTensor.MaxTensors"/> entries. Default: <see cref="CompositeKernels.ForeachCopy"/> (one
+    /// Copy per entry).
+    /// </summary>
+    void ForeachCopy(IReadOnlyList<Storage> xs, IReadOnlyList<Storage> ys) =>
+        CompositeKernels.ForeachCopy(this, xs, ys);
+
+    /// <summary>
     /// The AMP gradient scaler's fused check: multiplies every element of every gradient (contiguous storages of any
     /// float dtype; Float32, Float16 and BFloat16 compute in float32, Float64 in float64, rounding once) by
     /// <paramref name="invScale"/> (one Float32 element) and sets <paramref name="foundInf"/> (one Float32 element) to

@@ -345,6 +345,24 @@ public class CompositeKernelsTests
         }
     }
 
+    [TestCaseSource(nameof(OptimizerCases))]
+    public void ForeachCopy_MatchesFused(DType dt, int n)
+    {
+        // Entries of dt cast to each floating dtype (one of them dt itself), empty and one-element ones among them.
+        var sizes = new[] { n, 0, 1, 2 * n + 3 };
+        DType[] targets = [DType.BFloat16, DType.Float16, DType.Float32, DType.Float64];
+        var (f, c) = Both(be =>
+        {
+            var xs = sizes.Select((k, j) => Buf.Of(Data(k, 90 + j, -70000, 70000), dt)).ToList();
+            var ys = sizes.Select((k, j) => Buf.New(targets[j], k)).ToList();
+            be.ForeachCopy(xs.Select(x => (Storage)x).ToList(), ys.Select(y => (Storage)y).ToList());
+            var r = ys.Select(y => y.Read()).ToArray();
+            foreach (var b in xs.Concat(ys)) b.Dispose();
+            return r;
+        }, "ForeachCopy");
+        for (int k = 0; k < f.Length; k++) Assert.That(f[k], Is.EqualTo(c[k]), $"entry {k}: the bits of the composite's Copy");
+    }
+
     // ---- scaled-dot-product attention (odd sizes, L ≠ S, causal and a shared or per-head additive mask) ----
 
     [TestCase(DType.Float32, false, 0), TestCase(DType.Float32, true, 0), TestCase(DType.Float32, false, 1), TestCase(DType.Float32, false, 2),

@@ -70,13 +70,17 @@ public class LaunchesPerStepTests
             // Per-family ceilings at what this branch reaches (the per-leaf gradient copies and the clip's per-tensor
             // reductions are gone); the remaining Copy/Binary/MatMul are the fusion work of other changes.
             Assert.That(s.Count(nameof(IBackend.Reduce)), Is.LessThanOrEqualTo(20));
-            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 78 : 175));
+            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 78 : autocast == DType.Float16 ? 112 : 109));
+            // Under autocast the 33 Linear weights and biases are cast into the cast cache by two multi-tensor launches
+            // (Gpt.Forward's pre-cast), not one Copy each: 143 → 109 Copy for bf16, 146 → 112 for fp16 (with the
+            // loss's float32 → float32 copy gone).
+            Assert.That(s.Count(nameof(IBackend.ForeachCopy)), Is.EqualTo(autocast is null ? 0 : 2), "the Linear parameters' casts in launches of 32");
             // The fused attention, one launch each way per layer, replaced the explicit path's two MatMul, masked fill
             // and Softmax per layer and their backward: 247 (fp32), 336 (bf16) and 349 (fp16) launches now.
             Assert.That(s.Count(nameof(IBackend.ScaledDotProductAttention)), Is.EqualTo(Small.Layers), "one fused attention per layer");
             Assert.That(s.Count(nameof(IBackend.ScaledDotProductAttentionBackward)), Is.EqualTo(Small.Layers));
             Assert.That(s.Count(nameof(IBackend.Softmax)) + s.Count(nameof(IBackend.SoftmaxBackward)), Is.Zero, "no attention softmax left");
-            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 250 : 350));
+            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 250 : autocast == DType.Float16 ? 273 : 260));
         }
         if (budgetAsserted) Assert.That(cuda.Launches, Is.LessThanOrEqualTo(budget), "the CUDA issue's budget");
         if (autocast is null)

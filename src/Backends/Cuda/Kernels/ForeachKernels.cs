@@ -26,8 +26,8 @@ public readonly struct PowerNorm : INormPower
 }
 
 /// <summary>
-/// The multi-tensor norm and multiply (PyTorch's <c>_foreach_norm</c>, <c>_foreach_mul_</c>), each over a
-/// <see cref="TensorList"/>. The norm takes two launches with one count: every group reduces one part of one entry
+/// The multi-tensor norm, multiply and copy (PyTorch's <c>_foreach_norm</c>, <c>_foreach_mul_</c>,
+/// <c>_foreach_copy_</c>), each over a <see cref="TensorList"/>. The norm takes two launches with one count: every group reduces one part of one entry
 /// (a grid-stride slice, combined in a fixed tree), then one thread per entry combines that entry's parts in order,
 /// so a result does not change from run to run. It accumulates in float64 for every dtype.
 /// </summary>
@@ -126,6 +126,24 @@ static class ForeachKernels
             {
                 float s = LoadFloat(scalar, t, 0);
                 for (long i = Grid.GlobalIndex.X; i < n; i += stride) StoreFloat(x, t, i, LoadFloat(x, t, i) * s);
+            }
+        }
+    }
+
+    /// <summary>ys[j] ← xs[j] converted to ys[j]'s type for every entry, element by element as the Copy kernel converts (one rounding).</summary>
+    public static void Copy(TensorList xs, TensorList ys)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (int j = 0; j < xs.Count; j++)
+        {
+            var x = xs[j];
+            var y = ys[j];
+            int xt = xs.Type(j), yt = ys.Type(j);
+            long n = xs.Length(j);
+            for (long i = Grid.GlobalIndex.X; i < n; i += stride)
+            {
+                if (xt == yt) CopyRaw(x, i, y, i, xt == F64 ? 8 : xt == F32 ? 4 : 2); // floating entries only
+                else Convert(x, xt, i, y, yt, i);
             }
         }
     }
