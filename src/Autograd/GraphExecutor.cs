@@ -239,7 +239,7 @@ internal sealed class GraphExecutor
     // Runs a node's backward inside a dispose scope (its temporaries die with it) and turns each result into a
     // gradient of exactly its input: summed down or broadcast up to the input's shape, converted to its dtype and
     // device, as a handle of the pass's own (taken out of the scope). Inputs that need none get null.
-    static Tensor?[] CallRule(GradNode node, Tensor g)
+    Tensor?[] CallRule(GradNode node, Tensor g)
     {
         var n = node.Edges.Length;
         var owned = new Tensor?[n];
@@ -265,8 +265,11 @@ internal sealed class GraphExecutor
         finally { scope.Dispose(); }
     }
 
-    // A new handle (in the current scope) on gradient x of input i, at the input's shape, dtype and device.
-    static Tensor ToInput(GradNode node, int i, Tensor x)
+    // A new handle (in the current scope) on gradient x of input i, at the input's shape, dtype and device; or in the
+    // input's preferred gradient dtype (GradFunction.PreferredGradDType: the wider dtype of the cast the input came
+    // from, e.g. a float32 weight gradient for its bf16 autocast copy), which then reaches the cast unconverted,
+    // unless the next node is a capture target (its gradient must have the tensor's own dtype).
+    Tensor ToInput(GradNode node, int i, Tensor x)
     {
         var info = node.Inputs[i];
         var shape = x.Layout.Shape;
@@ -278,6 +281,9 @@ internal sealed class GraphExecutor
                 throw new ShapeException(node.ToString(),
                     $"the backward of {node.Op} returned a gradient of shape {Shape.Format(shape)} for input {i} of shape {Shape.Format(info.Shape)}, which neither broadcasts to it nor from it");
         }
+        if (x.DType != info.DType && x.Device == info.Device && node.Edges[i].Node is { } next && !_nodeTargets.ContainsKey(next)
+            && x.DType == node.PreferredGradDType(i))
+            return Share(x);
         if (x.DType != info.DType || x.Device != info.Device) return x.To(info.Device, info.DType);
         return Share(x);
     }

@@ -174,7 +174,11 @@ public static class KernelRegistry
                         [i < 4 ? DType.BFloat16 : DType.Float16], p.Gpu[i].Method, p.Threads);
             }
             else
+            {
                 yield return new($"Gemm<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Gpu[0].Method, p.Threads);
+                // The fused Linear's backward: dx and dw in one launch (SimtGemm.Grouped).
+                yield return new($"GemmGrouped<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Grouped!.Method, p.Threads);
+            }
         }
     }
 }

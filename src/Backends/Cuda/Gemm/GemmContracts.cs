@@ -60,6 +60,18 @@ public struct GemmArgs
 }
 
 /// <summary>
+/// Two GEMMs of one grouped launch (the fused Linear's backward): blocks [0, <see cref="FirstTiles"/>) take
+/// <see cref="First"/>'s tiles, the rest <see cref="Second"/>'s; each problem has batch 1 and no epilogue.
+/// </summary>
+public struct GroupedGemmArgs
+{
+#pragma warning disable CS1591 // plain fields of a kernel parameter
+    public GemmArgs First, Second;
+    public int FirstTiles;
+#pragma warning restore CS1591
+}
+
+/// <summary>
 /// The activations of the fused Linear epilogue, by <see cref="Engine.Activation"/> code, in float32 and float64: the
 /// op structs' own math (Engine.Ops), so the CUDA epilogue computes what the Unary kernels and the CPU compute.
 /// </summary>

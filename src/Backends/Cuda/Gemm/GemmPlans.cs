@@ -39,6 +39,9 @@ sealed class GemmPlan
     /// <summary>The kernels for ILGPU's CPU accelerator (warp instructions emulated, one per layout; the GPU kernel for SIMT tilings).</summary>
     public required IReadOnlyList<GemmKernel> Emulated { get; init; }
 
+    /// <summary>The SIMT tilings' grouped kernel (two problems in one launch, SimtGemm.Grouped); null for tensor-core tilings.</summary>
+    public GroupedGemmKernel? Grouped { get; init; }
+
     /// <summary>The layout names of the tensor-core kernels, by index.</summary>
     public static readonly string[] LayoutNames = ["NT", "NN", "TT", "TN"];
 
@@ -64,6 +67,12 @@ sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<b
     public MethodInfo Method => Kernel.Method;
 }
 
+/// <summary>A grouped GEMM entry point and its class (the kernel cache's key).</summary>
+sealed record GroupedGemmKernel(Type Key, Action<GroupedGemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel)
+{
+    public MethodInfo Method => Kernel.Method;
+}
+
 /// <summary>The GEMM tilings and the choice among them (their GPU kernels are in <see cref="KernelRegistry"/>).</summary>
 static class GemmPlans
 {
@@ -75,6 +84,7 @@ static class GemmPlans
         {
             Name = name, Family = family, BM = default(TTile).BM, BN = default(TTile).BN,
             Threads = SimtGemm<T, TMath, TTile, TMicro>.Threads, Gpu = [k], Emulated = [k],
+            Grouped = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Grouped),
         };
     }
 
@@ -141,5 +151,15 @@ static class GemmPlans
         if (small) return emulated;
         long tiles = (long)((m + 127) / 128) * ((n + 127) / 128) * batch;
         return tiles >= multiprocessors ? large : fallback;
+    }
+
+    /// <summary>The tiling of a grouped launch of two float32 or float64 products (the rule of <see cref="Choose"/> over both problems' tiles).</summary>
+    public static GemmPlan ChooseGrouped(DType dtype, int m0, int n0, int m1, int n1, int maxThreads, int multiprocessors)
+    {
+        bool small = maxThreads < 256;
+        if (dtype == DType.Float64) return small ? F64Emulated : F64;
+        if (small) return F32Emulated;
+        long tiles = (long)((m0 + 127) / 128) * ((n0 + 127) / 128) + (long)((m1 + 127) / 128) * ((n1 + 127) / 128);
+        return tiles >= multiprocessors ? F32Large : F32Small;
     }
 }
