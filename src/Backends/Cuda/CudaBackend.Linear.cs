@@ -14,7 +14,7 @@ readonly record struct GemmEpilogue(Storage? Bias, Storage? Pre, Activation Acti
 // second, see GemmActivation); and the backward's
 // dz = dy·act′ and bias gradient in one kernel (Kernels/LinearKernels.cs; with ColumnFinish adding the row blocks'
 // partial sums when there are several, the scheme of LayerNorm's column sums); and both products of the backward,
-// dx = dz·w and dw = dzᵀ·x, in one grouped GEMM launch for float32/float64 (Gemm/SimtGemm.cs, Grouped).
+// dx = dz·w and dw = dzᵀ·x, in one grouped GEMM launch (Gemm/SimtGemm.cs and Gemm/MmaGemm.cs, Grouped).
 public sealed partial class CudaBackend
 {
     /// <inheritdoc cref="IBackend.Linear"/>
@@ -40,6 +40,11 @@ public sealed partial class CudaBackend
         Gemm(x, a3, w, b3, y, 1, m, n, k, new GemmEpilogue(bias, pre, activation));
     }
 
+    /// <summary>Grouped GEMM launches so far (both products of a Linear's backward in one kernel): what the tests count.</summary>
+    internal long GroupedGemmLaunches => Interlocked.Read(ref _groupedGemmLaunches);
+
+    long _groupedGemmLaunches;
+
     /// <inheritdoc cref="IBackend.LinearGradients"/>
     public void LinearGradients(Storage dz, Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? dx, Storage? dw, int m, int n, int k)
     {
@@ -63,9 +68,12 @@ public sealed partial class CudaBackend
             else Gemm(dz, dwA, x, dwB, dw!, 1, n, k, m, default);
             return;
         }
-        // 16-bit operands: one tensor-core GEMM per product (not yet grouped into one launch). A Float32 dw (the
-        // master weight's gradient) runs the float32 SIMT GEMM on exact float32 widenings of dz and x, so that it is the
-        // float32 sum of the exact products, never rounded to 16 bits.
+        // 16-bit operands: one grouped tensor-core launch when the operands lie as a Linear's do (dz, w and x
+        // contiguous along their rows, 16-byte aligned: layouts NN and TN), the float32 or half dw straight from the
+        // accumulators; otherwise one tensor-core GEMM per product, below.
+        if (wantX && wantW && TryGroupedTensorCore(dz, dxA, w, dxB, dx!, dwA, x, dwB, dw!, m, n, k)) return;
+        // A Float32 dw (the master weight's gradient) then runs the float32 SIMT GEMM on exact float32 widenings of dz
+        // and x, so that it is the float32 sum of the exact products, never rounded to 16 bits.
         if (wantX) Gemm(dz, dxA, w, dxB, dx!, 1, m, k, n, default);
         if (!wantW) return;
         if (dw!.DType == dt)
@@ -109,6 +117,49 @@ public sealed partial class CudaBackend
             throw new ShapeException(op, $"{m0}×{n0} and {m1}×{n1} outputs need {tiles} tiles of {plan.BM}×{plan.BN}, more than one launch holds");
         var kernel = Kernel("GemmGrouped", entry.Key, acc => acc.LoadStreamKernel(entry.Kernel));
         kernel(new KernelConfig(new Index2D((int)tiles, 1), new Index2D(plan.Threads, 1)), g, V(a0), V(b0), V(y0), V(a1), V(b1), V(y1));
+        Interlocked.Increment(ref _groupedGemmLaunches);
+    }
+
+    /// <summary>
+    /// Both products of 16-bit operands in one launch of the tensor-core kernel's grouped entry (MmaGemm.Grouped): dx
+    /// = dz·w in layout NN and dw = dzᵀ·x in TN (the second stored as float32 when dw is Float32). False, launching
+    /// nothing, when an operand does not lie that way (then each product runs alone, packing what it must).
+    /// </summary>
+    bool TryGroupedTensorCore(Storage dz, Layout dxA, Storage w, Layout dxB, Storage dx, Layout dwA, Storage x, Layout dwB, Storage dw, int m, int n, int k)
+    {
+        const string op = "LinearGradients";
+        var dt = dz.DType;
+        var zv = V(dz); var wv = V(w); var xv = V(x); var dxv = V(dx); var dwv = V(dw);
+        long pz = Address(zv), pw = Address(wv), px = Address(xv);
+        // dx: a = dz along k (its rows n apart), b = w along n; dw: a = dzᵀ along m, b = x along n.
+        if (MmaOperand(dxA.Strides[1], dxA.Strides[2], m, n, dxA.Offset, 0, pz) != 0
+            || MmaOperand(dxB.Strides[2], dxB.Strides[1], k, n, dxB.Offset, 0, pw) != 1
+            || MmaOperand(dwA.Strides[1], dwA.Strides[2], n, m, dwA.Offset, 0, pz) != 1
+            || MmaOperand(dwB.Strides[2], dwB.Strides[1], k, m, dwB.Offset, 0, px) != 1)
+            return false;
+        var plan = GemmPlanOverride is { } forced && GemmPlans.Named(forced) is var p && p.Serves(dt)
+            ? p
+            : GemmPlans.ChooseGrouped(dt, m, k, n, k, Accelerator.MaxNumThreadsPerGroup, Accelerator.NumMultiprocessors);
+        if (plan.EmulatorOnly && !IsEmulated)
+            throw new EngineException(op, $"the {plan.Name} tiling runs on the emulator only; {Device} is a GPU");
+        if (plan.Threads > Accelerator.MaxNumThreadsPerGroup)
+            throw new EngineException(op, $"the {plan.Name} tiling needs {plan.Threads} threads per group; {Device} runs at most {Accelerator.MaxNumThreadsPerGroup}");
+        bool f32 = dw.DType == DType.Float32;
+        var g = new GroupedGemmArgs { First = Args(plan, dxA, dxB, 1, m, k, n, dt, default), Second = Args(plan, dwA, dwB, 1, n, k, m, dt, default) };
+        long pdx = Address(dxv), pdw = Address(dwv);
+        g.First.PtrA = pz; g.First.PtrB = pw; g.First.PtrY = pdx; g.First.PtrPre = pdx; g.First.PtrBias = pdx;
+        g.First.VectorY = k % 8 == 0 && (IsEmulated || pdx % 16 == 0) ? 1 : 0;
+        g.Second.PtrA = pz; g.Second.PtrB = px; g.Second.PtrY = pdw; g.Second.PtrPre = pdw; g.Second.PtrBias = pdw;
+        g.Second.VectorY = !f32 && k % 8 == 0 && (IsEmulated || pdw % 16 == 0) ? 1 : 0;
+        g.FirstTiles = g.First.TilesM * g.First.TilesN;
+        long tiles = (long)g.FirstTiles + (long)g.Second.TilesM * g.Second.TilesN;
+        if (tiles > int.MaxValue)
+            throw new ShapeException(op, $"{m}×{k} and {n}×{k} outputs need {tiles} tiles of {plan.BM}×{plan.BN}, more than one launch holds");
+        var entry = plan.GroupedFor(dt, IsEmulated, f32);
+        var kernel = Kernel(f32 ? "GemmGroupedF32" : "GemmGrouped", entry.Key, acc => IsEmulated ? acc.LoadStreamKernel(entry.Kernel) : LoadPromoted(acc, entry));
+        kernel(new KernelConfig(new Index2D((int)tiles, 1), new Index2D(plan.Threads, 1)), g, zv, wv, dxv, zv, xv, dwv);
+        Interlocked.Increment(ref _groupedGemmLaunches);
+        return true;
     }
 
     // One problem of a grouped launch: the single GEMM's arguments and coalescing choice (CudaBackend.MatMul.cs).

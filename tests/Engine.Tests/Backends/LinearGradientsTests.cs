@@ -1,3 +1,4 @@
+using Engine.Autograd;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Backends.Cuda;
@@ -133,9 +134,88 @@ public class LinearGradientsTests
         using var tw = Make(w, n, k, dt, Kind.Strided, dev);
         using var gx = Tensor.Zeros([m, k], dt, dev);
         using var gw = Tensor.Zeros([n, k], dt, dev);
+        long before = backend.GroupedGemmLaunches;
         ((IBackend)backend).LinearGradients(tz.Storage, tx.Storage, tx.Layout, tw.Storage, tw.Layout, gx.Storage, gw.Storage, m, n, k);
+        Assert.That(backend.GroupedGemmLaunches - before, Is.EqualTo(1), "one grouped launch");
         AssertNear(gx.ToArray<double>(), dx, magDx, dt, n, $"{plan}: dx");
         AssertNear(gw.ToArray<double>(), dw, magDw, dt, m, $"{plan}: dw");
+    }
+
+    /// <summary>
+    /// The tensor-core grouped launch (dx in layout NN, dw in TN, a half or float32 dw) under each 64-thread tiling:
+    /// odd m (dw's k edge mid-stage), n and k multiples of 8 past one tile (the 16-byte copies), several k stages.
+    /// One launch per call, counted.
+    /// </summary>
+    [TestCase("mma-64x32x32-2x4", DType.BFloat16)]
+    [TestCase("mma-64x32x32-2x4", DType.Float16)]
+    [TestCase("mma-64x128x32-4x8", DType.BFloat16)] // the large warp tile: minutes on the emulator, so one dtype
+    public void GroupedTensorCoreLaunch_MatchesFloat64_UnderEveryEmulatedTiling(string plan, DType dt)
+    {
+        var backend = (CudaBackend)BackendRegistry.Get(CudaBackend.EmulatedDevice);
+        backend.GemmPlanOverride = plan;
+        var p = GemmPlans.Named(plan);
+        // Two row tiles of dw, a partial column tile (two for the small tiling's 32 columns).
+        int m = 69, n = p.BM + 8, k = p.BN >= 128 ? p.BN - 8 : p.BN + 8;
+        var rng = new Random(plan.Length + (int)dt);
+        var z = Ref.Random(rng, m * n, dt);
+        var x = Ref.Random(rng, m * k, dt);
+        var w = Ref.Random(rng, n * k, dt);
+        var (dx, magDx) = Product(m, k, n, (i, j, q) => z[i * n + q] * w[q * k + j]);
+        var (dw, magDw) = Product(n, k, m, (i, j, q) => z[q * n + i] * x[q * k + j]);
+        var dev = CudaBackend.EmulatedDevice;
+        foreach (var dwType in new[] { dt, DType.Float32 })
+        {
+            using var tz = Make(z, m, n, dt, Kind.Contiguous, dev);
+            using var tx = Make(x, m, k, dt, Kind.Contiguous, dev);
+            using var tw = Make(w, n, k, dt, Kind.Contiguous, dev);
+            using var gx = Tensor.Full([m, k], 7.0, dt, dev);
+            using var gw = Tensor.Full([n, k], 7.0, dwType, dev);
+            long before = backend.GroupedGemmLaunches;
+            ((IBackend)backend).LinearGradients(tz.Storage, tx.Storage, tx.Layout, tw.Storage, tw.Layout, gx.Storage, gw.Storage, m, n, k);
+            Assert.That(backend.GroupedGemmLaunches - before, Is.EqualTo(1), "one grouped launch");
+            AssertNear(gx.ToArray<double>(), dx, magDx, dt, n, $"{plan} {dt.Name()}: dx");
+            AssertNear(gw.ToArray<double>(), dw, magDw, dwType, m, $"{plan} {dt.Name()}: dw ({dwType.Name()})");
+        }
+    }
+
+    /// <summary>
+    /// Through <see cref="Tensor.Linear"/>'s backward: an input whose batch dims do not fold into rows (a transposed
+    /// [2, 3, 5] view) gives the gradients of the same values laid out contiguously, bit for bit, for every activation,
+    /// on the CPU and the emulated CUDA backend; and float64 gradients of such an input match finite differences.
+    /// </summary>
+    [TestCase(Activation.None)]
+    [TestCase(Activation.Relu)]
+    [TestCase(Activation.Gelu)]
+    [TestCase(Activation.GeluTanh)]
+    public void Backward_OfAnUnfoldableInput_MatchesTheContiguousOne(Activation act)
+    {
+        var rng = new Random(40 + (int)act);
+        var xv = Ref.Random(rng, 3 * 2 * 5, DType.Float64);
+        var wv = Ref.Random(rng, 4 * 5, DType.Float64);
+        var bv = Ref.Random(rng, 4, DType.Float64);
+        var gv = Ref.Random(rng, 2 * 3 * 4, DType.Float64);
+        foreach (var dev in new[] { Device.Cpu, CudaBackend.EmulatedDevice })
+            foreach (var dt in new[] { DType.Float32, DType.BFloat16 })
+            {
+                double[][] Run(bool strided)
+                {
+                    using var scope = Tensor.NewScope();
+                    var x3 = Tensor.FromArray(xv, [3, 2, 5], dev).To(dt);
+                    var x = strided ? x3.Transpose(0, 1) : x3.Transpose(0, 1).Contiguous();
+                    var leaf = x.Detach();
+                    leaf.RequiresGrad = true;
+                    var w = Tensor.FromArray(wv, [4, 5], dev).To(dt); w.RequiresGrad = true;
+                    var b = Tensor.FromArray(bv, [4], dev).To(dt); b.RequiresGrad = true;
+                    Tensor.Linear(leaf, w, b, act).Backward(Tensor.FromArray(gv, [2, 3, 4], dev).To(dt));
+                    return [leaf.Grad!.ToArray<double>(), w.Grad!.ToArray<double>(), b.Grad!.ToArray<double>()];
+                }
+                var (s, c) = (Run(true), Run(false));
+                for (int i = 0; i < 3; i++) Assert.That(s[i], Is.EqualTo(c[i]), $"{dev} {dt.Name()} {act}: gradient {i}");
+            }
+        using var x64 = Tensor.FromArray(xv, [3, 2, 5], requiresGrad: true);
+        using var w64 = Tensor.FromArray(wv, [4, 5], requiresGrad: true);
+        using var b64 = Tensor.FromArray(bv, [4], requiresGrad: true);
+        GradCheck.Check(t => Tensor.Linear(t[0].Transpose(0, 1), t[1], t[2], act), [x64, w64, b64]);
     }
 
     // y[i, j] = Σ_p term(i, j, p) over depth p, with Σ|term|.

@@ -42,6 +42,20 @@ sealed class GemmPlan
     /// <summary>The SIMT tilings' grouped kernel (two problems in one launch, SimtGemm.Grouped); null for tensor-core tilings.</summary>
     public GroupedGemmKernel? Grouped { get; init; }
 
+    /// <summary>
+    /// The tensor-core tilings' grouped kernels (MmaGemm.Grouped: dx = dz·w in layout NN, then dw = dzᵀ·x in TN, the
+    /// layouts of contiguous Linear operands): on a GPU bfloat16 with a half dw, bfloat16 with a float32 dw, then the
+    /// float16 pair; emulated the half and float32 ones. Empty for SIMT tilings.
+    /// </summary>
+    public IReadOnlyList<GroupedGemmKernel> GroupedGpu { get; init; } = [];
+
+    /// <inheritdoc cref="GroupedGpu"/>
+    public IReadOnlyList<GroupedGemmKernel> GroupedEmulated { get; init; } = [];
+
+    /// <summary>The tensor-core grouped kernel for <paramref name="dtype"/> operands and a float32 or half second output.</summary>
+    public GroupedGemmKernel GroupedFor(DType dtype, bool emulated, bool float32Out) =>
+        emulated ? GroupedEmulated[float32Out ? 1 : 0] : GroupedGpu[(dtype == DType.Float16 ? 2 : 0) + (float32Out ? 1 : 0)];
+
     /// <summary>The layout names of the tensor-core kernels, by index.</summary>
     public static readonly string[] LayoutNames = ["NT", "NN", "TT", "TN"];
 
@@ -96,6 +110,11 @@ static class GemmPlans
         where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma =>
         [MmaKernel<TBlock, TWarp, TInstr, AkBk>(), MmaKernel<TBlock, TWarp, TInstr, AkBn>(), MmaKernel<TBlock, TWarp, TInstr, AmBk>(), MmaKernel<TBlock, TWarp, TInstr, AmBn>()];
 
+    static GroupedGemmKernel[] MmaGrouped<TBlock, TWarp, TInstr>()
+        where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma =>
+        [new(typeof(MmaGemm<TBlock, TWarp, TInstr, AkBn>), MmaGemm<TBlock, TWarp, TInstr, AkBn>.Grouped<AmBn, HalfOutput>),
+         new(typeof(MmaGemm<TBlock, TWarp, TInstr, AkBn>), MmaGemm<TBlock, TWarp, TInstr, AkBn>.Grouped<AmBn, Float32Output>)]; // one key: the cache name tells them apart
+
     static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name, bool emulatorOnly = false)
         where TBlock : struct, IMmaBlock
         where TWarpBf16 : struct, IMmaWarpTile<PtxWarpMmaBf16>
@@ -109,6 +128,8 @@ static class GemmPlans
             SharedBytes = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.SharedBytes,
             Gpu = [.. MmaLayouts<TBlock, TWarpBf16, PtxWarpMmaBf16>(), .. MmaLayouts<TBlock, TWarpF16, PtxWarpMmaF16>()],
             Emulated = MmaLayouts<TBlock, TWarpEmulated, EmulatedWarpMma>(),
+            GroupedGpu = [.. MmaGrouped<TBlock, TWarpBf16, PtxWarpMmaBf16>(), .. MmaGrouped<TBlock, TWarpF16, PtxWarpMmaF16>()],
+            GroupedEmulated = MmaGrouped<TBlock, TWarpEmulated, EmulatedWarpMma>(),
         };
 
     // Names: family-BMxBNxBK-(per-thread or per-warp tile).
@@ -153,13 +174,14 @@ static class GemmPlans
         return tiles >= multiprocessors ? large : fallback;
     }
 
-    /// <summary>The tiling of a grouped launch of two float32 or float64 products (the rule of <see cref="Choose"/> over both problems' tiles).</summary>
+    /// <summary>The tiling of a grouped launch of two products (the rule of <see cref="Choose"/> over both problems' tiles).</summary>
     public static GemmPlan ChooseGrouped(DType dtype, int m0, int n0, int m1, int n1, int maxThreads, int multiprocessors)
     {
         bool small = maxThreads < 256;
         if (dtype == DType.Float64) return small ? F64Emulated : F64;
-        if (small) return F32Emulated;
+        var (emulated, large, fallback) = dtype == DType.Float32 ? (F32Emulated, F32Large, F32Small) : (HalfEmulated, HalfLarge, HalfSmall);
+        if (small) return emulated;
         long tiles = (long)((m0 + 127) / 128) * ((n0 + 127) / 128) + (long)((m1 + 127) / 128) * ((n1 + 127) / 128);
-        return tiles >= multiprocessors ? F32Large : F32Small;
+        return tiles >= multiprocessors ? large : fallback;
     }
 }
