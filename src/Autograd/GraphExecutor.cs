@@ -268,8 +268,11 @@ internal sealed class GraphExecutor
         finally { scope.Dispose(); }
     }
 
-    // A new handle (in the current scope) on gradient x of input i, at the input's shape, dtype and device.
-    static Tensor ToInput(GradNode node, int i, Tensor x)
+    // A new handle (in the current scope) on gradient x of input i, at the input's shape, dtype and device; or in the
+    // input's preferred gradient dtype (GradFunction.PreferredGradDType: the wider dtype of the cast the input came
+    // from, e.g. a float32 weight gradient for its bf16 autocast copy), which then reaches the cast unconverted,
+    // unless the next node is a capture target (its gradient must have the tensor's own dtype).
+    Tensor ToInput(GradNode node, int i, Tensor x)
     {
         var info = node.Inputs[i];
         var shape = x.Layout.Shape;
@@ -281,6 +284,9 @@ internal sealed class GraphExecutor
                 throw new ShapeException(node.ToString(),
                     $"the backward of {node.Op} returned a gradient of shape {Shape.Format(shape)} for input {i} of shape {Shape.Format(info.Shape)}, which neither broadcasts to it nor from it");
         }
+        if (x.DType != info.DType && x.Device == info.Device && node.Edges[i].Node is { } next && !_nodeTargets.ContainsKey(next)
+            && x.DType == node.PreferredGradDType(i))
+            return Share(x);
         if (x.DType != info.DType || x.Device != info.Device) return x.To(info.Device, info.DType);
         return Share(x);
     }

@@ -71,8 +71,11 @@ public sealed partial class Tensor
         return y.Record(new LinearBackward(input, weight, bias is not null, activation, saved), inputs);
     }
 
-    // Inputs [input, weight, bias?]. dz = dy·act′ and dBias in one pass (LinearActivationGradient), then the two
-    // products: dInput = dz·W, dWeight = dzᵀ·X with X's batch dims folded into rows (one GEMM straight to [out, in]).
+    // Inputs [input, weight, bias?]. dz = dy·act′ and dBias in one pass (LinearActivationGradient; none for a Linear
+    // without bias and activation, whose dz is dy), then both products in one backend call (LinearGradients:
+    // dInput = dz·W, dWeight = dzᵀ·X with X's batch dims folded into rows). A weight or bias that is the autocast copy of
+    // a float32 master (PreferredGradDType) gets its gradient in float32, computed from the 16-bit operands without the
+    // rounding to 16 bits and the cast back that PyTorch's autocast has.
     internal sealed class LinearBackward : GradFunction
     {
         readonly SavedTensor _x, _w;
@@ -90,16 +93,48 @@ public sealed partial class Tensor
         {
             var (x, w) = (_x.Value, _w.Value);
             bool biasGrad = _hasBias && NeedsGrad(2);
-            var (dz, db) = LinearActivationGradient(grad, _saved?.Value, _activation, biasGrad);
-            int n = w.Layout.Shape[0], k = w.Layout.Shape[1];
-            // Rows from x's batch dims, not -1: with k or n zero a -1 would be ambiguous (PyTorch refuses it too).
-            var xs = x.Layout.Shape.AsSpan();
-            int m = checked((int)Shape.Numel(xs[..^1]));
-            var dz2 = dz.Reshape(m, n);
-            var dx = NeedsGrad(0) ? dz2.MatMul(w).Reshape(xs) : null;
-            var dw = NeedsGrad(1) ? dz2.Transpose(0, 1).MatMul(x.Reshape(m, k)) : null;
+            var (dz, db) = LinearActivationGradient(grad, _saved?.Value, _activation, biasGrad, biasGrad ? WideGradDType(2, grad.DType) : grad.DType);
+            var (dx, dw) = LinearGradients(dz, x, w, NeedsGrad(0), NeedsGrad(1), NeedsGrad(1) ? WideGradDType(1, w.DType) : w.DType);
             return _hasBias ? [dx, dw, db] : [dx, dw];
         }
+
+        // Float32 for a 16-bit input that prefers a float32 gradient (what the kernels can write), else the operands' dtype.
+        DType WideGradDType(int i, DType dt) =>
+            dt is DType.BFloat16 or DType.Float16 && PreferredGradDType(i) == DType.Float32 ? DType.Float32 : dt;
+    }
+
+    /// <summary>
+    /// The two products of <see cref="Linear"/>'s backward in one backend call (IBackend.LinearGradients; one grouped
+    /// GEMM launch on CUDA): dInput = dz·weight at x's shape when <paramref name="wantInput"/>, dWeight = dzᵀ·x (x's batch
+    /// dims folded into rows) as [out, in] in <paramref name="weightGradDType"/> (the operands' dtype, or Float32 for
+    /// 16-bit operands) when <paramref name="wantWeight"/>. dz is [..., out] at x's batch dims. Not recorded.
+    /// </summary>
+    internal static (Tensor? DInput, Tensor? DWeight) LinearGradients(Tensor dz, Tensor x, Tensor weight, bool wantInput, bool wantWeight, DType weightGradDType)
+    {
+        const string op = "LinearBackward";
+        if (!wantInput && !wantWeight) return (null, null);
+        int n = weight.Layout.Shape[0], k = weight.Layout.Shape[1];
+        // Rows from x's batch dims, not −1: with k or n zero a −1 would be ambiguous (PyTorch refuses it too).
+        var xs = x.Layout.Shape.AsSpan();
+        int m = checked((int)Shape.Numel(xs[..^1]));
+        if (dz.DType != x.DType || weight.DType != x.DType || dz.Numel != (long)m * n)
+            throw new ShapeException(op, $"dz {dz.Describe()}, x {x.Describe()} and weight {weight.Describe()} do not fit one Linear");
+        using var zd = dz.DenseRows(dz.DType);
+        var xl = x.Layout.TryView([m, k]);
+        using var xc = xl is null && wantWeight ? x.CastCopy(x.DType, x.Device, op) : null;
+        xl = xl is null ? Layout.Contiguous([m, k]) : xl;
+        var dx = wantInput ? Empty(op, xs, x.DType, x.Device) : null;
+        var dw = wantWeight ? Empty(op, [n, k], weightGradDType, x.Device) : null;
+        try
+        {
+            x.Backend.LinearGradients(zd.Storage, (xc ?? x).Storage, xl, weight.Storage, weight.Layout, dx?.Storage, dw?.Storage, m, n, k);
+        }
+        catch
+        {
+            dx?.Dispose(); dw?.Dispose();
+            throw;
+        }
+        return (dx, dw);
     }
 
     /// <summary>
@@ -108,7 +143,11 @@ public sealed partial class Tensor
     /// itself for <see cref="Activation.None"/>) and, when <paramref name="biasGrad"/>, dBias = the sum of dz over
     /// every dim but the last. Not recorded (no double backward).
     /// </summary>
-    public static (Tensor Dz, Tensor? DBias) LinearActivationGradient(Tensor dy, Tensor? saved, Activation activation, bool biasGrad)
+    public static (Tensor Dz, Tensor? DBias) LinearActivationGradient(Tensor dy, Tensor? saved, Activation activation, bool biasGrad) =>
+        LinearActivationGradient(dy, saved, activation, biasGrad, dy.DType);
+
+    // biasDType: dy's dtype, or Float32 for a 16-bit dy (the float32 master bias's gradient, unrounded).
+    internal static (Tensor Dz, Tensor? DBias) LinearActivationGradient(Tensor dy, Tensor? saved, Activation activation, bool biasGrad, DType biasDType)
     {
         const string op = "LinearBackward";
         dy.CheckFloating(op);
@@ -127,7 +166,7 @@ public sealed partial class Tensor
         using var gd = dy.DenseRows(dy.DType);
         using var sd = activation == Activation.None ? null : saved!.DenseRows(dy.DType);
         var dz = activation == Activation.None ? dy : Empty(op, dy.Layout.Shape, dy.DType, dy.Device);
-        var db = biasGrad ? Empty(op, [n], dy.DType, dy.Device) : null;
+        var db = biasGrad ? Empty(op, [n], biasDType, dy.Device) : null;
         try
         {
             dy.Backend.LinearBackward(gd.Storage, sd?.Storage, activation == Activation.None ? null : dz.Storage, db?.Storage, (int)rows, n, activation);

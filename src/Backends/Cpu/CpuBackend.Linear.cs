@@ -65,32 +65,75 @@ public sealed unsafe partial class CpuBackend
         finally { xw.Release(); ww.Release(); bw?.Release(); yw.Release(); pw?.Release(); }
     }
 
+    /// <inheritdoc cref="IBackend.LinearGradients"/>
+    public void LinearGradients(Storage dz, Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? dx, Storage? dw, int m, int n, int k)
+    {
+        const string op = nameof(LinearGradients);
+        ContractChecks.LinearGradients(op, dz, x, xLayout, w, wLayout, dx, dw, m, n, k);
+        // Each product as one GEMM call with its operands' strides (dzᵀ is dz read column-major): dx = dz·w, with
+        // B(p, j) = w(p, j); dw = dzᵀ·x. An empty inner size leaves zeros.
+        if (dx is not null && m > 0 && k > 0)
+        {
+            if (n == 0) System.Runtime.InteropServices.NativeMemory.Clear((void*)P(dx), (nuint)((long)m * k * dx.DType.ElementSize()));
+            else Gemm2(dz, 0, n, 1, w, wLayout.Offset, wLayout.Strides[0], wLayout.Strides[1], dx, m, k, n);
+        }
+        if (dw is null || n == 0 || k == 0) return;
+        if (m == 0) System.Runtime.InteropServices.NativeMemory.Clear((void*)P(dw), (nuint)((long)n * k * dw.DType.ElementSize()));
+        else Gemm2(dz, 0, 1, n, x, xLayout.Offset, xLayout.Strides[0], xLayout.Strides[1], dw, n, k, m);
+    }
+
+    // c [rows, cols] (contiguous, of its own dtype) = a·b for a [rows, depth] and b [depth, cols] at the given offsets
+    // and strides, a and b of one dtype. Float32 and float64 run their GEMMs; 16-bit operands the widening float32 GEMM
+    // (exact products, float32 sums), whose C is either their type (rounded once) or float32 (not rounded).
+    void Gemm2(Storage a, long aOff, long aRs, long aCs, Storage b, long bOff, long bRs, long bCs, Storage c, int rows, int cols, int depth)
+    {
+        switch (a.DType)
+        {
+            case DType.Float32:
+                Sgemm.Gemm(1, rows, cols, depth, (float*)P(a), [aOff], aRs, aCs, (float*)P(b), [bOff], bRs, bCs, (float*)P(c), [0], cols,
+                    accumulate: false, CpuParallel.MaxThreads);
+                break;
+            case DType.Float64:
+                Dgemm.Gemm(1, rows, cols, depth, (double*)P(a), [aOff], aRs, aCs, (double*)P(b), [bOff], bRs, bCs, (double*)P(c), [0], cols,
+                    accumulate: false, CpuParallel.MaxThreads);
+                break;
+            default:
+                var kind = a.DType == DType.BFloat16 ? GemmElement.BFloat16 : GemmElement.Float16;
+                var ck = c.DType == DType.Float32 ? GemmElement.Float32 : kind;
+                Sgemm.GemmWidening(1, rows, cols, depth, (void*)P(a), kind, [aOff], aRs, aCs, (void*)P(b), kind, [bOff], bRs, bCs,
+                    (void*)P(c), ck, [0], cols, accumulate: false, CpuParallel.MaxThreads, default);
+                break;
+        }
+    }
+
     /// <inheritdoc cref="IBackend.LinearBackward"/>
     public void LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation)
     {
         ContractChecks.Floating(nameof(LinearBackward), dy.DType);
+        if (dBias is not null && dBias.DType != dy.DType && !(dBias.DType == DType.Float32 && dy.DType is DType.BFloat16 or DType.Float16))
+            throw new DTypeException(nameof(LinearBackward), $"dBias {dBias.DType.Name()} must be {dy.DType.Name()} or, for 16-bit dy, float32 (a contract violation)");
         if (activation != Activation.None && (saved is null || dz is null))
             throw new EngineException(nameof(LinearBackward), $"{activation} needs the saved activation and dz (a contract violation)");
         if (n == 0 || activation == Activation.None && dBias is null) return;
         var v = new LinearBackwardVisitor
         {
             DY = P(dy), Saved = saved is null ? 0 : P(saved), DZ = dz is null ? 0 : P(dz), DB = dBias is null ? 0 : P(dBias),
-            M = m, N = n, Activation = activation,
+            M = m, N = n, Activation = activation, DbFloat32 = dBias is not null && dBias.DType != dy.DType,
         };
         DTypeDispatch.Visit(dy.DType, ref v);
     }
 
     struct LinearBackwardVisitor : IDTypeVisitor
     {
-        public nint DY, Saved, DZ, DB; public int M, N; public Activation Activation;
+        public nint DY, Saved, DZ, DB; public int M, N; public Activation Activation; public bool DbFloat32;
         public readonly void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T>
         {
             switch (Activation)
             {
-                case Activation.Relu: LinearBackwardKernel<T, TE, ReluOp>(DY, Saved, DZ, DB, M, N, true); break;
-                case Activation.Gelu: LinearBackwardKernel<T, TE, GeluOp>(DY, Saved, DZ, DB, M, N, true); break;
-                case Activation.GeluTanh: LinearBackwardKernel<T, TE, GeluTanhOp>(DY, Saved, DZ, DB, M, N, true); break;
-                default: LinearBackwardKernel<T, TE, ReluOp>(DY, 0, 0, DB, M, N, false); break;
+                case Activation.Relu: LinearBackwardKernel<T, TE, ReluOp>(DY, Saved, DZ, DB, M, N, true, DbFloat32); break;
+                case Activation.Gelu: LinearBackwardKernel<T, TE, GeluOp>(DY, Saved, DZ, DB, M, N, true, DbFloat32); break;
+                case Activation.GeluTanh: LinearBackwardKernel<T, TE, GeluTanhOp>(DY, Saved, DZ, DB, M, N, true, DbFloat32); break;
+                default: LinearBackwardKernel<T, TE, ReluOp>(DY, 0, 0, DB, M, N, false, DbFloat32); break;
             }
         }
     }
@@ -102,7 +145,7 @@ public sealed unsafe partial class CpuBackend
     const int LinearColumnBlock = 64;
     const int HalfChunk = 2048;
 
-    static void LinearBackwardKernel<T, TE, TOp>(nint dyP, nint savedP, nint dzP, nint dbP, int m, int n, bool act)
+    static void LinearBackwardKernel<T, TE, TOp>(nint dyP, nint savedP, nint dzP, nint dbP, int m, int n, bool act, bool dbFloat32)
         where T : unmanaged where TE : struct, IElement<T> where TOp : struct, IDifferentiableUnaryOp
     {
         long total = (long)m * n;
@@ -152,7 +195,9 @@ public sealed unsafe partial class CpuBackend
                     long at = (long)i * n + j0;
                     for (int j = 0; j < cols; j++) acc[j] += TE.ToDouble(g[at + j]);
                 }
-                for (int j = 0; j < cols; j++) db[j0 + j] = TE.FromDouble(acc[j]);
+                // A Float32 bias gradient of a 16-bit dy (the master bias's, IBackend.LinearBackward) is not rounded to 16 bits.
+                if (dbFloat32) for (int j = 0; j < cols; j++) ((float*)db)[j0 + j] = (float)acc[j];
+                else for (int j = 0; j < cols; j++) db[j0 + j] = TE.FromDouble(acc[j]);
             }
         });
     }

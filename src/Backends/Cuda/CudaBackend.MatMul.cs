@@ -158,14 +158,18 @@ public sealed partial class CudaBackend
             foreach (var p in packed) p.Release();
         }
 
-        // 0: contiguous along k; 1: along its other dim ("rows": m for a, n for b); −1: neither, or misaligned.
-        int MmaOperand(long strideRows, long strideK, int rows, int depth, long offset, long batchStride, long address)
-        {
-            if (offset % 8 != 0 || batchStride % 8 != 0 || !IsEmulated && address % 16 != 0) return -1;
-            if ((strideK == 1 || depth == 1) && (rows == 1 || strideRows % 8 == 0)) return 0;
-            if ((strideRows == 1 || rows == 1) && (depth == 1 || strideK % 8 == 0)) return 1;
-            return -1;
-        }
+    }
+
+    /// <summary>
+    /// How a tensor-core operand lies for the 16-byte copies: 0 contiguous along k, 1 along its other dim ("rows": m
+    /// for a, n for b), −1 neither, or misaligned (then it is packed first).
+    /// </summary>
+    int MmaOperand(long strideRows, long strideK, int rows, int depth, long offset, long batchStride, long address)
+    {
+        if (offset % 8 != 0 || batchStride % 8 != 0 || !IsEmulated && address % 16 != 0) return -1;
+        if ((strideK == 1 || depth == 1) && (rows == 1 || strideRows % 8 == 0)) return 0;
+        if ((strideRows == 1 || rows == 1) && (depth == 1 || strideK % 8 == 0)) return 1;
+        return -1;
     }
 
     /// <summary>
@@ -174,6 +178,21 @@ public sealed partial class CudaBackend
     /// ptxas promotes no local memory in a function that issues cp.async (see <see cref="PtxDepots"/>), and every mma
     /// would otherwise go through local memory.
     /// </summary>
+    static Action<KernelConfig, GroupedGemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> LoadPromoted(
+        Accelerator acc, GroupedGemmKernel entry)
+    {
+        var backend = ((CudaAccelerator)acc).Backend;
+        var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(entry.Method), KernelSpecialization.Empty);
+        var kernel = acc.LoadKernel(PtxCompiler.Promote(compiled));
+        var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, GroupedGemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>>>();
+        return (config, g, a0, b0, y0, a1, b1, y1) =>
+        {
+            launch(acc.DefaultStream, config, g, a0, b0, y0, a1, b1, y1);
+            GC.KeepAlive(kernel);
+        };
+    }
+
+    /// <inheritdoc cref="LoadPromoted(Accelerator, GroupedGemmKernel)"/>
     static Action<KernelConfig, GemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> LoadPromoted(Accelerator acc, GemmKernel entry)
     {
         var backend = ((CudaAccelerator)acc).Backend;

@@ -348,4 +348,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
 
     void IBackend.LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation)
     { KernelCounter.Record(nameof(IBackend.LinearBackward)); LinearBackward(dy, saved, dz, dBias, m, n, activation); }
+
+    void IBackend.LinearGradients(Storage dz, Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? dx, Storage? dw, int m, int n, int k)
+    { KernelCounter.Record(nameof(IBackend.LinearGradients)); LinearGradients(dz, x, xLayout, w, wLayout, dx, dw, m, n, k); }
 }

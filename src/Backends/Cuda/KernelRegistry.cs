@@ -173,9 +173,17 @@ public static class KernelRegistry
                 for (int i = 0; i < 8; i++)
                     yield return new($"Gemm<{p.Name}, {(i < 4 ? "bf16" : "f16")}, {GemmPlan.LayoutNames[i % 4]}>", GemmMma,
                         [i < 4 ? DType.BFloat16 : DType.Float16], p.Gpu[i].Method, p.Threads);
+                // The fused Linear's backward: dx (NN) and dw (TN, half or float32) in one launch (MmaGemm.Grouped).
+                for (int i = 0; i < 4; i++)
+                    yield return new($"GemmGrouped<{p.Name}, {(i < 2 ? "bf16" : "f16")}, NN+TN, {(i % 2 == 0 ? "half" : "f32")}>", GemmMma,
+                        [i < 2 ? DType.BFloat16 : DType.Float16], p.GroupedGpu[i].Method, p.Threads);
             }
             else
+            {
                 yield return new($"Gemm<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Gpu[0].Method, p.Threads);
+                // The fused Linear's backward: dx and dw in one launch (SimtGemm.Grouped).
+                yield return new($"GemmGrouped<{p.Name}>", GemmSimt, [p.Family == GemmFamily.Float32 ? DType.Float32 : DType.Float64], p.Grouped!.Method, p.Threads);
+            }
         }
     }
 }

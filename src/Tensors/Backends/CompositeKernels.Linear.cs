@@ -81,6 +81,37 @@ public static partial class CompositeKernels
         if (dBias is not null) ColumnSum(backend, s, g, dBias, m, n);
     }
 
+    /// <summary>
+    /// <see cref="IBackend.LinearGradients"/> composed: dx = dz·w and dw = dzᵀ·x as two MatMuls reading the transposes
+    /// in place (fills when the inner size is 0). A Float32 dw of 16-bit operands multiplies float32 copies of dz and x
+    /// (exact widenings, so the same float32 sums of exact products).
+    /// </summary>
+    public static void LinearGradients(IBackend backend, Storage dz, Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? dx, Storage? dw,
+        int m, int n, int k)
+    {
+        const string op = "LinearGradients";
+        ContractChecks.LinearGradients(op, dz, x, xLayout, w, wLayout, dx, dw, m, n, k);
+        if (dx is not null && m > 0 && k > 0)
+        {
+            if (n == 0) backend.Fill(dx, Matrix(m, k), 0);
+            else
+                backend.MatMul(dz, new Layout([1, m, n], [0, n, 1], 0), w, new Layout([1, n, k], [0, wLayout.Strides[0], wLayout.Strides[1]], wLayout.Offset),
+                    dx, 1, m, k, n);
+        }
+        if (dw is null || n == 0 || k == 0) return;
+        if (m == 0)
+        {
+            backend.Fill(dw, Matrix(n, k), 0);
+            return;
+        }
+        using var s = new Scratch(backend, dz.Device);
+        var (zs, xs, xl) = dw.DType == dz.DType
+            ? (dz, x, xLayout)
+            : (s.As(dz, dw.DType, Matrix(m, n)), Widen(backend, s, x, xLayout, dw.DType), Matrix(m, k));
+        // dzᵀ [n, m] read in place: element (j, i) of dz at i·n + j.
+        backend.MatMul(zs, new Layout([1, n, m], [0, 1, n], 0), xs, new Layout([1, m, k], [0, xl.Strides[0], xl.Strides[1]], xl.Offset), dw, 1, n, k, m);
+    }
+
     // A strided 2-D operand as a contiguous copy in the work type.
     static Storage Widen(IBackend backend, Scratch s, Storage x, Layout layout, DType wt)
     {

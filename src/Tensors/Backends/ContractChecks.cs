@@ -89,4 +89,21 @@ public static class ContractChecks
         if (x.Rank != 2 || weight.Rank != 2 || x.Shape[0] != m || x.Shape[1] != k || weight.Shape[0] != n || weight.Shape[1] != k)
             throw new ShapeException(op, $"expected x [{m}, {k}] and weight [{n}, {k}] layouts, got {x} and {weight} (a contract violation)");
     }
+
+    /// <summary>
+    /// IBackend.LinearGradients' operands: x and w as <see cref="Linear"/>, dz, x, w and dx of one floating dtype, dw of
+    /// that dtype or Float32 for 16-bit operands, every storage large enough.
+    /// </summary>
+    [Conditional("DEBUG")]
+    public static void LinearGradients(string op, Storage dz, Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? dx, Storage? dw, int m, int n, int k)
+    {
+        Linear(op, xLayout, wLayout, m, n, k);
+        var dt = dz.DType;
+        if (!dt.IsFloatingPoint() || x.DType != dt || w.DType != dt || dx is not null && dx.DType != dt)
+            throw new DTypeException(op, $"dz {dt.Name()}, x {x.DType.Name()}, w {w.DType.Name()}{(dx is null ? "" : $" and dx {dx.DType.Name()}")} must share one floating dtype (a contract violation)");
+        if (dw is not null && dw.DType != dt && !(dw.DType == DType.Float32 && dt is DType.BFloat16 or DType.Float16))
+            throw new DTypeException(op, $"dw {dw.DType.Name()} must be {dt.Name()}{(dt is DType.BFloat16 or DType.Float16 ? " or float32" : "")} (a contract violation)");
+        if (dz.Count < (long)m * n || dx is not null && dx.Count < (long)m * k || dw is not null && dw.Count < (long)n * k)
+            throw new ShapeException(op, $"dz, dx or dw is smaller than [{m}, {n}], [{m}, {k}], [{n}, {k}] (a contract violation)");
+    }
 }

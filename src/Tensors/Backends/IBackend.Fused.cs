@@ -183,10 +183,24 @@ public partial interface IBackend
     /// The elementwise half of <see cref="Linear"/>'s backward, in one pass over the contiguous [m, n] output gradient
     /// <paramref name="dy"/>: dz = dy·act′ (from <paramref name="saved"/>: the output y for Relu, the pre-activation
     /// for Gelu and GeluTanh; dz and saved are null for None) and dBias = Σ over rows of dz (of dy for None), when
-    /// given, accumulated in float32 or wider. Default: <see cref="CompositeKernels.LinearBackward"/>.
+    /// given, accumulated in float32 or wider. dBias is of dy's dtype or, for a 16-bit dy, Float32 (the sum stored
+    /// unrounded: the float32 master bias's gradient under autocast). Default: <see cref="CompositeKernels.LinearBackward"/>.
     /// </summary>
     void LinearBackward(Storage dy, Storage? saved, Storage? dz, Storage? dBias, int m, int n, Activation activation) =>
         CompositeKernels.LinearBackward(this, dy, saved, dz, dBias, m, n, activation);
+
+    /// <summary>
+    /// The two products of <see cref="Linear"/>'s backward in one call (on CUDA one grouped GEMM launch): dx = dz·w
+    /// (contiguous [m, k]) and dw = dzᵀ·x (contiguous [n, k]) from the activation gradient dz (contiguous [m, n]), x laid
+    /// out as [m, k] and w as [n, k] (any strides, read in place). Either output may be null: only the other product
+    /// runs. dz, x, w and dx share one floating dtype; dw is of that dtype or, for 16-bit operands, Float32: the
+    /// float32 sums of the exact products of the 16-bit values, never rounded to 16 bits (the float32 master weight's
+    /// gradient under autocast; see <c>GradFunction.PreferredGradDType</c>). Half types sum in float32 and round once
+    /// on store. m = 0 gives dw = 0, n = 0 gives dx = 0. Default: <see cref="CompositeKernels.LinearGradients"/>
+    /// (two MatMuls).
+    /// </summary>
+    void LinearGradients(Storage dz, Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? dx, Storage? dw, int m, int n, int k) =>
+        CompositeKernels.LinearGradients(this, dz, x, xLayout, w, wLayout, dx, dw, m, n, k);
 }
 
 /// <summary>The sizes and flags of one <see cref="IBackend.ScaledDotProductAttention"/> call.</summary>

@@ -11,7 +11,8 @@ namespace Engine.Graph;
 /// <para>A backward holds derivatives only. The executor (src/Autograd/GraphExecutor.cs) runs it with grad mode and
 /// autocast off inside a dispose scope, so temporaries need no <c>using</c>; it then sums each returned gradient back
 /// to its input's shape (a gradient at a shape the input broadcasts to is reduced as <see cref="Tensor.SumToSize"/>),
-/// converts it to the input's dtype and device, and drops gradients of inputs that need none.</para>
+/// converts it to the input's dtype and device (a gradient in <see cref="PreferredGradDType"/> passes as it is), and
+/// drops gradients of inputs that need none.</para>
 /// <para>Return one gradient per input, in the forward call's order, or null for an input that gets none (check
 /// <see cref="NeedsGrad"/> to skip work). A returned tensor may be <c>grad</c> itself or a saved value: the executor
 /// takes its own handle.</para>
@@ -56,6 +57,17 @@ public abstract class GradFunction
 
     /// <summary>Whether input <paramref name="i"/> wants a gradient (requires grad, and the pass needs it).</summary>
     protected bool NeedsGrad(int i) => Node.Edges[i].IsLive;
+
+    /// <summary>
+    /// The dtype in which input <paramref name="i"/>'s gradient is best produced. Usually the input's own dtype; but
+    /// when the input is the autocast copy of a wider float tensor (the output of a <c>To</c> cast recorded as
+    /// CastBackward from float32, say, on the same device, perhaps behind aliases, and with no hook or retained grad
+    /// that would see the narrow gradient), it is that wider dtype: a backward that can compute the gradient there
+    /// directly (the fused Linear's weight GEMM writes float32 from bfloat16 operands) may return it so, and the executor
+    /// passes it up to the cast unconverted, skipping a rounding to 16 bits and the cast back. A backward may ignore
+    /// this; the executor converts whatever dtype it returns to the input's dtype, except this one.
+    /// </summary>
+    protected DType PreferredGradDType(int i) => Node.PreferredGradDType(i);
 
     /// <summary>
     /// The gradients of the inputs given the gradient of the output: one per input, in the forward's order, or null

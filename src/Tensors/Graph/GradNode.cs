@@ -94,6 +94,35 @@ public sealed class GradNode
     /// <summary>Hooks called with the gradient of this node's output before the backward runs.</summary>
     public List<Func<Tensor, Tensor?>>? Hooks { get; set; }
 
+    /// <summary>
+    /// See <see cref="GradFunction.PreferredGradDType"/>: input <paramref name="i"/>'s own dtype, or the wider floating
+    /// dtype of the tensor it was cast from when its edge leads, through gradient-preserving aliases
+    /// (<see cref="Tensor.IdentityBackward"/>: the autocast cache's handles), to a <see cref="Tensor.CastBackward"/>
+    /// from that dtype on the same device, and nothing on the way observes the gradient at the narrow dtype (no
+    /// hooks, no retained grad).
+    /// </summary>
+    internal DType PreferredGradDType(int i)
+    {
+        var own = Inputs[i];
+        var edge = Edges[i];
+        // A few alias hops at most (cache handle, Contiguous); the bound only guards against a pathological chain.
+        for (int hop = 0; hop < 8; hop++)
+        {
+            if (edge is not { Node: { } c, Tensor: { } t } || !ReferenceEquals(t.GradFn, c) || t.RetainsGrad
+                || t.GradHooks is { Count: > 0 } || c.Hooks is { Count: > 0 })
+                return own.DType;
+            if (c.Function is Tensor.CastBackward)
+            {
+                var wide = c.Inputs[0];
+                return wide.Device == own.Device && own.DType.IsFloatingPoint() && wide.DType.IsFloatingPoint()
+                    && wide.DType.ElementSize() > own.DType.ElementSize() ? wide.DType : own.DType;
+            }
+            if (c.Function is not Tensor.IdentityBackward || c.Edges.Length != 1 || c.Inputs[0].DType != own.DType) return own.DType;
+            edge = c.Edges[0];
+        }
+        return own.DType;
+    }
+
     /// <summary>Frees the saved values (after a backward pass without retainGraph).</summary>
     public void FreeSaved()
     {

@@ -60,6 +60,18 @@ public struct GemmArgs
 }
 
 /// <summary>
+/// Two GEMMs of one grouped launch (the fused Linear's backward): blocks [0, <see cref="FirstTiles"/>) take
+/// <see cref="First"/>'s tiles, the rest <see cref="Second"/>'s; each problem has batch 1 and no epilogue.
+/// </summary>
+public struct GroupedGemmArgs
+{
+#pragma warning disable CS1591 // plain fields of a kernel parameter
+    public GemmArgs First, Second;
+    public int FirstTiles;
+#pragma warning restore CS1591
+}
+
+/// <summary>
 /// The activations of the fused Linear epilogue, by <see cref="Engine.Activation"/> code, in float32 and float64: the
 /// op structs' own math (Engine.Ops), so the CUDA epilogue computes what the Unary kernels and the CPU compute.
 /// </summary>
@@ -228,6 +240,41 @@ public interface IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma
     /// back 16 bytes at a time).
     /// </summary>
     void StageOutput(ArrayView<ushort> s, uint sBase, uint tile, int pitch, int lane, int bf16, in MmaBias bias);
+
+    /// <summary>
+    /// Writes the accumulators unrounded to a float32 y: the warp's tile origin is at <paramref name="origin"/>, rows
+    /// <paramref name="ldy"/> apart; only the <paramref name="rowsLeft"/> × <paramref name="colsLeft"/> inside the
+    /// output are stored.
+    /// </summary>
+    void StoreFloat32(ArrayView<float> y, long origin, int ldy, int rowsLeft, int colsLeft, int lane);
+}
+
+/// <summary>The element type a tensor-core GEMM stores, as a type (a constant in the kernel, so each kernel holds one store path).</summary>
+public interface IMmaOutput
+{
+    /// <summary>1 for float32 (the accumulators as they are), 0 for the operands' half type (rounded once).</summary>
+    int Float32 { get; }
+}
+
+/// <summary>Output in the operands' half type, through the staged 16-byte epilogue.</summary>
+public readonly struct HalfOutput : IMmaOutput { /// <inheritdoc/>
+    public int Float32 => 0; }
+
+/// <summary>Output in float32, stored from the accumulators (IBackend.LinearGradients' master weight gradient).</summary>
+public readonly struct Float32Output : IMmaOutput { /// <inheritdoc/>
+    public int Float32 => 1; }
+
+/// <summary>The float32 stores of <see cref="IMmaWarpTile{TInstr}.StoreFloat32"/>: one accumulator pair, bounds-checked.</summary>
+static class MmaFloat32Store
+{
+    /// <summary>Values v0, v1 at (r, c), (r, c + 1) of the warp tile, those inside rowsLeft × colsLeft.</summary>
+    public static void Pair(ArrayView<float> y, long origin, int ldy, int rowsLeft, int colsLeft, int r, int c, float v0, float v1)
+    {
+        if (r >= rowsLeft || c >= colsLeft) return;
+        long at = origin + (long)r * ldy + c;
+        y[at] = v0;
+        if (c + 1 < colsLeft) y[at + 1] = v1;
+    }
 }
 
 /// <summary>

@@ -39,6 +39,23 @@ sealed class GemmPlan
     /// <summary>The kernels for ILGPU's CPU accelerator (warp instructions emulated, one per layout; the GPU kernel for SIMT tilings).</summary>
     public required IReadOnlyList<GemmKernel> Emulated { get; init; }
 
+    /// <summary>The SIMT tilings' grouped kernel (two problems in one launch, SimtGemm.Grouped); null for tensor-core tilings.</summary>
+    public GroupedGemmKernel? Grouped { get; init; }
+
+    /// <summary>
+    /// The tensor-core tilings' grouped kernels (MmaGemm.Grouped: dx = dz·w in layout NN, then dw = dzᵀ·x in TN, the
+    /// layouts of contiguous Linear operands): on a GPU bfloat16 with a half dw, bfloat16 with a float32 dw, then the
+    /// float16 pair; emulated the half and float32 ones. Empty for SIMT tilings.
+    /// </summary>
+    public IReadOnlyList<GroupedGemmKernel> GroupedGpu { get; init; } = [];
+
+    /// <inheritdoc cref="GroupedGpu"/>
+    public IReadOnlyList<GroupedGemmKernel> GroupedEmulated { get; init; } = [];
+
+    /// <summary>The tensor-core grouped kernel for <paramref name="dtype"/> operands and a float32 or half second output.</summary>
+    public GroupedGemmKernel GroupedFor(DType dtype, bool emulated, bool float32Out) =>
+        emulated ? GroupedEmulated[float32Out ? 1 : 0] : GroupedGpu[(dtype == DType.Float16 ? 2 : 0) + (float32Out ? 1 : 0)];
+
     /// <summary>The layout names of the tensor-core kernels, by index.</summary>
     public static readonly string[] LayoutNames = ["NT", "NN", "TT", "TN"];
 
@@ -64,6 +81,12 @@ sealed record GemmKernel(Type Key, Action<GemmArgs, ArrayView<byte>, ArrayView<b
     public MethodInfo Method => Kernel.Method;
 }
 
+/// <summary>A grouped GEMM entry point and its class (the kernel cache's key).</summary>
+sealed record GroupedGemmKernel(Type Key, Action<GroupedGemmArgs, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>> Kernel)
+{
+    public MethodInfo Method => Kernel.Method;
+}
+
 /// <summary>The GEMM tilings and the choice among them (their GPU kernels are in <see cref="KernelRegistry"/>).</summary>
 static class GemmPlans
 {
@@ -75,6 +98,7 @@ static class GemmPlans
         {
             Name = name, Family = family, BM = default(TTile).BM, BN = default(TTile).BN,
             Threads = SimtGemm<T, TMath, TTile, TMicro>.Threads, Gpu = [k], Emulated = [k],
+            Grouped = new(typeof(SimtGemm<T, TMath, TTile, TMicro>), SimtGemm<T, TMath, TTile, TMicro>.Grouped),
         };
     }
 
@@ -85,6 +109,11 @@ static class GemmPlans
     static GemmKernel[] MmaLayouts<TBlock, TWarp, TInstr>()
         where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma =>
         [MmaKernel<TBlock, TWarp, TInstr, AkBk>(), MmaKernel<TBlock, TWarp, TInstr, AkBn>(), MmaKernel<TBlock, TWarp, TInstr, AmBk>(), MmaKernel<TBlock, TWarp, TInstr, AmBn>()];
+
+    static GroupedGemmKernel[] MmaGrouped<TBlock, TWarp, TInstr>()
+        where TBlock : struct, IMmaBlock where TWarp : struct, IMmaWarpTile<TInstr> where TInstr : struct, IWarpMma =>
+        [new(typeof(MmaGemm<TBlock, TWarp, TInstr, AkBn>), MmaGemm<TBlock, TWarp, TInstr, AkBn>.Grouped<AmBn, HalfOutput>),
+         new(typeof(MmaGemm<TBlock, TWarp, TInstr, AkBn>), MmaGemm<TBlock, TWarp, TInstr, AkBn>.Grouped<AmBn, Float32Output>)]; // one key: the cache name tells them apart
 
     static GemmPlan Mma<TBlock, TWarpBf16, TWarpF16, TWarpEmulated>(string name, bool emulatorOnly = false)
         where TBlock : struct, IMmaBlock
@@ -99,6 +128,8 @@ static class GemmPlans
             SharedBytes = MmaGemm<TBlock, TWarpBf16, PtxWarpMmaBf16, AkBk>.SharedBytes,
             Gpu = [.. MmaLayouts<TBlock, TWarpBf16, PtxWarpMmaBf16>(), .. MmaLayouts<TBlock, TWarpF16, PtxWarpMmaF16>()],
             Emulated = MmaLayouts<TBlock, TWarpEmulated, EmulatedWarpMma>(),
+            GroupedGpu = [.. MmaGrouped<TBlock, TWarpBf16, PtxWarpMmaBf16>(), .. MmaGrouped<TBlock, TWarpF16, PtxWarpMmaF16>()],
+            GroupedEmulated = MmaGrouped<TBlock, TWarpEmulated, EmulatedWarpMma>(),
         };
 
     // Names: family-BMxBNxBK-(per-thread or per-warp tile).
@@ -140,6 +171,17 @@ static class GemmPlans
         var (emulated, large, fallback) = dtype == DType.Float32 ? (F32Emulated, F32Large, F32Small) : (HalfEmulated, HalfLarge, HalfSmall);
         if (small) return emulated;
         long tiles = (long)((m + 127) / 128) * ((n + 127) / 128) * batch;
+        return tiles >= multiprocessors ? large : fallback;
+    }
+
+    /// <summary>The tiling of a grouped launch of two products (the rule of <see cref="Choose"/> over both problems' tiles).</summary>
+    public static GemmPlan ChooseGrouped(DType dtype, int m0, int n0, int m1, int n1, int maxThreads, int multiprocessors)
+    {
+        bool small = maxThreads < 256;
+        if (dtype == DType.Float64) return small ? F64Emulated : F64;
+        var (emulated, large, fallback) = dtype == DType.Float32 ? (F32Emulated, F32Large, F32Small) : (HalfEmulated, HalfLarge, HalfSmall);
+        if (small) return emulated;
+        long tiles = (long)((m0 + 127) / 128) * ((n0 + 127) / 128) + (long)((m1 + 127) / 128) * ((n1 + 127) / 128);
         return tiles >= multiprocessors ? large : fallback;
     }
 }

@@ -78,10 +78,50 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
 
     public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre)
     {
+        var s = Shared();
+        Tile<TLayout, HalfOutput>(g, Grid.IdxX, g.BatchStart + Grid.IdxY, s, a, b, y, bias, pre);
+    }
+
+    /// <summary>
+    /// Two products in one launch (the fused Linear's backward, IBackend.LinearGradients): blocks [0, FirstTiles)
+    /// compute <see cref="GroupedGemmArgs.First"/>'s tiles with this class's layout, the rest the second problem's with
+    /// <typeparamref name="TLayout1"/>, stored as <typeparamref name="TOut1"/> (the half type, or float32 for a master
+    /// weight's gradient). Each problem has batch 1 and no epilogue; one shared allocation serves both bodies.
+    /// </summary>
+    public static void Grouped<TLayout1, TOut1>(GroupedGemmArgs g, ArrayView<byte> a0, ArrayView<byte> b0, ArrayView<byte> y0,
+        ArrayView<byte> a1, ArrayView<byte> b1, ArrayView<byte> y1)
+        where TLayout1 : struct, IMmaLayout where TOut1 : struct, IMmaOutput
+    {
+        var s = Shared();
+        int t = Grid.IdxX;
+        if (t < g.FirstTiles) Tile<TLayout, HalfOutput>(g.First, t, 0, s, a0, b0, y0, y0, y0);
+        else Tile<TLayout1, TOut1>(g.Second, t - g.FirstTiles, 0, s, a1, b1, y1, y1, y1);
+    }
+
+    // The block's one shared allocation: the stage ring (or the epilogue's staging and the bias), then the emulation's scratch.
+    static ArrayView<ushort> Shared()
+    {
         TBlock blk = default;
         TWarp acc = default;
         TInstr ins = default;
-        TLayout lay = default;
+        int warps = blk.WarpsM * blk.WarpsN;
+        int mi16 = acc.MI * 16, ni8 = acc.NI * 8;
+        int bm = blk.WarpsM * mi16, bn = blk.WarpsN * ni8;
+        int ringHalves = Stages * (bm + bn) * BK, epiHalves = warps * mi16 * (ni8 + 8);
+        int dataHalves = ringHalves > epiHalves + bn ? ringHalves : epiHalves + bn;
+        var s = SharedMemory.Allocate<ushort>(dataHalves + 2 * warps * ins.ScratchWords);
+        if (CudaAsm.IsSupported) s = s.AsAligned16(); // ldmatrix and cp.async address 16-byte rows
+        return s;
+    }
+
+    // Tile t of batch entry batch with operand layout TL, stored as TOut.
+    static void Tile<TL, TOut>(in GemmArgs g, int t, long batch, ArrayView<ushort> s, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y,
+        ArrayView<byte> bias, ArrayView<byte> pre) where TL : struct, IMmaLayout where TOut : struct, IMmaOutput
+    {
+        TBlock blk = default;
+        TWarp acc = default;
+        TInstr ins = default;
+        TL lay = default;
         int warps = blk.WarpsM * blk.WarpsN, threads = 32 * warps;
         int mi16 = acc.MI * 16, ni8 = acc.NI * 8;
         int bm = blk.WarpsM * mi16, bn = blk.WarpsN * ni8;
@@ -89,8 +129,6 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         // The epilogue's staging tiles, then the block's slice of the Linear's bias (bn halves), share the ring's memory.
         int ringHalves = Stages * (bm + bn) * BK, epiHalves = warps * mi16 * epiPitch;
         int dataHalves = ringHalves > epiHalves + bn ? ringHalves : epiHalves + bn;
-        var s = SharedMemory.Allocate<ushort>(dataHalves + 2 * warps * ins.ScratchWords);
-        if (CudaAsm.IsSupported) s = s.AsAligned16(); // ldmatrix and cp.async address 16-byte rows
         uint sBase = ins.SharedBase();
         var scratch = s.SubView(dataHalves, 2 * warps * ins.ScratchWords).Cast<uint>();
 
@@ -99,13 +137,12 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
         var warpScratch = scratch.SubView(warp * ins.ScratchWords, ins.ScratchWords);
 
         // Groups of 8 tile rows, walked column by column.
-        int t = Grid.IdxX, groupTiles = 8 * g.TilesN, first = t / groupTiles * 8;
+        int groupTiles = 8 * g.TilesN, first = t / groupTiles * 8;
         int rowsInGroup = g.TilesM - first < 8 ? g.TilesM - first : 8;
         int inGroup = t - first / 8 * groupTiles;
         int tm = first + inGroup % rowsInGroup, tn = inGroup / rowsInGroup;
         int row0 = tm * bm, col0 = tn * bn;
         int mLeft = g.M - row0, nLeft = g.N - col0;
-        long batch = g.BatchStart + Grid.IdxY;
         var av = a.Cast<ushort>();
         var bv = b.Cast<ushort>();
         var yv = y.Cast<ushort>();
@@ -179,9 +216,17 @@ static class MmaGemm<TBlock, TWarp, TInstr, TLayout>
             acc.Mma(f1, lane, bf16, warpScratch);
         }
 
+        // ---- a float32 output (a master weight's gradient): each thread stores its accumulators as they are, no
+        // rounding and no staging (a float32 tile would not fit the ring's memory) ----
+        ins.WaitGroupAll();
+        if (default(TOut).Float32 != 0)
+        {
+            acc.StoreFloat32(y.Cast<float>(), (batch * g.M + row0 + warpRow) * g.N + col0 + warpCol, g.N, mLeft - warpRow, nLeft - warpCol, lane);
+            return;
+        }
+
         // ---- epilogue: stage the rounded tile in shared memory (the ring is free once every copy landed and every
         // warp passed its last mma), then 16-byte rows out ----
-        ins.WaitGroupAll();
         Group.Barrier();
         uint tile = (uint)(warp * mi16 * epiPitch * 2);
         if (g.Bias != 0)

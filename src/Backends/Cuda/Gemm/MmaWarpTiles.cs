@@ -46,6 +46,21 @@ public struct Mma2x4<TInstr> : IMmaWarpTile<TInstr> where TInstr : struct, IWarp
         w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u, WarpMma.Pack(bias.Add(c12.X, 16), bias.Add(c12.Y, 17), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 32u + down, WarpMma.Pack(bias.Add(c12.Z, 16), bias.Add(c12.W, 17), bf16));
         w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u, WarpMma.Pack(bias.Add(c13.X, 24), bias.Add(c13.Y, 25), bf16)); w.SharedStore32(s, sBase, o + 16u * (uint)pitch + 48u + down, WarpMma.Pack(bias.Add(c13.Z, 24), bias.Add(c13.W, 25), bf16));
     }
+
+    /// <inheritdoc/>
+    public readonly void StoreFloat32(ArrayView<float> y, long origin, int ldy, int rowsLeft, int colsLeft, int lane)
+    {
+        // c0, c1 at row g, columns 2t, 2t + 1 of each m16×n8 block; c2, c3 eight rows down.
+        int r = lane >> 2, c = (lane & 3) << 1;
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 0, c00.X, c00.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 0, c00.Z, c00.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 8, c01.X, c01.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 8, c01.Z, c01.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 16, c02.X, c02.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 16, c02.Z, c02.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 24, c03.X, c03.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 24, c03.Z, c03.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 0, c10.X, c10.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 0, c10.Z, c10.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 8, c11.X, c11.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 8, c11.Z, c11.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 16, c12.X, c12.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 16, c12.Z, c12.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 24, c13.X, c13.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 24, c13.Z, c13.W);
+    }
 }
 
 /// <summary>A warp's 4×8 grid of m16n8k16 accumulators: a 64×64 tile of the output.</summary>
@@ -138,5 +153,44 @@ public struct Mma4x8<TInstr> : IMmaWarpTile<TInstr> where TInstr : struct, IWarp
         w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 80u, WarpMma.Pack(bias.Add(c35.X, 40), bias.Add(c35.Y, 41), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 80u + down, WarpMma.Pack(bias.Add(c35.Z, 40), bias.Add(c35.W, 41), bf16));
         w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 96u, WarpMma.Pack(bias.Add(c36.X, 48), bias.Add(c36.Y, 49), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 96u + down, WarpMma.Pack(bias.Add(c36.Z, 48), bias.Add(c36.W, 49), bf16));
         w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 112u, WarpMma.Pack(bias.Add(c37.X, 56), bias.Add(c37.Y, 57), bf16)); w.SharedStore32(s, sBase, o + 48u * (uint)pitch + 112u + down, WarpMma.Pack(bias.Add(c37.Z, 56), bias.Add(c37.W, 57), bf16));
+    }
+
+    /// <inheritdoc/>
+    public readonly void StoreFloat32(ArrayView<float> y, long origin, int ldy, int rowsLeft, int colsLeft, int lane)
+    {
+        // c0, c1 at row g, columns 2t, 2t + 1 of each m16×n8 block; c2, c3 eight rows down.
+        int r = lane >> 2, c = (lane & 3) << 1;
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 0, c00.X, c00.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 0, c00.Z, c00.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 8, c01.X, c01.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 8, c01.Z, c01.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 16, c02.X, c02.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 16, c02.Z, c02.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 24, c03.X, c03.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 24, c03.Z, c03.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 32, c04.X, c04.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 32, c04.Z, c04.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 40, c05.X, c05.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 40, c05.Z, c05.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 48, c06.X, c06.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 48, c06.Z, c06.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 0, c + 56, c07.X, c07.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 8, c + 56, c07.Z, c07.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 0, c10.X, c10.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 0, c10.Z, c10.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 8, c11.X, c11.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 8, c11.Z, c11.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 16, c12.X, c12.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 16, c12.Z, c12.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 24, c13.X, c13.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 24, c13.Z, c13.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 32, c14.X, c14.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 32, c14.Z, c14.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 40, c15.X, c15.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 40, c15.Z, c15.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 48, c16.X, c16.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 48, c16.Z, c16.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 16, c + 56, c17.X, c17.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 24, c + 56, c17.Z, c17.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 0, c20.X, c20.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 0, c20.Z, c20.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 8, c21.X, c21.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 8, c21.Z, c21.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 16, c22.X, c22.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 16, c22.Z, c22.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 24, c23.X, c23.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 24, c23.Z, c23.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 32, c24.X, c24.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 32, c24.Z, c24.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 40, c25.X, c25.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 40, c25.Z, c25.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 48, c26.X, c26.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 48, c26.Z, c26.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 32, c + 56, c27.X, c27.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 40, c + 56, c27.Z, c27.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 0, c30.X, c30.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 0, c30.Z, c30.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 8, c31.X, c31.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 8, c31.Z, c31.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 16, c32.X, c32.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 16, c32.Z, c32.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 24, c33.X, c33.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 24, c33.Z, c33.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 32, c34.X, c34.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 32, c34.Z, c34.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 40, c35.X, c35.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 40, c35.Z, c35.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 48, c36.X, c36.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 48, c36.Z, c36.W);
+        MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 48, c + 56, c37.X, c37.Y); MmaFloat32Store.Pair(y, origin, ldy, rowsLeft, colsLeft, r + 56, c + 56, c37.Z, c37.W);
     }
 }

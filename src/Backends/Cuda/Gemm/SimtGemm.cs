@@ -26,7 +26,24 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     /// <summary>Threads per group for this tiling.</summary>
     public static int Threads => default(TTile).BM / default(TMicro).TM * (default(TTile).BN / default(TMicro).TN);
 
-    public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre)
+    public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre) =>
+        Tile(g, Grid.IdxX, g.BatchStart + Grid.IdxY, a, b, y, bias, pre);
+
+    /// <summary>
+    /// Two GEMMs in one launch (the fused Linear's backward, IBackend.LinearGradients: dx = dz·w, then dw = dzᵀ·x):
+    /// blocks [0, FirstTiles) compute the first problem's tiles, the rest the second's, each with its own sizes,
+    /// strides and output, no batch and no epilogue. Every block runs exactly the single kernel's tile code.
+    /// </summary>
+    public static void Grouped(GroupedGemmArgs g, ArrayView<byte> a0, ArrayView<byte> b0, ArrayView<byte> y0,
+        ArrayView<byte> a1, ArrayView<byte> b1, ArrayView<byte> y1)
+    {
+        int t = Grid.IdxX;
+        bool second = t >= g.FirstTiles;
+        Tile(second ? g.Second : g.First, second ? t - g.FirstTiles : t, 0, second ? a1 : a0, second ? b1 : b0, second ? y1 : y0, y0, y0);
+    }
+
+    // Tile t (row-major over the TilesM × TilesN tiles) of batch entry batch.
+    static void Tile(in GemmArgs g, int t, long batch, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre)
     {
         TTile tile = default;
         TMicro acc = default;
@@ -39,9 +56,8 @@ static class SimtGemm<T, TMath, TTile, TMicro>
 
         int tid = Group.IdxX;
         int col = tid % tx, row = tid / tx;
-        int t = Grid.IdxX, tm = t / g.TilesN, tn = t - tm * g.TilesN;
+        int tm = t / g.TilesN, tn = t - tm * g.TilesN;
         int row0 = tm * bm, col0 = tn * bn;
-        long batch = g.BatchStart + Grid.IdxY;
         var av = a.Cast<T>();
         var bv = b.Cast<T>();
         long baseA = g.OffsetA + batch * g.BatchStrideA + row0 * g.StrideAm;

@@ -16,10 +16,11 @@ static class LinearKernels
     /// gradient (rounded once); otherwise it goes to partials[Blocks·Cols + block·Cols + column] (the bias half of
     /// ColumnFinish's [2, blocks, cols] layout), which ColumnFinish adds in block order: the same sums every run.
     /// Adjacent threads take adjacent columns, so the loads coalesce. float32 sums for the narrow types (the contract's
-    /// "float32 or wider"), float64 for Float64.
+    /// "float32 or wider"), float64 for Float64. The final sum is stored as <paramref name="dbType"/>: dy's type, or
+    /// Float32 for a 16-bit dy whose bias gradient goes to a float32 master bias (unrounded).
     /// </summary>
     public static void Backward<TW>(ArrayView<byte> dy, ArrayView<byte> saved, ArrayView<byte> dz, ArrayView<byte> partials, ArrayView<byte> db,
-        ColumnArgs a, int act) where TW : struct, IComputeWidth
+        ColumnArgs a, int act, int dbType) where TW : struct, IComputeWidth
     {
         int t = a.Type, cols = a.Cols;
         bool wantB = (a.Flags & RowKernels.HasBias) != 0, final = a.Blocks == 1;
@@ -61,7 +62,7 @@ static class LinearKernels
                     sum += d;
                 }
                 if (!wantB) continue;
-                if (final) StoreFloat(db, t, c, sum);
+                if (final) StoreFloat(db, dbType, c, sum);
                 else partials.Cast<float>()[n + q] = sum;
             }
         }
