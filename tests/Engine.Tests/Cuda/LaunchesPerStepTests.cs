@@ -66,7 +66,10 @@ public class LaunchesPerStepTests
             // Per-family ceilings at what this branch reaches (the per-leaf gradient copies and the clip's per-tensor
             // reductions are gone); the remaining Copy/Binary/MatMul are the fusion work of other changes.
             Assert.That(s.Count(nameof(IBackend.Reduce)), Is.LessThanOrEqualTo(20));
-            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 78 : 175));
+            // Attention reads q, k, v as the transposed views of the qkv projection, writes its output in [b, t, h, d]
+            // memory and its gradients straight into the projection's (SdpaLayoutTests): no layout copy is left
+            // (fp32 Copy 41 → 5; bf16 143 → 107 and fp16 146 → 110, the rest being autocast's casts).
+            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 5 : 110));
             // The fused attention, one launch each way per layer, replaced the explicit path's two MatMul, masked fill
             // and Softmax per layer and their backward: 247 (fp32), 336 (bf16) and 349 (fp16) launches now.
             Assert.That(s.Count(nameof(IBackend.ScaledDotProductAttention)), Is.EqualTo(Small.Layers), "one fused attention per layer");
