@@ -30,6 +30,9 @@ internal sealed class GraphExecutor
     readonly Dictionary<Tensor, List<int>> _leafTargets = new(ReferenceEqualityComparer.Instance);
     readonly Tensor?[] _captured;
     HashSet<GradNode>? _runs;                        // nodes whose rule must run (capture mode); null: all
+    // Slice gradients held back until their input's gradient is due (key: the input's node or leaf): when they are
+    // the parts of one buffer of the input's shape, that buffer is the gradient (see ResolveSlices).
+    readonly Dictionary<object, List<(GradNode Node, Tensor Grad)>> _slices = new(ReferenceEqualityComparer.Instance);
 
     GraphExecutor(bool retainGraph, Tensor[]? targets)
     {
@@ -142,7 +145,8 @@ internal sealed class GraphExecutor
             foreach (var g in _leafGrads.Values) g.Dispose();
             foreach (var g in _captured) g?.Dispose();
             foreach (var g in rootGrads) g?.Dispose();
-            _nodeGrads.Clear(); _leafGrads.Clear();
+            foreach (var parts in _slices.Values) foreach (var (_, g) in parts) g.Dispose();
+            _nodeGrads.Clear(); _leafGrads.Clear(); _slices.Clear();
             throw;
         }
     }
@@ -212,7 +216,11 @@ internal sealed class GraphExecutor
             if (g is not null && node.Hooks is { Count: > 0 } nh) g = RunHooks(nh, g);
             if (g is not null && _nodeTargets.TryGetValue(node, out var idx)) CaptureInto(idx, g);
             run = g is not null && (_runs is null || _runs.Contains(node));
-            if (run && !TryAccumulateInPlace(node, g!)) results = CallRule(node, g!, PendingOfFirstInput(node));
+            if (run)
+            {
+                if (TryHoldSlice(node, g!)) g = null; // held: its handle moved into _slices
+                else if (!TryAccumulateInPlace(node, g!)) results = CallRule(node, g!, PendingOfFirstInput(node));
+            }
         }
         finally { g?.Dispose(); }
 
@@ -225,12 +233,12 @@ internal sealed class GraphExecutor
             if (edges[i].Node is { } c)
             {
                 if (r is not null) Accumulate(_nodeGrads, c, r);
-                if (--_nodeDeps[c] == 0) ready.Push(c);
+                if (--_nodeDeps[c] == 0) { ResolveSlices(c); ready.Push(c); }
             }
             else
             {
                 if (r is not null) Accumulate(_leafGrads, t, r);
-                if (--_leafDeps[t] == 0) FinishLeaf(t);
+                if (--_leafDeps[t] == 0) { ResolveSlices(t); FinishLeaf(t); }
             }
         }
         if (!_retainGraph && (_accumulate || run)) node.FreeSaved();
@@ -323,6 +331,86 @@ internal sealed class GraphExecutor
         Tensor? prev;
         bool removed = e.Node is { } c ? _nodeGrads.Remove(c, out prev) : _leafGrads.Remove(e.Tensor!, out prev);
         if (removed) prev!.Dispose();
+    }
+
+    // Holds back a slice's gradient that is exactly its part of one storage of the input's size (as the fused attention
+    // backward writes dq, dk, dv into one [b, t, 3C] buffer): it is resolved once every edge into the input is done.
+    bool TryHoldSlice(GradNode node, Tensor g)
+    {
+        if (node.Function is not Tensor.SliceBackward slice || node.Edges.Length != 1 || !node.Edges[0].IsLive || node.Edges[0].Tensor is not { } t)
+            return false;
+        var info = node.Inputs[0];
+        if (g.Numel == 0 || g.DType != info.DType || g.Device != info.Device || g.Storage.Count != info.Shape.Numel()) return false;
+        var (dim, start, count, step) = slice.Region;
+        if (!SameElements(g.Layout, Layout.Contiguous(info.Shape).Slice(dim, start, count, step))) return false;
+        object key = node.Edges[0].Node is { } c ? c : t;
+        if (!_slices.TryGetValue(key, out var parts)) _slices[key] = parts = [];
+        parts.Add((node, g));
+        return true;
+    }
+
+    // The held slice gradients of one input: when they are its every part (one dim, step 1, disjoint, covering it)
+    // in one storage that no other handle references, that storage as the input's shape is the gradient (no zeros,
+    // copies or adds); otherwise each goes the ordinary way (TryAccumulateInPlace, else the slice's rule).
+    void ResolveSlices(object key)
+    {
+        if (!_slices.Remove(key, out var parts)) return;
+        try
+        {
+            if (TryWhole(parts) is { } whole)
+            {
+                foreach (var (_, g) in parts) g.Dispose();
+                AccumulateInto(key, whole);
+                return;
+            }
+            foreach (var (node, g) in parts)
+            {
+                if (TryAccumulateInPlace(node, g)) continue;
+                if (CallRule(node, g, null)[0] is { } r) AccumulateInto(key, r);
+            }
+        }
+        finally
+        {
+            foreach (var (_, g) in parts) g.Dispose(); // a second Dispose does nothing
+        }
+    }
+
+    static Tensor? TryWhole(List<(GradNode Node, Tensor Grad)> parts)
+    {
+        var storage = parts[0].Grad.Storage;
+        var shape = parts[0].Node.Inputs[0].Shape;
+        if (storage.References != parts.Count) return null; // another handle (a hook's, a capture's) sees the buffer
+        int dim = ((Tensor.SliceBackward)parts[0].Node.Function).Region.Dim;
+        var spans = new List<(int Start, int Count)>();
+        foreach (var (node, g) in parts)
+        {
+            var r = ((Tensor.SliceBackward)node.Function).Region;
+            if (g.Storage != storage || r.Dim != dim || (r.Step != 1 && r.Count > 1) || !node.Inputs[0].Shape.AsSpan().SequenceEqual(shape)) return null;
+            spans.Add((r.Start, r.Count));
+        }
+        spans.Sort();
+        int next = 0;
+        foreach (var (start, count) in spans)
+        {
+            if (start != next) return null;
+            next = start + count;
+        }
+        if (next != shape[dim]) return null;
+        return parts[0].Grad.NewView(Layout.Contiguous(shape));
+    }
+
+    // One layout up to the strides of size-1 dims (which address nothing).
+    static bool SameElements(Layout a, Layout b)
+    {
+        if (!a.Shape.AsSpan().SequenceEqual(b.Shape) || a.Offset != b.Offset) return false;
+        for (int i = 0; i < a.Rank; i++) if (a.Shape[i] > 1 && a.Strides[i] != b.Strides[i]) return false;
+        return true;
+    }
+
+    void AccumulateInto(object key, Tensor g)
+    {
+        if (key is GradNode c) Accumulate(_nodeGrads, c, g);
+        else Accumulate(_leafGrads, (Tensor)key, g);
     }
 
     // Fan-out: gradients reaching one node or leaf along several edges are summed.

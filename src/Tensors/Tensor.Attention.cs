@@ -31,26 +31,39 @@ public sealed partial class Tensor
         long heads = Shape.Numel(batch);
         if (heads * Math.Max(l, s) > int.MaxValue)
             throw new ShapeException(op, $"{heads} heads of {Math.Max(l, s)} rows are more than one kernel takes");
-        int b = (int)heads;
-        using var qd = DenseAs(query, [.. batch, l, e], dtype);
-        using var kd = DenseAs(key, [.. batch, s, e], dtype);
-        using var vd = DenseAs(value, [.. batch, s, ev], dtype);
-        bool shared = false;
-        using var md = attnMask is null ? null : AdditiveMask(attnMask, batch, l, s, work, out shared);
-        var shape = new AttentionShape(b, l, s, e, ev, sc, isCausal, shared);
-        var om = Empty(op, [.. batch, l, ev], dtype, query.Device);
-        using var lse = Empty(op, [.. batch, l], work, query.Device);
+        // q, k, v are read in place through their strides (the transposed views of a fused projection need no copy);
+        // o is written in q's [..., L, h, Ev] memory order when q has it, so o.Transpose(-3, -2) is a free view.
+        var qv = AttentionInput(query, [.. batch, l, e]);
+        var kv = AttentionInput(key, [.. batch, s, e]);
+        var vv = AttentionInput(value, [.. batch, s, ev]);
+        Tensor? om = null, md = null, lse = null;
         try
         {
-            query.Backend.ScaledDotProductAttention(qd.Storage, kd.Storage, vd.Storage, md?.Storage, om.Storage, lse.Storage, shape);
+            om = AttentionOutput(op, qv, batch, l, ev);
+            int split = BatchSplit(batch, [qv, kv, vv, om]);
+            if (split < 0)
+            {
+                // Batch dims that fold into no two levels: the dense copies fold at any point.
+                Densify(ref qv); Densify(ref kv); Densify(ref vv);
+                split = BatchSplit(batch, [qv, kv, vv, om]);
+            }
+            bool shared = false;
+            md = attnMask is null ? null : AdditiveMask(attnMask, batch, l, s, work, out shared);
+            var shape = new AttentionShape((int)heads, l, s, e, ev, sc, isCausal, shared, Heads(batch, split));
+            lse = Empty(op, [.. batch, l], work, query.Device);
+            query.Backend.ScaledDotProductAttention(Operand(qv, split), Operand(kv, split), Operand(vv, split), md?.Storage, Operand(om, split), lse.Storage, shape);
+            if (!ShouldRecord([query, key, value])) return om;
+            return om.Record(new ScaledDotProductAttentionBackward(qv, kv, vv, md, om, lse, shape), query, key, value);
         }
         catch
         {
-            om.Dispose();
+            om?.Dispose();
             throw;
         }
-        if (!ShouldRecord([query, key, value])) return om;
-        return om.Record(new ScaledDotProductAttentionBackward(qd, kd, vd, md, om, lse, shape), query, key, value);
+        finally
+        {
+            qv.Dispose(); kv.Dispose(); vv.Dispose(); md?.Dispose(); lse?.Dispose();
+        }
     }
 
     // dq, dk, dv from the fused backward kernel; the executor sums them down to broadcast inputs' shapes.
@@ -75,9 +88,13 @@ public sealed partial class Tensor
     }
 
     /// <summary>
-    /// The gradients of <see cref="ScaledDotProductAttention"/> (without dropout) from its dense operands, output,
-    /// logsumexp and the output gradient <paramref name="dO"/>, by the fused backward kernel, which recomputes the
-    /// scores from the logsumexp. Shapes as the forward's dense operands; not recorded (no double backward).
+    /// The gradients of <see cref="ScaledDotProductAttention"/> (without dropout) from its operands (q, k, v and the
+    /// output at the broadcast batch shape, any strides with adjacent columns), logsumexp and the output gradient
+    /// <paramref name="dO"/>, by the fused backward kernel, which recomputes the scores from the logsumexp and reads
+    /// dO in place. When q, k and v are equal-strided, non-overlapping parts of one storage that they tile (the
+    /// Split of a fused [b, t, 3C] projection), dq, dk and dv are the same parts of one new buffer, so the
+    /// projection's gradient is that buffer with no copy (see GraphExecutor's slice accumulation); otherwise each is
+    /// contiguous. Not recorded (no double backward).
     /// </summary>
     public static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionGradient(Tensor q, Tensor k, Tensor v, Tensor? mask, Tensor o, Tensor lse, Tensor dO, AttentionShape shape)
     {
@@ -86,21 +103,88 @@ public sealed partial class Tensor
         CheckSameDevice(op, q, dO);
         if (!o.Layout.Shape.AsSpan().SequenceEqual(dO.Layout.Shape))
             throw new ShapeException(op, $"the output {o.Describe()} and its gradient {dO.Describe()} must have one shape");
-        using var g = dO.DenseRows(q.DType);
-        var dq = Empty(op, q.Layout.Shape, q.DType, q.Device);
-        var dk = Empty(op, k.Layout.Shape, q.DType, q.Device);
-        var dv = Empty(op, v.Layout.Shape, q.DType, q.Device);
+        int n = q.Rank - 2;
+        var batch = q.Layout.Shape.ToArray()[..Math.Max(n, 0)];
+        if (n < 0 || k.Rank != q.Rank || v.Rank != q.Rank || o.Rank != q.Rank || !k.Layout.Shape[..n].AsSpan().SequenceEqual(batch)
+            || !v.Layout.Shape[..n].AsSpan().SequenceEqual(batch) || !o.Layout.Shape[..n].AsSpan().SequenceEqual(batch))
+            throw new ShapeException(op, $"expected q, k, v and the output at one batch shape, got {q.Describe()}, {k.Describe()}, {v.Describe()} and {o.Describe()}");
+        var qv = AttentionInput(q, q.Layout.Shape);
+        var kv = AttentionInput(k, k.Layout.Shape);
+        var vv = AttentionInput(v, v.Layout.Shape);
+        var ov = AttentionInput(o, o.Layout.Shape);
+        var g = dO.DType == q.DType ? AttentionInput(dO, dO.Layout.Shape) : dO.DenseRows(q.DType);
+        Tensor? dq = null, dk = null, dv = null;
         try
         {
-            q.Backend.ScaledDotProductAttentionBackward(q.Storage, k.Storage, v.Storage, mask?.Storage, o.Storage, lse.Storage, g.Storage,
-                dq.Storage, dk.Storage, dv.Storage, shape);
+            (dq, dk, dv) = GradientBuffers(op, qv, kv, vv);
+            int split = BatchSplit(batch, [qv, kv, vv, ov, g, dq, dk, dv]);
+            if (split < 0) { Densify(ref g); split = BatchSplit(batch, [qv, kv, vv, ov, g, dq, dk, dv]); }
+            if (split < 0)
+            {
+                Densify(ref qv); Densify(ref kv); Densify(ref vv); Densify(ref ov);
+                dq.Dispose(); dk.Dispose(); dv.Dispose();
+                (dq, dk, dv) = GradientBuffers(op, qv, kv, vv);
+                split = BatchSplit(batch, [qv, kv, vv, ov, g, dq, dk, dv]);
+            }
+            q.Backend.ScaledDotProductAttentionBackward(Operand(qv, split), Operand(kv, split), Operand(vv, split), mask?.Storage, Operand(ov, split), lse.Storage,
+                Operand(g, split), Operand(dq, split), Operand(dk, split), Operand(dv, split), shape with { Heads = Heads(batch, split) });
+            return (dq, dk, dv);
         }
         catch
         {
-            dq.Dispose(); dk.Dispose(); dv.Dispose();
+            dq?.Dispose(); dk?.Dispose(); dv?.Dispose();
             throw;
         }
-        return (dq, dk, dv);
+        finally { qv.Dispose(); kv.Dispose(); vv.Dispose(); ov.Dispose(); g.Dispose(); }
+    }
+
+    // dq, dk, dv: the same parts of one new buffer when q, k, v tile one storage (see ScaledDotProductAttentionGradient),
+    // else contiguous tensors of their shapes.
+    static (Tensor, Tensor, Tensor) GradientBuffers(string op, Tensor q, Tensor k, Tensor v)
+    {
+        if (TilesOneStorage(q, k, v))
+        {
+            using var buffer = Empty(op, [(int)(3 * q.Numel)], q.DType, q.Device);
+            return (buffer.NewView(q.Layout), buffer.NewView(k.Layout), buffer.NewView(v.Layout));
+        }
+        var dq = Empty(op, q.Layout.Shape, q.DType, q.Device);
+        Tensor? dk = null;
+        try
+        {
+            dk = Empty(op, k.Layout.Shape, q.DType, q.Device);
+            return (dq, dk, Empty(op, v.Layout.Shape, q.DType, q.Device));
+        }
+        catch { dq.Dispose(); dk?.Dispose(); throw; }
+    }
+
+    // True when q, k, v cover elements [0, 3·numel) of one storage exactly once each: one shape and strides, offsets
+    // 0, d, 2d (in some order), and the layout with the offsets as one more dim of size 3 and stride d injective
+    // (each stride past the reach of the smaller ones) with 3·numel as its extent.
+    static bool TilesOneStorage(Tensor q, Tensor k, Tensor v)
+    {
+        if (q.Storage != k.Storage || q.Storage != v.Storage || q.Numel == 0 || 3 * q.Numel > int.MaxValue) return false;
+        if (!q.Layout.Shape.AsSpan().SequenceEqual(k.Layout.Shape) || !q.Layout.Shape.AsSpan().SequenceEqual(v.Layout.Shape)
+            || !q.Layout.Strides.SequenceEqual(k.Layout.Strides) || !q.Layout.Strides.SequenceEqual(v.Layout.Strides))
+            return false;
+        long[] off = [q.Layout.Offset, k.Layout.Offset, v.Layout.Offset];
+        Array.Sort(off);
+        long d = off[1] - off[0];
+        if (d <= 0 || off[2] - off[1] != d) return false;
+        var dims = new List<(long Stride, long Size)> { (d, 3) };
+        for (int i = 0; i < q.Rank; i++)
+            if (q.Layout.Shape[i] > 1)
+            {
+                if (q.Layout.Strides[i] <= 0) return false;
+                dims.Add((q.Layout.Strides[i], q.Layout.Shape[i]));
+            }
+        dims.Sort((x, y) => x.Stride.CompareTo(y.Stride));
+        long reach = 0; // the largest index the smaller dims reach
+        foreach (var (stride, size) in dims)
+        {
+            if (stride <= reach) return false;
+            reach += stride * (size - 1);
+        }
+        return off[0] == 0 && reach + 1 == 3 * q.Numel;
     }
 
     // ---- plumbing ----
@@ -139,6 +223,87 @@ public sealed partial class Tensor
         if (t.Layout.Shape.AsSpan().SequenceEqual(shape)) return t.DenseRows(dtype);
         using var x = t.NewView(t.Layout.TryBroadcastTo(shape)!);
         return x.DenseRows(dtype);
+    }
+
+    // t broadcast to shape as a new handle on its storage when its columns are adjacent (what an AttentionOperand
+    // needs), else a dense copy. Not recorded.
+    static Tensor AttentionInput(Tensor t, ReadOnlySpan<int> shape)
+    {
+        var x = t.Layout.Shape.AsSpan().SequenceEqual(shape) ? t.Alias() : t.NewView(t.Layout.TryBroadcastTo(shape)!);
+        if (shape[^1] <= 1 || x.Layout.Strides[^1] == 1) return x;
+        Densify(ref x);
+        return x;
+    }
+
+    // Replaces x by a dense copy from element 0 (itself when already so).
+    static void Densify(ref Tensor x)
+    {
+        var d = x.DenseRows(x.DType);
+        x.Dispose();
+        x = d;
+    }
+
+    // The output [..., L, Ev]: in [..., L, h, Ev] memory (h the last batch dim) when q's rows are further apart than
+    // its heads, as the [b, h, t, d] views of a [b, t, h·d] projection are, so that o.Transpose(-3, -2) is the dense
+    // [..., L, h, Ev] (PyTorch's flash attention does the same); else contiguous.
+    static Tensor AttentionOutput(string op, Tensor q, int[] batch, int l, int ev)
+    {
+        int n = batch.Length;
+        if (n == 0 || batch[^1] <= 1 || l <= 1 || q.Layout.Strides[n - 1] >= q.Layout.Strides[n])
+            return Empty(op, [.. batch, l, ev], q.DType, q.Device);
+        using var memory = Empty(op, [.. batch[..^1], l, batch[^1], ev], q.DType, q.Device);
+        var perm = new int[n + 2];
+        for (int i = 0; i < n - 1; i++) perm[i] = i;
+        perm[n - 1] = n; perm[n] = n - 1; perm[n + 1] = n + 1;
+        return new Tensor(memory.Storage, memory.Layout.Permute(perm));
+    }
+
+    // Where the batch dims split into the two levels of an AttentionOperand ([0, g) and [g, n)) so that each folds
+    // into one stride in every operand; −1 when no split does.
+    static int BatchSplit(int[] batch, ReadOnlySpan<Tensor> operands)
+    {
+        for (int g = 0; g <= batch.Length; g++)
+        {
+            bool ok = true;
+            foreach (var x in operands) ok = ok && Folds(x.Layout, batch, 0, g) && Folds(x.Layout, batch, g, batch.Length);
+            if (ok) return g;
+        }
+        return -1;
+    }
+
+    // Whether batch dims [lo, hi) of x step as one dim (size-1 dims have no stride to match).
+    static bool Folds(Layout x, int[] batch, int lo, int hi)
+    {
+        long next = -1; // the stride the next outer dim of size > 1 must have
+        for (int i = hi - 1; i >= lo; i--)
+        {
+            if (batch[i] == 1) continue;
+            if (next >= 0 && x.Strides[i] != next) return false;
+            next = x.Strides[i] * batch[i];
+        }
+        return true;
+    }
+
+    // The stride of batch dims [lo, hi) folded (that of the innermost of size > 1; 0 when none).
+    static long FoldedStride(Layout x, int lo, int hi)
+    {
+        for (int i = hi - 1; i >= lo; i--) if (x.Shape[i] != 1) return x.Strides[i];
+        return 0;
+    }
+
+    // The inner level's count: the product of batch dims [split, n), at least 1.
+    static int Heads(int[] batch, int split)
+    {
+        long h = 1;
+        for (int i = split; i < batch.Length; i++) h *= batch[i];
+        return (int)Math.Max(h, 1);
+    }
+
+    // x ([..., rows, cols], adjacent columns) as the backend's operand with its batch dims split at split.
+    static AttentionOperand Operand(Tensor x, int split)
+    {
+        int n = x.Rank - 2;
+        return new(x.Storage, x.Layout.Offset, FoldedStride(x.Layout, 0, split), FoldedStride(x.Layout, split, n), x.Layout.Strides[n]);
     }
 
     // The mask as additive scores in the work dtype (Bool: 0 where kept, −∞ elsewhere): one [L, S] matrix when it

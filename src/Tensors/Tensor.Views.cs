@@ -262,6 +262,9 @@ public sealed partial class Tensor
     // Also recorded by Narrow (step 1) and the indexer's ranges.
     internal sealed class SliceBackward(int dim, int start, int count, int step) : GradFunction
     {
+        // Which part of the input the slice is (the executor recognises gradients that already tile the input).
+        internal (int Dim, int Start, int Count, int Step) Region => (dim, start, count, step);
+
         protected internal override Tensor?[] Backward(Tensor grad)
         {
             var z = Zeros(Input(0).Shape, grad.DType, grad.Device);

@@ -79,7 +79,8 @@ public sealed class CausalSelfAttention : Module
             att = AttnDropout.Forward(att);
             heads = att.MatMul(v);
         }
-        var y = heads.Transpose(1, 2).Reshape(b, t, DModel);             // [b, t, c]
+        // [b, t, c]: a view for the fused op, which reads q, k, v in place and writes its output in [b, t, h, d] memory
+        var y = heads.Transpose(1, 2).Reshape(b, t, DModel);
         var result = ResidDropout.Forward(Proj.Forward(y));
         return result.MoveToOuterScope();
     }

@@ -5,29 +5,33 @@ namespace Engine.Backends.Cpu;
 public sealed unsafe partial class CpuBackend
 {
     /// <inheritdoc/>
-    public void ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape)
+    public void ScaledDotProductAttention(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse, AttentionShape shape)
     {
-        RowKernels.CheckFloat("ScaledDotProductAttention", q.DType);
-        var vis = new AttentionVisitor { Q = P(q), K = P(k), V = P(v), Mask = mask is null ? 0 : P(mask), O = P(o), Lse = P(lse), Shape = shape };
-        DTypeDispatch.Visit(q.DType, ref vis);
+        RowKernels.CheckFloat("ScaledDotProductAttention", q.Data.DType);
+        var vis = new AttentionVisitor { Q = Op(q), K = Op(k), V = Op(v), Mask = mask is null ? 0 : P(mask), O = Op(o), Lse = P(lse), Shape = shape };
+        DTypeDispatch.Visit(q.Data.DType, ref vis);
     }
 
     /// <inheritdoc/>
-    public void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
-        Storage dq, Storage dk, Storage dv, AttentionShape shape)
+    public void ScaledDotProductAttentionBackward(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse,
+        AttentionOperand dO, AttentionOperand dq, AttentionOperand dk, AttentionOperand dv, AttentionShape shape)
     {
-        RowKernels.CheckFloat("ScaledDotProductAttentionBackward", q.DType);
+        RowKernels.CheckFloat("ScaledDotProductAttentionBackward", q.Data.DType);
         var vis = new AttentionBackwardVisitor
         {
-            Q = P(q), K = P(k), V = P(v), Mask = mask is null ? 0 : P(mask), O = P(o), Lse = P(lse), DO = P(dO),
-            DQ = P(dq), DK = P(dk), DV = P(dv), Shape = shape,
+            Q = Op(q), K = Op(k), V = Op(v), Mask = mask is null ? 0 : P(mask), O = Op(o), Lse = P(lse), DO = Op(dO),
+            DQ = Op(dq), DK = Op(dk), DV = Op(dv), Shape = shape,
         };
-        DTypeDispatch.Visit(q.DType, ref vis);
+        DTypeDispatch.Visit(q.Data.DType, ref vis);
     }
+
+    // The operand as the kernels' pointer form (its offset folded into the base).
+    static AttentionKernels.Operand Op(AttentionOperand x) =>
+        new(P(x.Data) + (nint)(x.Offset * x.Data.DType.ElementSize()), x.BatchStride, x.HeadStride, x.RowStride);
 
     struct AttentionVisitor : IDTypeVisitor
     {
-        public nint Q, K, V, Mask, O, Lse; public AttentionShape Shape;
+        public AttentionKernels.Operand Q, K, V, O; public nint Mask, Lse; public AttentionShape Shape;
         public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T>
         {
             if (TE.Wide) AttentionKernels.Forward<T, TE, double>(Q, K, V, Mask, O, Lse, Shape);
@@ -37,7 +41,7 @@ public sealed unsafe partial class CpuBackend
 
     struct AttentionBackwardVisitor : IDTypeVisitor
     {
-        public nint Q, K, V, Mask, O, Lse, DO, DQ, DK, DV; public AttentionShape Shape;
+        public AttentionKernels.Operand Q, K, V, O, DO, DQ, DK, DV; public nint Mask, Lse; public AttentionShape Shape;
         public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T>
         {
             if (TE.Wide) AttentionKernels.Backward<T, TE, double>(Q, K, V, Mask, O, Lse, DO, DQ, DK, DV, Shape);

@@ -268,11 +268,11 @@ public sealed unsafe partial class CpuBackend : IBackend
     void IBackend.ForeachCopy(IReadOnlyList<Storage> xs, IReadOnlyList<Storage> ys)
     { KernelCounter.Record(nameof(IBackend.ForeachCopy)); ForeachCopy(xs, ys); }
 
-    void IBackend.ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape)
+    void IBackend.ScaledDotProductAttention(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse, AttentionShape shape)
     { KernelCounter.Record(nameof(IBackend.ScaledDotProductAttention)); ScaledDotProductAttention(q, k, v, mask, o, lse, shape); }
 
-    void IBackend.ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
-        Storage dq, Storage dk, Storage dv, AttentionShape shape)
+    void IBackend.ScaledDotProductAttentionBackward(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse,
+        AttentionOperand dO, AttentionOperand dq, AttentionOperand dk, AttentionOperand dv, AttentionShape shape)
     { KernelCounter.Record(nameof(IBackend.ScaledDotProductAttentionBackward)); ScaledDotProductAttentionBackward(q, k, v, mask, o, lse, dO, dq, dk, dv, shape); }
     void IBackend.Linear(Storage x, Layout xLayout, Storage w, Layout wLayout, Storage? bias, Storage y, Storage? pre, int m, int n, int k, Activation activation)
     { KernelCounter.Record(nameof(IBackend.Linear)); Linear(x, xLayout, w, wLayout, bias, y, pre, m, n, k, activation); }

@@ -10,42 +10,46 @@ public sealed partial class CudaBackend
     // call each. Float64 runs the composite (its float64 math would cost the float32 kernels registers; nothing in a
     // training step uses it).
 
-    static AttentionArgs AttentionArgsOf(string op, Storage q, AttentionShape s, bool hasMask)
+    static AttentionArgs AttentionArgsOf(string op, AttentionOperand q, AttentionShape s, bool hasMask)
     {
         long widest = (long)s.Batch * Math.Max(s.Queries, s.Keys) * Math.Max(1, s.HeadDim + s.ValueDim);
         if (widest > int.MaxValue) throw new ShapeException(op, $"{s.Batch} heads of [{s.Queries}, {s.Keys}] × {s.HeadDim + s.ValueDim} are more than one launch takes");
         return new AttentionArgs
         {
-            Batch = s.Batch, L = s.Queries, S = s.Keys, E = s.HeadDim, Ev = s.ValueDim, Type = (int)q.DType,
-            Causal = s.Causal ? 1 : 0, SharedMask = s.SharedMask ? 1 : 0, HasMask = hasMask ? 1 : 0, Scale = (float)s.Scale,
+            Batch = s.Batch, Heads = Math.Max(s.Heads, 1), L = s.Queries, S = s.Keys, E = s.HeadDim, Ev = s.ValueDim, Type = (int)q.Data.DType,
+            Causal = s.Causal ? 1 : 0, SharedMask = s.SharedMask ? 1 : 0, HasMask = hasMask ? 1 : 0, Scale = (float)s.Scale, Q = View(q),
         };
     }
 
+    static AttentionView View(AttentionOperand x) => new() { Offset = x.Offset, Batch = x.BatchStride, Head = x.HeadStride, Row = x.RowStride };
+
     /// <inheritdoc/>
-    public void ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape)
+    public void ScaledDotProductAttention(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse, AttentionShape shape)
     {
         const string op = "ScaledDotProductAttention";
-        ContractChecks.Floating(op, q.DType);
-        if (q.DType == DType.Float64) { CompositeKernels.ScaledDotProductAttention(this, q, k, v, mask, o, lse, shape); return; }
+        ContractChecks.Floating(op, q.Data.DType);
+        if (q.Data.DType == DType.Float64) { CompositeKernels.ScaledDotProductAttention(this, q, k, v, mask, o, lse, shape); return; }
         var a = AttentionArgsOf(op, q, shape, mask is not null);
+        a.K = View(k); a.V = View(v); a.O = View(o);
         long rows = (long)shape.Batch * shape.Queries;
         if (rows == 0) return;
         var mv = V(mask ?? lse);
         Kernel("AttentionRowStats", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.RowStats))
-            (Grid(rows), V(q), V(k), mv, V(lse), a);
+            (Grid(rows), V(q.Data), V(k.Data), mv, V(lse), a);
         if (shape.ValueDim == 0) return;
         Kernel("AttentionOutput", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.Output))
-            (Grid(rows * shape.ValueDim), V(q), V(k), V(v), mv, V(lse), V(o), a);
+            (Grid(rows * shape.ValueDim), V(q.Data), V(k.Data), V(v.Data), mv, V(lse), V(o.Data), a);
     }
 
     /// <inheritdoc/>
-    public void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
-        Storage dq, Storage dk, Storage dv, AttentionShape shape)
+    public void ScaledDotProductAttentionBackward(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse,
+        AttentionOperand dO, AttentionOperand dq, AttentionOperand dk, AttentionOperand dv, AttentionShape shape)
     {
         const string op = "ScaledDotProductAttentionBackward";
-        ContractChecks.Floating(op, q.DType);
-        if (q.DType == DType.Float64) { CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape); return; }
+        ContractChecks.Floating(op, q.Data.DType);
+        if (q.Data.DType == DType.Float64) { CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape); return; }
         var a = AttentionArgsOf(op, q, shape, mask is not null);
+        a.K = View(k); a.V = View(v); a.O = View(o); a.G = View(dO); a.DQ = View(dq); a.DK = View(dk); a.DV = View(dv);
         long rows = (long)shape.Batch * shape.Queries, keys = (long)shape.Batch * shape.Keys;
         var mv = V(mask ?? lse);
         var delta = Allocate(Device, DType.Float32, Math.Max(rows, 1));
@@ -55,14 +59,14 @@ public sealed partial class CudaBackend
             if (rows > 0)
             {
                 Kernel("AttentionDelta", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.Delta))
-                    (Grid(rows), V(o), V(dO), V(delta), a);
+                    (Grid(rows), V(o.Data), V(dO.Data), V(delta), a);
                 if (shape.HeadDim > 0)
                     Kernel("AttentionGradQuery", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.GradQuery))
-                        (Grid(rows * shape.HeadDim), V(q), V(k), V(v), mv, V(lse), V(dO), V(delta), V(dq), a);
+                        (Grid(rows * shape.HeadDim), V(q.Data), V(k.Data), V(v.Data), mv, V(lse), V(dO.Data), V(delta), V(dq.Data), a);
             }
             if (keys > 0 && shape.HeadDim + shape.ValueDim > 0)
                 Kernel("AttentionGradKeyValue", null, x => x.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, AttentionArgs>(AttentionKernels.GradKeyValue))
-                    (Grid(keys * (shape.HeadDim + shape.ValueDim)), V(q), V(k), V(v), mv, V(lse), V(dO), V(delta), V(dk), V(dv), a);
+                    (Grid(keys * (shape.HeadDim + shape.ValueDim)), V(q.Data), V(k.Data), V(v.Data), mv, V(lse), V(dO.Data), V(delta), V(dk.Data), V(dv.Data), a);
         }
         finally { delta.Release(); }
     }

@@ -9,56 +9,58 @@ public static partial class CompositeKernels
     /// <summary>
     /// <see cref="IBackend.ScaledDotProductAttention"/> composed: s = q·kᵀ·scale + mask (+ the causal mask),
     /// lse = max + log Σ exp(s − max) per row, P = exp(s − lse), o = P·v. Keeps the [batch, L, S] scores in a
-    /// temporary, which is what the fused kernels avoid.
+    /// temporary, which is what the fused kernels avoid; strided operands are copied to contiguous work-dtype ones.
     /// </summary>
-    public static void ScaledDotProductAttention(IBackend backend, Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape a)
+    public static void ScaledDotProductAttention(IBackend backend, AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse, AttentionShape a)
     {
-        ContractChecks.Floating("ScaledDotProductAttention", q.DType);
-        int b = a.Batch, l = a.Queries, sk = a.Keys, ev = a.ValueDim;
+        ContractChecks.Floating("ScaledDotProductAttention", q.Data.DType);
+        int b = a.Batch, l = a.Queries, sk = a.Keys, e = a.HeadDim, ev = a.ValueDim;
         if ((long)b * l == 0) return;
-        var w = Work(q.DType);
+        var w = Work(q.Data.DType);
+        using var s = new Scratch(backend, q.Data.Device);
         if (sk == 0)
         {
             backend.Fill(lse, Vector(b * l), double.NegativeInfinity);
-            if (ev > 0) backend.Fill(o, Matrix(b * l, ev), 0);
+            if (ev > 0) backend.Fill(o.Data, o.ToLayout(a, l, ev), 0);
             return;
         }
-        using var s = new Scratch(backend, q.Device);
-        var p = Probabilities(backend, s, q, k, mask, lse, a, w, writeLse: true);
+        var qw = DenseIn(backend, s, q, w, a, l, e);
+        var kw = DenseIn(backend, s, k, w, a, sk, e);
+        var p = Probabilities(backend, s, qw, kw, mask, lse, a, w, writeLse: true);
         if (ev == 0) return;
-        var vw = s.As(v, w, Matrix(b * sk, ev));
-        var ow = o.DType == w ? o : s.New(w, (long)b * l * ev);
+        var vw = DenseIn(backend, s, v, w, a, sk, ev);
+        var ow = DenseOut(s, o, w, a, l, ev);
         backend.MatMul(p, Cube(b, l, sk), vw, Cube(b, sk, ev), ow, b, l, ev, sk);
-        if (ow != o) backend.Copy(ow, Matrix(b * l, ev), o, Matrix(b * l, ev));
+        Store(backend, ow, o, a, l, ev);
     }
 
     /// <summary>
     /// <see cref="IBackend.ScaledDotProductAttentionBackward"/> composed: P recomputed from the saved logsumexp,
     /// dP = dO·vᵀ, D = rowsum(dO∘o), dS = P∘(dP − D); dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dO.
     /// </summary>
-    public static void ScaledDotProductAttentionBackward(IBackend backend, Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
-        Storage dq, Storage dk, Storage dv, AttentionShape a)
+    public static void ScaledDotProductAttentionBackward(IBackend backend, AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse,
+        AttentionOperand dO, AttentionOperand dq, AttentionOperand dk, AttentionOperand dv, AttentionShape a)
     {
-        ContractChecks.Floating("ScaledDotProductAttentionBackward", q.DType);
+        ContractChecks.Floating("ScaledDotProductAttentionBackward", q.Data.DType);
         int b = a.Batch, l = a.Queries, sk = a.Keys, e = a.HeadDim, ev = a.ValueDim;
         if (b == 0) return;
         if (l == 0 || sk == 0)
         {
             // No score: every gradient that has elements is zero.
-            if (l > 0 && e > 0) backend.Fill(dq, Matrix(b * l, e), 0);
-            if (sk > 0 && e > 0) backend.Fill(dk, Matrix(b * sk, e), 0);
-            if (sk > 0 && ev > 0) backend.Fill(dv, Matrix(b * sk, ev), 0);
+            if (l > 0 && e > 0) backend.Fill(dq.Data, dq.ToLayout(a, l, e), 0);
+            if (sk > 0 && e > 0) backend.Fill(dk.Data, dk.ToLayout(a, sk, e), 0);
+            if (sk > 0 && ev > 0) backend.Fill(dv.Data, dv.ToLayout(a, sk, ev), 0);
             return;
         }
-        var w = Work(q.DType);
-        using var s = new Scratch(backend, q.Device);
-        var p = Probabilities(backend, s, q, k, mask, lse, a, w, writeLse: false);
+        var w = Work(q.Data.DType);
+        using var s = new Scratch(backend, q.Data.Device);
+        var qw = DenseIn(backend, s, q, w, a, l, e);
+        var kw = DenseIn(backend, s, k, w, a, sk, e);
+        var p = Probabilities(backend, s, qw, kw, mask, lse, a, w, writeLse: false);
         var scores = Cube(b, l, sk);
-        var qw = s.As(q, w, Matrix(b * l, e));
-        var kw = s.As(k, w, Matrix(b * sk, e));
-        var vw = s.As(v, w, Matrix(b * sk, ev));
-        var gw = s.As(dO, w, Matrix(b * l, ev));
-        var ow = s.As(o, w, Matrix(b * l, ev));
+        var vw = DenseIn(backend, s, v, w, a, sk, ev);
+        var gw = DenseIn(backend, s, dO, w, a, l, ev);
+        var ow = DenseIn(backend, s, o, w, a, l, ev);
         var ds = s.New(w, scores);
         if (ev > 0)
         {
@@ -74,24 +76,54 @@ public static partial class CompositeKernels
         var scale = s.Constant(w, a.Scale);
         if (e > 0)
         {
-            var dqw = dq.DType == w ? dq : s.New(w, (long)b * l * e);
+            var dqw = DenseOut(s, dq, w, a, l, e);
             backend.MatMul(ds, scores, kw, Cube(b, sk, e), dqw, b, l, e, sk);
             backend.Binary(new MulOp(), dqw, Matrix(b * l, e), scale, Broadcast2(b * l, e), dqw, Matrix(b * l, e));
-            if (dqw != dq) backend.Copy(dqw, Matrix(b * l, e), dq, Matrix(b * l, e));
-            var dkw = dk.DType == w ? dk : s.New(w, (long)b * sk * e);
+            Store(backend, dqw, dq, a, l, e);
+            var dkw = DenseOut(s, dk, w, a, sk, e);
             backend.MatMul(ds, Transposed(b, l, sk), qw, Cube(b, l, e), dkw, b, sk, e, l);
             backend.Binary(new MulOp(), dkw, Matrix(b * sk, e), scale, Broadcast2(b * sk, e), dkw, Matrix(b * sk, e));
-            if (dkw != dk) backend.Copy(dkw, Matrix(b * sk, e), dk, Matrix(b * sk, e));
+            Store(backend, dkw, dk, a, sk, e);
         }
         if (ev > 0)
         {
-            var dvw = dv.DType == w ? dv : s.New(w, (long)b * sk * ev);
+            var dvw = DenseOut(s, dv, w, a, sk, ev);
             backend.MatMul(p, Transposed(b, l, sk), gw, Cube(b, l, ev), dvw, b, sk, ev, l);
-            if (dvw != dv) backend.Copy(dvw, Matrix(b * sk, ev), dv, Matrix(b * sk, ev));
+            Store(backend, dvw, dv, a, sk, ev);
         }
     }
 
-    // P = exp(s − lse) in the work dtype, s the scaled, masked scores; the forward also writes lse (from max and Σ).
+    // True when the operand is contiguous [batch, rows, cols] from element 0, so the composite uses it as it is.
+    static bool IsDense(AttentionOperand x, AttentionShape a, int rows, int cols)
+    {
+        var layout = x.ToLayout(a, rows, cols);
+        return layout.Offset == 0 && layout.IsContiguous;
+    }
+
+    // The operand as contiguous [batch·rows, cols] in dtype w: itself when it already is, else a copy.
+    static Storage DenseIn(IBackend backend, Scratch s, AttentionOperand x, DType w, AttentionShape a, int rows, int cols)
+    {
+        if (x.Data.DType == w && IsDense(x, a, rows, cols)) return x.Data;
+        var layout = x.ToLayout(a, rows, cols);
+        var y = s.New(w, layout.Numel);
+        if (layout.Numel > 0) backend.Copy(x.Data, layout, y, Layout.Contiguous(layout.Shape));
+        return y;
+    }
+
+    // Where a result is computed: the output itself when it is contiguous in dtype w, else a temporary for Store.
+    static Storage DenseOut(Scratch s, AttentionOperand x, DType w, AttentionShape a, int rows, int cols) =>
+        x.Data.DType == w && IsDense(x, a, rows, cols) ? x.Data : s.New(w, (long)a.Batch * rows * cols);
+
+    // Writes a result computed in a DenseOut temporary through the output's strides (nothing when it was the output).
+    static void Store(IBackend backend, Storage computed, AttentionOperand x, AttentionShape a, int rows, int cols)
+    {
+        if (computed == x.Data) return;
+        var layout = x.ToLayout(a, rows, cols);
+        if (layout.Numel > 0) backend.Copy(computed, Layout.Contiguous(layout.Shape), x.Data, layout);
+    }
+
+    // P = exp(s − lse) in the work dtype, s the scaled, masked scores of the contiguous work-dtype q and k; the
+    // forward also writes lse (from max and Σ).
     static Storage Probabilities(IBackend backend, Scratch s, Storage q, Storage k, Storage? mask, Storage lse, AttentionShape a, DType w, bool writeLse)
     {
         int b = a.Batch, l = a.Queries, sk = a.Keys, e = a.HeadDim, rows = b * l;
@@ -99,12 +131,7 @@ public static partial class CompositeKernels
         var m = Matrix(rows, sk);
         var sc = s.New(w, scores);
         if (e == 0) backend.Fill(sc, scores, 0);
-        else
-        {
-            var qw = s.As(q, w, Matrix(b * l, e));
-            var kw = s.As(k, w, Matrix(b * sk, e));
-            backend.MatMul(qw, Cube(b, l, e), kw, Transposed(b, sk, e), sc, b, l, sk, e);
-        }
+        else backend.MatMul(q, Cube(b, l, e), k, Transposed(b, sk, e), sc, b, l, sk, e);
         backend.Binary(new MulOp(), sc, m, s.Constant(w, a.Scale), Broadcast2(rows, sk), sc, m);
         if (mask is not null)
             backend.Binary(new AddOp(), sc, scores, mask, a.SharedMask ? new Layout([b, l, sk], [0, sk, 1], 0) : scores, sc, scores);

@@ -149,24 +149,27 @@ public partial interface IBackend
     /// <summary>
     /// Scaled-dot-product attention without dropout over <see cref="AttentionShape.Batch"/> independent heads:
     /// o = softmax(q·kᵀ·scale + mask)·v, with q [batch, L, E], k [batch, S, E], v [batch, S, Ev] and o [batch, L, Ev]
-    /// contiguous in one float dtype. <paramref name="mask"/>, when given, is additive, contiguous [batch, L, S] (or
-    /// one [L, S] for every head when <see cref="AttentionShape.SharedMask"/>) in the work dtype (Float64 for Float64
-    /// operands, else Float32); <see cref="AttentionShape.Causal"/> also hides key j from query i when j &gt; i.
-    /// Writes the per-row logsumexp of the scaled, masked scores into <paramref name="lse"/> ([batch, L], work dtype)
-    /// for the backward; rows with no key (S = 0) give o = 0 and lse = −∞. Default:
-    /// <see cref="CompositeKernels.ScaledDotProductAttention"/>.
+    /// in one float dtype, each read or written through its <see cref="AttentionOperand"/> strides (as PyTorch's
+    /// flash attention takes q, k, v as the transposed views of one projection and writes o in [b, t, h, d] memory).
+    /// <paramref name="mask"/>, when given, is additive, contiguous [batch, L, S] (or one [L, S] for every head when
+    /// <see cref="AttentionShape.SharedMask"/>) in the work dtype (Float64 for Float64 operands, else Float32);
+    /// <see cref="AttentionShape.Causal"/> also hides key j from query i when j &gt; i. Writes the per-row logsumexp
+    /// of the scaled, masked scores into <paramref name="lse"/> (contiguous [batch, L], work dtype) for the backward;
+    /// rows with no key (S = 0) give o = 0 and lse = −∞. Default: <see cref="CompositeKernels.ScaledDotProductAttention"/>.
     /// </summary>
-    void ScaledDotProductAttention(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, AttentionShape shape) =>
+    void ScaledDotProductAttention(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse, AttentionShape shape) =>
         CompositeKernels.ScaledDotProductAttention(this, q, k, v, mask, o, lse, shape);
 
     /// <summary>
     /// Gradients of <see cref="ScaledDotProductAttention"/> from its inputs, output, logsumexp and the output
     /// gradient <paramref name="dO"/> (FlashAttention-2's rule: P = exp(s − lse), D = rowsum(dO∘o),
-    /// dS = P∘(dO·vᵀ − D)): dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dO, each of q's dtype and contiguous. Default:
+    /// dS = P∘(dP − D)): dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dO, each of q's dtype. Every operand is strided
+    /// as the forward's; dq, dk and dv may be disjoint parts of one buffer (the gradient of a fused q, k, v
+    /// projection) but must not overlap each other or the inputs. Default:
     /// <see cref="CompositeKernels.ScaledDotProductAttentionBackward"/>.
     /// </summary>
-    void ScaledDotProductAttentionBackward(Storage q, Storage k, Storage v, Storage? mask, Storage o, Storage lse, Storage dO,
-        Storage dq, Storage dk, Storage dv, AttentionShape shape) =>
+    void ScaledDotProductAttentionBackward(AttentionOperand q, AttentionOperand k, AttentionOperand v, Storage? mask, AttentionOperand o, Storage lse,
+        AttentionOperand dO, AttentionOperand dq, AttentionOperand dk, AttentionOperand dv, AttentionShape shape) =>
         CompositeKernels.ScaledDotProductAttentionBackward(this, q, k, v, mask, o, lse, dO, dq, dk, dv, shape);
 
     /// <summary>
@@ -212,7 +215,36 @@ public partial interface IBackend
 /// <param name="Scale">Multiplies q·kᵀ before the mask is added.</param>
 /// <param name="Causal">Key j is hidden from query i when j &gt; i (PyTorch's top-left aligned lower triangle).</param>
 /// <param name="SharedMask">The mask is one [L, S] matrix for every head rather than [Batch, L, S].</param>
-public readonly record struct AttentionShape(int Batch, int Queries, int Keys, int HeadDim, int ValueDim, double Scale, bool Causal, bool SharedMask);
+/// <param name="Heads">The inner of the two batch levels the operands' strides describe (h of [b, h]): head index
+/// n of [0, Batch) is (n / Heads, n % Heads). At least 1 and dividing Batch (1: one batch level).</param>
+public readonly record struct AttentionShape(int Batch, int Queries, int Keys, int HeadDim, int ValueDim, double Scale, bool Causal, bool SharedMask, int Heads = 1);
+
+/// <summary>
+/// Where one attention operand ([Batch, rows, cols], see <see cref="AttentionShape"/>) lies in its storage: element
+/// (n, i, c) is at <c>Offset + (n / Heads)·BatchStride + (n % Heads)·HeadStride + i·RowStride + c</c> (columns are
+/// always adjacent). Any tensor whose batch dims fold into two such levels is described without a copy: the q, k, v
+/// of a fused projection ([b, h, t, d] views of one [b, t, 3·h·d] tensor) or a [b, h, t, d] view of [b, t, h, d] memory.
+/// </summary>
+/// <param name="Data">The storage.</param>
+/// <param name="Offset">Element (0, 0, 0).</param>
+/// <param name="BatchStride">Between consecutive outer batch indices (n / Heads).</param>
+/// <param name="HeadStride">Between consecutive inner batch indices (n % Heads).</param>
+/// <param name="RowStride">Between consecutive rows.</param>
+public readonly record struct AttentionOperand(Storage Data, long Offset, long BatchStride, long HeadStride, long RowStride)
+{
+    /// <summary>A contiguous [batch, rows, cols] operand from element 0.</summary>
+    public static AttentionOperand Dense(Storage data, int rows, int cols) => new(data, 0, (long)rows * cols, 0, cols);
+
+    /// <summary>The operand as a [Batch / Heads, Heads, rows, cols] layout (what composites copy through).</summary>
+    public Layout ToLayout(AttentionShape shape, int rows, int cols)
+    {
+        int heads = Math.Max(shape.Heads, 1);
+        return new([shape.Batch / heads, heads, rows, cols], [BatchStride, HeadStride, RowStride, 1], Offset);
+    }
+
+    /// <summary>Storage index of row <paramref name="i"/> of head <paramref name="n"/>.</summary>
+    public long Row(int n, int heads, int i) => Offset + n / heads * BatchStride + n % heads * HeadStride + i * RowStride;
+}
 
 /// <summary>Hyper-parameters of one Adam/AdamW update.</summary>
 /// <param name="Lr">Learning rate.</param>

@@ -378,15 +378,50 @@ public class CompositeKernelsTests
             using var qs = Buf.Of(q, dt); using var ks = Buf.Of(k, dt); using var vs = Buf.Of(v, dt);
             using var ms = mask is null ? null : Buf.Of(mask, DType.Float32);
             using var o = Buf.New(dt, b * l * ev); using var lse = Buf.New(DType.Float32, b * l);
-            be.ScaledDotProductAttention(qs, ks, vs, ms, o, lse, shape);
+            be.ScaledDotProductAttention(Dense(qs, l, e), Dense(ks, sk, e), Dense(vs, sk, ev), ms, Dense(o, l, ev), lse, shape);
             using var gs = Buf.Of(g, dt);
             using var dq = Buf.New(dt, b * l * e); using var dk = Buf.New(dt, b * sk * e); using var dv = Buf.New(dt, b * sk * ev);
-            be.ScaledDotProductAttentionBackward(qs, ks, vs, ms, o, lse, gs, dq, dk, dv, shape);
+            be.ScaledDotProductAttentionBackward(Dense(qs, l, e), Dense(ks, sk, e), Dense(vs, sk, ev), ms, Dense(o, l, ev), lse,
+                Dense(gs, l, ev), Dense(dq, l, e), Dense(dk, sk, e), Dense(dv, sk, ev), shape);
             return [o.Read(), lse.Read(), dq.Read(), dk.Read(), dv.Read()];
         }, "ScaledDotProductAttention");
         string[] names = ["o", "lse", "dq", "dk", "dv"];
         for (int i = 0; i < f.Length; i++) AssertClose(c[i], f[i], i == 1 ? DType.Float32 : dt, names[i], i >= 2 ? 4 : 1);
     }
+
+    // Every operand strided over two batch levels (2 batches × 3 heads): q rows padded, k and v interleaved in one
+    // [b, S, 2, h, E] buffer (a fused key-value projection), o in [b, L, h, Ev] memory, dO padded, dk and dv written
+    // interleaved into one buffer. The composite copies through the strides; the fused kernels read them in place.
+    [TestCase(DType.Float32, false, 0), TestCase(DType.Float32, true, 0), TestCase(DType.Float32, false, 2), TestCase(DType.BFloat16, true, 0)]
+    public void ScaledDotProductAttention_Strided_MatchesFused(DType dt, bool causal, int maskKind)
+    {
+        const int bo = 2, h = 3, b = bo * h, l = 5, sk = 7, e = 4;
+        var shape = new AttentionShape(b, l, sk, e, e, 0.6, causal, false, h);
+        double[] q = Data(bo * l * h * (e + 1), 1), kv = Data(bo * sk * 2 * h * e, 2), g = Data(bo * l * h * (e + 2), 4);
+        double[]? mask = maskKind == 0 ? null : Data(b * l * sk, 5, -3, 1);
+        var qa = (Offset: 0L, Batch: (long)l * h * (e + 1), Head: (long)e + 1, Row: (long)h * (e + 1));
+        var ga = (Offset: 1L, Batch: (long)l * h * (e + 2), Head: (long)e + 2, Row: (long)h * (e + 2));
+        long kvRow = 2L * h * e, kvBatch = sk * kvRow, oRow = (long)h * e, oBatch = l * oRow;
+        var (f, c) = Both(be =>
+        {
+            using var qs = Buf.Of(q, dt); using var kvs = Buf.Of(kv, dt); using var gs = Buf.Of(g, dt);
+            using var ms = mask is null ? null : Buf.Of(mask, DType.Float32);
+            using var o = Buf.New(dt, bo * l * h * e); using var lse = Buf.New(DType.Float32, b * l);
+            var qo = new AttentionOperand(qs, qa.Offset, qa.Batch, qa.Head, qa.Row);
+            var ko = new AttentionOperand(kvs, 0, kvBatch, e, kvRow);
+            var vo = new AttentionOperand(kvs, h * e, kvBatch, e, kvRow);
+            var oo = new AttentionOperand(o, 0, oBatch, e, oRow);
+            be.ScaledDotProductAttention(qo, ko, vo, ms, oo, lse, shape);
+            using var dq = Buf.New(dt, bo * l * h * e); using var dkv = Buf.New(dt, bo * sk * 2 * h * e);
+            be.ScaledDotProductAttentionBackward(qo, ko, vo, ms, oo, lse, new AttentionOperand(gs, ga.Offset, ga.Batch, ga.Head, ga.Row),
+                new AttentionOperand(dq, 0, oBatch, e, oRow), new AttentionOperand(dkv, 0, kvBatch, e, kvRow), new AttentionOperand(dkv, h * e, kvBatch, e, kvRow), shape);
+            return [o.Read(), lse.Read(), dq.Read(), dkv.Read()];
+        }, "ScaledDotProductAttention");
+        string[] names = ["o", "lse", "dq", "dk and dv"];
+        for (int i = 0; i < f.Length; i++) AssertClose(c[i], f[i], i == 1 ? DType.Float32 : dt, names[i], i >= 2 ? 4 : 1);
+    }
+
+    static AttentionOperand Dense(Buf x, int rows, int cols) => AttentionOperand.Dense(x, rows, cols);
 
     // Runs f on the fused and on the composite backend; the counter checks that the composite ran no fused kernel.
     static (double[][] Fused, double[][] Composite) Both(Func<IBackend, double[][]> f, string kernel)

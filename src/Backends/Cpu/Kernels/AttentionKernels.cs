@@ -7,8 +7,9 @@ using Engine.Backends.Cpu.Gemm;
 namespace Engine.Backends.Cpu.Kernels;
 
 /// <summary>
-/// Flash-style scaled-dot-product attention (FlashAttention-2's forward and backward) over contiguous q [batch, L, E],
-/// k [batch, S, E], v [batch, S, Ev]. Work is a tile of <see cref="QueryTile"/> queries against a tile of
+/// Flash-style scaled-dot-product attention (FlashAttention-2's forward and backward) over q [batch, L, E],
+/// k [batch, S, E], v [batch, S, Ev], each row-strided as its <see cref="Operand"/> says (the transposed views of one
+/// fused projection are read in place; o, dq, dk and dv are written through their strides). Work is a tile of <see cref="QueryTile"/> queries against a tile of
 /// <see cref="KeyTile"/> keys, each product of the tile pair (scores q·kᵀ, p·v and the backward's four) one small GEMM
 /// by the CPU GEMM's unpacked register-blocked row kernel (<see cref="IGemmKernel{T}.DirectRows"/>: 4 rows × 2 vectors
 /// of accumulators), in float32 (float64 for Float64). The forward keeps each row's running max and sum (online
@@ -30,6 +31,19 @@ static unsafe class AttentionKernels
 
     const int Rows = GemmDirect.MaxRows;
 
+    /// <summary>An <see cref="AttentionOperand"/> as a pointer: row i of head n at Base + (n / heads)·Batch + (n % heads)·Head + i·Row.</summary>
+    public readonly struct Operand(nint @base, long batch, long head, long row)
+    {
+        /// <summary>Element (0, 0, 0).</summary>
+        public readonly nint Base = @base;
+        /// <summary>Strides, in elements.</summary>
+        public readonly long Batch = batch, Head = head, Row = row;
+
+        /// <summary>Row <paramref name="i"/> of head <paramref name="n"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public T* At<T>(long n, int heads, long i) where T : unmanaged => (T*)Base + n / heads * Batch + n % heads * Head + i * Row;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static TA In<T, TE, TA>(T x) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> =>
         typeof(TA) == typeof(double) ? (TA)(object)TE.ToDouble(x) : (TA)(object)TE.ToFloat(x);
@@ -41,19 +55,20 @@ static unsafe class AttentionKernels
     // True when T is the compute type, so operands are read in place.
     static bool Same<T, TA>() => typeof(T) == typeof(TA);
 
-    // count elements from src into dst, converted.
-    static void Load<T, TE, TA>(T* src, TA* dst, long count) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
+    // rows rows of width elements (row stride srcRow) from src into contiguous dst, converted.
+    static void Load<T, TE, TA>(T* src, long srcRow, int rows, int width, TA* dst) where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
     {
-        for (long i = 0; i < count; i++) dst[i] = In<T, TE, TA>(src[i]);
+        for (int r = 0; r < rows; r++)
+            for (int x = 0; x < width; x++) dst[(long)r * width + x] = In<T, TE, TA>(src[r * srcRow + x]);
     }
 
-    // Rows [j0, j1) of src [·, width] into the columns [j0 - c0, j1 - c0) of dst [width, ld], converted.
-    static void LoadTransposed<T, TE, TA>(T* src, int width, int j0, int j1, int c0, TA* dst, long ld)
+    // Rows [j0, j1) of src [·, width] (row stride srcRow) into the columns [j0 - c0, j1 - c0) of dst [width, ld], converted.
+    static void LoadTransposed<T, TE, TA>(T* src, long srcRow, int width, int j0, int j1, int c0, TA* dst, long ld)
         where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
     {
         for (int j = j0; j < j1; j++)
         {
-            T* row = src + (long)j * width;
+            T* row = src + j * srcRow;
             TA* col = dst + (j - c0);
             for (int x = 0; x < width; x++) col[x * ld] = In<T, TE, TA>(row[x]);
         }
@@ -74,13 +89,13 @@ static unsafe class AttentionKernels
             TK.DirectRows(Math.Min(Rows, rows - r0), n, k, a + r0 * aRow, aRow, aCol, b, bRow, c + r0 * ldc, ldc, add);
     }
 
-    // The scaled, masked scores of queries [i0, i0 + rows) (q rows of length e, contiguous) against keys [j0, j0 + cols)
-    // (kᵀ: e rows of stride ktRow, starting at key j0) into sc [rows, KeyTile]; −∞ where hidden. maskRow is the
-    // additive mask's row of query i0 at key j0 (row stride s), or null.
-    static void Scores<TA, TK>(TA* q, int e, TA* kt, long ktRow, int rows, int cols, TA* sc, TA scale, TA* maskRow, int s, int i0, int j0, bool causal)
+    // The scaled, masked scores of queries [i0, i0 + rows) (q rows of length e, row stride qRow) against keys
+    // [j0, j0 + cols) (kᵀ: e rows of stride ktRow, starting at key j0) into sc [rows, KeyTile]; −∞ where hidden.
+    // maskRow is the additive mask's row of query i0 at key j0 (row stride s), or null.
+    static void Scores<TA, TK>(TA* q, long qRow, int e, TA* kt, long ktRow, int rows, int cols, TA* sc, TA scale, TA* maskRow, int s, int i0, int j0, bool causal)
         where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
     {
-        Gemm<TA, TK>(rows, cols, e, q, e, 1, kt, ktRow, sc, KeyTile, false);
+        Gemm<TA, TK>(rows, cols, e, q, qRow, 1, kt, ktRow, sc, KeyTile, false);
         for (int r = 0; r < rows; r++)
         {
             var row = new Span<TA>(sc + r * KeyTile, cols);
@@ -95,7 +110,7 @@ static unsafe class AttentionKernels
     }
 
     /// <summary>Runs <c>Forward</c> with the GEMM micro-kernel family the GEMM uses now.</summary>
-    public static void Forward<T, TE, TA>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, AttentionShape a)
+    public static void Forward<T, TE, TA>(Operand qp, Operand kp, Operand vp, nint maskp, Operand op, nint lsep, AttentionShape a)
         where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
     {
         switch (GemmKernelSelection.Current)
@@ -107,7 +122,7 @@ static unsafe class AttentionKernels
     }
 
     /// <summary>Runs <c>Backward</c> with the GEMM micro-kernel family the GEMM uses now.</summary>
-    public static void Backward<T, TE, TA>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, nint dop, nint dqp, nint dkp, nint dvp, AttentionShape a)
+    public static void Backward<T, TE, TA>(Operand qp, Operand kp, Operand vp, nint maskp, Operand op, nint lsep, Operand dop, Operand dqp, Operand dkp, Operand dvp, AttentionShape a)
         where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA>
     {
         switch (GemmKernelSelection.Current)
@@ -118,13 +133,13 @@ static unsafe class AttentionKernels
         }
     }
 
-    static void Forward<T, TE, TA, TK>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, AttentionShape a)
+    static void Forward<T, TE, TA, TK>(Operand qp, Operand kp, Operand vp, nint maskp, Operand op, nint lsep, AttentionShape a)
         where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
     {
         int l = a.Queries, s = a.Keys, e = a.HeadDim, ev = a.ValueDim;
         int tiles = (l + QueryTile - 1) / QueryTile;
         if (a.Batch == 0 || tiles == 0) return;
-        T* q = (T*)qp, k = (T*)kp, v = (T*)vp, o = (T*)op;
+        int heads = Math.Max(a.Heads, 1);
         TA* mask = (TA*)maskp, lse = (TA*)lsep;
         TA scale = TA.CreateChecked(a.Scale);
         bool same = Same<T, TA>();
@@ -142,13 +157,15 @@ static unsafe class AttentionKernels
                 if (b != head) { head = b; loaded = 0; }
                 if (loaded < kEnd)
                 {
-                    LoadTransposed<T, TE, TA>(k + (long)b * s * e, e, loaded, kEnd, 0, kt, s);
-                    if (!same) Load<T, TE, TA>(v + ((long)b * s + loaded) * ev, vc + (long)loaded * ev, (long)(kEnd - loaded) * ev);
+                    LoadTransposed<T, TE, TA>(kp.At<T>(b, heads, 0), kp.Row, e, loaded, kEnd, 0, kt, s);
+                    if (!same) Load<T, TE, TA>(vp.At<T>(b, heads, loaded), vp.Row, kEnd - loaded, ev, vc + (long)loaded * ev);
                     loaded = kEnd;
                 }
-                TA* qt = (TA*)(q + ((long)b * l + i0) * e);
-                if (!same) { Load<T, TE, TA>(q + ((long)b * l + i0) * e, qc, (long)rows * e); qt = qc; }
-                TA* vh = same ? (TA*)(v + (long)b * s * ev) : vc;
+                TA* qt = (TA*)qp.At<T>(b, heads, i0);
+                long qRow = qp.Row;
+                if (!same) { Load<T, TE, TA>(qp.At<T>(b, heads, i0), qp.Row, rows, e, qc); qt = qc; qRow = e; }
+                TA* vh = same ? (TA*)vp.At<T>(b, heads, 0) : vc;
+                long vRow = same ? vp.Row : ev;
                 new Span<TA>(acc, rows * ev).Clear();
                 new Span<TA>(mx, rows).Fill(TA.NegativeInfinity);
                 new Span<TA>(sum, rows).Clear();
@@ -156,7 +173,7 @@ static unsafe class AttentionKernels
                 for (int j0 = 0; j0 < kEnd; j0 += KeyTile)
                 {
                     int cols = Math.Min(KeyTile, kEnd - j0);
-                    Scores<TA, TK>(qt, e, kt + j0, s, rows, cols, sc, scale, maskHead is null ? null : maskHead + j0, s, i0, j0, a.Causal);
+                    Scores<TA, TK>(qt, qRow, e, kt + j0, s, rows, cols, sc, scale, maskHead is null ? null : maskHead + j0, s, i0, j0, a.Causal);
                     for (int r = 0; r < rows; r++)
                     {
                         var row = new Span<TA>(sc + r * KeyTile, cols);
@@ -173,12 +190,12 @@ static unsafe class AttentionKernels
                         sum[r] = sum[r] * alpha + TensorPrimitives.Sum<TA>(row);
                         mx[r] = newMax;
                     }
-                    Gemm<TA, TK>(rows, ev, cols, sc, KeyTile, 1, vh + (long)j0 * ev, ev, acc, ev, true);
+                    Gemm<TA, TK>(rows, ev, cols, sc, KeyTile, 1, vh + j0 * vRow, vRow, acc, ev, true);
                 }
                 for (int r = 0; r < rows; r++)
                 {
                     long row = (long)b * l + i0 + r;
-                    T* orow = o + row * ev;
+                    T* orow = op.At<T>(b, heads, i0 + r);
                     if (s == 0)
                     {
                         // No key at all: the empty sum, as q·kᵀ·v with S = 0 gives.
@@ -194,12 +211,12 @@ static unsafe class AttentionKernels
         });
     }
 
-    static void Backward<T, TE, TA, TK>(nint qp, nint kp, nint vp, nint maskp, nint op, nint lsep, nint dop, nint dqp, nint dkp, nint dvp, AttentionShape a)
+    static void Backward<T, TE, TA, TK>(Operand qp, Operand kp, Operand vp, nint maskp, Operand op, nint lsep, Operand dop, Operand dqp, Operand dkp, Operand dvp, AttentionShape a)
         where T : unmanaged where TE : struct, IElement<T> where TA : unmanaged, IFloatingPointIeee754<TA> where TK : struct, IGemmKernel<TA>
     {
         int l = a.Queries, s = a.Keys, e = a.HeadDim, ev = a.ValueDim, batch = a.Batch;
         if (batch == 0) return;
-        T* q = (T*)qp, k = (T*)kp, v = (T*)vp, o = (T*)op, dO = (T*)dop, dq = (T*)dqp, dk = (T*)dkp, dv = (T*)dvp;
+        int heads = Math.Max(a.Heads, 1);
         TA* mask = (TA*)maskp, lse = (TA*)lsep;
         TA scale = TA.CreateChecked(a.Scale);
         bool causal = a.Causal, same = Same<T, TA>();
@@ -214,18 +231,19 @@ static unsafe class AttentionKernels
             TA* dka = vt + ev * KeyTile, dva = dka + e * KeyTile, p = dva + ev * KeyTile, ds = p + QueryTile * KeyTile;
             for (long b = b0; b < b1; b++)
             {
-                TA* qh = (TA*)(q + b * l * e), gh = (TA*)(dO + b * l * ev);
+                TA* qh = (TA*)qp.At<T>(b, heads, 0), gh = (TA*)dop.At<T>(b, heads, 0);
+                long qRow = qp.Row, gRow = dop.Row;
                 if (!same)
                 {
-                    Load<T, TE, TA>(q + b * l * e, qc, (long)l * e); qh = qc;
-                    Load<T, TE, TA>(dO + b * l * ev, gc, (long)l * ev); gh = gc;
+                    Load<T, TE, TA>(qp.At<T>(b, heads, 0), qp.Row, l, e, qc); qh = qc; qRow = e;
+                    Load<T, TE, TA>(dop.At<T>(b, heads, 0), dop.Row, l, ev, gc); gh = gc; gRow = ev;
                 }
                 // D = rowsum(dO∘o), one value per query row.
                 for (int i = 0; i < l; i++)
                 {
-                    T* orow = o + (b * l + i) * ev;
+                    T* orow = op.At<T>(b, heads, i);
                     TA d = TA.Zero;
-                    for (int c = 0; c < ev; c++) d += gh[(long)i * ev + c] * In<T, TE, TA>(orow[c]);
+                    for (int c = 0; c < ev; c++) d += gh[i * gRow + c] * In<T, TE, TA>(orow[c]);
                     delta[i] = d;
                 }
                 new Span<TA>(dqa, l * e).Clear();
@@ -234,10 +252,11 @@ static unsafe class AttentionKernels
                 for (int j0 = 0; j0 < s; j0 += KeyTile)
                 {
                     int keys = Math.Min(KeyTile, s - j0);
-                    TA* kj = (TA*)(k + (b * s + j0) * e);
-                    if (!same) { Load<T, TE, TA>(k + (b * s + j0) * e, kc, (long)keys * e); kj = kc; }
-                    LoadTransposed<T, TE, TA>(k + b * s * e, e, j0, j0 + keys, j0, kt, KeyTile);
-                    LoadTransposed<T, TE, TA>(v + b * s * ev, ev, j0, j0 + keys, j0, vt, KeyTile);
+                    TA* kj = (TA*)kp.At<T>(b, heads, j0);
+                    long kRow = kp.Row;
+                    if (!same) { Load<T, TE, TA>(kp.At<T>(b, heads, j0), kp.Row, keys, e, kc); kj = kc; kRow = e; }
+                    LoadTransposed<T, TE, TA>(kp.At<T>(b, heads, 0), kp.Row, e, j0, j0 + keys, j0, kt, KeyTile);
+                    LoadTransposed<T, TE, TA>(vp.At<T>(b, heads, 0), vp.Row, ev, j0, j0 + keys, j0, vt, KeyTile);
                     new Span<TA>(dka, keys * e).Clear();
                     new Span<TA>(dva, keys * ev).Clear();
                     // Causal: queries before j0 see none of these keys; start at the query tile holding j0.
@@ -247,8 +266,8 @@ static unsafe class AttentionKernels
                         // Causal: keys after the tile's last query are hidden from all of it; leave them out.
                         int cols = causal ? Math.Min(keys, i0 + rows - j0) : keys;
                         if (cols <= 0) continue;
-                        TA* qi = qh + (long)i0 * e, gi = gh + (long)i0 * ev;
-                        Scores<TA, TK>(qi, e, kt, KeyTile, rows, cols, p, scale, maskHead is null ? null : maskHead + (long)i0 * s + j0, s, i0, j0, causal);
+                        TA* qi = qh + i0 * qRow, gi = gh + i0 * gRow;
+                        Scores<TA, TK>(qi, qRow, e, kt, KeyTile, rows, cols, p, scale, maskHead is null ? null : maskHead + (long)i0 * s + j0, s, i0, j0, causal);
                         for (int r = 0; r < rows; r++)
                         {
                             var row = new Span<TA>(p + r * KeyTile, cols);
@@ -256,27 +275,30 @@ static unsafe class AttentionKernels
                             TensorPrimitives.Exp<TA>(row, row);
                         }
                         // dv += Pᵀ·dO; dP = dO·vᵀ; dS = P∘(dP − D); dk += dSᵀ·q; dq += dS·k.
-                        Gemm<TA, TK>(cols, ev, rows, p, 1, KeyTile, gi, ev, dva, ev, true);
-                        Gemm<TA, TK>(rows, cols, ev, gi, ev, 1, vt, KeyTile, ds, KeyTile, false);
+                        Gemm<TA, TK>(cols, ev, rows, p, 1, KeyTile, gi, gRow, dva, ev, true);
+                        Gemm<TA, TK>(rows, cols, ev, gi, gRow, 1, vt, KeyTile, ds, KeyTile, false);
                         for (int r = 0; r < rows; r++)
                         {
                             var dsr = new Span<TA>(ds + r * KeyTile, cols);
                             TensorPrimitives.Subtract(dsr, delta[i0 + r], dsr);
                             TensorPrimitives.Multiply(dsr, new ReadOnlySpan<TA>(p + r * KeyTile, cols), dsr);
                         }
-                        Gemm<TA, TK>(cols, e, rows, ds, 1, KeyTile, qi, e, dka, e, true);
-                        Gemm<TA, TK>(rows, e, cols, ds, KeyTile, 1, kj, e, dqa + (long)i0 * e, e, true);
+                        Gemm<TA, TK>(cols, e, rows, ds, 1, KeyTile, qi, qRow, dka, e, true);
+                        Gemm<TA, TK>(rows, e, cols, ds, KeyTile, 1, kj, kRow, dqa + (long)i0 * e, e, true);
                     }
                     for (int c = 0; c < keys; c++)
                     {
-                        T* krow = dk + (b * s + j0 + c) * e;
+                        T* krow = dkp.At<T>(b, heads, j0 + c);
                         for (int x = 0; x < e; x++) krow[x] = Out<T, TE, TA>(dka[c * e + x] * scale);
-                        T* vrow = dv + (b * s + j0 + c) * ev;
+                        T* vrow = dvp.At<T>(b, heads, j0 + c);
                         for (int x = 0; x < ev; x++) vrow[x] = Out<T, TE, TA>(dva[c * ev + x]);
                     }
                 }
-                T* dqh = dq + b * l * e;
-                for (long x = 0; x < (long)l * e; x++) dqh[x] = Out<T, TE, TA>(dqa[x] * scale);
+                for (int i = 0; i < l; i++)
+                {
+                    T* qrow = dqp.At<T>(b, heads, i);
+                    for (int x = 0; x < e; x++) qrow[x] = Out<T, TE, TA>(dqa[(long)i * e + x] * scale);
+                }
             }
         });
     }

@@ -4,20 +4,32 @@ using static Engine.Backends.Cuda.DeviceElements;
 
 namespace Engine.Backends.Cuda.Kernels;
 
-/// <summary>The sizes and flags of one attention launch (see Engine.Backends.AttentionShape).</summary>
+/// <summary>The sizes, flags and operand strides of one attention launch (see Engine.Backends.AttentionShape).</summary>
 public struct AttentionArgs
 {
 #pragma warning disable CS1591 // plain fields of a kernel parameter
-    public int Batch, L, S, E, Ev, Type, Causal, SharedMask, HasMask;
+    public int Batch, Heads, L, S, E, Ev, Type, Causal, SharedMask, HasMask;
     public float Scale;
+    public AttentionView Q, K, V, O, G, DQ, DK, DV; // G: the output gradient dO
 #pragma warning restore CS1591
+}
+
+/// <summary>One operand's strides (Engine.Backends.AttentionOperand without its storage), in elements.</summary>
+public struct AttentionView
+{
+#pragma warning disable CS1591 // plain fields of a kernel parameter
+    public long Offset, Batch, Head, Row;
+#pragma warning restore CS1591
+
+    /// <summary>The index of row <paramref name="i"/> of head <paramref name="n"/> (n folds the two batch levels).</summary>
+    public readonly long At(int n, int heads, int i) => Offset + n / heads * Batch + n % heads * Head + (long)i * Row;
 }
 
 /// <summary>
 /// Scaled-dot-product attention on the device, the straightforward version: grid-stride kernels with one thread per
 /// output element, each recomputing the scores it needs from q and k (float32 accumulation, half types converted on
 /// load and rounded once on store), so nothing of size [L, S] is stored and no thread keeps an array (no local
-/// memory). The forward is two launches: the row logsumexp (an online max and sum over the keys), then each output
+/// memory); every operand is read or written through its strides (AttentionView). The forward is two launches: the row logsumexp (an online max and sum over the keys), then each output
 /// element as Σ exp(s − lse)·v. The backward is FlashAttention-2's rule in three: D = rowsum(dO∘o), dq per (row,
 /// column), and dk and dv per (key, column); every element is summed by one thread in key or query order, so results
 /// are reproducible. Float64 goes to the composite (CudaBackend.Attention.cs). The CPU reference is
@@ -29,7 +41,7 @@ static class AttentionKernels
     static float Score(ArrayView<byte> q, ArrayView<byte> k, ArrayView<float> mask, AttentionArgs a, int b, int i, int j)
     {
         if (a.Causal != 0 && j > i) return float.NegativeInfinity;
-        long qo = ((long)b * a.L + i) * a.E, ko = ((long)b * a.S + j) * a.E;
+        long qo = a.Q.At(b, a.Heads, i), ko = a.K.At(b, a.Heads, j);
         float d = 0;
         for (int x = 0; x < a.E; x++) d += LoadFloat(q, a.Type, qo + x) * LoadFloat(k, a.Type, ko + x);
         d *= a.Scale;
@@ -77,9 +89,9 @@ static class AttentionKernels
             for (int j = 0; j < end; j++)
             {
                 float p = MathF.Exp(Score(q, k, m, a, b, i, j) - l);
-                acc += p * LoadFloat(v, a.Type, ((long)b * a.S + j) * a.Ev + c);
+                acc += p * LoadFloat(v, a.Type, a.V.At(b, a.Heads, j) + c);
             }
-            StoreFloat(o, a.Type, idx, acc);
+            StoreFloat(o, a.Type, a.O.At(b, a.Heads, i) + c, acc);
         }
     }
 
@@ -90,8 +102,10 @@ static class AttentionKernels
         int n = a.Batch * a.L, stride = Grid.DimX * Group.DimX;
         for (int r = Grid.GlobalIndex.X; r < n; r += stride)
         {
+            int b = r / a.L, i = r - b * a.L;
+            long go = a.G.At(b, a.Heads, i), oo = a.O.At(b, a.Heads, i);
             float s = 0;
-            for (int c = 0; c < a.Ev; c++) s += LoadFloat(dO, a.Type, (long)r * a.Ev + c) * LoadFloat(o, a.Type, (long)r * a.Ev + c);
+            for (int c = 0; c < a.Ev; c++) s += LoadFloat(dO, a.Type, go + c) * LoadFloat(o, a.Type, oo + c);
             d[r] = s;
         }
     }
@@ -100,7 +114,7 @@ static class AttentionKernels
     static float ScoreGrad(ArrayView<byte> q, ArrayView<byte> k, ArrayView<byte> v, ArrayView<byte> dO, ArrayView<float> m, float l, float delta, AttentionArgs a, int b, int i, int j, out float p)
     {
         p = MathF.Exp(Score(q, k, m, a, b, i, j) - l);
-        long go = ((long)b * a.L + i) * a.Ev, vo = ((long)b * a.S + j) * a.Ev;
+        long go = a.G.At(b, a.Heads, i), vo = a.V.At(b, a.Heads, j);
         float dp = 0;
         for (int x = 0; x < a.Ev; x++) dp += LoadFloat(dO, a.Type, go + x) * LoadFloat(v, a.Type, vo + x);
         return p * (dp - delta);
@@ -121,9 +135,9 @@ static class AttentionKernels
             for (int j = 0; j < end; j++)
             {
                 float ds = ScoreGrad(q, k, v, dO, m, l, dr, a, b, i, j, out _);
-                acc += ds * LoadFloat(k, a.Type, ((long)b * a.S + j) * a.E + c);
+                acc += ds * LoadFloat(k, a.Type, a.K.At(b, a.Heads, j) + c);
             }
-            StoreFloat(dq, a.Type, idx, acc * a.Scale);
+            StoreFloat(dq, a.Type, a.DQ.At(b, a.Heads, i) + c, acc * a.Scale);
         }
     }
 
@@ -144,10 +158,10 @@ static class AttentionKernels
             {
                 int r = b * a.L + i;
                 float ds = ScoreGrad(q, k, v, dO, m, ls[r], dl[r], a, b, i, j, out float p);
-                acc += key ? ds * LoadFloat(q, a.Type, (long)r * a.E + c) : p * LoadFloat(dO, a.Type, (long)r * a.Ev + (c - a.E));
+                acc += key ? ds * LoadFloat(q, a.Type, a.Q.At(b, a.Heads, i) + c) : p * LoadFloat(dO, a.Type, a.G.At(b, a.Heads, i) + (c - a.E));
             }
-            if (key) StoreFloat(dk, a.Type, (long)row * a.E + c, acc * a.Scale);
-            else StoreFloat(dv, a.Type, (long)row * a.Ev + (c - a.E), acc);
+            if (key) StoreFloat(dk, a.Type, a.DK.At(b, a.Heads, j) + c, acc * a.Scale);
+            else StoreFloat(dv, a.Type, a.DV.At(b, a.Heads, j) + (c - a.E), acc);
         }
     }
 }
