@@ -75,12 +75,12 @@ public class LaunchesPerStepTests
             Assert.That(s.Count(nameof(IBackend.Reduce)), Is.LessThanOrEqualTo(20));
             // Attention reads q, k, v as the transposed views of the qkv projection, writes its output in [b, t, h, d]
             // memory and its gradients straight into the projection's (SdpaLayoutTests): no layout copy is left
-            // (fp32 Copy 41 → 5; bf16 143 → 107 and fp16 146 → 110, the rest being autocast's casts).
-            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 999 : autocast == DType.Float16 ? 999 : 999));
+            // (fp32 Copy 41 → 5).
+            Assert.That(s.Count(nameof(IBackend.Copy)), Is.LessThanOrEqualTo(autocast is null ? 4 : autocast == DType.Float16 ? 43 : 40));
             // Under autocast the 33 Linear weights and biases are cast into the cast cache by two multi-tensor launches
             // (Gpt.Forward's pre-cast), not one Copy each, and their gradients are written in float32 (their masters'
-            // dtype) and not cast back: 143 → COPYBF Copy for bf16, 146 → COPY16 for fp16 (with the loss's float32 →
-            // float32 copy gone).
+            // dtype) and not cast back. With the attention's layouts, Copy is 41 → 4 (fp32), 143 → 40 (bf16), 146 → 43 (fp16),
+            // the loss's float32 → float32 copy gone too; what is left are the activations' autocast casts.
             Assert.That(s.Count(nameof(IBackend.ForeachCopy)), Is.EqualTo(autocast is null ? 0 : 2), "the Linear parameters' casts in launches of 32");
             // The fused attention, one launch each way per layer, replaced the explicit path's two MatMul, masked fill
             // and Softmax per layer and their backward: 247 (fp32), 336 (bf16) and 349 (fp16) launches now.
@@ -88,9 +88,13 @@ public class LaunchesPerStepTests
             Assert.That(s.Count(nameof(IBackend.ScaledDotProductAttentionBackward)), Is.EqualTo(Small.Layers));
             Assert.That(s.Count(nameof(IBackend.Softmax)) + s.Count(nameof(IBackend.SoftmaxBackward)), Is.Zero, "no attention softmax left");
             Assert.That(s.Count(nameof(IBackend.MatMul)), Is.Zero, "the Linear backward's products are one LinearGradients call");
-            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 999 : autocast == DType.Float16 ? 999 : 999));
+            // 190/292/305 launches at the start of this round; 108/146/159 with the fusions above.
+            Assert.That(s.Launches, Is.LessThanOrEqualTo(autocast is null ? 108 : autocast == DType.Float16 ? 159 : 146));
         }
         if (budgetAsserted) Assert.That(cuda.Launches, Is.LessThanOrEqualTo(budget), "the CUDA issue's budget");
+        // float32 meets the CUDA issue's budget (108 of 120) and is held to it; fp16 with the scaler (159 of 140) and bf16
+        // (146) are not there yet: the activations' casts around LayerNorm and the residual stream are left.
+        if (autocast is null) Assert.That(cuda.Launches, Is.LessThanOrEqualTo(budget), "the fp32 budget");
         if (autocast is null)
         {
             Assert.That(cuda.Counts, Is.EquivalentTo(cpu.Counts), $"cpu {cpu}\ncuda {cuda}");
