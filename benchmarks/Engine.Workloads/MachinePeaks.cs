@@ -8,7 +8,7 @@ namespace Engine.Workloads;
 /// <summary>
 /// This machine's limits, measured in the same process as the workloads they are compared with (a figure from a data
 /// sheet would not know the VM's clock, its share of the cores or its memory channels): the float32 FMA peak for
-/// GEMMs and the bandwidth of a streaming copy for elementwise ops. Each is the best of several repetitions on all
+/// GEMMs and the best streaming bandwidth (STREAM's copy, scale and add) for elementwise ops. Each is the best of several repetitions on all
 /// cores, since a limit is what the machine can do, not what it usually does.
 /// </summary>
 public static class MachinePeaks
@@ -35,37 +35,86 @@ public static class MachinePeaks
         return flops / best / 1e9;
     }
 
-    /// <summary>GB/s of a streaming copy of <paramref name="megabytes"/> MB split over every core, counting the bytes read
-    /// and the bytes written (as the elementwise workloads count theirs). What an elementwise "bandwidth" is compared with.</summary>
-    public static unsafe double CopyGBps(int megabytes = 256, int reps = 5)
+    /// <summary>The streaming bandwidth of each pattern an elementwise workload can take, in GB/s of bytes read plus
+    /// bytes written (as the workloads count theirs), and the best of them.</summary>
+    public sealed record Stream(double Copy, double MemCopy, double Scale, double Add)
     {
-        nuint bytes = (nuint)megabytes << 20;
-        byte* src = (byte*)NativeMemory.AlignedAlloc(bytes, 64), dst = (byte*)NativeMemory.AlignedAlloc(bytes, 64);
+        /// <summary>What an elementwise "bandwidth" is compared with: the best pattern, so no workload exceeds it.</summary>
+        public double Best => Math.Max(Math.Max(Copy, MemCopy), Math.Max(Scale, Add));
+    }
+
+    /// <summary>
+    /// STREAM's patterns over <paramref name="elements"/> float32 per array (16M: the elementwise workloads' size) split
+    /// over every core, each the best of <paramref name="reps"/>: copy y = x with vector loads and ordinary stores (what
+    /// the engine's kernels issue), the runtime's memcpy (non-temporal stores on large blocks), scale in place x = s·x
+    /// (read and write the same lines, as in-place ops and the AMP unscale), and add y = a + b. One pattern alone is not a
+    /// fair limit: an ordinary store also reads its line first (write-allocate), which the byte count does not see, so
+    /// an in-place op moves fewer uncounted bytes than a copy, and two reads per write fewer than one.
+    /// </summary>
+    public static unsafe Stream StreamGBps(int elements = 16 << 20, int reps = 15)
+    {
+        nuint bytes = (nuint)elements * sizeof(float);
+        float* a = (float*)NativeMemory.AlignedAlloc(bytes, 64), b = (float*)NativeMemory.AlignedAlloc(bytes, 64),
+            y = (float*)NativeMemory.AlignedAlloc(bytes, 64);
         try
         {
             // Touch every page first: a first write faults pages in, which is the OS's cost, not the memory's.
-            NativeMemory.Fill(src, bytes, 1);
-            NativeMemory.Fill(dst, bytes, 2);
+            new Span<float>(a, elements).Fill(1f);
+            new Span<float>(b, elements).Fill(2f);
+            new Span<float>(y, elements).Fill(3f);
             int threads = Environment.ProcessorCount;
-            nuint chunk = (bytes / (nuint)threads) & ~(nuint)63;
-            double best = double.MaxValue;
-            for (int r = 0; r < reps; r++)
+            int chunk = elements / threads / 64 * 64;
+            double Best(Action<int, int> body, double countedBytes)
             {
-                var sw = Stopwatch.StartNew();
-                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                double best = double.MaxValue;
+                for (int r = 0; r < reps; r++)
                 {
-                    nuint start = (nuint)t * chunk, n = t == threads - 1 ? bytes - start : chunk;
-                    Buffer.MemoryCopy(src + start, dst + start, (long)n, (long)n);
-                });
-                best = Math.Min(best, sw.Elapsed.TotalSeconds);
+                    var sw = Stopwatch.StartNew();
+                    Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                        body(t * chunk, t == threads - 1 ? elements - t * chunk : chunk));
+                    best = Math.Min(best, sw.Elapsed.TotalSeconds);
+                }
+                return countedBytes / best / 1e9;
             }
-            return 2.0 * bytes / best / 1e9;
+            double copy = Best((s, n) => CopyLoop(a + s, y + s, n), 2.0 * bytes);
+            double memcpy = Best((s, n) => Buffer.MemoryCopy(a + s, y + s, (long)n * 4, (long)n * 4), 2.0 * bytes);
+            double scale = Best((s, n) => ScaleLoop(a + s, n), 2.0 * bytes);
+            double add = Best((s, n) => AddLoop(a + s, b + s, y + s, n), 3.0 * bytes);
+            return new Stream(copy, memcpy, scale, add);
         }
         finally
         {
-            NativeMemory.AlignedFree(src);
-            NativeMemory.AlignedFree(dst);
+            NativeMemory.AlignedFree(a);
+            NativeMemory.AlignedFree(b);
+            NativeMemory.AlignedFree(y);
         }
+    }
+
+    // Vector<float> loops, as the engine's elementwise kernels (the widest width the runtime accelerates); n is a multiple
+    // of 64 but for the last thread's share, whose remainder is scalar.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static unsafe void CopyLoop(float* x, float* y, int n)
+    {
+        int i = 0, w = System.Numerics.Vector<float>.Count;
+        for (; i <= n - w; i += w) System.Numerics.Vector.Store(System.Numerics.Vector.Load(x + i), y + i);
+        for (; i < n; i++) y[i] = x[i];
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static unsafe void ScaleLoop(float* x, int n)
+    {
+        int i = 0, w = System.Numerics.Vector<float>.Count;
+        var s = new System.Numerics.Vector<float>(1f);
+        for (; i <= n - w; i += w) System.Numerics.Vector.Store(System.Numerics.Vector.Load(x + i) * s, x + i);
+        for (; i < n; i++) x[i] *= 1f;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static unsafe void AddLoop(float* a, float* b, float* y, int n)
+    {
+        int i = 0, w = System.Numerics.Vector<float>.Count;
+        for (; i <= n - w; i += w) System.Numerics.Vector.Store(System.Numerics.Vector.Load(a + i) + System.Numerics.Vector.Load(b + i), y + i);
+        for (; i < n; i++) y[i] = a[i] + b[i];
     }
 
     static float FmaLoop(int lanes, long iterations) => lanes switch

@@ -260,21 +260,26 @@ public static partial class WorkloadCatalog
         public void Dispose() { _scaler?.Dispose(); _opt.Dispose(); _model.Dispose(); _x.Dispose(); _y.Dispose(); }
     }
 
-    // The AMP scaler's fused check-and-unscale over 16M float32 gradient values (read and written once).
+    // The AMP scaler's fused check-and-unscale over 16M float32 gradient values (read and written once). The inverse
+    // scale alternates between 2⁻¹⁶ and 2¹⁶ (exact, so the values stay where they are): with 1, as this workload had,
+    // the kernel only reads (PyTorch's rule: an inverse scale of exactly 1 leaves the values untouched), half the bytes
+    // counted, and its "bandwidth" was 3× the machine's.
     sealed class UnscaleRun : IWorkloadRun
     {
-        readonly Tensor _g, _found, _inv;
+        readonly Tensor _g, _found, _down, _up;
+        bool _odd;
         public UnscaleRun(Device d)
         {
             _g = Tensor.Randn([M16], DType.Float32, d, new Generator(7)).DetachFromScopes();
             _found = Tensor.Zeros([], DType.Float32, d).DetachFromScopes();
-            _inv = Tensor.Full([], 1.0, DType.Float32, d).DetachFromScopes();
+            _down = Tensor.Full([], 1.0 / 65536, DType.Float32, d).DetachFromScopes();
+            _up = Tensor.Full([], 65536.0, DType.Float32, d).DetachFromScopes();
             double bytes = 2.0 * 4 * M16;
             Metrics = [new("time", "ms", s => s * 1e3), new("bandwidth", "GB/s", s => bytes / s / 1e9)];
         }
         public IReadOnlyList<Metric> Metrics { get; }
-        public void Run() { Tensor.NonFiniteCheckAndUnscale([_g], _found, _inv); Sync(_found); }
-        public void Dispose() { _g.Dispose(); _found.Dispose(); _inv.Dispose(); }
+        public void Run() { Tensor.NonFiniteCheckAndUnscale([_g], _found, (_odd = !_odd) ? _down : _up); Sync(_found); }
+        public void Dispose() { _g.Dispose(); _found.Dispose(); _down.Dispose(); _up.Dispose(); }
     }
 
     sealed class OverheadRun : IWorkloadRun

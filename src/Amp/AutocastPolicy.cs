@@ -95,6 +95,8 @@ public static class AutocastPolicy
         [typeof(GeluOp)] = AutocastCategory.InputType,
         [typeof(GeluTanhOp)] = AutocastCategory.InputType,
         [typeof(SiluOp)] = AutocastCategory.InputType,
+        // On neither of PyTorch's lower-precision lists, nor on its CUDA float32 list (which has erfinv, not erf).
+        [typeof(ErfOp)] = AutocastCategory.InputType,
         [typeof(ClampOp)] = AutocastCategory.InputType,
         [typeof(AffineOp)] = AutocastCategory.InputType,
         [typeof(Tensor.AffineBackward)] = AutocastCategory.InputType,

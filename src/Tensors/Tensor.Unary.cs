@@ -87,6 +87,8 @@ public sealed partial class Tensor
     public Tensor Relu() => Apply(new ReluOp(), floatResult: false);
     /// <summary>GELU: exact (erf) by default, or the tanh approximation (PyTorch's <c>approximate="tanh"</c>).</summary>
     public Tensor Gelu(bool approximateTanh = false) => approximateTanh ? Apply(new GeluTanhOp()) : Apply(new GeluOp());
+    /// <summary>erf x (PyTorch's <c>torch.erf</c>); integer inputs give float32. Autocast keeps the input's type.</summary>
+    public Tensor Erf() => Apply(new ErfOp());
     /// <summary>x·σ(x).</summary>
     public Tensor Silu() => Apply(new SiluOp());
     /// <summary>xᵖ for a scalar p.</summary>

@@ -632,6 +632,7 @@ public class AutogradTests
         ("GeluTanh", x => x.Gelu(approximateTanh: true), "any"),
         ("Gelu", x => x.Gelu(), "any"),
         ("Silu", x => x.Silu(), "any"),
+        ("Erf", x => x.Erf(), "any"),
         ("PowScalar", x => x.Pow(3), "any"),
         ("PowScalar", x => x.Pow(2.5), "pos"),
         ("PowScalar", x => x.Pow(-1.5), "pos"),
@@ -677,7 +678,7 @@ public class AutogradTests
                 Assert.That(r.Passed, Is.True, $"{op} {Shape.Format(shape)}: {r.Message}");
                 covered.Add(op);
             }
-        Assert.That(covered, Has.Count.EqualTo(17));
+        Assert.That(covered, Has.Count.EqualTo(18));
     }
 
     [Test]

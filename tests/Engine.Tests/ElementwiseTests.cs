@@ -75,6 +75,7 @@ public class ElementwiseTests
         new("Gelu", x => x.Gelu(), RefErf.Gelu, -5, 5),
         new("GeluTanh", x => x.Gelu(approximateTanh: true), RefErf.GeluTanh, -5, 5),
         new("Silu", x => x.Silu(), x => x * RefErf.Sigmoid(x), -8, 8),
+        new("Erf", x => x.Erf(), RefErf.Erf, -4, 4),
         new("Pow0.5", x => x.Pow(0.5), x => Math.Pow(x, 0.5), 0, 4),
         new("Pow2", x => x.Pow(2), x => x * x, -3, 3),
         new("Pow3", x => x.Pow(3), x => x * x * x, -2, 2),

@@ -24,6 +24,7 @@ public class HalfElementwiseTests
             yield return new TestCaseData(dt, "gelu", (Func<Tensor, Tensor>)(t => t.Gelu()));
             yield return new TestCaseData(dt, "gelu_tanh", (Func<Tensor, Tensor>)(t => t.Gelu(approximateTanh: true)));
             yield return new TestCaseData(dt, "silu", (Func<Tensor, Tensor>)(t => t.Silu()));
+            yield return new TestCaseData(dt, "erf", (Func<Tensor, Tensor>)(t => t.Erf()));
             yield return new TestCaseData(dt, "exp", (Func<Tensor, Tensor>)(t => t.Exp()));
             yield return new TestCaseData(dt, "tanh", (Func<Tensor, Tensor>)(t => t.Tanh()));
             yield return new TestCaseData(dt, "sigmoid", (Func<Tensor, Tensor>)(t => t.Sigmoid()));

@@ -20,7 +20,7 @@ sealed class BenchSettings : CommandSettings
     [CommandOption("--reps <N>"), Description("Timed repetitions per workload (default: each workload's own).")]
     public int? Reps { get; set; }
 
-    [CommandOption("--json <FILE>"), Description("Also write one JSON object per line and metric: workload, metric, value (median), unit, device, dtype, min, reps; a launches_per_step line adds launches_per_step and launches_by_kernel. Training steps add a peak_memory row (MB), CPU GEMM and elementwise figures a fraction_of_peak row (of the FMA peak / streaming-copy bandwidth measured in the run, rows machine_fma_peak and machine_copy).")]
+    [CommandOption("--json <FILE>"), Description("Also write one JSON object per line and metric: workload, metric, value (median), unit, device, dtype, min, reps; a launches_per_step line adds launches_per_step and launches_by_kernel. Training steps add a peak_memory row (MB), CPU GEMM and elementwise figures a fraction_of_peak row (of the FMA peak / the best streaming bandwidth of STREAM's copy, scale and add measured in the run, rows machine_fma_peak and machine_copy, with machine_stream_* for each pattern).")]
     public string? Json { get; set; }
 
     [CommandOption("--emulate"), Description("Run the CUDA kernels on ILGPU's CPU accelerator (no GPU needed): the timings mean nothing, the launch counts are exact.")]
@@ -138,15 +138,18 @@ sealed class BenchCommand : Command<BenchSettings>
 
     /// <summary>
     /// Measures, in this run and before the workloads, the limits the selected ones are compared with: the float32 FMA
-    /// peak when a GEMM is selected and a streaming copy's bandwidth when an elementwise op is, each reported as its
-    /// own row (workloads machine_fma_peak and machine_copy). Only on the CPU: a GPU's limits are not measured here.
+    /// peak when a GEMM is selected and the best streaming bandwidth (copy, memcpy, scale in place, add; bytes read +
+    /// written, as the workloads count) when an elementwise op is, each reported as its own row (workloads
+    /// machine_fma_peak and machine_copy, which is the best of the machine_stream_* rows). Only on the CPU: a GPU's limits are not measured here.
     /// </summary>
     static Peaks MeasurePeaks(Device device, List<Workload> selected, bool launchesOnly, StreamWriter? json, string dev)
     {
         if (device.Type != DeviceType.Cpu || launchesOnly) return new Peaks(null, null);
         bool gemm = selected.Any(w => w.Name.StartsWith("gemm_", StringComparison.Ordinal));
         bool stream = selected.Any(w => !w.Name.StartsWith("gemm_", StringComparison.Ordinal) && !w.Name.Contains("train", StringComparison.Ordinal) && w.Name != "op_overhead");
-        double? fma = gemm ? MachinePeaks.Fma32Gflops() : null, copy = stream ? MachinePeaks.CopyGBps() : null;
+        double? fma = gemm ? MachinePeaks.Fma32Gflops() : null;
+        var streams = stream ? MachinePeaks.StreamGBps() : null;
+        double? copy = streams?.Best;
         if (fma is { } f)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine limit: float32 FMA peak {f:F0} GFLOP/s ({Environment.ProcessorCount} cores, best of 5)"));
@@ -154,8 +157,14 @@ sealed class BenchCommand : Command<BenchSettings>
         }
         if (copy is { } c)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine limit: streaming copy {c:F1} GB/s (256 MB, read + write bytes, best of 5)"));
-            Row(json, "machine_copy", "bandwidth", c, "GB/s", dev, "f32", c, 5);
+            var p = streams!;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"machine limit: streaming {c:F1} GB/s, the best of copy {p.Copy:F1}, memcpy {p.MemCopy:F1}, scale in place {p.Scale:F1}, add {p.Add:F1} (16M float32 per array, {Environment.ProcessorCount} cores, bytes read + written, best of 15 each)"));
+            Row(json, "machine_copy", "bandwidth", c, "GB/s", dev, "f32", c, 15);
+            Row(json, "machine_stream_copy", "bandwidth", p.Copy, "GB/s", dev, "f32", p.Copy, 15);
+            Row(json, "machine_stream_memcpy", "bandwidth", p.MemCopy, "GB/s", dev, "f32", p.MemCopy, 15);
+            Row(json, "machine_stream_scale", "bandwidth", p.Scale, "GB/s", dev, "f32", p.Scale, 15);
+            Row(json, "machine_stream_add", "bandwidth", p.Add, "GB/s", dev, "f32", p.Add, 15);
         }
         return new Peaks(fma, copy);
     }

@@ -7,7 +7,7 @@ namespace Engine.Ops;
 // TensorPrimitives stays only where each element is one IEEE operation (negate, abs, sqrt, add, multiply), whose
 // result is the same on every code path.
 // Backward rules (src/Autograd/Rules/Unary.cs) use Derivative through UnaryGradOp, whose contiguous float32 fast path
-// is TryBackward: a fused VectorMath pass dx = dy·f'(x) for exp, tanh, sigmoid, ReLU, GELU, tanh-GELU and SiLU, false elsewhere.
+// is TryBackward: a fused VectorMath pass dx = dy·f'(x) for exp, tanh, sigmoid, ReLU, GELU, tanh-GELU, SiLU and erf, false elsewhere.
 
 /// <summary>−x.</summary>
 public readonly struct NegOp : IDifferentiableUnaryOp
@@ -276,6 +276,29 @@ public readonly struct GeluOp : IDifferentiableUnaryOp
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Gelu(x, y); return true; }
     /// <inheritdoc/>
     public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.GeluBackward(x, dy, dx); return true; }
+}
+
+/// <summary>
+/// erf x = 2/√π ∫₀ˣ e^(−t²) dt (PyTorch's <c>torch.erf</c>). float32 dense: VectorMath.Erf, GELU's Φ pieces at √2·x
+/// (within 2 ulp); float32 strided and on CUDA: SpecialFunctions.Erf(float), float32 arithmetic only (a CUDA thread's
+/// float64 exp is ILGPU's software one, with a stack frame), from the same erfcx series as GELU's scalar path.
+/// </summary>
+public readonly struct ErfOp : IDifferentiableUnaryOp
+{
+    /// <inheritdoc/>
+    public string Name => "Erf";
+    /// <inheritdoc/>
+    public float Apply(float x) => SpecialFunctions.Erf(x);
+    /// <inheritdoc/>
+    public double Apply(double x) => SpecialFunctions.Erf(x);
+    /// <inheritdoc/>
+    public float Derivative(float x) => SpecialFunctions.ErfDerivative(x);
+    /// <inheritdoc/>
+    public double Derivative(double x) => SpecialFunctions.ErfDerivative(x);
+    /// <inheritdoc/>
+    public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Erf(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) { VectorMath.ErfBackward(x, dy, dx); return true; }
 }
 
 /// <summary>SiLU (swish): x·σ(x).</summary>

@@ -90,16 +90,21 @@ public static unsafe partial class VectorMath
         GeluG10 = -1.757812202e-01f;
     const float GeluTailFrom = 1f, GeluTailTo = 20f, GeluS0 = 0.1875f;
 
-    // The float32 pieces of Φ at a = |x|: ps (the erf polynomial's tail), e^(−a²/2) = (hi + lo)·2ⁿ, s and gs (the erfcx
-    // polynomial's argument and tail) and corr (t's relative correction). Every lane gets finite pieces: a is clamped
-    // into each polynomial's range (into [2⁻²⁰, 20] for e, beyond which nothing changes in float32) and the
-    // combine picks.
+    // The float32 pieces of Φ at a = σ·m, m = |x| (σ = 1 for GELU, √2 for erf: Φ(√2·x) = (1 + erf x)/2): ps (the erf
+    // polynomial's tail, at v = a² = σ²m²), e^(−a²/2) = e^(−(σ²/2)·m²) = (hi + lo)·2ⁿ from m² = h + l exactly (σ² is 1 or
+    // 2, so the scaling is exact and no rounding of a enters the exponent), s and gs (the erfcx polynomial's argument and
+    // tail) and corr (t's relative correction; d + dl is 1 + a/2 = 1 + (σ/2)·m to 2⁻⁴⁸, halfHi + halfLo = σ/2 split in
+    // two floats). Every lane gets finite pieces: m is clamped into each polynomial's range (nearTo = 1/σ; tailTo = 20/σ
+    // for e, beyond which nothing changes in float32; 2⁻²⁰ below, so m² stays normal) and the combine picks. The
+    // parameters are constants at every call, folded after inlining.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void GeluParts<TL>(TL a, out TL ps, out TL hi, out TL lo, out TL n, out TL s, out TL gs, out TL corr)
+    static void PhiParts<TL>(TL m, float sigma2, float halfHi, float halfLo, float nearTo, float tailTo,
+        out TL ps, out TL hi, out TL lo, out TL n, out TL s, out TL gs, out TL corr)
         where TL : unmanaged, IFloatLanes<TL>
     {
-        var am = TL.Max(TL.Min(a, TL.Splat(GeluTailFrom)), TL.Splat(9.5367431640625e-07f)); // 2⁻²⁰: x² stays normal
+        var am = TL.Max(TL.Min(m, TL.Splat(nearTo)), TL.Splat(9.5367431640625e-07f)); // 2⁻²⁰: x² stays normal
         var v = am * am;
+        if (sigma2 != 1f) v *= TL.Splat(sigma2);
         ps = TL.Fma(TL.Splat(GeluP8), v, TL.Splat(GeluP7));
         ps = TL.Fma(ps, v, TL.Splat(GeluP6));
         ps = TL.Fma(ps, v, TL.Splat(GeluP5));
@@ -107,15 +112,16 @@ public static unsafe partial class VectorMath
         ps = TL.Fma(ps, v, TL.Splat(GeluP3));
         ps = TL.Fma(ps, v, TL.Splat(GeluP2));
 
-        var ae = TL.Min(TL.Max(a, TL.Splat(9.5367431640625e-07f)), TL.Splat(GeluTailTo));
+        var ae = TL.Min(TL.Max(m, TL.Splat(9.5367431640625e-07f)), TL.Splat(tailTo));
         var h = ae * ae;
         var l = TL.Fma(ae, ae, TL.Splat(0f) - h);
-        ExpParts(h * TL.Splat(-0.5f), l * TL.Splat(-0.5f), out hi, out lo, out n);
+        ExpParts(h * TL.Splat(-0.5f * sigma2), l * TL.Splat(-0.5f * sigma2), out hi, out lo, out n);
 
-        var at = TL.Max(ae, TL.Splat(GeluTailFrom));
+        var at = TL.Max(ae, TL.Splat(nearTo));
         var one = TL.Splat(1f);
-        var d = TL.Fma(at, TL.Splat(0.5f), one);
-        var dl = TL.Fma(at, TL.Splat(0.5f), one - d); // 1 − d is exact, and so the fused result: d's rounding error
+        var d = TL.Fma(at, TL.Splat(halfHi), one);
+        var dl = TL.Fma(at, TL.Splat(halfHi), one - d); // 1 − d is exact; for σ = 1 so is the fused result (d's rounding error)
+        if (halfLo != 0f) dl = TL.Fma(at, TL.Splat(halfLo), dl);
         var t = one / d;
         corr = TL.Fma(TL.Splat(0f) - dl, t, TL.Fma(TL.Splat(0f) - d, t, one));
         s = t - TL.Splat(GeluS0);
@@ -128,6 +134,12 @@ public static unsafe partial class VectorMath
         gs = TL.Fma(gs, s, TL.Splat(GeluG3));
         gs = TL.Fma(gs, s, TL.Splat(GeluG2));
     }
+
+    // GELU's pieces: Φ at a = |x|.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void GeluParts<TL>(TL a, out TL ps, out TL hi, out TL lo, out TL n, out TL s, out TL gs, out TL corr)
+        where TL : unmanaged, IFloatLanes<TL> =>
+        PhiParts(a, 1f, 0.5f, 0f, GeluTailFrom, GeluTailTo, out ps, out hi, out lo, out n, out s, out gs, out corr);
 
     // Φ(x) in float64 from the pieces; e = e^(−x²/2) without t's correction, which the tail applies itself.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -187,6 +199,75 @@ public static unsafe partial class VectorMath
             var xc = TD.Min(TD.Max(x, TD.Splat(-20.0)), TD.Splat(20.0));
             return dy * TD.Fma(xc * TD.Splat(SpecialFunctions.InvSqrt2Pi), e, phi);
         }
+    }
+
+    // ---------------- erf: Φ at √2·x, 2/√π·e^(−x²) ----------------
+
+    // erf x = 2Φ(√2·x) − 1: GELU's pieces at a = √2·|x| (PhiParts with σ = √2), joined in float64. Near 0 the odd series
+    // 2a·P(a²) directly (never ½ + … − 1, which would lose everything below 2⁻²⁵); beyond, ±(1 − 2Φ(−|a|)). The largest
+    // error over all 2³² inputs is in benchmarks/RESULTS.md. The backward 2/√π·e^(−x²) is ExpParts on x² = h + l exactly.
+    const float ErfHalfHi = (float)SpecialFunctions.InvSqrt2, ErfHalfLo = (float)(SpecialFunctions.InvSqrt2 - (double)ErfHalfHi);
+    const float ErfNearTo = (float)SpecialFunctions.InvSqrt2, ErfTailTo = (float)(GeluTailTo * SpecialFunctions.InvSqrt2);
+    const double Sqrt2 = 1.4142135623730951, TwoOverSqrtPi = 1.1283791670955126;
+
+    /// <summary>erf elementwise in float32, within 2 ulp of the correctly rounded value (subnormal inputs included);
+    /// erf(±∞) = ±1, erf(±0) = ±0, NaN stays NaN.</summary>
+    public static void Erf(ReadOnlySpan<float> x, Span<float> y) => MapFloat<ErfFloat>(x, y, "VectorMath.Erf", pairs: false);
+
+    /// <summary>The erf backward dx = dy·2/√π·e^(−x²) in one pass; dx may be x or dy (in place).</summary>
+    public static void ErfBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) =>
+        MapFloat2<ErfGradFloat>(x, dy, dx, "VectorMath.ErfBackward");
+
+    readonly struct ErfFloat : IFloatKernel
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x) where TL : unmanaged, IFloatLanes<TL>
+        {
+            PhiParts(x & TL.SplatInt(int.MaxValue), 2f, ErfHalfHi, ErfHalfLo, ErfNearTo, ErfTailTo,
+                out var ps, out var hi, out var lo, out var n, out var s, out var gs, out var corr);
+            var y = TL.CombineInDouble<ErfCombine>(x, x, ps, hi, lo, n, s, gs, corr);
+            return TL.Select(TL.IsNaN(x), x, y);
+        }
+    }
+
+    readonly struct ErfCombine : IDoubleCombine
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TD Apply<TD>(TD x, TD dy, TD ps, TD hi, TD lo, TD n, TD s, TD gs, TD corr) where TD : unmanaged, IDoubleLanes<TD>
+        {
+            var a = x * TD.Splat(Sqrt2);
+            var a2 = a * a;
+            var near = (a + a) * TD.Fma(a2, TD.Fma(a2, ps, TD.Splat(GeluP1)), TD.Splat(GeluP0));
+            var t = s + TD.Splat(GeluS0);
+            var g = TD.Fma(s, TD.Fma(s, gs, TD.Splat(GeluG1)), TD.Splat(GeluG0));
+            var erfc = TD.Fma(t, corr, t) * g * ((hi + lo) * Pow2(n)) * TD.Splat(2.0); // erfc |x| = 2Φ(−|a|)
+            var one = TD.Splat(1.0);
+            var far = TD.Select(TD.LessThan(x, TD.Splat(0.0)), erfc - one, one - erfc);
+            return TD.Select(TD.LessThan(AbsD(a), one), near, far);
+        }
+    }
+
+    // |x| is clamped into [2⁻²⁰, 14.2]: below, e^(−x²) is 1 to 2⁻⁴⁰; above, e^(−x²) < 2⁻²⁸⁸ makes
+    // dy·2/√π·e^(−x²) round to 0 for any finite float32 dy.
+    readonly struct ErfGradFloat : IFloatKernel2
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TL Apply<TL>(TL x, TL dy) where TL : unmanaged, IFloatLanes<TL>
+        {
+            var m = TL.Min(TL.Max(x & TL.SplatInt(int.MaxValue), TL.Splat(9.5367431640625e-07f)), TL.Splat(ErfTailTo));
+            var h = m * m;
+            var zero = TL.Splat(0f);
+            ExpParts(zero - h, zero - TL.Fma(m, m, zero - h), out var hi, out var lo, out var n);
+            var g = TL.CombineInDouble<ErfGradCombine>(x, dy, hi, lo, n, x, x, x, x);
+            return TL.Select(TL.IsNaN(x), x, g);
+        }
+    }
+
+    readonly struct ErfGradCombine : IDoubleCombine
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TD Apply<TD>(TD x, TD dy, TD hi, TD lo, TD n, TD p3, TD p4, TD p5, TD p6) where TD : unmanaged, IDoubleLanes<TD> =>
+            dy * TD.Splat(TwoOverSqrtPi) * ((hi + lo) * Pow2(n));
     }
 
     // ---------------- SiLU and tanh-GELU: x·σ(w) from E = e^(−|w|) ≤ 1 ----------------

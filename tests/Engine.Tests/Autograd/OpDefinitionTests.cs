@@ -92,7 +92,7 @@ public class OpDefinitionTests
         var outputs = new List<Tensor>
         {
             x.Exp(), x.Log(), x.Sqrt(), x.Rsqrt(), x.Sin(), x.Cos(), x.Tanh(), x.Sigmoid(), x.Relu(), x.Gelu(), x.Gelu(true),
-            x.Silu(), x.Abs(), x.Neg(), x.Pow(3), x.Clamp(0.6, 1.2), x + 1.0, x * 2.0,
+            x.Silu(), x.Erf(), x.Abs(), x.Neg(), x.Pow(3), x.Clamp(0.6, 1.2), x + 1.0, x * 2.0,
             x + x, x - x, x * x, x / x, x.Pow(x), x.Maximum(x * 0.5), x.Minimum(x * 0.5), Tensor.Where(x.Gt(1.0), x, x * 3.0),
             x.Sum(), x.Mean(1), x.Amax(), x.Amin([0, 1]), x.Max(), x.Max(1).Values, x.Var(1), x.LogSumExp(1), x.Norm(3),
             x.Softmax(1), x.LogSoftmax(1), x.MatMul(w), x.MatMul(w).LayerNorm([4], ln, ln), x.MatMul(w).RmsNorm([4], ln),

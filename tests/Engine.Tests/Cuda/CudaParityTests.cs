@@ -268,6 +268,7 @@ public abstract class CudaParityTests
         ("Gelu", t => t.Gelu(), -4, 4, true),
         ("GeluTanh", t => t.Gelu(approximateTanh: true), -4, 4, true),
         ("Silu", t => t.Silu(), -4, 4, true),
+        ("Erf", t => t.Erf(), -4, 4, true),
         ("Square", t => t.Square(), -3, 3, false),
         ("Pow1.5", t => t.Pow(1.5), 0, 4, true),
         ("Clamp", t => t.Clamp(-1, 0.5), -3, 3, false),
