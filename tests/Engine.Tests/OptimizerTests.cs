@@ -221,6 +221,49 @@ public class OptimizerTests
         Assert.That(opt.StateDict().Tensors["state.0.exp_avg"].DType, Is.EqualTo(DType.Float32));
     }
 
+    // The CPU kernel updates dense float32 parameters four at a time in float64 lanes; every element (the lanes and
+    // the n mod 4 tail, across the parallel chunks) must have the bits of the one-element float64 update rounded
+    // once, written out here in torch.optim's order.
+    [TestCase(true, 0.01)]
+    [TestCase(false, 0.2)]
+    [TestCase(true, 0.0)]
+    public void Float32AdamHasTheScalarFloat64UpdateBits(bool decoupled, double wd)
+    {
+        const int n = 3 * (1 << 14) + 7;
+        const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8;
+        var rng = new Random(11);
+        double Wide() => (rng.NextDouble() - 0.5) * Math.Pow(2, rng.Next(-30, 12));
+        var p0 = new double[n];
+        for (int i = 0; i < n; i++) p0[i] = (float)Wide();
+        using var p0t = Tensor.FromArray(p0, [n]);
+        using var p = p0t.To(DType.Float32).Clone();
+        p.RequiresGrad = true;
+        using Optimizer opt = decoupled ? new AdamW([p], lr, b1, b2, eps, wd) : new Adam([p], lr, b1, b2, eps, wd);
+        float[] x = p0.Select(d => (float)d).ToArray(), m = new float[n], v = new float[n];
+        for (int t = 1; t <= 3; t++)
+        {
+            var g = new double[n];
+            for (int i = 0; i < n; i++) g[i] = (float)Wide();
+            g[5] = 0; g[n - 1] = 1e30; // a zero and a huge gradient (its square overflows float32, not float64)
+            NnTestUtil.SetGrad(p, g);
+            opt.Step();
+            double stepSize = lr / (1 - Math.Pow(b1, t)), sqrtBias2 = Math.Sqrt(1 - Math.Pow(b2, t));
+            for (int i = 0; i < n; i++)
+            {
+                double xi = x[i], gi = (float)g[i];
+                if (wd != 0) { if (decoupled) xi *= 1 - lr * wd; else gi += wd * xi; }
+                double mi = b1 * m[i] + (1 - b1) * gi;
+                double vi = b2 * v[i] + (1 - b2) * gi * gi;
+                xi -= stepSize * mi / (Math.Sqrt(vi) / sqrtBias2 + eps);
+                x[i] = (float)xi; m[i] = (float)mi; v[i] = (float)vi;
+            }
+            var got = p.ToArray<float>();
+            for (int i = 0; i < n; i++)
+                if (BitConverter.SingleToInt32Bits(got[i]) != BitConverter.SingleToInt32Bits(x[i]))
+                    Assert.Fail($"step {t}, element {i} of {n}: {got[i]:R}, expected {x[i]:R}");
+        }
+    }
+
     [TestCase(DType.Float16)]
     [TestCase(DType.BFloat16)]
     public void HalfParametersKeepHalfMomentsAndRoundOnce(DType dt)

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Engine.Ops;
 
@@ -51,6 +52,23 @@ public readonly struct AdamMath
         double mi = _b1 * m + _c1 * g;
         double vi = _b2 * v + _c2 * g * g;
         x -= _stepSize * mi / (Math.Sqrt(vi) / _sqrtBias2 + _eps);
+        m = mi; v = vi; p = x;
+    }
+
+    /// <summary>
+    /// Four elements of <see cref="Update(ref double, double, ref double, ref double)"/> at once: the same operations in
+    /// the same order (separate multiplies and adds, no fused multiply-add; IEEE division and square root), so every
+    /// lane has the scalar form's bits. The CPU kernel's fast path for dense float32 parameters.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Update(ref Vector256<double> p, Vector256<double> g, ref Vector256<double> m, ref Vector256<double> v)
+    {
+        var x = p;
+        g *= Vector256.Create(_inv);
+        if (_wd != 0) { if (_decoupled) x *= Vector256.Create(_decay); else g += Vector256.Create(_wd) * x; }
+        var mi = Vector256.Create(_b1) * m + Vector256.Create(_c1) * g;
+        var vi = Vector256.Create(_b2) * v + Vector256.Create(_c2) * g * g;
+        x -= Vector256.Create(_stepSize) * mi / (Vector256.Sqrt(vi) / Vector256.Create(_sqrtBias2) + Vector256.Create(_eps));
         m = mi; v = vi; p = x;
     }
 
