@@ -145,6 +145,10 @@ public sealed partial class CudaBackend
         if (plan.Threads > Accelerator.MaxNumThreadsPerGroup)
             throw new EngineException(op, $"the {plan.Name} tiling needs {plan.Threads} threads per group; {Device} runs at most {Accelerator.MaxNumThreadsPerGroup}");
         bool f32 = dw.DType == DType.Float32;
+        // ptxas (sm_90) spills 8 bytes in the bf16 variant that stores both products in bf16 (the f16 and float32-dw
+        // variants do not): until its epilogue is slimmed, a GPU runs that case as two single GEMMs. The emulator
+        // still runs the grouped kernel, so its tiling stays tested (LinearGradientsTests).
+        if (!IsEmulated && dt == DType.BFloat16 && !f32) return false;
         var g = new GroupedGemmArgs { First = Args(plan, dxA, dxB, 1, m, k, n, dt, default), Second = Args(plan, dwA, dwB, 1, n, k, m, dt, default) };
         long pdx = Address(dxv), pdw = Address(dwv);
         g.First.PtrA = pz; g.First.PtrB = pw; g.First.PtrY = pdx; g.First.PtrPre = pdx; g.First.PtrBias = pdx;

@@ -174,7 +174,8 @@ public static class KernelRegistry
                     yield return new($"Gemm<{p.Name}, {(i < 4 ? "bf16" : "f16")}, {GemmPlan.LayoutNames[i % 4]}>", GemmMma,
                         [i < 4 ? DType.BFloat16 : DType.Float16], p.Gpu[i].Method, p.Threads);
                 // The fused Linear's backward: dx (NN) and dw (TN, half or float32) in one launch (MmaGemm.Grouped).
-                for (int i = 0; i < 4; i++)
+                // Not the bf16 variant with a bf16 dw (i = 0): it spills, so a GPU never launches it (TryGroupedTensorCore).
+                for (int i = 1; i < 4; i++)
                     yield return new($"GemmGrouped<{p.Name}, {(i < 2 ? "bf16" : "f16")}, NN+TN, {(i % 2 == 0 ? "half" : "f32")}>", GemmMma,
                         [i < 2 ? DType.BFloat16 : DType.Float16], p.GroupedGpu[i].Method, p.Threads);
             }
