@@ -9,10 +9,13 @@ public sealed partial class Tensor
     /// Layer normalization over the trailing dims <paramref name="normalizedShape"/>, as <c>F.layer_norm</c>:
     /// y = (x − mean)/√(var + eps)·weight + bias with the biased variance; weight and bias (optional) have shape
     /// <paramref name="normalizedShape"/> and this tensor's dtype. One fused kernel; statistics in float64.
-    /// Recorded as <see cref="LayerNormBackward"/>.
+    /// Recorded as <see cref="LayerNormBackward"/>. With <paramref name="outputDType"/> float16 or bfloat16 for a
+    /// float32 input, the result is written in that dtype, the bits of <c>LayerNorm(...).To(outputDType)</c> from one
+    /// kernel, and its gradient is read by the backward in that dtype: the norm before a matrix product that autocast
+    /// runs in 16 bits, without the cast's two passes (see <see cref="IsNormOutputDType"/>).
     /// </summary>
-    public Tensor LayerNorm(ReadOnlySpan<int> normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5) =>
-        NormForward("LayerNorm", normalizedShape, weight, bias, eps, rms: false);
+    public Tensor LayerNorm(ReadOnlySpan<int> normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5, DType? outputDType = null) =>
+        NormForward("LayerNorm", normalizedShape, weight, bias, eps, rms: false, outputDType);
 
     /// <summary>
     /// The residual add of a pre-norm transformer fused with the norm after it: Sum = this + <paramref name="residual"/>
@@ -20,9 +23,12 @@ public sealed partial class Tensor
     /// weight, bias, eps), from one kernel that writes both. The results are the bits of that composition, and it is
     /// recorded as that composition (Sum as the Add, Normalized as the <see cref="LayerNormBackward"/> of Sum), whose
     /// backward adds the residual stream's gradient into the norm's dx inside the norm's backward kernel. Where autocast
-    /// would run the norm in another dtype, this runs the composition itself.
+    /// would run the norm in another dtype, this runs the composition itself. A float16/bfloat16 operand added to a
+    /// float32 one (a 16-bit layer's output into a float32 residual stream) is read by the kernel as it is, the bits
+    /// of the promoting Add. <paramref name="outputDType"/> as in <see cref="LayerNorm"/> (Sum keeps the promoted dtype).
     /// </summary>
-    public (Tensor Sum, Tensor Normalized) AddLayerNorm(Tensor residual, ReadOnlySpan<int> normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5)
+    public (Tensor Sum, Tensor Normalized) AddLayerNorm(Tensor residual, ReadOnlySpan<int> normalizedShape, Tensor? weight = null, Tensor? bias = null, double eps = 1e-5,
+        DType? outputDType = null)
     {
         const string op = "AddLayerNorm";
         CheckSameDevice(op, this, residual);
@@ -30,18 +36,26 @@ public sealed partial class Tensor
             throw new ShapeException(op, $"the input {Describe()} and the residual {residual.Describe()} must have one shape");
         var dt = DTypes.ResultType(DType, Rank == 0, residual.DType, residual.Rank == 0);
         if (!dt.IsFloatingPoint()) throw new DTypeException(op, $"expected floating point inputs, got {Describe()} and {residual.Describe()}");
+        // The kernel widens a 16-bit addend of a float32 sum itself; the Add is commutative bit for bit, so that
+        // addend is passed as the residual whichever side it came from (recorded in the caller's order).
+        bool narrowResidual = dt == DType.Float32 && residual.DType.IsHalf() && DType == dt;
+        bool narrowInput = dt == DType.Float32 && DType.IsHalf() && residual.DType == dt;
+        if (narrowResidual || narrowInput)
+            return AddNormCore(op, narrowInput ? residual : this, narrowInput ? this : residual, this, residual, normalizedShape, weight, bias, eps, outputDType);
         using var xc = DType == dt ? null : To(dt);
         using var rc = residual.DType == dt ? null : residual.To(dt);
-        return AddNormCore(op, xc ?? this, rc ?? residual, normalizedShape, weight, bias, eps);
+        return AddNormCore(op, xc ?? this, rc ?? residual, xc ?? this, rc ?? residual, normalizedShape, weight, bias, eps, outputDType);
     }
 
-    (Tensor Sum, Tensor Normalized) AddNormCore(string op, Tensor x, Tensor residual, ReadOnlySpan<int> normalizedShape, Tensor? weight, Tensor? bias, double eps)
+    // x + residual normalized; first and second are the Add's operands in the caller's order (x and residual, maybe swapped).
+    (Tensor Sum, Tensor Normalized) AddNormCore(string op, Tensor x, Tensor residual, Tensor first, Tensor second, ReadOnlySpan<int> normalizedShape,
+        Tensor? weight, Tensor? bias, double eps, DType? outputDType)
     {
         if (AutocastDispatch.TryAutocast(typeof(LayerNormBackward), x, weight, bias, out var ac))
         {
             ac.Dispose();
-            var s = x.Add(residual);
-            try { return (s, s.LayerNorm(normalizedShape, weight, bias, eps)); }
+            var s = first.Add(second);
+            try { return (s, s.LayerNorm(normalizedShape, weight, bias, eps, outputDType)); }
             catch { s.Dispose(); throw; }
         }
         if (x.DType.IsHalf() && (weight?.DType == DType.Float32 || bias?.DType == DType.Float32))
@@ -49,8 +63,9 @@ public sealed partial class Tensor
             // The mixed-type norm of NormForward: float32 parameters cast to the input's dtype, differentiably.
             using var wc = weight?.DType == DType.Float32 ? weight.To(x.DType) : null;
             using var bc = bias?.DType == DType.Float32 ? bias.To(x.DType) : null;
-            return AddNormCore(op, x, residual, normalizedShape, wc ?? weight, bc ?? bias, eps);
+            return AddNormCore(op, x, residual, first, second, normalizedShape, wc ?? weight, bc ?? bias, eps, outputDType);
         }
+        var yType = x.CheckNormOutputDType(op, outputDType);
         int k = x.CheckNormalizedShape(op, normalizedShape);
         x.CheckNormParameter(op, "weight", weight, normalizedShape);
         x.CheckNormParameter(op, "bias", bias, normalizedShape);
@@ -59,7 +74,7 @@ public sealed partial class Tensor
         var statType = x.DType == DType.Float64 ? DType.Float64 : DType.Float32;
 
         using var xd = x.DenseRows(x.DType);
-        using var rd = residual.DenseRows(x.DType);
+        using var rd = residual.DenseRows(residual.DType);
         using var wd = weight?.DenseRows(x.DType);
         using var bd = bias?.DenseRows(x.DType);
         using var mean = Empty(op, lead, statType, x.Device);
@@ -68,7 +83,7 @@ public sealed partial class Tensor
         Tensor? y = null;
         try
         {
-            y = Empty(op, x.Layout.Shape, x.DType, x.Device);
+            y = Empty(op, x.Layout.Shape, yType, x.Device);
             x.Backend.LayerNorm(xd.Storage, rd.Storage, wd?.Storage, bd?.Storage, sum.Storage, y.Storage, mean.Storage, rstd.Storage, rows, cols, eps, rms: false);
         }
         catch
@@ -76,7 +91,7 @@ public sealed partial class Tensor
             sum.Dispose(); y?.Dispose();
             throw;
         }
-        if (ShouldRecord(x, residual)) sum.Record(new AddBackward(), x, residual);
+        if (ShouldRecord(first, second)) sum.Record(new AddBackward(), first, second);
         Tensor[] inputs = [sum, .. weight is null ? Array.Empty<Tensor>() : [weight], .. bias is null ? Array.Empty<Tensor>() : [bias]];
         if (ShouldRecord(inputs)) y.Record(new LayerNormBackward(k, sum, wd, bias is not null, mean, rstd), inputs);
         return (sum, y);
@@ -87,8 +102,24 @@ public sealed partial class Tensor
     /// y = x/√(mean(x²) + eps)·weight. A null <paramref name="eps"/> is the machine epsilon of the dtype, as
     /// PyTorch's (2⁻²³ for float32, 2⁻⁵² for float64, 2⁻¹⁰ for float16, 2⁻⁷ for bfloat16). Recorded as <see cref="RmsNormBackward"/>.
     /// </summary>
-    public Tensor RmsNorm(ReadOnlySpan<int> normalizedShape, Tensor? weight = null, double? eps = null) =>
-        NormForward("RmsNorm", normalizedShape, weight, null, eps, rms: true);
+    public Tensor RmsNorm(ReadOnlySpan<int> normalizedShape, Tensor? weight = null, double? eps = null, DType? outputDType = null) =>
+        NormForward("RmsNorm", normalizedShape, weight, null, eps, rms: true, outputDType);
+
+    /// <summary>
+    /// The dtype the norms (<see cref="LayerNorm"/>, <see cref="AddLayerNorm"/>, <see cref="RmsNorm"/>) may write
+    /// their output in besides the input's: float16 or bfloat16 for a float32 input (that input's norm computed in
+    /// float32 and rounded once on store), nothing else. Null is the input's dtype.
+    /// </summary>
+    public static bool IsNormOutputDType(DType input, DType output) => output == input || input == DType.Float32 && output.IsHalf();
+
+    // The output dtype of a norm of this tensor, checked.
+    DType CheckNormOutputDType(string op, DType? outputDType)
+    {
+        if (outputDType is not { } o) return DType;
+        if (!IsNormOutputDType(DType, o))
+            throw new DTypeException(op, $"outputDType {o.Name()} must be the input's dtype or, for a float32 input, float16 or bfloat16; got the input {Describe()}");
+        return o;
+    }
 
     /// <summary>The machine epsilon of a floating dtype (the gap between 1 and the next value), as <c>torch.finfo(dtype).eps</c>.</summary>
     public static double MachineEpsilon(DType dtype) => dtype switch
@@ -100,10 +131,10 @@ public sealed partial class Tensor
         _ => throw new DTypeException("MachineEpsilon", $"{dtype.Name()} is not a floating point type"),
     };
 
-    Tensor NormForward(string op, ReadOnlySpan<int> normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms)
+    Tensor NormForward(string op, ReadOnlySpan<int> normalizedShape, Tensor? weight, Tensor? bias, double? eps, bool rms, DType? outputDType)
     {
         if (AutocastDispatch.TryAutocast(rms ? typeof(RmsNormBackward) : typeof(LayerNormBackward), this, weight, bias, out var ac))
-            using (ac) return ac[0].NormForward(op, normalizedShape, ac.Optional(1), ac.Optional(2), eps, rms);
+            using (ac) return ac[0].NormForward(op, normalizedShape, ac.Optional(1), ac.Optional(2), eps, rms, outputDType);
         if (!DType.IsFloatingPoint()) throw new DTypeException(op, $"expected a floating point input, got {Describe()}");
         if (DType.IsHalf() && (weight?.DType == DType.Float32 || bias?.DType == DType.Float32))
         {
@@ -112,8 +143,9 @@ public sealed partial class Tensor
             // input's dtype, differentiably, so their gradients come back in float32.
             using var wc = weight?.DType == DType.Float32 ? weight.To(DType) : null;
             using var bc = bias?.DType == DType.Float32 ? bias.To(DType) : null;
-            return NormForward(op, normalizedShape, wc ?? weight, bc ?? bias, eps, rms);
+            return NormForward(op, normalizedShape, wc ?? weight, bc ?? bias, eps, rms, outputDType);
         }
+        var yType = CheckNormOutputDType(op, outputDType);
         int k = CheckNormalizedShape(op, normalizedShape);
         CheckNormParameter(op, "weight", weight, normalizedShape);
         CheckNormParameter(op, "bias", bias, normalizedShape);
@@ -127,7 +159,7 @@ public sealed partial class Tensor
         using var bd = bias?.DenseRows(DType);
         using var mean = Empty(op, lead, statType, Device);
         using var rstd = Empty(op, lead, statType, Device);
-        var y = Empty(op, Layout.Shape, DType, Device);
+        var y = Empty(op, Layout.Shape, yType, Device);
         try
         {
             Backend.LayerNorm(xd.Storage, null, wd?.Storage, bd?.Storage, null, y.Storage, mean.Storage, rstd.Storage, rows, cols, e, rms);
@@ -190,7 +222,8 @@ public sealed partial class Tensor
     /// trailing <paramref name="normalizedDims"/> dims of <paramref name="x"/>, from the per-row
     /// <paramref name="mean"/> and <paramref name="rstd"/> the forward computed and the output gradient
     /// <paramref name="dy"/>: dx always; dWeight = Σ dy·x̂ and dBias = Σ dy over the rows when asked for. One fused
-    /// kernel; column sums are deterministic. Not recorded (no double backward).
+    /// kernel; column sums are deterministic. Not recorded (no double backward). <paramref name="dy"/> may be float16 or
+    /// bfloat16 for a float32 x (the gradient of a norm output written in 16 bits), read as it is.
     /// </summary>
     public static (Tensor Dx, Tensor? DWeight, Tensor? DBias) LayerNormGradient(Tensor x, Tensor? weight, Tensor mean, Tensor rstd, Tensor dy,
         int normalizedDims, bool rms, bool weightGrad, bool biasGrad) =>
@@ -228,7 +261,7 @@ public sealed partial class Tensor
         using var wd = weight?.DenseRows(x.DType);
         using var md = mean.DenseRows(statType);
         using var rd = rstd.DenseRows(statType);
-        using var gd = dy.DenseRows(x.DType);
+        using var gd = dy.DenseRows(dy.DType.IsFloatingPoint() && IsNormOutputDType(x.DType, dy.DType) ? dy.DType : x.DType);
         using var ad = dxAdd?.DenseRows(x.DType);
         var dx = Empty(op, x.Layout.Shape, x.DType, x.Device);
         var dw = weightGrad ? Empty(op, normalizedShape, x.DType, x.Device) : null;

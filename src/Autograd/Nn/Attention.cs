@@ -1,3 +1,5 @@
+using Engine.Autocast;
+
 namespace Engine.Autograd.Nn;
 
 /// <summary>
@@ -120,6 +122,15 @@ public sealed class FeedForward : Module
 /// <summary>A pre-LayerNorm transformer block: x + attn(ln1(x)), then + mlp(ln2(x)).</summary>
 public sealed class TransformerBlock : Module
 {
+    /// <summary>
+    /// The dtype a Linear under the active autocast region would cast a norm's output of <paramref name="x"/>'s
+    /// dtype to, when the norm can write it directly (float16/bfloat16 from a float32 stream), else null: the norm's
+    /// <c>outputDType</c>, which gives the bits of the norm followed by the cast without the cast's passes (and
+    /// without the backward's cast of the gradient back to float32).
+    /// </summary>
+    internal static DType? LinearInputDType(Tensor x) =>
+        AutocastDispatch.CastTargetFor(typeof(Tensor.LinearBackward), x) is { } d && Tensor.IsNormOutputDType(x.DType, d) ? d : null;
+
     /// <summary>Creates the block.</summary>
     public TransformerBlock(int dModel, int heads, int contextLength, double dropout = 0, Device? device = null, DType dtype = DType.Float32, Generator? generator = null,
         double layerNormEps = 1e-5, bool approximateGelu = false)
@@ -149,19 +160,21 @@ public sealed class TransformerBlock : Module
     /// <summary>
     /// The block on a residual stream given as <paramref name="stream"/> + <paramref name="pending"/> (the previous
     /// block's last residual add, not yet done; null: none): that add is fused into ln1, and the block's own first add
-    /// into ln2 (<see cref="LayerNorm.Forward(Tensor, Tensor)"/>). Returns the stream after the attention and this
+    /// into ln2 (<see cref="LayerNorm.Forward(Tensor, Tensor, DType?)"/>). Returns the stream after the attention and this
     /// block's last addend, the feed-forward's output, for the next block's ln1 or the final norm to add; their sum is
     /// <see cref="Forward(Tensor)"/>'s result, bit for bit.
     /// </summary>
     public (Tensor Stream, Tensor Pending) Forward(Tensor stream, Tensor? pending)
     {
+        // Both norms feed a Linear; under autocast they write its 16-bit input themselves (no cast either way).
+        var lowp = LinearInputDType(stream);
         Tensor? x0 = null, n1;
-        if (pending is null) n1 = Ln1.Forward(stream);
-        else (x0, n1) = Ln1.Forward(stream, pending);
+        if (pending is null) n1 = Ln1.Forward(stream, lowp);
+        else (x0, n1) = Ln1.Forward(stream, pending, lowp);
         try
         {
             using var a = Attn.Forward(n1);
-            var (x, n2) = Ln2.Forward(x0 ?? stream, a);
+            var (x, n2) = Ln2.Forward(x0 ?? stream, a, lowp);
             using (n2)
             {
                 try { return (x, Mlp.Forward(n2)); }

@@ -169,7 +169,8 @@ public sealed class Gpt : Module
                 (x, pending) = (stream, update);
             }
         else x = Blocks.Forward(x);
-        x = pending is null ? LnF.Forward(x) : LnF.Forward(x, pending).Normalized;
+        var lowp = TransformerBlock.LinearInputDType(x);
+        x = pending is null ? LnF.Forward(x, lowp) : LnF.Forward(x, pending, lowp).Normalized;
         return Head.Forward(x).MoveToOuterScope();
     }
 

@@ -107,10 +107,18 @@ public sealed class LayerNorm : Module
     public override Tensor Forward(Tensor input) => input.LayerNorm(_shape, Weight, Bias, Eps);
 
     /// <summary>
-    /// The residual add before this norm fused with it (<see cref="Tensor.AddLayerNorm"/>): the stream
-    /// input + residual and its normalization, from one kernel.
+    /// <see cref="Forward(Tensor)"/> with the output written in <paramref name="outputDType"/> (null: the input's), as
+    /// <see cref="Tensor.LayerNorm"/>'s argument of that name.
     /// </summary>
-    public (Tensor Sum, Tensor Normalized) Forward(Tensor input, Tensor residual) => input.AddLayerNorm(residual, _shape, Weight, Bias, Eps);
+    public Tensor Forward(Tensor input, DType? outputDType) => input.LayerNorm(_shape, Weight, Bias, Eps, outputDType);
+
+    /// <summary>
+    /// The residual add before this norm fused with it (<see cref="Tensor.AddLayerNorm"/>): the stream
+    /// input + residual and its normalization, from one kernel; the normalization in <paramref name="outputDType"/>
+    /// when given.
+    /// </summary>
+    public (Tensor Sum, Tensor Normalized) Forward(Tensor input, Tensor residual, DType? outputDType = null) =>
+        input.AddLayerNorm(residual, _shape, Weight, Bias, Eps, outputDType);
 }
 
 /// <summary>RMS normalization over the trailing <c>normalizedShape</c> with a weight (ones).</summary>

@@ -28,7 +28,7 @@ public sealed unsafe partial class CpuBackend
         var v = new LayerNormVisitor
         {
             X = P(x), R = residual is null ? 0 : P(residual), S = residual is null ? 0 : P(sum!), W = weight is null ? 0 : P(weight), B = bias is null || rms ? 0 : P(bias), Y = P(y),
-            Mean = P(mean), Rstd = P(rstd), Rows = rows, Cols = cols, Eps = eps, Rms = rms,
+            Mean = P(mean), Rstd = P(rstd), Rows = rows, Cols = cols, Eps = eps, Rms = rms, XType = x.DType, RType = residual?.DType ?? x.DType, YType = y.DType,
         };
         DTypeDispatch.Visit(x.DType, ref v);
     }
@@ -40,14 +40,27 @@ public sealed unsafe partial class CpuBackend
         var v = new LayerNormBackwardVisitor
         {
             X = P(x), W = weight is null ? 0 : P(weight), Mean = P(mean), Rstd = P(rstd), DY = P(dy), DXAdd = dxAdd is null ? 0 : P(dxAdd), DX = P(dx),
-            DW = dWeight is null ? 0 : P(dWeight), DB = dBias is null || rms ? 0 : P(dBias), Rows = rows, Cols = cols, Rms = rms,
+            DW = dWeight is null ? 0 : P(dWeight), DB = dBias is null || rms ? 0 : P(dBias), Rows = rows, Cols = cols, Rms = rms, XType = x.DType, DYType = dy.DType,
         };
         DTypeDispatch.Visit(x.DType, ref v);
-        // RMSNorm has no bias; a dBias asked for anyway is Σ dy, which is what a bias would get.
+        // RMSNorm has no bias; a dBias asked for anyway is Σ dy, which is what a bias would get (a 16-bit dy of a
+        // float32 norm widened first, exactly, so the sum is the float32 kernel's).
         if (rms && dBias is not null)
         {
-            var s = new ColumnSumVisitor { DY = P(dy), DB = P(dBias), Rows = rows, Cols = cols };
-            DTypeDispatch.Visit(x.DType, ref s);
+            Storage? wide = null;
+            if (dy.DType != x.DType && rows > 0)
+            {
+                var m = Layout.Contiguous([rows, cols]);
+                wide = Allocate(x.Device, x.DType, (long)rows * cols);
+                wide.AddRef();
+                Copy(dy, m, wide, m);
+            }
+            try
+            {
+                var s = new ColumnSumVisitor { DY = P(wide ?? dy), DB = P(dBias), Rows = rows, Cols = cols };
+                DTypeDispatch.Visit(x.DType, ref s);
+            }
+            finally { wide?.Release(); }
         }
     }
 
@@ -92,16 +105,16 @@ public sealed unsafe partial class CpuBackend
 
     struct LayerNormVisitor : IDTypeVisitor
     {
-        public nint X, R, S, W, B, Y, Mean, Rstd; public int Rows, Cols; public double Eps; public bool Rms;
+        public nint X, R, S, W, B, Y, Mean, Rstd; public int Rows, Cols; public double Eps; public bool Rms; public DType XType, RType, YType;
         public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T> =>
-            RowKernels.LayerNorm<T, TE>(X, R, S, W, B, Y, Mean, Rstd, Rows, Cols, Eps, Rms);
+            RowKernels.LayerNorm<T, TE>(X, R, S, W, B, Y, Mean, Rstd, Rows, Cols, Eps, Rms, XType, RType, YType);
     }
 
     struct LayerNormBackwardVisitor : IDTypeVisitor
     {
-        public nint X, W, Mean, Rstd, DY, DXAdd, DX, DW, DB; public int Rows, Cols; public bool Rms;
+        public nint X, W, Mean, Rstd, DY, DXAdd, DX, DW, DB; public int Rows, Cols; public bool Rms; public DType XType, DYType;
         public void Visit<T, TE>() where T : unmanaged where TE : struct, IElement<T> =>
-            RowKernels.LayerNormBackward<T, TE>(X, W, Mean, Rstd, DY, DXAdd, DX, DW, DB, Rows, Cols, Rms);
+            RowKernels.LayerNormBackward<T, TE>(X, W, Mean, Rstd, DY, DXAdd, DX, DW, DB, Rows, Cols, Rms, XType, DYType);
     }
 
     struct ColumnSumVisitor : IDTypeVisitor

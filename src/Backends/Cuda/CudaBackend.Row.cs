@@ -81,7 +81,7 @@ public sealed partial class CudaBackend
         if (rows <= 0) return;
         var a = new RowArgs
         {
-            Rows = rows, Cols = cols, Type = (int)x.DType, Eps = eps,
+            Rows = rows, Cols = cols, Type = (int)x.DType, Eps = eps, ResidualType = (int)(residual?.DType ?? x.DType), OutputType = (int)y.DType,
             Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight) | (bias is null || rms ? 0 : RowKernels.HasBias)
                 | (residual is null ? 0 : RowKernels.HasResidual),
         };
@@ -99,7 +99,7 @@ public sealed partial class CudaBackend
         {
             var a = new RowArgs
             {
-                Rows = rows, Cols = cols, Type = (int)x.DType,
+                Rows = rows, Cols = cols, Type = (int)x.DType, OutputType = (int)dy.DType,
                 Flags = (rms ? RowKernels.Rms : 0) | (weight is null ? 0 : RowKernels.HasWeight) | (dxAdd is null ? 0 : RowKernels.HasDxAdd),
             };
             Kernel("LayerNormBackward", WidthOf(x.DType), k => k.LoadStreamKernel<ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, ArrayView<byte>, RowArgs>(x.DType == DType.Float64 ? RowKernels.LayerNormBackward<Wide> : RowKernels.LayerNormBackward<Narrow>))
@@ -118,7 +118,7 @@ public sealed partial class CudaBackend
         int blocks = RowKernels.ColumnBlocks(rows, cols);
         var c = new ColumnArgs
         {
-            Rows = rows, Cols = cols, Type = (int)x.DType, Blocks = blocks, PerBlock = (rows + blocks - 1) / blocks, ByCols = FastDivisor.Of(cols),
+            Rows = rows, Cols = cols, Type = (int)x.DType, OutputType = (int)dy.DType, Blocks = blocks, PerBlock = (rows + blocks - 1) / blocks, ByCols = FastDivisor.Of(cols),
             Flags = (dWeight is null ? 0 : RowKernels.HasWeight) | (dBias is null ? 0 : RowKernels.HasBias),
         };
         var dwv = dWeight is null ? xv : V(dWeight);

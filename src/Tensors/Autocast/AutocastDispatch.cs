@@ -84,6 +84,20 @@ public static class AutocastDispatch
         h.PreCast(op, tensors);
     }
 
+    /// <summary>
+    /// The dtype <paramref name="op"/> would cast <paramref name="t"/> (or any tensor of its dtype and device) to under
+    /// the active autocast region, or null when it would use it as it is. A producer that can write that dtype itself
+    /// (a norm's <c>outputDType</c>) then saves the op its cast, with the same bits.
+    /// </summary>
+    public static DType? CastTargetFor(Type op, Tensor t)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        ArgumentNullException.ThrowIfNull(t);
+        var h = s_hook;
+        if (h is null || s_suspended.Value) return null;
+        return h.TargetDType(op, t.Device) is DType d && NeedsCast(t, d) ? d : null;
+    }
+
     /// <summary>The autocast dtype of the active region for <paramref name="device"/>, or null (one null check without a hook).</summary>
     internal static DType? RegionDTypeFor(Device device)
     {

@@ -85,7 +85,8 @@ public static partial class CompositeKernels
     /// <see cref="IBackend.LayerNorm"/> composed: mean and variance per row in float64 (two passes, no cancellation),
     /// rstd = 1/√(var + eps), stored rounded to the statistics' dtype; then y = (x − mean)·rstd·w + b from the stored
     /// statistics, exactly as the backward will see them. RMSNorm uses mean 0 and ignores the bias. A residual is
-    /// added first (an Add into sum), and the sum is what is normalized.
+    /// added first (an Add into sum), and the sum is what is normalized. A y of another dtype than x is rounded from
+    /// the float32 result once.
     /// </summary>
     public static void LayerNorm(IBackend backend, Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms)
     {
@@ -94,7 +95,13 @@ public static partial class CompositeKernels
         if (residual is not null)
         {
             if (sum is null) throw new ArgumentNullException(nameof(sum), "LayerNorm: a residual needs a sum output");
-            if (cols > 0) backend.Binary(new AddOp(), x, Matrix(rows, cols), residual, Matrix(rows, cols), sum, Matrix(rows, cols));
+            if (cols > 0)
+            {
+                // A 16-bit residual of a float32 x is widened first (exact), as the Add's type promotion would.
+                using var rs = new Scratch(backend, x.Device);
+                var r = residual.DType == x.DType ? residual : rs.As(residual, x.DType, Matrix(rows, cols));
+                backend.Binary(new AddOp(), x, Matrix(rows, cols), r, Matrix(rows, cols), sum, Matrix(rows, cols));
+            }
             x = sum;
         }
         var v = Vector(rows);

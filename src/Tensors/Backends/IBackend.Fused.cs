@@ -24,8 +24,11 @@ public partial interface IBackend
     /// per-row mean and rstd (float32, or float64 for Float64 inputs) for the backward. Weight and bias may be null.
     /// With <paramref name="residual"/> (then <paramref name="sum"/> is given too) the row normalized is
     /// sum = x + residual, rounded to the dtype and written to <paramref name="sum"/> first: the residual add of a
-    /// pre-norm transformer fused into its norm, the same bits as an Add followed by this kernel.
-    /// Default: <see cref="CompositeKernels.LayerNorm"/>.
+    /// pre-norm transformer fused into its norm, the same bits as an Add followed by this kernel. x, sum, weight and
+    /// bias share one dtype; with a float32 x, <paramref name="residual"/> and <paramref name="y"/> may each be
+    /// float16 or bfloat16 instead (a float32 residual stream under autocast: the residual is a 16-bit layer's output,
+    /// y feeds a 16-bit matrix product), the residual widened exactly on load and y rounded once on store, the bits of
+    /// casting them around the same-dtype kernel. Default: <see cref="CompositeKernels.LayerNorm"/>.
     /// </summary>
     void LayerNorm(Storage x, Storage? residual, Storage? weight, Storage? bias, Storage? sum, Storage y, Storage mean, Storage rstd, int rows, int cols, double eps, bool rms) =>
         CompositeKernels.LayerNorm(this, x, residual, weight, bias, sum, y, mean, rstd, rows, cols, eps, rms);
@@ -34,7 +37,8 @@ public partial interface IBackend
     /// Gradients of <see cref="LayerNorm"/>: dx always; dWeight and dBias (summed over rows) when given. With
     /// <paramref name="dxAdd"/>, dx = dxAdd + the gradient (the gradient rounded to the dtype first, then the sum
     /// rounded: the same bits as this kernel followed by an Add), which folds the other uses' share of x's gradient
-    /// (the residual stream's) into this kernel. Default: <see cref="CompositeKernels.LayerNormBackward"/>.
+    /// (the residual stream's) into this kernel. <paramref name="dy"/> has y's dtype: x's, or float16/bfloat16 with a
+    /// float32 x (widened exactly on load). Default: <see cref="CompositeKernels.LayerNormBackward"/>.
     /// </summary>
     void LayerNormBackward(Storage x, Storage? weight, Storage mean, Storage rstd, Storage dy, Storage? dxAdd, Storage dx, Storage? dWeight, Storage? dBias, int rows, int cols, bool rms) =>
         CompositeKernels.LayerNormBackward(this, x, weight, mean, rstd, dy, dxAdd, dx, dWeight, dBias, rows, cols, rms);

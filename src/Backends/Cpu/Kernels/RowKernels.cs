@@ -152,19 +152,29 @@ static unsafe class RowKernels
     // Mean and variance in float64 with two passes (no cancellation); the normalization itself uses the stored
     // (rounded) mean and rstd, exactly as the backward will. With a residual (rp, sp nonzero) the row is first
     // summed into sp, rounded as the elementwise Add rounds (float32 for the narrow types), and the sum is normalized.
-    public static void LayerNorm<T, TE>(nint xp, nint rp, nint sp, nint wp, nint bp, nint yp, nint meanp, nint rstdp, int rows, int cols, double eps, bool rms)
+    // A float16/bfloat16 residual or y with a float32 x (xType; the norms of a float32 residual stream under autocast)
+    // goes through a float32 row buffer, widened exactly on load and rounded once on store: the bits of casting it
+    // before (the residual) or after (y) the same-dtype kernel.
+    public static void LayerNorm<T, TE>(nint xp, nint rp, nint sp, nint wp, nint bp, nint yp, nint meanp, nint rstdp, int rows, int cols, double eps, bool rms,
+        DType xType, DType rType, DType yType)
         where T : unmanaged where TE : struct, IElement<T>
     {
         if (rows <= 0) return;
+        bool rNarrow = rp != 0 && rType != xType, yNarrow = yType != xType;
+        if ((rNarrow || yNarrow) && (xType != DType.Float32 || rNarrow && !rType.IsHalf() || yNarrow && !yType.IsHalf()))
+            throw new DTypeException("LayerNorm", $"a residual or output of another dtype than the input must be 16-bit with a float32 input, got {xType.Name()}, {rType.Name()}, {yType.Name()}");
         T* x = (T*)xp, res = (T*)rp, sum = (T*)sp, w = (T*)wp, b = (T*)bp, y = (T*)yp;
         CpuParallel.For(rows, Grain(cols), (r0, r1) =>
         {
+            var rowBuf = rNarrow || yNarrow ? new float[2 * (long)cols] : null;
+            fixed (float* buf = rowBuf)
             for (long r = r0; r < r1; r++)
             {
-                T* xr = x + r * cols, yr = y + r * cols;
+                T* xr = x + r * cols, yr = yNarrow ? (T*)(buf + cols) : y + r * cols;
                 if (res != null)
                 {
                     T* rr = res + r * cols, sr = sum + r * cols;
+                    if (rNarrow) { WidenRow(rType, (nint)(rp + r * cols * 2), buf, cols); rr = (T*)buf; }
                     if (TE.Wide)
                         for (int i = 0; i < cols; i++) sr[i] = TE.FromDouble(TE.ToDouble(xr[i]) + TE.ToDouble(rr[i]));
                     else
@@ -203,8 +213,21 @@ static unsafe class RowKernels
                         yr[i] = TE.FromFloat(v);
                     }
                 }
+                if (yNarrow) NarrowRow(yType, buf + cols, (nint)(yp + r * cols * 2), cols);
             }
         });
+    }
+
+    static void WidenRow(DType t, nint src, float* dst, int n)
+    {
+        if (t == DType.BFloat16) ElementwiseKernels.Widen((BFloat16*)src, new Span<float>(dst, n));
+        else ElementwiseKernels.Widen((Half*)src, new Span<float>(dst, n));
+    }
+
+    static void NarrowRow(DType t, float* src, nint dst, int n)
+    {
+        if (t == DType.BFloat16) ElementwiseKernels.Narrow(new ReadOnlySpan<float>(src, n), (BFloat16*)dst);
+        else ElementwiseKernels.Narrow(new ReadOnlySpan<float>(src, n), (Half*)dst);
     }
 
     // The most partial column sums kept for dWeight/dBias; fewer when a row is long, to bound the scratch memory.
@@ -217,10 +240,16 @@ static unsafe class RowKernels
     // dWeight = Σ_rows dy·x̂, dBias = Σ_rows dy. The column sums are taken per block of rows (the blocks depend only
     // on the shape) in float64 and the blocks are added in order, so the result is the same on any thread count.
     // A dxAdd (addp nonzero) is added to each dx element after it is rounded, as an Add after this kernel would.
-    public static void LayerNormBackward<T, TE>(nint xp, nint wp, nint meanp, nint rstdp, nint dyp, nint addp, nint dxp, nint dwp, nint dbp, int rows, int cols, bool rms)
+    // A float16/bfloat16 dy with a float32 x (dyType names its dtype, else it is T's: the gradient of a 16-bit y) is
+    // widened a row at a time into a float32 buffer, the bits of casting it first.
+    public static void LayerNormBackward<T, TE>(nint xp, nint wp, nint meanp, nint rstdp, nint dyp, nint addp, nint dxp, nint dwp, nint dbp, int rows, int cols, bool rms,
+        DType xType, DType dyType)
         where T : unmanaged where TE : struct, IElement<T>
     {
         if (rows <= 0) { ZeroColumns<T, TE>(dwp, dbp, cols); return; }
+        bool dyNarrow = dyType != xType;
+        if (dyNarrow && (xType != DType.Float32 || !dyType.IsHalf()))
+            throw new DTypeException("LayerNormBackward", $"a dy of another dtype than the input must be 16-bit with a float32 input, got {xType.Name()} and {dyType.Name()}");
         T* x = (T*)xp, w = (T*)wp, dy = (T*)dyp, add = (T*)addp, dx = (T*)dxp;
         bool columns = dwp != 0 || dbp != 0;
         int blocks = columns ? ColumnBlocks(rows, cols) : 1;
@@ -231,9 +260,12 @@ static unsafe class RowKernels
         void Rows(long r0, long r1, double[]? accW, double[]? accB, long accAt)
         {
             var xh = new double[cols];
+            var dyBuf = dyNarrow ? new float[cols] : null;
+            fixed (float* buf = dyBuf)
             for (long r = r0; r < r1; r++)
             {
                 T* xr = x + r * cols, gr = dy + r * cols, dr = dx + r * cols, ar = add == null ? null : add + r * cols;
+                if (dyNarrow) { WidenRow(dyType, (nint)(dyp + r * cols * 2), buf, cols); gr = (T*)buf; }
                 double mean = TE.Wide ? ((double*)meanp)[r] : ((float*)meanp)[r];
                 double rstd = TE.Wide ? ((double*)rstdp)[r] : ((float*)rstdp)[r];
                 double s1 = 0, s2 = 0;

@@ -12,6 +12,11 @@ public struct RowArgs
     public double Eps;
     public long Ignore;
 #pragma warning restore CS1591
+    /// <summary>
+    /// LayerNorm's residual dtype and its output's (y, and dy in the backward): Type, or float16/bfloat16 with a
+    /// float32 Type (a float32 residual stream under autocast), converted on load and rounded once on store.
+    /// </summary>
+    public int ResidualType, OutputType;
 }
 
 /// <summary>The scalars of the column-sum kernels (LayerNorm's dWeight and dBias).</summary>
@@ -21,6 +26,8 @@ public struct ColumnArgs
     public int Rows, Cols, Type, Flags, Blocks, PerBlock;
     public FastDivisor ByCols;
 #pragma warning restore CS1591
+    /// <summary>dy's dtype: Type, or float16/bfloat16 with a float32 Type (see RowArgs.OutputType).</summary>
+    public int OutputType;
 }
 
 /// <summary>
@@ -179,7 +186,7 @@ static class RowKernels
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
-        int t = a.Type, cols = a.Cols, tid = Group.IdxX, step = Group.DimX;
+        int t = a.Type, tr = a.ResidualType, ty = a.OutputType, cols = a.Cols, tid = Group.IdxX, step = Group.DimX;
         bool rms = (a.Flags & Rms) != 0, hasW = (a.Flags & HasWeight) != 0, hasB = (a.Flags & HasBias) != 0, hasR = (a.Flags & HasResidual) != 0;
         var src = hasR ? sum : x;
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
@@ -188,7 +195,7 @@ static class RowKernels
             if (TW.Wide)
             {
                 if (hasR)
-                    for (int c = tid; c < cols; c += step) StoreDouble(sum, t, o + c, LoadDouble(x, t, o + c) + LoadDouble(res, t, o + c));
+                    for (int c = tid; c < cols; c += step) StoreDouble(sum, t, o + c, LoadDouble(x, t, o + c) + LoadDouble(res, tr, o + c));
                 double mu = 0;
                 if (!rms)
                 {
@@ -205,13 +212,13 @@ static class RowKernels
                     double h = (LoadDouble(src, t, o + c) - mu) * rs;
                     if (hasW) h *= LoadDouble(w, t, c);
                     if (hasB) h += LoadDouble(b, t, c);
-                    StoreDouble(y, t, o + c, h);
+                    StoreDouble(y, ty, o + c, h);
                 }
             }
             else
             {
                 if (hasR)
-                    for (int c = tid; c < cols; c += step) StoreFloat(sum, t, o + c, LoadFloat(x, t, o + c) + LoadFloat(res, t, o + c));
+                    for (int c = tid; c < cols; c += step) StoreFloat(sum, t, o + c, LoadFloat(x, t, o + c) + LoadFloat(res, tr, o + c));
                 float mu = 0;
                 if (!rms)
                 {
@@ -228,7 +235,7 @@ static class RowKernels
                     float h = (LoadFloat(src, t, o + c) - mu) * rs;
                     if (hasW) h *= LoadFloat(w, t, c);
                     if (hasB) h += LoadFloat(b, t, c);
-                    StoreFloat(y, t, o + c, h);
+                    StoreFloat(y, ty, o + c, h);
                 }
             }
         }
@@ -241,7 +248,7 @@ static class RowKernels
     {
         var sf = SharedMemory.Allocate<float>(33);
         var sd = SharedMemory.Allocate<double>(33);
-        int t = a.Type, cols = a.Cols, tid = Group.IdxX, step = Group.DimX;
+        int t = a.Type, tg = a.OutputType, cols = a.Cols, tid = Group.IdxX, step = Group.DimX;
         bool rms = (a.Flags & Rms) != 0, hasW = (a.Flags & HasWeight) != 0, hasAdd = (a.Flags & HasDxAdd) != 0;
         for (int r = Grid.IdxX; r < a.Rows; r += Grid.DimX)
         {
@@ -252,7 +259,7 @@ static class RowKernels
                 double s1 = 0, s2 = 0;
                 for (int c = tid; c < cols; c += step)
                 {
-                    double h = (LoadDouble(x, t, o + c) - mu) * rs, g = LoadDouble(dy, t, o + c);
+                    double h = (LoadDouble(x, t, o + c) - mu) * rs, g = LoadDouble(dy, tg, o + c);
                     if (hasW) g *= LoadDouble(w, t, c);
                     s1 += g; s2 += g * h;
                 }
@@ -260,7 +267,7 @@ static class RowKernels
                 double mc = Reduce<double, SumD>(s2, sd) / cols;
                 for (int c = tid; c < cols; c += step)
                 {
-                    double h = (LoadDouble(x, t, o + c) - mu) * rs, g = LoadDouble(dy, t, o + c);
+                    double h = (LoadDouble(x, t, o + c) - mu) * rs, g = LoadDouble(dy, tg, o + c);
                     if (hasW) g *= LoadDouble(w, t, c);
                     StoreDouble(dx, t, o + c, rs * (g - ma - h * mc));
                     if (hasAdd) StoreDouble(dx, t, o + c, LoadDouble(add, t, o + c) + LoadDouble(dx, t, o + c));
@@ -272,7 +279,7 @@ static class RowKernels
                 float s1 = 0, s2 = 0;
                 for (int c = tid; c < cols; c += step)
                 {
-                    float h = (LoadFloat(x, t, o + c) - mu) * rs, g = LoadFloat(dy, t, o + c);
+                    float h = (LoadFloat(x, t, o + c) - mu) * rs, g = LoadFloat(dy, tg, o + c);
                     if (hasW) g *= LoadFloat(w, t, c);
                     s1 += g; s2 += g * h;
                 }
@@ -280,7 +287,7 @@ static class RowKernels
                 float mc = Reduce<float, SumF>(s2, sf) / cols;
                 for (int c = tid; c < cols; c += step)
                 {
-                    float h = (LoadFloat(x, t, o + c) - mu) * rs, g = LoadFloat(dy, t, o + c);
+                    float h = (LoadFloat(x, t, o + c) - mu) * rs, g = LoadFloat(dy, tg, o + c);
                     if (hasW) g *= LoadFloat(w, t, c);
                     StoreFloat(dx, t, o + c, rs * (g - ma - h * mc));
                     if (hasAdd) StoreFloat(dx, t, o + c, LoadFloat(add, t, o + c) + LoadFloat(dx, t, o + c));
@@ -295,7 +302,7 @@ static class RowKernels
     public static void LayerNormColumns<TW>(ArrayView<byte> x, ArrayView<byte> mean, ArrayView<byte> rstd, ArrayView<byte> dy,
         ArrayView<byte> partials, ArrayView<byte> dw, ArrayView<byte> db, ColumnArgs a) where TW : struct, IComputeWidth
     {
-        int t = a.Type, cols = a.Cols;
+        int t = a.Type, tg = a.OutputType, cols = a.Cols;
         bool wantW = (a.Flags & HasWeight) != 0, wantB = (a.Flags & HasBias) != 0, final = a.Blocks == 1;
         long n = (long)a.Blocks * cols, stride = (long)Grid.DimX * Group.DimX;
         for (long q = Grid.GlobalIndex.X; q < n; q += stride)
@@ -308,7 +315,7 @@ static class RowKernels
                 for (int r = r0; r < r1; r++)
                 {
                     long i = (long)r * cols + c;
-                    double g = LoadDouble(dy, t, i);
+                    double g = LoadDouble(dy, tg, i);
                     if (wantW) sw += g * ((LoadDouble(x, t, i) - mean.Cast<double>()[r]) * rstd.Cast<double>()[r]);
                     sb += g;
                 }
@@ -329,7 +336,7 @@ static class RowKernels
                 for (int r = r0; r < r1; r++)
                 {
                     long i = (long)r * cols + c;
-                    float g = LoadFloat(dy, t, i);
+                    float g = LoadFloat(dy, tg, i);
                     if (wantW) sw += g * ((LoadFloat(x, t, i) - mean.Cast<float>()[r]) * rstd.Cast<float>()[r]);
                     sb += g;
                 }
