@@ -5,9 +5,10 @@ using NUnit.Framework;
 namespace Engine.Tests.Cuda;
 
 /// <summary>
-/// The CUDA attention kernels (Kernels/FlashAttentionKernels.cs, and Kernels/AttentionKernels.cs for wide heads) on ILGPU's CPU accelerator against the CPU backend's
-/// flash kernel: forward and the three gradients, small odd sizes with L ≠ S, causal, Bool and additive masks and none,
-/// in every float dtype with a tolerance per dtype.
+/// The CUDA attention kernels (Kernels/FlashAttentionKernels.cs; Kernels/AttentionKernels.cs for heads wider than 64)
+/// on ILGPU's CPU accelerator against the CPU backend's flash kernel: forward and the three gradients, small odd sizes
+/// with L ≠ S that cross the emulator tiling's blocks, causal, Bool and additive masks and none, transposed-view
+/// operands, size-1 and empty sizes, in every float dtype with a tolerance per dtype.
 /// </summary>
 [NonParallelizable]
 public class CudaAttentionParityTests
