@@ -158,6 +158,11 @@ public static class KernelRegistry
         foreach (var name in new[] { nameof(AttentionKernels.RowStats), nameof(AttentionKernels.Output), nameof(AttentionKernels.Delta),
             nameof(AttentionKernels.GradQuery), nameof(AttentionKernels.GradKeyValue) })
             yield return new($"Attention{name}", Row, s_narrow, M(att, name), GridGroupSize);
+        // The tiled kernels (Kernels/FlashAttentionKernels.cs) for heads up to FlashGpuTile.Width; the above serve wider ones.
+        var flash = typeof(FlashAttentionKernels<FlashGpuTile>);
+        foreach (var name in new[] { nameof(FlashAttentionKernels<FlashGpuTile>.Forward), nameof(FlashAttentionKernels<FlashGpuTile>.GradQuery),
+            nameof(FlashAttentionKernels<FlashGpuTile>.GradKeyValue) })
+            yield return new($"FlashAttention{name}", Row, s_narrow, M(flash, name), default(FlashGpuTile).Threads);
 
         // ---- the fused Linear's backward: Kernels/LinearKernels.cs (its forward is the GEMM's epilogue, below) ----
         var lb = M(typeof(LinearKernels), nameof(LinearKernels.Backward));

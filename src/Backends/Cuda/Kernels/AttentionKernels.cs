@@ -26,7 +26,8 @@ public struct AttentionView
 }
 
 /// <summary>
-/// Scaled-dot-product attention on the device, the straightforward version: grid-stride kernels with one thread per
+/// Scaled-dot-product attention on the device for heads wider than the flash kernels' tiles
+/// (FlashAttentionKernels.cs serves E, Ev ≤ 64; Delta below serves both), the straightforward version: grid-stride kernels with one thread per
 /// output element, each recomputing the scores it needs from q and k (float32 accumulation, half types converted on
 /// load and rounded once on store), so nothing of size [L, S] is stored and no thread keeps an array (no local
 /// memory); every operand is read or written through its strides (AttentionView). The forward is two launches: the row logsumexp (an online max and sum over the keys), then each output
