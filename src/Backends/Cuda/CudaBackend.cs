@@ -51,13 +51,20 @@ public sealed partial class CudaBackend : IBackend, IDisposable
                 // Algorithms maps Math/MathF calls in kernels (the op structs') to ILGPU's implementations; O2 runs the
                 // address-space inference that turns generic loads of kernel parameters into ld.global (and
                 // ld.global.v4.f32 on the dense float32 paths).
-                return s_context ??= Context.Create(b => b.Cuda().CPU(s_emulatorDevice).EnableAlgorithms().Optimize(OptimizationLevel.O2));
+                return s_context ??= Context.Create(b => Configure(b.Cuda().CPU(s_emulatorDevice)));
             }
         }
     }
 
-    /// <summary>The process's ILGPU context (for tools that compile kernels without a device).</summary>
-    internal static Context SharedContextForTools => SharedContext;
+    // What every context that compiles the backend's kernels is configured with.
+    static Context.Builder Configure(Context.Builder b) => b.EnableAlgorithms().Optimize(OptimizationLevel.O2);
+
+    /// <summary>
+    /// A new ILGPU context configured as the process's (the same optimization level and intrinsic mappings, so the same
+    /// PTX), for tools that compile kernels without a device and want to drop what compiling leaves in the context's
+    /// caches (the whole registry leaves gigabytes of IR, which would slow every later full GC of the process).
+    /// </summary>
+    internal static Context CreateToolsContext() => Context.Create(b => Configure(b.Cuda()));
 
     /// <summary>Number of CUDA devices ILGPU finds (0 without an NVIDIA driver).</summary>
     public static int RealDeviceCount => SharedContext.GetCudaDevices().Count;
@@ -230,6 +237,9 @@ public sealed partial class CudaBackend : IBackend, IDisposable
             if (_kernels.TryGetValue((name, specialization), out var d)) return (TDelegate)d;
             var k = load(_accelerator);
             _kernels[(name, specialization)] = k;
+            // A loaded kernel no longer needs the IR its compile left in the context (hundreds of kernels leave
+            // gigabytes, which every later full GC of the process walks); drop it once the heap is past the budget.
+            if (GC.GetTotalMemory(forceFullCollection: false) > PtxCompiler.IrBudget) _accelerator.Context.ClearCache(ClearCacheMode.Everything);
             return k;
         }
     }

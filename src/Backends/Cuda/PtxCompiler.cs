@@ -9,8 +9,8 @@ namespace Engine.Backends.Cuda;
 
 /// <summary>
 /// The PTX the CUDA backend runs, generated without a GPU: the one way tests and <c>engine ptx</c> compile kernels.
-/// It compiles in the backend's own ILGPU context (<see cref="CudaBackend"/>'s shared context: O2 and ILGPU.Algorithms,
-/// so the same intrinsic mappings and the same optimization passes), for an sm_90 device (the H200) with the
+/// It compiles in a context configured as the backend's own (<see cref="CudaBackend.CreateToolsContext"/>: O2 and
+/// ILGPU.Algorithms, so the same intrinsic mappings and the same optimization passes), for an sm_90 device (the H200) with the
 /// capabilities a CUDA accelerator for such a device reports, through the same <see cref="PTXBackend"/> compile call
 /// an accelerator's <c>LoadStreamKernel</c> makes, with the same empty kernel specialization. ILGPU's CPU accelerator
 /// runs kernels as .NET code and sees nothing of what the PTX backend rejects or what ptxas makes of it, so the
@@ -30,6 +30,9 @@ public static class PtxCompiler
     /// </summary>
     public static CudaInstructionSet InstructionSet => CudaInstructionSet.ISA_83;
 
+    static Context? s_context;
+    /// <summary>The managed heap size past which compiling drops the ILGPU context's IR caches.</summary>
+    internal const long IrBudget = 512L << 20;
     static PTXBackend? s_backend;
     static readonly Dictionary<MethodInfo, string> s_compiled = [];
     static readonly Lock s_lock = new();
@@ -47,8 +50,14 @@ public static class PtxCompiler
             if (s_compiled.TryGetValue(kernel, out var cached)) return cached;
             // What CudaAccelerator's constructor builds for an sm_90 device: its capability context, its architecture,
             // and (pinned, see InstructionSet) its instruction set; no NVVM (the context configures none).
-            s_backend ??= new PTXBackend(CudaBackend.SharedContextForTools, new CudaCapabilityContext(Architecture), Architecture, InstructionSet, null);
+            s_context ??= CudaBackend.CreateToolsContext();
+            s_backend ??= new PTXBackend(s_context, new CudaCapabilityContext(Architecture), Architecture, InstructionSet, null);
             var compiled = (PTXCompiledKernel)s_backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
+            // The context keeps the IR of everything it compiled: the whole registry's is about 4 GB, which every later
+            // full GC of a test process would walk (the suite's GC-settling tests took minutes after it). Only the PTX
+            // text is kept; the IR is dropped whenever the heap passes IrBudget (clearing after every kernel would
+            // re-import the shared helpers each time: 2.6× the compile time).
+            if (GC.GetTotalMemory(forceFullCollection: false) > IrBudget) s_context.ClearCache(ClearCacheMode.Everything);
             // The rewrite the backend applies before loading a cp.async kernel on a GPU (see PtxDepots, CudaBackend.LoadPromoted).
             return s_compiled[kernel] = Promote(compiled).PTXAssembly;
         }
@@ -78,5 +87,8 @@ public static class PtxCompiler
     }
 
     /// <summary>The optimization level of the context kernels compile in (O2: a test pins it, since ptxas's results depend on it).</summary>
-    public static OptimizationLevel OptimizationLevel => CudaBackend.SharedContextForTools.Properties.OptimizationLevel;
+    public static OptimizationLevel OptimizationLevel
+    {
+        get { lock (s_lock) return (s_context ??= CudaBackend.CreateToolsContext()).Properties.OptimizationLevel; }
+    }
 }

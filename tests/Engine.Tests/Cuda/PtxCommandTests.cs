@@ -2,9 +2,12 @@ using Engine.Backends.Cuda;
 using Engine.Cli;
 using NUnit.Framework;
 
-namespace Engine.Tests;
+namespace Engine.Tests.Cuda;
 
-/// <summary><c>engine ptx</c>: its usage errors and the files it writes (the PTX is compiled once per process, see <see cref="PtxCompiler"/>).</summary>
+/// <summary>
+/// <c>engine ptx</c>: its usage errors and the files it writes. In the Cuda namespace, so that CI runs it in the process
+/// that runs PtxasTests: the PTX is compiled once per process (see <see cref="PtxCompiler"/>), about 3 minutes on two cores.
+/// </summary>
 [NonParallelizable] // redirects the console
 public class PtxCommandTests
 {
