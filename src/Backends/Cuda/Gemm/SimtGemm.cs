@@ -28,6 +28,18 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     /// <summary>Threads per group for this tiling.</summary>
     public static int Threads => default(TTile).BM / default(TMicro).TM * (default(TTile).BN / default(TMicro).TN);
 
+    // True when a thread stages exactly four elements of each operand per stage: the tilings whose pipelined path can
+    // load a contiguous operand as one 16-byte run (VectorA/VectorB).
+    static bool StagesRuns
+    {
+        get
+        {
+            TTile tile = default;
+            int threads = Threads;
+            return tile.BM * tile.BK == 4 * threads && tile.BN * tile.BK == 4 * threads;
+        }
+    }
+
     public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre) =>
         Tile(g, Grid.IdxX, g.BatchStart + Grid.IdxY, a, b, y, bias, pre);
 
@@ -40,10 +52,16 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         ArrayView<byte> a1, ArrayView<byte> b1, ArrayView<byte> y1)
     {
         int t = Grid.IdxX;
-        // Two calls rather than one on selected views: ILGPU vectorizes a 16-byte load (Run4) only where it can prove
-        // the address aligned, and it assumes a kernel parameter view 256-byte aligned but nothing of a select of two.
-        if (t >= g.FirstTiles) Tile(g.Second, t - g.FirstTiles, 0, a1, b1, y1, y1, y1);
-        else Tile(g.First, t, 0, a0, b0, y0, y0, y0);
+        bool second = t >= g.FirstTiles;
+        if (StagesRuns)
+        {
+            // Two calls rather than one on selected views: ILGPU vectorizes the 16-byte staging loads (Run4) only where
+            // it can prove the address aligned, and it assumes a kernel parameter view 256-byte aligned but nothing of a
+            // select of two. The tile code is then inlined twice (more registers in some tilings), so only here.
+            if (second) Tile(g.Second, t - g.FirstTiles, 0, a1, b1, y1, y1, y1);
+            else Tile(g.First, t, 0, a0, b0, y0, y0, y0);
+        }
+        else Tile(second ? g.Second : g.First, second ? t - g.FirstTiles : t, 0, second ? a1 : a0, second ? b1 : b0, second ? y1 : y0, y0, y0);
     }
 
     // Tile t (row-major over the TilesM × TilesN tiles) of batch entry batch.
