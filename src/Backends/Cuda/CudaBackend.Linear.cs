@@ -111,6 +111,8 @@ public sealed partial class CudaBackend
             throw new EngineException(op, $"the {plan.Name} tiling needs {plan.Threads} threads per group; {Device} runs at most {Accelerator.MaxNumThreadsPerGroup}");
         var entry = plan.Grouped ?? throw new EngineException(op, $"the {plan.Name} tiling has no grouped kernel");
         var g = new GroupedGemmArgs { First = SimtArgs(plan, a0l, b0l, m0, n0, k0, dt), Second = SimtArgs(plan, a1l, b1l, m1, n1, k1, dt) };
+        VectorRuns(ref g.First, Address(V(a0)), Address(V(b0)), 1, IsEmulated);
+        VectorRuns(ref g.Second, Address(V(a1)), Address(V(b1)), 1, IsEmulated);
         g.FirstTiles = g.First.TilesM * g.First.TilesN;
         long tiles = (long)g.FirstTiles + (long)g.Second.TilesM * g.Second.TilesN;
         if (tiles > int.MaxValue)

@@ -68,7 +68,28 @@ public sealed partial class CudaBackend
         args.AAlongM = m > 1 && (k == 1 || Math.Abs(aLayout.Strides[1]) < Math.Abs(aLayout.Strides[2])) ? 1 : 0;
         args.BAlongN = n > 1 && (k == 1 || Math.Abs(bLayout.Strides[2]) < Math.Abs(bLayout.Strides[1])) ? 1 : 0;
         var yv = V(y);
+        VectorRuns(ref args, Address(V(a)), Address(V(b)), batch, IsEmulated);
         Launch(plan, plan.For(dt, IsEmulated), args, V(a), V(b), yv, e.Bias is null ? yv : V(e.Bias), e.Pre is null ? yv : V(e.Pre), batch);
+    }
+
+    /// <summary>
+    /// Sets the SIMT kernel's VectorA/VectorB (GemmArgs): an operand is staged 16 bytes at a time when it is contiguous
+    /// along the dim its stage loads walk (AAlongM/BAlongN), with that dim's extent, the other stride (when that dim
+    /// is longer than 1), the offset and the batch stride multiples of 4 elements, and the buffer 16-byte aligned (ILGPU's
+    /// CPU accelerator needs no alignment; the emulator runs the same index math). Anything else keeps the scalar loads.
+    /// </summary>
+    static void VectorRuns(ref GemmArgs g, long addressA, long addressB, int batch, bool emulated)
+    {
+        g.VectorA = VectorRun(g.AAlongM != 0, g.StrideAm, g.StrideAk, g.M, g.K, g.OffsetA, batch > 1 ? g.BatchStrideA : 0, addressA, emulated) ? 1 : 0;
+        g.VectorB = VectorRun(g.BAlongN != 0, g.StrideBn, g.StrideBk, g.N, g.K, g.OffsetB, batch > 1 ? g.BatchStrideB : 0, addressB, emulated) ? 1 : 0;
+    }
+
+    internal static bool VectorRun(bool alongRows, long strideRows, long strideK, int rows, int depth, long offset, long batchStride, long address, bool emulated)
+    {
+        if (offset % 4 != 0 || batchStride % 4 != 0 || !emulated && address % 16 != 0) return false;
+        return alongRows
+            ? strideRows == 1 && rows % 4 == 0 && (depth == 1 || strideK % 4 == 0)
+            : strideK == 1 && depth % 4 == 0 && (rows == 1 || strideRows % 4 == 0);
     }
 
     static GemmArgs Args(GemmPlan plan, Layout aLayout, Layout bLayout, int batch, int m, int n, int k, DType dt, in GemmEpilogue e)

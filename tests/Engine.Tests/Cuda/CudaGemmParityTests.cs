@@ -260,6 +260,85 @@ public class CudaGemmParityTests
         CheckProduct(dt, [1, 1], [1, 1]);
     }
 
+    /// <summary>
+    /// The SIMT kernel's 16-byte staging (VectorA/VectorB) on the tilings that stage four elements per thread (the
+    /// 32×32×8 ones, the GPU's 128×128 path at 64 threads), in every layout, against the float64 reference, together with
+    /// the views that must fall back to scalar loads: k, m or n not a multiple of 4 along the contiguous dim, an offset
+    /// of 2 elements (a 16-byte load there would read the wrong elements), a row stride not a multiple of 4, no unit
+    /// stride at all. Each operand is a view [rows, cols] at offset off into a buffer with rows of pitch elements.
+    /// </summary>
+    [TestCase("f32-32x32x8-4x4", DType.Float32)]
+    [TestCase("f64-32x32x8-4x4", DType.Float64)]
+    public void VectorStaging_AndItsFallbacks_MatchReference(string plan, DType dt)
+    {
+        _backend.GemmPlanOverride = plan;
+        // (m, k, n, a transposed, b transposed, a's extra pitch, a's offset, b's extra pitch, b's offset)
+        (int M, int K, int N, bool TA, bool TB, int PadA, int OffA, int PadB, int OffB)[] cases =
+        [
+            (36, 44, 40, false, false, 0, 0, 0, 0),   // NN, both runs: a along k, b along n
+            (36, 44, 40, true, true, 0, 0, 0, 0),     // TT: a along m, b along k
+            (36, 44, 40, false, true, 0, 0, 0, 0),    // NT: both along k
+            (36, 44, 40, true, false, 4, 4, 8, 4),    // TN, padded rows and offsets of 4: runs
+            (37, 43, 41, false, false, 0, 0, 0, 0),   // odd k (a falls back), odd n (b falls back)
+            (37, 44, 41, true, true, 0, 0, 0, 0),     // odd m and n along the contiguous dims
+            (36, 44, 40, false, false, 4, 2, 4, 2),   // offsets of 2: misaligned, both fall back
+            (36, 44, 40, false, false, 1, 0, 3, 0),   // row pitches 45 and 43: not multiples of 4
+        ];
+        int seed = 11;
+        foreach (var c in cases)
+        {
+            var rng = new Random(seed++);
+            var a = Ref.Random(rng, c.M * c.K, dt);
+            var b = Ref.Random(rng, c.K * c.N, dt);
+            var (want, abs, _) = Reference(a, [c.M, c.K], b, [c.K, c.N]);
+            string what = $"{dt.Name()} {c}";
+            using var ca = View(a, c.M, c.K, c.TA, c.PadA, c.OffA, dt, _cuda);
+            using var cb = View(b, c.K, c.N, c.TB, c.PadB, c.OffB, dt, _cuda);
+            using var cy = ca.MatMul(cb);
+            AssertClose(cy.ToArray<double>(), want, abs, dt, what + " vs float64");
+        }
+        CheckProduct(dt, [36, 44], [44, 40], Kind.Strided, Kind.Strided, seed: 5);
+    }
+
+    /// <summary>
+    /// Row-major values [rows, cols] as a view on <paramref name="dev"/>: stored transposed when asked, each stored row
+    /// <paramref name="pad"/> elements longer, starting <paramref name="offset"/> elements into the buffer.
+    /// </summary>
+    static Tensor View(double[] values, int rows, int cols, bool transposed, int pad, int offset, DType dt, Device dev)
+    {
+        int sr = transposed ? cols : rows, sc = transposed ? rows : cols, pitch = sc + pad;
+        var buf = new double[offset + sr * pitch];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++)
+                buf[offset + (transposed ? j * pitch + i : i * pitch + j)] = values[i * cols + j];
+        using var t = Tensor.FromArray(buf, [buf.Length], dev);
+        using var cast = t.To(dt);
+        using var flat = cast.Narrow(0, offset, sr * pitch);
+        using var rowsView = flat.Reshape([sr, pitch]);
+        var stored = rowsView.Narrow(1, 0, sc);
+        if (!transposed) return stored;
+        using (stored) return stored.Transpose(0, 1);
+    }
+
+    /// <summary>The host's choice of 16-byte staging per operand (CudaBackend.VectorRun), by layout and alignment.</summary>
+    [Test]
+    public void VectorRun_TakesOnlyContiguousAlignedOperands()
+    {
+        //                                 along rows, strideRows, strideK, rows, depth, offset, batchStride, address, emulated
+        Assert.That(CudaBackend.VectorRun(false, 44, 1, 36, 44, 0, 0, 256, false), Is.True, "contiguous along k");
+        Assert.That(CudaBackend.VectorRun(true, 1, 36, 36, 44, 0, 0, 256, false), Is.True, "contiguous along m");
+        Assert.That(CudaBackend.VectorRun(false, 43, 1, 36, 43, 0, 0, 256, false), Is.False, "k = 43");
+        Assert.That(CudaBackend.VectorRun(true, 1, 37, 37, 44, 0, 0, 256, false), Is.False, "m = 37");
+        Assert.That(CudaBackend.VectorRun(false, 48, 1, 36, 44, 2, 0, 256, false), Is.False, "offset 2");
+        Assert.That(CudaBackend.VectorRun(false, 48, 1, 36, 44, 4, 0, 256, false), Is.True, "offset 4");
+        Assert.That(CudaBackend.VectorRun(false, 45, 1, 36, 44, 0, 0, 256, false), Is.False, "row stride 45");
+        Assert.That(CudaBackend.VectorRun(false, 44, 1, 36, 44, 0, 1586, 256, false), Is.False, "batch stride 1586");
+        Assert.That(CudaBackend.VectorRun(false, 44, 1, 36, 44, 0, 0, 264, false), Is.False, "an 8-byte aligned buffer on a GPU");
+        Assert.That(CudaBackend.VectorRun(false, 44, 1, 36, 44, 0, 0, 264, true), Is.True, "the emulator ignores the address");
+        Assert.That(CudaBackend.VectorRun(false, 2, 2, 36, 44, 0, 0, 256, false), Is.False, "no unit stride");
+        Assert.That(CudaBackend.VectorRun(false, 7, 1, 1, 44, 0, 0, 256, false), Is.True, "one row: its stride does not matter");
+    }
+
     static IEnumerable<TestCaseData> EmulatedMmaLayouts()
     {
         foreach (var p in GemmPlans.All)

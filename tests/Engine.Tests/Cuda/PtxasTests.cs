@@ -54,13 +54,13 @@ public class PtxasTests
         var sw = Stopwatch.StartNew();
         _results = Ptxas.WriteAndAssemble(_entries, _dir, ptxas).Select(r => r!).ToArray();
         double assemble = sw.Elapsed.TotalSeconds;
-        var mma = _entries.Select((e, i) => (e, i)).Where(x => x.e.IsTensorCore && _results[x.i].Assembled).ToList();
+        var mma = _entries.Select((e, i) => (e, i)).Where(x => (x.e.IsTensorCore || IsFloat32Simt(x.e)) && _results[x.i].Assembled).ToList();
         var sass = new string[mma.Count];
         Parallel.For(0, mma.Count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount },
             j => sass[j] = Ptxas.Disassemble(cuobjdump!, Path.Combine(_dir, Path.ChangeExtension(mma[j].e.FileName, ".cubin"))));
         for (int j = 0; j < mma.Count; j++) _sass[mma[j].e.Name] = sass[j];
         TestContext.Progress.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"PtxasTests: {_entries.Count} kernels compiled and assembled for sm_90 in {assemble:F1} s, {mma.Count} tensor-core cubins disassembled in {sw.Elapsed.TotalSeconds - assemble:F1} s ({Environment.ProcessorCount} cores)"));
+            $"PtxasTests: {_entries.Count} kernels compiled and assembled for sm_90 in {assemble:F1} s, {mma.Count} GEMM cubins (tensor-core, float32 SIMT) disassembled in {sw.Elapsed.TotalSeconds - assemble:F1} s ({Environment.ProcessorCount} cores)"));
         foreach (var family in _entries.Select(e => e.Family).Distinct())
         {
             var r = _entries.Select((e, i) => (e, r: _results[i])).Where(x => x.e.Family == family && x.r.Assembled).ToList();
@@ -175,6 +175,45 @@ public class PtxasTests
             int u16 = CountOf(sass, "LDG.E.U16"), ldg = CountOf(sass, "LDG.");
             if (u16 > 0) bad.Add($"{e.Name}: {u16} LDG.E.U16");
             if (ldg > 0) bad.Add($"{e.Name}: {ldg} global loads (LDG) besides the cp.async copies");
+        }
+        Assert.That(bad, Is.Empty);
+    }
+
+    static bool IsFloat32Simt(KernelEntry e) => e.Family == KernelRegistry.GemmSimt && e.DTypes.Contains(DType.Float32);
+
+    /// <summary>
+    /// The float32 SIMT GEMMs read a thread's runs of a and b from shared memory 16 bytes at a time: every shared load
+    /// is LDS.128 (not the 2×2 test tiling, whose runs are two long); the tilings that stage four elements of an operand
+    /// per thread (BM·BK = 4·threads: the GPU's 128×128×8 and its 64-thread twin 32×32×8) also load contiguous operands
+    /// from global memory as LDG.E.128 (ILGPU's ld.global.v4.f32), in the grouped kernel as well. Still no spills and no
+    /// stack frame (also checked for every kernel above; here with the registers printed).
+    /// </summary>
+    [Test]
+    public void Float32SimtGemms_Load16BytesAtATime()
+    {
+        var simt = _entries.Where(IsFloat32Simt).ToList();
+        Assert.That(simt, Has.Count.GreaterThanOrEqualTo(4), "the default tilings' Gemm and GemmGrouped at least");
+        var bad = new List<string>();
+        foreach (var e in simt)
+        {
+            if (!_sass.TryGetValue(e.Name, out var sass)) { bad.Add($"{e.Name}: no SASS (did not assemble)"); continue; }
+            var r = _results[_entries.ToList().IndexOf(e)];
+            // Gemm<f32-BMxBNxBK-TMxTN>: the tile sizes from the plan's name.
+            var m = System.Text.RegularExpressions.Regex.Match(e.Name, @"f32-(\d+)x(\d+)x(\d+)-(\d+)x(\d+)");
+            Assert.That(m.Success, $"{e.Name}: a SIMT plan name of the form f32-BMxBNxBK-TMxTN");
+            int bm = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), bn = int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
+            int bk = int.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), tm = int.Parse(m.Groups[4].Value, CultureInfo.InvariantCulture);
+            int tn = int.Parse(m.Groups[5].Value, CultureInfo.InvariantCulture), threads = bm / tm * (bn / tn);
+            var loads = System.Text.RegularExpressions.Regex.Matches(sass, @"\bLDS(\.\w+)*\s").Select(x => x.Value.Trim()).ToList();
+            int wide = loads.Count(x => x == "LDS.128"), ldg128 = CountOf(sass, "LDG.E.128");
+            TestContext.Out.WriteLine($"{e.Name}: {r.Registers} registers, {wide} of {loads.Count} shared loads LDS.128, {ldg128} LDG.E.128");
+            if (tm >= 4)
+            {
+                if (wide == 0) bad.Add($"{e.Name}: no LDS.128");
+                if (wide != loads.Count) bad.Add($"{e.Name}: {loads.Count - wide} shared loads narrower than 16 bytes ({string.Join(", ", loads.Distinct())})");
+            }
+            if (bm * bk == 4 * threads && bn * bk == 4 * threads && ldg128 == 0) bad.Add($"{e.Name}: four staged elements per thread but no LDG.E.128");
+            if (r.SpillStores + r.SpillLoads != 0 || r.StackFrame != 0) bad.Add($"{e.Name}: {r.SpillStores + r.SpillLoads} bytes of spills, {r.StackFrame} bytes stack frame");
         }
         Assert.That(bad, Is.Empty);
     }

@@ -29,6 +29,14 @@ public struct GemmArgs
     /// <summary>1 when consecutive threads should walk b's tile along n (b row-major), 0 along k (b transposed).</summary>
     public int BAlongN;
 
+    /// <summary>
+    /// The SIMT kernel's 16-byte staging (float32 and float64): 1 when the operand is contiguous along the dim its
+    /// stage loads walk (m for a when <see cref="AAlongM"/>, else k; likewise n or k for b), that dim's extent, the
+    /// other stride, the offset and the batch stride are multiples of 4 elements and the buffer is 16-byte aligned. The
+    /// tilings with four staged elements per thread then load each thread's four as one run; 0 loads them one by one.
+    /// </summary>
+    public int VectorA, VectorB;
+
     /// <summary>The element type code (<see cref="DType"/> as int): the tensor-core kernel's Float16 or BFloat16.</summary>
     public int DType;
 
@@ -183,11 +191,37 @@ public interface IMicroTile<T> where T : unmanaged
     /// <summary>Columns per thread.</summary>
     int TN { get; }
 
-    /// <summary>One k step: TM values of a from sA[a + i·aStride], TN of b from sB[b + j·bStride], TM·TN fmas.</summary>
+    /// <summary>
+    /// Elements per run: the thread's rows (columns) are runs of this many consecutive ones, run q starting q·stride
+    /// after the first (4, one 16-byte shared load each; 2 for the 2×2 tile).
+    /// </summary>
+    int Run { get; }
+
+    /// <summary>
+    /// One k step: TM values of a, the runs starting at run index a + q·aStride of sA (in units of <see cref="Run"/>
+    /// elements), TN of b likewise, TM·TN fmas.
+    /// </summary>
     void Step(ArrayView<T> sA, int a, int aStride, ArrayView<T> sB, int b, int bStride);
 
-    /// <summary>Writes the accumulators inside [m, n] to y[yBase + r·n + c].</summary>
+    /// <summary>
+    /// Writes the accumulators inside [m, n] to y[yBase + r·n + c], for rows r = row + i % 4 + (i / 4)·rowStride and
+    /// columns likewise.
+    /// </summary>
     void Store(ArrayView<byte> y, long yBase, int row, int rowStride, int col, int colStride, int m, int n);
+}
+
+/// <summary>
+/// Four consecutive elements: the unit of the SIMT GEMM's 16-byte loads (a thread's run of a or b in shared memory,
+/// a staged run of a contiguous operand in global memory). ILGPU's PTX backend loads and stores a 16-byte struct as
+/// one <c>ld.v4.f32</c>/<c>st.v4.f32</c> when it can prove the address 16-byte aligned: an element of a view of
+/// <c>Run4&lt;float&gt;</c> is (a power-of-2 size gives the type a 16-byte alignment in its analysis, and a shared
+/// allocation takes the largest alignment of the views cast from it). Of doubles, two <c>ld.v2.f64</c>.
+/// </summary>
+public struct Run4<T> where T : unmanaged
+{
+#pragma warning disable CS1591
+    public T X, Y, Z, W;
+#pragma warning restore CS1591
 }
 
 /// <summary>The block tile of the SIMT GEMM: BM×BN outputs, BK of k per shared-memory stage.</summary>

@@ -7,7 +7,9 @@ namespace Engine.Backends.Cuda.Gemm;
 /// slices of a and b in shared memory and keeping each thread's TM×TN outputs in registers (the shape that reached
 /// 15.9 TFLOP/s on the H200 at 128×128×8 with 8×8 per thread, see shared/gpu/README.md). Shared a is stored
 /// [k][m] and b [k][n], both padded by 4 so that loads walking k store without bank conflicts; the inner loop then reads
-/// TM values of a (a warp broadcast) and TN consecutive-thread values of b per k. The GPU tilings double-buffer: the
+/// a thread's TM values of a (a warp broadcast) and TN of b per k as runs of four consecutive ones, one 16-byte shared
+/// load each (LDS.128; see Tile for the ownership and the banks). Where an operand is contiguous and aligned (the host's
+/// VectorA/VectorB) the 128×128 tiling stages it from global memory 16 bytes at a time (LDG.E.128) as well. The GPU tilings double-buffer: the
 /// next stage's global loads are issued into registers before the current stage's FMAs and stored to the other
 /// shared buffer after them, one barrier per stage.
 /// Operands are read with any strides: the host picks, per operand, whether consecutive threads walk the tile along
@@ -26,6 +28,18 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     /// <summary>Threads per group for this tiling.</summary>
     public static int Threads => default(TTile).BM / default(TMicro).TM * (default(TTile).BN / default(TMicro).TN);
 
+    // True when a thread stages exactly four elements of each operand per stage: the tilings whose pipelined path can
+    // load a contiguous operand as one 16-byte run (VectorA/VectorB).
+    static bool StagesRuns
+    {
+        get
+        {
+            TTile tile = default;
+            int threads = Threads;
+            return tile.BM * tile.BK == 4 * threads && tile.BN * tile.BK == 4 * threads;
+        }
+    }
+
     public static void Kernel(GemmArgs g, ArrayView<byte> a, ArrayView<byte> b, ArrayView<byte> y, ArrayView<byte> bias, ArrayView<byte> pre) =>
         Tile(g, Grid.IdxX, g.BatchStart + Grid.IdxY, a, b, y, bias, pre);
 
@@ -39,7 +53,15 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     {
         int t = Grid.IdxX;
         bool second = t >= g.FirstTiles;
-        Tile(second ? g.Second : g.First, second ? t - g.FirstTiles : t, 0, second ? a1 : a0, second ? b1 : b0, second ? y1 : y0, y0, y0);
+        if (StagesRuns)
+        {
+            // Two calls rather than one on selected views: ILGPU vectorizes the 16-byte staging loads (Run4) only where
+            // it can prove the address aligned, and it assumes a kernel parameter view 256-byte aligned but nothing of a
+            // select of two. The tile code is then inlined twice (more registers in some tilings), so only here.
+            if (second) Tile(g.Second, t - g.FirstTiles, 0, a1, b1, y1, y1, y1);
+            else Tile(g.First, t, 0, a0, b0, y0, y0, y0);
+        }
+        else Tile(second ? g.Second : g.First, second ? t - g.FirstTiles : t, 0, second ? a1 : a0, second ? b1 : b0, second ? y1 : y0, y0, y0);
     }
 
     // Tile t (row-major over the TilesM × TilesN tiles) of batch entry batch.
@@ -55,7 +77,12 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         int tx = bn / acc.TN, ty = bm / acc.TM, threads = tx * ty;
 
         int tid = Group.IdxX;
-        int col = tid % tx, row = tid / tx;
+        // Thread (row, col) owns runs of R consecutive rows and columns (R = 4, 2 in the 2×2 tile): rows R·row + i % 4
+        // + (i / 4)·R·ty, so each k reads a run as one 16-byte shared load (LDS.128) instead of four scalar ones. A warp
+        // (two values of row, 16 of col at 16×16 threads) then reads two distinct runs of a (a broadcast) and 16
+        // consecutive runs of b: each quarter-warp phase of LDS.128 covers 8 runs = 32 floats = all 32 banks once, so
+        // neither operand conflicts. (Strided ownership, row + i·ty, read single floats: four LDS.32 per run.)
+        int col = tid % tx, row = tid / tx, run = acc.Run;
         int tm = t / g.TilesN, tn = t - tm * g.TilesN;
         int row0 = tm * bm, col0 = tn * bn;
         var av = a.Cast<T>();
@@ -69,11 +96,11 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         // on ILGPU's CPU accelerator a barrier, not memory latency, is the cost.
         int perA = bm * bk / threads, perB = bn * bk / threads;
         if (perA * threads == bm * bk && perB * threads == bn * bk && (perA == 1 || perA == 2 || perA == 4) && (perB == 1 || perB == 2 || perB == 4))
-            Pipelined(g, av, bv, sA, sB, ref acc, baseA, baseB, mLeft, nLeft, tid, threads, row, col, tx, ty, perA, perB);
+            Pipelined(g, av, bv, a.Cast<Run4<T>>(), b.Cast<Run4<T>>(), sA, sB, ref acc, baseA, baseB, mLeft, nLeft, tid, threads, row, col, tx, ty, perA, perB);
         else
             SingleBuffered(g, av, bv, sA, sB, ref acc, baseA, baseB, mLeft, nLeft, tid, threads, row, col, tx, ty);
-        acc.Store(y, batch * g.M * g.N, row0 + row, ty, col0 + col, tx, g.M, g.N);
-        if (g.Fused) Epilogue(g, y, bias, pre, batch * g.M * g.N, row0 + row, ty, col0 + col, tx);
+        acc.Store(y, batch * g.M * g.N, row0 + run * row, run * ty, col0 + run * col, run * tx, g.M, g.N);
+        if (g.Fused) Epilogue(g, y, bias, pre, batch * g.M * g.N, row0 + run * row, run * ty, col0 + run * col, run * tx);
     }
 
     // The fused Linear's store epilogue: each thread reads back the outputs it has just stored (its own writes, so no
@@ -86,11 +113,11 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         TMicro acc = default;
         for (int i = 0; i < acc.TM; i++)
         {
-            int r = row + i * rowStride;
+            int r = row + (i & 3) + (i >> 2) * rowStride; // the register tile's run order (IMicroTile.Store)
             if (r >= g.M) break;
             for (int j = 0; j < acc.TN; j++)
             {
-                int c = col + j * colStride;
+                int c = col + (j & 3) + (j >> 2) * colStride;
                 if (c >= g.N) break;
                 long o = yBase + (long)r * g.N + c;
                 T v = f.Load(y, o);
@@ -105,19 +132,25 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     // are in flight into registers; they go to the other buffer after the stage's FMAs. One barrier per stage: it
     // orders this stage's reads of buffer s against the next stage's writes into it. Where each staged element comes
     // from and goes to is worked out once (Slots): a stage's load is one add and one bounds test per element.
-    static void Pipelined(in GemmArgs g, ArrayView<T> av, ArrayView<T> bv, ArrayView<T> sA, ArrayView<T> sB, ref TMicro acc,
+    // With four elements of an operand per thread and the host's VectorA/VectorB, a thread stages one run of four
+    // along the operand's contiguous dim: one 16-byte global load (LDG.E.128), stored as one 16-byte shared store when
+    // that dim is m or n (shared rows run along it) or as four along k.
+    static void Pipelined(in GemmArgs g, ArrayView<T> av, ArrayView<T> bv, ArrayView<Run4<T>> av4, ArrayView<Run4<T>> bv4, ArrayView<T> sA, ArrayView<T> sB, ref TMicro acc,
         long baseA, long baseB, int mLeft, int nLeft, int tid, int threads, int row, int col, int tx, int ty, int perA, int perB)
     {
         TTile tile = default;
         int bm = tile.BM, bn = tile.BN, bk = tile.BK, pa = bm + Pad, pb = bn + Pad;
         int sizeA = bk * pa, sizeB = bk * pb;
+        int run = acc.Run, paR = pa / run, pbR = pb / run, sizeAR = sizeA / run, sizeBR = sizeB / run;
         int stages = (g.K + bk - 1) / bk;
-        var slotsA = SlotsOf(g, true, baseA, tid, threads, perA, mLeft);
-        var slotsB = SlotsOf(g, false, baseB, tid, threads, perB, nLeft);
-        var ra = Fetch(av, slotsA, perA, 0, g.K);
-        var rb = Fetch(bv, slotsB, perB, 0, g.K);
-        Put(sA, 0, slotsA, ra, perA);
-        Put(sB, 0, slotsB, rb, perB);
+        // 0 scalar, 1 a run along the shared row (m or n), 2 a run along k.
+        int vecA = perA == 4 && g.VectorA != 0 ? 2 - g.AAlongM : 0, vecB = perB == 4 && g.VectorB != 0 ? 2 - g.BAlongN : 0;
+        var slotsA = SlotsOf(g, true, baseA, tid, threads, perA, mLeft, vecA);
+        var slotsB = SlotsOf(g, false, baseB, tid, threads, perB, nLeft, vecB);
+        var ra = Fetch(av, av4, slotsA, perA, vecA, 0, g.K);
+        var rb = Fetch(bv, bv4, slotsB, perB, vecB, 0, g.K);
+        Put(sA, 0, slotsA, ra, perA, vecA, pa);
+        Put(sB, 0, slotsB, rb, perB, vecB, pb);
         Group.Barrier();
         int cur = 0;
         for (int s = 0; s < stages; s++)
@@ -126,16 +159,17 @@ static class SimtGemm<T, TMath, TTile, TMicro>
             bool next = s + 1 < stages;
             if (next)
             {
-                ra = Fetch(av, slotsA, perA, (k0 + bk) * g.StrideAk, kLeft - bk);
-                rb = Fetch(bv, slotsB, perB, (k0 + bk) * g.StrideBk, kLeft - bk);
+                ra = Fetch(av, av4, slotsA, perA, vecA, (k0 + bk) * g.StrideAk, kLeft - bk);
+                rb = Fetch(bv, bv4, slotsB, perB, vecB, (k0 + bk) * g.StrideBk, kLeft - bk);
             }
-            int oa = cur * sizeA + row, ob = cur * sizeB + col;
-            if (kLeft >= bk) for (int kk = 0; kk < bk; kk++) acc.Step(sA, oa + kk * pa, ty, sB, ob + kk * pb, tx);
-            else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, oa + kk * pa, ty, sB, ob + kk * pb, tx);
+            // Step counts runs: the thread's first run of a at row, of b at col, in this stage's buffer.
+            int oa = cur * sizeAR + row, ob = cur * sizeBR + col;
+            if (kLeft >= bk) for (int kk = 0; kk < bk; kk++) acc.Step(sA, oa + kk * paR, ty, sB, ob + kk * pbR, tx);
+            else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, oa + kk * paR, ty, sB, ob + kk * pbR, tx);
             if (next)
             {
-                Put(sA, (cur ^ 1) * sizeA, slotsA, ra, perA);
-                Put(sB, (cur ^ 1) * sizeB, slotsB, rb, perB);
+                Put(sA, (cur ^ 1) * sizeA, slotsA, ra, perA, vecA, pa);
+                Put(sB, (cur ^ 1) * sizeB, slotsB, rb, perB, vecB, pb);
             }
             Group.Barrier();
             cur ^= 1;
@@ -147,6 +181,7 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     {
         TTile tile = default;
         int bm = tile.BM, bn = tile.BN, bk = tile.BK, pa = bm + Pad, pb = bn + Pad;
+        int run = acc.Run, paR = pa / run, pbR = pb / run;
         for (int k0 = 0; k0 < g.K; k0 += bk)
         {
             int kLeft = g.K - k0;
@@ -162,8 +197,8 @@ static class SimtGemm<T, TMath, TTile, TMicro>
             }
             Group.Barrier();
             // Full stages keep a constant trip count (ptxas may unroll it); the last one stops at k.
-            if (kLeft >= bk) for (int kk = 0; kk < bk; kk++) acc.Step(sA, kk * pa + row, ty, sB, kk * pb + col, tx);
-            else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, kk * pa + row, ty, sB, kk * pb + col, tx);
+            if (kLeft >= bk) for (int kk = 0; kk < bk; kk++) acc.Step(sA, kk * paR + row, ty, sB, kk * pbR + col, tx);
+            else for (int kk = 0; kk < kLeft; kk++) acc.Step(sA, kk * paR + row, ty, sB, kk * pbR + col, tx);
             Group.Barrier();
         }
     }
@@ -209,9 +244,28 @@ static class SimtGemm<T, TMath, TTile, TMicro>
         else { SlotB(g, l, out r, out k); s = k * (tile.BN + Pad) + r; o = r < edge ? origin + r * g.StrideBn + k * g.StrideBk : -1; }
     }
 
-    static Slots SlotsOf(in GemmArgs g, bool isA, long origin, int tid, int threads, int per, int edge)
+    // The run of four a thread stages (vec 1: along the shared row, m or n; 2: along k), as slot 0: its first
+    // element's global offset at k = 0 (−1 past the edge: the host's VectorA/VectorB promise that m, n or k is a
+    // multiple of 4, so a run is wholly inside or wholly outside), k and shared index.
+    static void RunSlot(in GemmArgs g, bool isA, long origin, int tid, int edge, int vec, out long o, out int k, out int s)
+    {
+        TTile tile = default;
+        int rows = isA ? tile.BM : tile.BN, r;
+        if (vec == 1) { r = (tid % (rows / 4)) * 4; k = tid / (rows / 4); }
+        else { r = tid / (tile.BK / 4); k = (tid % (tile.BK / 4)) * 4; }
+        s = k * (rows + Pad) + r;
+        long stride = isA ? g.StrideAm : g.StrideBn, kStride = isA ? g.StrideAk : g.StrideBk;
+        o = r < edge ? origin + r * stride + k * kStride : -1;
+    }
+
+    static Slots SlotsOf(in GemmArgs g, bool isA, long origin, int tid, int threads, int per, int edge, int vec)
     {
         Slots x = default;
+        if (vec != 0)
+        {
+            RunSlot(g, isA, origin, tid, edge, vec, out x.O0, out x.K0, out x.S0);
+            return x;
+        }
         Slot(g, isA, origin, tid, edge, out x.O0, out x.K0, out x.S0);
         if (per > 1) Slot(g, isA, origin, tid + threads, edge, out x.O1, out x.K1, out x.S1);
         if (per > 2)
@@ -225,17 +279,39 @@ static class SimtGemm<T, TMath, TTile, TMicro>
     // The stage whose first k is at offset kOffset (k0·stride along k), with kLeft of its k still inside K.
     static T Load(ArrayView<T> v, long o, int k, long kOffset, int kLeft) => o >= 0 && k < kLeft ? v[o + kOffset] : default;
 
-    static Staged Fetch(ArrayView<T> v, in Slots x, int per, long kOffset, int kLeft)
+    static Staged Fetch(ArrayView<T> v, ArrayView<Run4<T>> v4, in Slots x, int per, int vec, long kOffset, int kLeft)
     {
         Staged s = default;
+        if (vec != 0)
+        {
+            if (x.O0 >= 0 && x.K0 < kLeft)
+            {
+                var r = v4[(x.O0 + kOffset) >> 2]; // 16-byte aligned: the host checked the offset, strides and address
+                s.V0 = r.X; s.V1 = r.Y; s.V2 = r.Z; s.V3 = r.W;
+            }
+            return s;
+        }
         s.V0 = Load(v, x.O0, x.K0, kOffset, kLeft);
         if (per > 1) s.V1 = Load(v, x.O1, x.K1, kOffset, kLeft);
         if (per > 2) { s.V2 = Load(v, x.O2, x.K2, kOffset, kLeft); s.V3 = Load(v, x.O3, x.K3, kOffset, kLeft); }
         return s;
     }
 
-    static void Put(ArrayView<T> shared, int buffer, in Slots x, in Staged s, int per)
+    static void Put(ArrayView<T> shared, int buffer, in Slots x, in Staged s, int per, int vec, int pitch)
     {
+        if (vec == 1)
+        {
+            shared.Cast<Run4<T>>()[(buffer + x.S0) >> 2] = new Run4<T> { X = s.V0, Y = s.V1, Z = s.V2, W = s.V3 };
+            return;
+        }
+        if (vec == 2)
+        {
+            // Thread pairs share a row (m or n), one at k, one at k + 4; a warp's 16 rows are consecutive, so with
+            // pitch ≡ 4 (mod 32) each of the four stores meets all 32 banks once.
+            shared[buffer + x.S0] = s.V0; shared[buffer + x.S0 + pitch] = s.V1;
+            shared[buffer + x.S0 + 2 * pitch] = s.V2; shared[buffer + x.S0 + 3 * pitch] = s.V3;
+            return;
+        }
         shared[buffer + x.S0] = s.V0;
         if (per > 1) shared[buffer + x.S1] = s.V1;
         if (per > 2) { shared[buffer + x.S2] = s.V2; shared[buffer + x.S3] = s.V3; }
