@@ -237,9 +237,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
             if (_kernels.TryGetValue((name, specialization), out var d)) return (TDelegate)d;
             var k = load(_accelerator);
             _kernels[(name, specialization)] = k;
-            // A loaded kernel no longer needs the IR its compile left in the context (hundreds of kernels leave
-            // gigabytes, which every later full GC of the process walks); drop it once the heap is past the budget.
-            if (GC.GetTotalMemory(forceFullCollection: false) > PtxCompiler.IrBudget) _accelerator.Context.ClearCache(ClearCacheMode.Everything);
+            IrCacheTrim.AfterCompile(_accelerator.Context);
             return k;
         }
     }

@@ -31,8 +31,6 @@ public static class PtxCompiler
     public static CudaInstructionSet InstructionSet => CudaInstructionSet.ISA_83;
 
     static Context? s_context;
-    /// <summary>The managed heap size past which compiling drops the ILGPU context's IR caches.</summary>
-    internal const long IrBudget = 512L << 20;
     static PTXBackend? s_backend;
     static readonly Dictionary<MethodInfo, string> s_compiled = [];
     static readonly Lock s_lock = new();
@@ -53,11 +51,7 @@ public static class PtxCompiler
             s_context ??= CudaBackend.CreateToolsContext();
             s_backend ??= new PTXBackend(s_context, new CudaCapabilityContext(Architecture), Architecture, InstructionSet, null);
             var compiled = (PTXCompiledKernel)s_backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), KernelSpecialization.Empty);
-            // The context keeps the IR of everything it compiled: the whole registry's is about 4 GB, which every later
-            // full GC of a test process would walk (the suite's GC-settling tests took minutes after it). Only the PTX
-            // text is kept; the IR is dropped whenever the heap passes IrBudget (clearing after every kernel would
-            // re-import the shared helpers each time: 2.6× the compile time).
-            if (GC.GetTotalMemory(forceFullCollection: false) > IrBudget) s_context.ClearCache(ClearCacheMode.Everything);
+            IrCacheTrim.AfterCompile(s_context);
             // The rewrite the backend applies before loading a cp.async kernel on a GPU (see PtxDepots, CudaBackend.LoadPromoted).
             return s_compiled[kernel] = Promote(compiled).PTXAssembly;
         }

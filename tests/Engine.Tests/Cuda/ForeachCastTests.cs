@@ -217,8 +217,12 @@ public class ForeachCastTests
         using var scope = Tensor.NewScope();
         var x = m.Wte.Forward(input).Add(m.Wpe.Forward(pos));
         x = m.Drop.Forward(x);
-        x = m.Blocks.Forward(x);
-        x = m.LnF.Forward(x);
+        // Gpt.Forward's blocks and norms (residual adds inside the norms, which write the Linears' 16-bit inputs:
+        // the CPU autocast region's dtype for the float32 stream), without its pre-cast.
+        var lowp = AutocastMode.RegionDType(input.Device.Type);
+        Tensor? pending = null;
+        foreach (TransformerBlock b in m.Blocks.Layers) (x, pending) = b.Forward(x, pending);
+        x = pending is null ? m.LnF.Forward(x, lowp) : m.LnF.Forward(x, pending, lowp).Normalized;
         return m.Head.Forward(x).MoveToOuterScope();
     }
 
