@@ -25,7 +25,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
     // ---- process-wide: the ILGPU context, device discovery, emulation ----
 
     static readonly Lock s_lock = new();
-    static Context? s_context;
+    static Context? s_context, s_emulatorContext;
     static volatile CudaBackendOptions s_options = CudaBackendOptions.FromEnvironment();
     static long s_hostSynchronizations;
 
@@ -51,8 +51,25 @@ public sealed partial class CudaBackend : IBackend, IDisposable
                 // Algorithms maps Math/MathF calls in kernels (the op structs') to ILGPU's implementations; O2 runs the
                 // address-space inference that turns generic loads of kernel parameters into ld.global (and
                 // ld.global.v4.f32 on the dense float32 paths).
-                return s_context ??= Context.Create(b => Configure(b.Cuda().CPU(s_emulatorDevice)));
+                return s_context ??= Context.Create(b => Configure(b.Cuda()));
             }
+        }
+    }
+
+    /// <summary>
+    /// The emulator's own context: configured as the GPU's, except that ILGPU inlines conservatively. Inlining every
+    /// call (ILGPU's default, what the PTX needs: the GPU's kernels are checked by ptxas for no stack) makes one
+    /// function of a tensor-core GEMM's 32 emulated mma calls per k-step, and ILGPU's SSA construction and
+    /// if-conversion on that took 27 s per instantiation of the 64×128 tiling on this 2-core machine; with calls left
+    /// as calls it takes 2 s. What a kernel computes does not depend on inlining, and the CPU accelerator runs calls as
+    /// .NET calls.
+    /// </summary>
+    static Context EmulatorContext
+    {
+        get
+        {
+            lock (s_lock)
+                return s_emulatorContext ??= Context.Create(b => Configure(b.CPU(s_emulatorDevice)).Inlining(InliningMode.Conservative));
         }
     }
 
@@ -106,7 +123,7 @@ public sealed partial class CudaBackend : IBackend, IDisposable
         if (index >= 0 && index < cuda.Count)
             return new CudaBackend(Device.Cuda(index), cuda[index].CreateAccelerator(ctx), emulated: false);
         if (allowEmulation && index == cuda.Count)
-            return new CudaBackend(Device.Cuda(index), s_emulatorDevice.CreateCPUAccelerator(ctx, CPUAcceleratorMode.Parallel), emulated: true);
+            return new CudaBackend(Device.Cuda(index), s_emulatorDevice.CreateCPUAccelerator(EmulatorContext, CPUAcceleratorMode.Parallel), emulated: true);
         string what = allowEmulation
             ? $"the emulator serves cuda:{cuda.Count} only"
             : "set ENGINE_CUDA_EMULATION=1 to run the CUDA kernels on ILGPU's CPU accelerator";
