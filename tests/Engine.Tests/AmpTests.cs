@@ -329,6 +329,34 @@ public class AmpTests
 
     sealed class AutocastPolicyTestsUnknownOp;
 
+    // The README's two tables say what the policy does: the ops named in each category's row (outside parentheses)
+    // are exactly the table's ops of that category, and the ops the "input type" row names are InputType.
+    [TestCase("CUDA autocast table", DeviceType.Cuda)]
+    [TestCase("CPU autocast table", DeviceType.Cpu)]
+    public void AutocastPolicy_ReadmeTablesMatchThePolicy(string heading, DeviceType device)
+    {
+        var lines = File.ReadAllLines(Path.Combine(Support.PublishedEngine.RepoRoot(), "README.md"));
+        int at = Array.FindIndex(lines, l => l.StartsWith(heading, StringComparison.Ordinal));
+        Assert.That(at, Is.GreaterThanOrEqualTo(0), $"README.md has no line starting \"{heading}\"");
+        var rows = lines.Skip(at + 1).SkipWhile(l => !l.StartsWith('|')).TakeWhile(l => l.StartsWith('|'))
+            .Select(l => l.Split('|', StringSplitOptions.TrimEntries)).Where(c => c.Length >= 4)
+            .ToDictionary(c => c[1], c => c[2]);
+        static string[] Names(string cell) =>
+            System.Text.RegularExpressions.Regex.Matches(cell, "`([A-Za-z]+)`").Select(m => m.Groups[1].Value).ToArray();
+        static string Outside(string cell) => System.Text.RegularExpressions.Regex.Replace(cell, @"\([^)]*\)", "");
+        static string Name(Type t) => t.Name.EndsWith("Backward") ? t.Name[..^"Backward".Length] : t.Name.EndsWith("Op") ? t.Name[..^2] : t.Name;
+        var table = AutocastPolicy.For(device);
+        foreach (var (row, category) in new[] { ("region dtype", AutocastCategory.LowerPrecision), ("float32", AutocastCategory.Float32), ("widest input", AutocastCategory.Promote) })
+        {
+            Assert.That(rows.ContainsKey(row), $"{heading}: no row \"{row}\"");
+            Assert.That(Names(Outside(rows[row])), Is.EquivalentTo(table.Where(e => e.Value == category).Select(e => Name(e.Key))), $"{heading}, {row}");
+        }
+        // Two identities can share a name (AffineOp, the elementwise form, and Tensor.AffineBackward): all must agree.
+        var byName = table.ToLookup(e => Name(e.Key), e => e.Value);
+        foreach (var op in Names(rows["input type"]))
+            Assert.That(byName[op], Is.All.EqualTo(AutocastCategory.InputType), $"{heading}, input type: {op}");
+    }
+
     [Test]
     public void Autocast_NestingAndDisablingRestoreTheOuterState()
     {
