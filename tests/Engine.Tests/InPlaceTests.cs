@@ -312,4 +312,32 @@ public class InPlaceTests
         Assert.That(z.RequiresGrad, Is.True);
         Assert.That(z.GradFn, Is.Not.Null);
     }
+
+    // Dense float32 past one work chunk (2^16 elements) and past a huge page (2 MB): the in-place kernels cut their
+    // range into 256 KB calls (ElementwiseKernels.StreamPiece) and the buffers come 2 MB aligned (HugePages); the bits
+    // must be those of the out-of-place op, whatever the cut, and the chunk seams must be written exactly once.
+    [TestCase(3 * 65536 + 77)]
+    [TestCase(600_001)]
+    public unsafe void DenseFloat32InPlace_EqualsOutOfPlace_AcrossChunksAndHugePages(int n)
+    {
+        var rng = new Random(n);
+        var xs = new float[n]; var ys = new float[n];
+        for (int i = 0; i < n; i++) { xs[i] = (float)(rng.NextDouble() * 6 - 3); ys[i] = (float)(rng.NextDouble() * 6 - 3); }
+        using var x = Tensor.FromArray(xs); using var y = Tensor.FromArray(ys);
+        using var sum = x.Add(y); using var shifted = x.Add(2.5);
+        using var a = Tensor.FromArray(xs); using var b = Tensor.FromArray(ys);
+        a.AddInPlace(b);
+        Assert.That(a.ToArray<float>(), Is.EqualTo(sum.ToArray<float>()), "a += b");
+        Assert.That(b.ToArray<float>(), Is.EqualTo(ys), "the operand is untouched");
+        using var c = Tensor.FromArray(xs);
+        c.AddInPlace(2.5);
+        Assert.That(c.ToArray<float>(), Is.EqualTo(shifted.ToArray<float>()), "c += 2.5");
+        using var d = Tensor.FromArray(ys);
+        using (var xv = Tensor.FromArray(xs)) xv.SubInPlace(d); // d is read, not written: out-of-place inside
+        Assert.That(d.ToArray<float>(), Is.EqualTo(ys));
+        bool huge = OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable("ENGINE_CPU_THP")?.Trim() is not ("0" or "false" or "off" or "no");
+        long p = (long)((Engine.Backends.Cpu.CpuStorage)a.Storage).Pointer;
+        if (huge && (long)n * sizeof(float) >= 2 << 20) Assert.That(p % (2L << 20), Is.EqualTo(0L), "a buffer from 2 MB is 2 MB aligned");
+        else Assert.That(p % 64, Is.EqualTo(0L), "64-byte aligned");
+    }
 }

@@ -4,7 +4,8 @@ using Engine.Backends;
 namespace Engine.Backends.Cpu;
 
 /// <summary>
-/// A 64-byte aligned native buffer from <see cref="CpuBufferPool"/>, aligned for AVX-512. Live storages are reported
+/// A 64-byte aligned native buffer from <see cref="CpuBufferPool"/>, aligned for AVX-512 (blocks from 2 MB on huge
+/// pages, <see cref="HugePages"/>). Live storages are reported
 /// to the GC as memory pressure (<see cref="CpuMemoryPressure"/>), so tensors dropped without Dispose get collected.
 /// </summary>
 public sealed unsafe class CpuStorage : Storage
@@ -105,8 +106,12 @@ public static unsafe class CpuBufferPool
     // NativeMemory throws rather than returning null; either way the answer here is "no".
     static byte* TryAlloc(long bytes)
     {
-        try { return (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64); }
+        byte* p;
+        try { p = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, HugePages.AlignmentFor(bytes)); }
         catch (OutOfMemoryException) { return null; }
+        // Before the first touch, so the pages are faulted in as huge ones (pool blocks from 2 MB are whole pages).
+        HugePages.Advise(p, bytes);
+        return p;
     }
 
     internal static void Return(byte* p, long capacity)

@@ -76,7 +76,12 @@ sealed class BenchCommand : Command<BenchSettings>
             int n = s.Reps ?? w.Reps;
             // Launches are counted after at least one warm-up step: the first allocates gradients and optimizer state.
             int warmup = s.LaunchesOnly ? 1 : w.CountsLaunches ? Math.Max(1, w.Warmup) : w.Warmup;
-            for (int i = 0; i < warmup; i++) run.Run();
+            // And for at least WarmupSeconds: the runtime JITs a method first without optimization (tier 0) and
+            // recompiles it only after ~30 calls that start 100 ms after the last new method, so a workload of a few
+            // milliseconds timed after two warm-ups ran partly in tier-0 code (TensorPrimitives' loops included:
+            // add_16M_inplace measured 12–18 GB/s that way and 45 GB/s past tier-up).
+            var warm = Stopwatch.StartNew();
+            for (int i = 0; i < warmup || !s.LaunchesOnly && warm.Elapsed.TotalSeconds < WarmupSeconds; i++) run.Run();
             if (w.CountsLaunches)
             {
                 if (run is not ITrainingStep step) throw new InvalidOperationException($"workload {w.Name} counts launches but is not a training step");
@@ -122,6 +127,9 @@ sealed class BenchCommand : Command<BenchSettings>
         }
         return ExitCodes.Ok;
     }
+
+    /// <summary>The least time a workload repeats untimed before it is timed (past the runtime's tier-up).</summary>
+    const double WarmupSeconds = 0.5;
 
     static void Row(StreamWriter? json, string workload, string metric, double value, string unit, string dev, string dtype, double min, int reps) =>
         json?.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
