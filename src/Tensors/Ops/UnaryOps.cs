@@ -175,9 +175,12 @@ public readonly struct TanhOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Apply(double x) => Math.Tanh(x);
     /// <inheritdoc/>
-    public float Derivative(float x) { float t = MathF.Tanh(x); return 1f - t * t; }
+    /// <remarks>As 4t/(1 + t)², t = e^(−2|x|): no cancellation in the tails, where 1 − tanh² is 0 (float32) from |x| ≈ 9
+    /// on. float32 arithmetic here (the CUDA kernels compile this), a few ulp; the dense CPU path
+    /// (<see cref="VectorMath.TanhBackward"/>) is within 1 ulp.</remarks>
+    public float Derivative(float x) { float t = MathF.Exp(-2f * MathF.Abs(x)), w = 1f + t; return 4f * t / (w * w); }
     /// <inheritdoc/>
-    public double Derivative(double x) { double t = Math.Tanh(x); return 1.0 - t * t; }
+    public double Derivative(double x) { double t = Math.Exp(-2.0 * Math.Abs(x)), w = 1.0 + t; return 4.0 * t / (w * w); }
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y) { VectorMath.Tanh(x, y); return true; }
     /// <inheritdoc/>
@@ -194,9 +197,11 @@ public readonly struct SigmoidOp : IDifferentiableUnaryOp
     /// <inheritdoc/>
     public double Apply(double x) => x >= 0 ? 1.0 / (1.0 + Math.Exp(-x)) : Math.Exp(x) / (1.0 + Math.Exp(x));
     /// <inheritdoc/>
-    public float Derivative(float x) { float s = Apply(x); return s * (1f - s); }
+    /// <remarks>As t/(1 + t)², t = e^(−|x|), for the same reason as <see cref="TanhOp.Derivative(float)"/>: σ(1 − σ) is 0
+    /// (float32) from x ≈ 17 on.</remarks>
+    public float Derivative(float x) { float t = MathF.Exp(-MathF.Abs(x)), w = 1f + t; return t / (w * w); }
     /// <inheritdoc/>
-    public double Derivative(double x) { double s = Apply(x); return s * (1.0 - s); }
+    public double Derivative(double x) { double t = Math.Exp(-Math.Abs(x)), w = 1.0 + t; return t / (w * w); }
     /// <inheritdoc/>
     public bool TryApply(ReadOnlySpan<float> x, Span<float> y)
     {
