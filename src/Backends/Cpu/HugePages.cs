@@ -4,8 +4,8 @@ namespace Engine.Backends.Cpu;
 
 /// <summary>
 /// Transparent huge pages for large CPU buffers (Linux). A 64 MB tensor spans 16 384 pages of 4 KB, more than the
-/// second-level TLB holds, so a streaming kernel over two or three such tensors takes a page walk every few cache lines;
-/// with 2 MB pages it spans 32. Buffers of at least <see cref="Size"/> are aligned to it and advised
+/// second-level TLB holds (2 048 entries on Zen 3), so a streaming kernel over such tensors misses the TLB every 64
+/// cache lines of each stream; with 2 MB pages it spans 32 entries. Buffers of at least <see cref="Size"/> are aligned to it and advised
 /// <c>MADV_HUGEPAGE</c>, which is what the kernel's default THP mode ("madvise") waits for; in mode "always" the advice
 /// is redundant, in "never" it is ignored. Measured on the 2-core Zen 3 machine (benchmarks/RESULTS.md, 2026-12-04):
 /// 2–5 % on a 16M-element in-place add, and the float32 GPT step 433/471 → 394/438 ms in alternated runs (noisy).

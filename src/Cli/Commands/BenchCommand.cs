@@ -79,7 +79,7 @@ sealed class BenchCommand : Command<BenchSettings>
             // And for at least WarmupSeconds: the runtime JITs a method first without optimization (tier 0) and
             // recompiles it only after ~30 calls that start 100 ms after the last new method, so a workload of a few
             // milliseconds timed after two warm-ups ran partly in tier-0 code (TensorPrimitives' loops included:
-            // add_16M_inplace measured 12–18 GB/s that way and 45 GB/s past tier-up).
+            // add_16M_inplace measured 12–18 GB/s that way and 41–52 GB/s past tier-up).
             var warm = Stopwatch.StartNew();
             for (int i = 0; i < warmup || !s.LaunchesOnly && warm.Elapsed.TotalSeconds < WarmupSeconds; i++) run.Run();
             if (w.CountsLaunches)

@@ -22,8 +22,8 @@ static unsafe class ElementwiseKernels
     // (non-temporal stores) once a call covers more than 256 KB: right for a fresh output, whose lines then need no
     // read for ownership, wrong for an update in place, whose lines the loads just brought in. So an in-place range
     // goes in calls of DenseChunk (exactly 256 KB of float32, not above the threshold) and any other in one call.
-    // Measured on 16M float32 with huge pages, 2 threads (benchmarks/RESULTS.md, 2026-12-04): a += b 4.4–5.3 ms in one
-    // call per thread, 3.7–4.2 in 256 KB calls; y = a + b the other way round, 4.1–5.1 against 5.7–6.7.
+    // Measured on 16M float32 with huge pages, 2 threads, interleaved (benchmarks/RESULTS.md, 2026-12-04): a += b
+    // 4.9–5.1 ms in one call per chunk, 4.2–4.4 in 256 KB calls; y = a + b the other way round, 4.8–5.0 against 6.9.
     static long StreamPiece(bool inPlace) => inPlace ? DenseChunk : long.MaxValue;
 
     static bool IsHalf<T>() => typeof(T) == typeof(BFloat16) || typeof(T) == typeof(Half);
